@@ -30,6 +30,7 @@ __all__ = [
     "ScheduleConfig",
     "build",
     "family",
+    "lit",
     "rescale",
     "resolve",
     "units_of",
@@ -63,7 +64,9 @@ class Param:
     low: float = 0.0
     high: float = 1.0
     log: bool = False
-    choices: tuple = ()
+    # active only when params[requires] > index (MultiStepLR's milestone_i needs n > i)
+    requires: str = ""
+    index: int = 0
 
     def epoch_range(self, epochs: int) -> tuple[int, int]:
         low = max(1, round(self.low * epochs)) if self.low > 0 else 0
@@ -114,6 +117,8 @@ class Built:
     interval: str
     kwargs: dict[str, Any]
     warmup: dict[str, Any] | None  # LinearLR kwargs of the added warmup, in iterations
+    epochs: int = 0  # the budget the kwargs were resolved for
+    steps_per_epoch: int = 0  # optimizer steps per epoch
 
     def after_batch(self) -> None:
         """Call after every optimizer.step()."""
@@ -166,8 +171,18 @@ def warmup_stable_decay(
 _S = "torch.optim.lr_scheduler"
 
 
+def lit(v: Any) -> str:
+    """A Python literal for a kwarg value; floats to 8 significant digits, still floats."""
+    if isinstance(v, float):
+        text = f"{v:.8g}"
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(lit(x) for x in v) + "]"
+    return repr(v)
+
+
 def _call(cls: str, kwargs: Mapping[str, Any]) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    args = ", ".join(f"{k}={lit(v)}" for k, v in kwargs.items())
     return f"{_S}.{cls}(optimizer{', ' if args else ''}{args})"
 
 
@@ -176,16 +191,16 @@ def _code_constant(kw: Mapping[str, Any]) -> str:
 
 
 def _code_inverse_time(kw: Mapping[str, Any]) -> str:
-    return f"{_S}.LambdaLR(optimizer, lambda it: 1.0 / (1.0 + {kw['decay']!r} * it))"
+    return f"{_S}.LambdaLR(optimizer, lambda it: 1.0 / (1.0 + {lit(kw['decay'])} * it))"
 
 
 def _code_warmup_cosine(kw: Mapping[str, Any]) -> str:
     w, t = kw["warmup_iters"], kw["total_iters"]
     return (
         f"{_S}.SequentialLR(optimizer, [\n"
-        f"    {_S}.LinearLR(optimizer, start_factor={WARMUP_START_FACTOR!r}, total_iters={w!r}),\n"
-        f"    {_S}.CosineAnnealingLR(optimizer, T_max={t - w!r}, eta_min={kw['eta_min']!r}),\n"
-        f"], milestones=[{w!r}])"
+        f"    {_S}.LinearLR(optimizer, start_factor={lit(WARMUP_START_FACTOR)}, total_iters={lit(w)}),\n"
+        f"    {_S}.CosineAnnealingLR(optimizer, T_max={lit(t - w)}, eta_min={lit(kw['eta_min'])}),\n"
+        f"], milestones=[{lit(w)}])"
     )
 
 
@@ -193,11 +208,11 @@ def _code_wsd(kw: Mapping[str, Any]) -> str:
     w, s, d = kw["warmup_iters"], kw["stable_iters"], kw["decay_iters"]
     return (
         f"{_S}.SequentialLR(optimizer, [\n"
-        f"    {_S}.LinearLR(optimizer, start_factor={WARMUP_START_FACTOR!r}, total_iters={w!r}),\n"
-        f"    {_S}.ConstantLR(optimizer, factor=1.0, total_iters={s!r}),\n"
-        f"    {_S}.LinearLR(optimizer, start_factor=1.0, end_factor={kw['end_factor']!r}, "
-        f"total_iters={d!r}),\n"
-        f"], milestones=[{w!r}, {w + s!r}])"
+        f"    {_S}.LinearLR(optimizer, start_factor={lit(WARMUP_START_FACTOR)}, total_iters={lit(w)}),\n"
+        f"    {_S}.ConstantLR(optimizer, factor=1.0, total_iters={lit(s)}),\n"
+        f"    {_S}.LinearLR(optimizer, start_factor=1.0, end_factor={lit(kw['end_factor'])}, "
+        f"total_iters={lit(d)}),\n"
+        f"], milestones=[{lit(w)}, {lit(w + s)}])"
     )
 
 
@@ -259,8 +274,8 @@ SCHEDULES: dict[str, Family] = {
             (
                 Param("n_milestones", "int", 1, 3),
                 Param("milestone_0", "float", 0.2, 0.95),
-                Param("milestone_1", "float", 0.2, 0.95),
-                Param("milestone_2", "float", 0.2, 0.95),
+                Param("milestone_1", "float", 0.2, 0.95, requires="n_milestones", index=1),
+                Param("milestone_2", "float", 0.2, 0.95, requires="n_milestones", index=2),
                 Param("gamma", "float", 0.05, 0.7, log=True),
             ),
             _torch_code("MultiStepLR"),
@@ -377,10 +392,10 @@ def _to_iterations(kwargs: Mapping[str, Any], units: Mapping[str, str], S: int) 
     return out
 
 
-def units_of(built: Built) -> dict[str, str]:
-    """Units of `built.kwargs` (iteration units where an added warmup made them so)."""
-    units = dict(family(built.family).units)
-    if built.warmup is None:
+def units_of(family_name: str, warmed_up: bool) -> dict[str, str]:
+    """Units of a family's kwargs; iteration units where an added warmup made them so."""
+    units = dict(family(family_name).units)
+    if not warmed_up:
         return units
     convert = {EPOCHS: ITERS, PER_EPOCH: PER_ITER_FACTOR}
     return {k: convert.get(u, u) for k, u in units.items()}
@@ -395,8 +410,8 @@ def resolve(schedule: ScheduleConfig, epochs: int, steps_per_epoch: int) -> Buil
         # The main schedule then runs per iteration after the warmup (SequentialLR).
         kwargs = _to_iterations(kwargs, fam.units, steps_per_epoch)
         warmup = {"start_factor": WARMUP_START_FACTOR, "total_iters": warmup_iters}
-        return Built(fam.name, None, ITERATION, kwargs, warmup)
-    return Built(fam.name, None, fam.interval, kwargs, None)
+        return Built(fam.name, None, ITERATION, kwargs, warmup, epochs, steps_per_epoch)
+    return Built(fam.name, None, fam.interval, kwargs, None, epochs, steps_per_epoch)
 
 
 def build(

@@ -1,0 +1,151 @@
+"""What every figure shares: one read of the study's trials, and how to read a trial's attrs.
+
+A 2,000-trial store is read once (`snapshot`) and the same `Snapshot` is handed to every
+figure's `_info` step; `_info` also accepts a plain `optuna.Study` so that tests and users can
+call it directly. Nothing here draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import optuna
+import plotly.graph_objects as go
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "Snapshot",
+    "curve",
+    "empty_figure",
+    "end_reason",
+    "epochs_run",
+    "family_of",
+    "family_params",
+    "fmt",
+    "score",
+    "snapshot",
+]
+
+UNKNOWN_FAMILY = "?"  # a trial without a `scheduler` param (written by something else)
+PRUNED_COLOR = "rgba(140, 140, 140, 0.25)"
+FAILED_COLOR = "rgba(214, 39, 40, 0.35)"
+RUNNING_COLOR = "rgba(255, 127, 14, 0.8)"
+COMPLETE_COLOR = "rgba(31, 119, 180, 0.55)"
+BEST_COLOR = "rgb(214, 39, 40)"
+
+
+class Snapshot(NamedTuple):
+    """All trials of a study, read once, grouped by state."""
+
+    study: optuna.Study
+    trials: tuple[FrozenTrial, ...]
+    maximize: bool
+    reason: str  # non-empty when no figure can be drawn at all (e.g. multi-objective)
+
+    def of_state(self, *states: TrialState) -> list[FrozenTrial]:
+        return [t for t in self.trials if t.state in states]
+
+    @property
+    def complete(self) -> list[FrozenTrial]:
+        return [t for t in self.trials if t.state == TrialState.COMPLETE and _finite(t.value)]
+
+    def best_first(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        """Trials with a score, best first (ties: lower trial number first)."""
+        scored = [t for t in trials if score(t) is not None]
+        sign = -1.0 if self.maximize else 1.0
+        return sorted(scored, key=lambda t: (sign * score(t), t.number))  # type: ignore[operator]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.trials:
+            out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+        return out
+
+
+def snapshot(study: optuna.Study | Snapshot) -> Snapshot:
+    """Read every trial once (no deep copies); a Snapshot passes through unchanged."""
+    if isinstance(study, Snapshot):
+        return study
+    trials = tuple(study.get_trials(deepcopy=False))
+    if len(study.directions) != 1:
+        return Snapshot(study, trials, True, "multi-objective studies are not supported")
+    return Snapshot(study, trials, study.direction == StudyDirection.MAXIMIZE, "")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def family_of(trial: FrozenTrial) -> str:
+    return str(trial.params.get("scheduler", UNKNOWN_FAMILY))
+
+
+def family_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The family's own searched parameters, without the `<Family>.` prefix."""
+    prefix = family_of(trial) + "."
+    return {k[len(prefix) :]: v for k, v in trial.params.items() if k.startswith(prefix)}
+
+
+def curve(trial: FrozenTrial, key: str) -> list[float | None]:
+    """A per-epoch curve from the user attrs; non-finite entries become None (a gap).
+
+    `val_acc_curve` falls back to the intermediate values (trial.report(val_acc, epoch)) for
+    trials written before the attrs existed or interrupted before the runner stored them.
+    """
+    raw = trial.user_attrs.get(key)
+    if not isinstance(raw, list):
+        if key != "val_acc_curve" or not trial.intermediate_values:
+            return []
+        raw = [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)]
+    return [float(v) if _finite(v) else None for v in raw]
+
+
+def score(trial: FrozenTrial) -> float | None:
+    """Validation accuracy of a trial: its value, or for an unfinished one its last report."""
+    if trial.state == TrialState.COMPLETE:
+        return float(trial.value) if _finite(trial.value) else None
+    finite = [v for v in curve(trial, "val_acc_curve") if v is not None]
+    return finite[-1] if finite else None
+
+
+def epochs_run(trial: FrozenTrial) -> int:
+    return len(curve(trial, "val_acc_curve"))
+
+
+def end_reason(trial: FrozenTrial) -> str:
+    """Why a trial stopped: the runner's `end_reason`, else its state ("complete", "running")."""
+    reason = trial.user_attrs.get("end_reason")
+    return str(reason) if reason else trial.state.name.lower()
+
+
+def fmt(value: Any) -> str:
+    """Compact number for labels: 3 significant digits, ints and strings as they are."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f"{value:.3g}"
+
+
+def empty_figure(title: str, reason: str) -> go.Figure:
+    """A figure with nothing to show says why, instead of failing or drawing empty axes."""
+    fig = go.Figure()
+    fig.add_annotation(
+        text=reason, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+        font={"size": 16, "color": "#555"},
+    )
+    fig.update_layout(
+        title={"text": title}, height=260, template="plotly_white",
+        xaxis={"visible": False}, yaxis={"visible": False},
+    )
+    return fig
+
+
+def no_finished_reason(snap: Snapshot) -> str:
+    """The standard message when there is no finished trial, with what there is instead."""
+    counts = snap.counts()
+    if not counts:
+        return "no trials yet"
+    parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    return f"no finished trial yet ({parts})"

@@ -1,0 +1,101 @@
+"""Leaderboard: the top trials, one row each (family, key parameters, accuracy, epochs, end).
+
+Unfinished trials rank by their last reported accuracy, so a pruned trial that was doing well
+shows up (with its end reason) instead of vanishing.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import optuna
+import plotly.graph_objects as go
+
+from dashboards._common import (
+    Snapshot,
+    empty_figure,
+    end_reason,
+    epochs_run,
+    family_of,
+    family_params,
+    fmt,
+    no_finished_reason,
+    score,
+    snapshot,
+)
+
+__all__ = ["Row", "LeaderboardInfo"]
+
+TITLE = "Leaderboard: top trials"
+SHARED = ("lr", "momentum", "weight_decay", "warmup_epochs")  # shared knobs shown after the own
+
+
+class Row(NamedTuple):
+    rank: int
+    number: int
+    family: str
+    params: str  # "gamma=0.1, step_size=5, lr=0.05"
+    accuracy: float
+    epochs_run: int
+    epochs: int | None  # the budget, from the `epochs` user attr
+    end: str  # "complete", "pruned", "non_finite_loss", ...
+
+
+class LeaderboardInfo(NamedTuple):
+    rows: list[Row]
+    reason: str
+
+
+def _key_params(trial: optuna.trial.FrozenTrial) -> str:
+    own = family_params(trial)
+    parts = [f"{k}={fmt(v)}" for k, v in sorted(own.items())]
+    parts += [f"{k}={fmt(trial.params[k])}" for k in SHARED if k in trial.params]
+    return ", ".join(parts)
+
+
+def _info(study: optuna.Study | Snapshot, top: int = 10) -> LeaderboardInfo:
+    snap = snapshot(study)
+    if snap.reason:
+        return LeaderboardInfo([], snap.reason)
+    ranked = snap.best_first(snap.trials)[:top]
+    if not ranked:
+        return LeaderboardInfo([], no_finished_reason(snap) + ": no trial reported an accuracy")
+    rows = []
+    for rank, t in enumerate(ranked, start=1):
+        budget = t.user_attrs.get("epochs")
+        rows.append(
+            Row(
+                rank, t.number, family_of(t), _key_params(t), float(score(t)),  # type: ignore[arg-type]
+                epochs_run(t), int(budget) if isinstance(budget, (int, float)) else None,
+                end_reason(t),
+            )
+        )
+    return LeaderboardInfo(rows, "")
+
+
+def _plot(info: LeaderboardInfo) -> go.Figure:
+    if info.reason:
+        return empty_figure(TITLE, info.reason)
+    rows = info.rows
+    header = ["#", "trial", "family", "key parameters", "val acc", "epochs", "end"]
+    cells = [
+        [r.rank for r in rows],
+        [r.number for r in rows],
+        [r.family for r in rows],
+        [r.params for r in rows],
+        [f"{r.accuracy:.4f}" for r in rows],
+        [f"{r.epochs_run}/{r.epochs}" if r.epochs else str(r.epochs_run) for r in rows],
+        [r.end for r in rows],
+    ]
+    shade = ["#ffffff" if r.end == "complete" else "#f2f2f2" for r in rows]
+    fig = go.Figure(
+        go.Table(
+            columnwidth=[3, 4, 12, 34, 6, 6, 9],
+            header={"values": header, "align": "left", "fill_color": "#dfe7f2"},
+            cells={"values": cells, "align": "left", "fill_color": [shade] * len(header)},
+        )
+    )
+    fig.update_layout(
+        title={"text": TITLE}, height=130 + 28 * len(rows), margin={"l": 10, "r": 10, "b": 10}
+    )
+    return fig

@@ -1,0 +1,225 @@
+"""Image classification objective: `train(cfg, schedule, report) -> validation accuracy`.
+
+The data set lives on the device as uint8; shuffling, augmentation and normalisation are
+batched tensor ops there (as airbench), so an epoch is a loop of optimizer steps and nothing
+else. The validation split is carved from the training split with a fixed seed, so every
+trial of a study is scored on the same images; the test split is never read here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from objectives import Diverged, data, models
+from search import schedules
+
+__all__ = ["SPLIT_SEED", "TrainConfig", "augment", "resolve_device", "steps_per_epoch", "train"]
+
+SPLIT_SEED = 20240611  # fixed: the validation split must not depend on a trial's seed
+EVAL_BATCH = 1024  # images per forward pass when evaluating
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train. Validated by search.config; `options` is free-form for user objectives."""
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    epochs: int = 10
+    batch_size: int = 512
+    width: tuple[int, int, int] = models.DEFAULT_WIDTH
+    val_fraction: float = 0.1
+    train_subset: int | None = None  # the first n of the shuffled training part, for quick runs
+    label_smoothing: float = 0.2
+    seed: int = 0
+    device: str = "auto"  # cuda if available, else cpu
+    augment: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Augmentation per data set: (padding of the random crop in pixels, random horizontal flip).
+# Fashion-MNIST's classes are not mirror-symmetric in a useful way and its images are small.
+AUGMENT: dict[str, tuple[int, bool]] = {"cifar10": (4, True), "cifar100": (4, True),
+                                        "fashion_mnist": (2, False)}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _Split(NamedTuple):
+    train_x: torch.Tensor  # (N, C, H, W) uint8
+    train_y: torch.Tensor  # (N,) int64
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    mean: torch.Tensor  # (C,) float32, of the training part, in 0..255 units
+    std: torch.Tensor
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # In chunks: CIFAR-10 as float32 would take 0.5 GiB at once.
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in x.split(4096):
+        c = chunk.to(torch.float64)
+        total += c.sum(dim=(0, 2, 3))
+        squares += (c * c).sum(dim=(0, 2, 3))
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / n
+    std = (squares / n - mean * mean).clamp_min(1e-6).sqrt()
+    return mean.float(), std.float()
+
+
+@functools.lru_cache(maxsize=2)
+def _split_of(x: torch.Tensor, y: torch.Tensor, val_fraction: float, subset: int | None) -> _Split:
+    # Keyed on the loaded tensors themselves (by identity; the key keeps them alive), so a
+    # changed $SEARCH_DATA_DIR or data file is never served a stale split.
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_val = min(len(x) - 1, max(1, round(val_fraction * len(x))))
+    val, train = order[:n_val], order[n_val:]
+    if subset is not None:
+        train = train[:subset]
+    train_x = x[train]
+    return _Split(train_x, y[train], x[val], y[val], *_channel_stats(train_x))
+
+
+def _split(cfg: TrainConfig) -> _Split:
+    x, y = data.load(cfg.dataset, "train", cfg.data_dir)
+    return _split_of(x, y, cfg.val_fraction, cfg.train_subset)
+
+
+def _steps(n_train: int, batch_size: int) -> int:
+    # The last partial batch is dropped: every step sees a full batch. A training part smaller
+    # than one batch is trained as a single smaller batch.
+    return max(1, n_train // batch_size)
+
+
+def steps_per_epoch(cfg: TrainConfig) -> int:
+    """Optimizer steps per epoch for `cfg` (loads the data set, cached in-process)."""
+    return _steps(len(_split(cfg).train_y), cfg.batch_size)
+
+
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    # Index of a reflect-padded axis (no edge repeat, as F.pad(mode="reflect")).
+    i = i.abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+def augment(
+    x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random crop of a reflect-padded batch (shift within +-pad), optionally mirrored.
+
+    One gather for the whole batch on the batch's device; any dtype (uint8 stays uint8).
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    dy = torch.randint(-pad, pad + 1, (b, 1), generator=generator, device=dev)
+    dx = torch.randint(-pad, pad + 1, (b, 1), generator=generator, device=dev)
+    rows = _reflect(dy + torch.arange(h, device=dev), h)
+    cols = _reflect(dx + torch.arange(w, device=dev), w)
+    if flip:
+        mirror = torch.rand(b, 1, generator=generator, device=dev) < 0.5
+        cols = torch.where(mirror, cols.flip(1), cols)
+    bi = torch.arange(b, device=dev)[:, None, None, None]
+    ci = torch.arange(c, device=dev)[None, :, None, None]
+    return x[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def _evaluate(model, x, y, normalise, autocast) -> tuple[float, float]:
+    """Mean cross entropy (no label smoothing) and accuracy, in eval mode."""
+    model.eval()
+    loss, correct = 0.0, 0
+    with torch.inference_mode(), autocast():
+        for xb, yb in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH), strict=True):
+            logits = model(normalise(xb)).float()
+            loss += F.cross_entropy(logits, yb, reduction="sum").item()
+            correct += int((logits.argmax(1) == yb).sum())
+    model.train()
+    return loss / len(y), correct / len(y)
+
+
+def train(
+    cfg: TrainConfig,
+    schedule: schedules.ScheduleConfig,
+    report: Callable[[int, float, float, float], None],
+) -> float:
+    """Train, calling `report(epoch, val_loss, val_acc, lr_applied)` after every epoch.
+
+    Epochs count from 0. `lr_applied` is the LR of the epoch's first optimizer step. Returns
+    the last epoch's validation accuracy in [0, 1]. Raises objectives.Diverged as soon as the
+    training or validation loss is not finite; whatever `report` raises propagates as is.
+    """
+    # 1. Data: the fixed split, moved to the device once; stats for normalising on the fly.
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    split = _split(cfg)
+    train_x, train_y = split.train_x.to(device), split.train_y.to(device)
+    val_x, val_y = split.val_x.to(device), split.val_y.to(device)
+    mean = split.mean.to(device)[None, :, None, None]
+    inv_std = (1.0 / split.std).to(device)[None, :, None, None]
+    memory = torch.channels_last if cuda else torch.contiguous_format
+
+    def normalise(xb: torch.Tensor) -> torch.Tensor:
+        return ((xb.float() - mean) * inv_std).contiguous(memory_format=memory)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+
+    # 2. Model and optimizer; the schedule is built on the optimizer and counts its steps.
+    spec = data.dataset(cfg.dataset)
+    model = models.make(
+        width=cfg.width, in_channels=spec.shape[0], classes=spec.classes,
+        image_size=spec.shape[1],
+    ).to(device, memory_format=memory)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params, lr=schedule.lr, momentum=schedule.momentum,
+        nesterov=schedule.momentum > 0, weight_decay=schedule.weight_decay,
+    )
+    n, bs = len(train_y), cfg.batch_size
+    steps = _steps(n, bs)
+    built = schedules.build(optimizer, schedule, steps, cfg.epochs)
+    pad, flip = AUGMENT.get(cfg.dataset, (0, False))
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    # 3. Epochs: shuffle, then `steps` full batches; validate; step the schedule; report.
+    val_acc, step = 0.0, 0
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen, device=device)
+        lr_applied = math.nan
+        for i in range(steps):
+            idx = order[i * bs : (i + 1) * bs]
+            xb, yb = train_x[idx], train_y[idx]
+            if cfg.augment and (pad or flip):
+                xb = augment(xb, pad, flip, gen)
+            with autocast():
+                logits = model(normalise(xb))
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+            value = loss.item()  # one sync per step: divergence must stop the trial at once
+            if not math.isfinite(value):
+                raise Diverged(epoch, step, value)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if i == 0:
+                lr_applied = optimizer.param_groups[0]["lr"]  # what this step applies
+            optimizer.step()
+            built.after_batch()
+            step += 1
+        val_loss, val_acc = _evaluate(model, val_x, val_y, normalise, autocast)
+        if not math.isfinite(val_loss):
+            raise Diverged(epoch, step, val_loss)
+        built.after_epoch(val_loss)
+        report(epoch, val_loss, val_acc, lr_applied)
+    return val_acc

@@ -1,0 +1,388 @@
+"""Image data sets as uint8 tensors: CIFAR-10/100 and Fashion-MNIST readers, download, fixtures.
+
+Where a data set is looked for, in order: the `data_dir` argument (the CLI's --data-dir), then
+$SEARCH_DATA_DIR, then the cache dir ($XDG_CACHE_HOME/schedsearch, else ~/.cache/schedsearch),
+then system copies (Fashion-MNIST from the Debian package dataset-fashion-mnist), and last a
+download into the cache, checked against the published md5. In each place both the parent dir
+(holding `cifar-10-batches-py/`) and the data set's own dir are accepted.
+
+A `data_dir` given explicitly must hold the files: falling back to a download would hide a typo.
+$SEARCH_DATA_DIR is a default for every data set, so one lacking there is looked for further on.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import os
+import pickle
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from search.errors import UserError
+
+__all__ = ["DATASETS", "Dataset", "cache_dir", "dataset", "load", "locate", "write_cifar_fixture"]
+
+ENV = "SEARCH_DATA_DIR"
+_CHUNK = 1 << 20  # bytes per read while downloading and hashing
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Where a data set's files live, how to read them and where to download them from."""
+
+    name: str
+    title: str
+    folder: str  # the data set's own dir inside a data dir
+    files: Mapping[str, tuple[str, ...]]  # split -> files read for it
+    read: Callable[[Path, tuple[str, ...]], tuple[np.ndarray, np.ndarray]]
+    urls: tuple[str, ...]  # mirrors, tried in order; each + file name is a download
+    md5: Mapping[str, str]  # downloaded file -> published md5
+    archive: bool  # the download is one tar.gz holding `folder`, else the files themselves
+    shape: tuple[int, int, int]  # C, H, W
+    classes: int
+    system_dirs: tuple[str, ...] = ()
+
+
+# 1. Readers of the original formats.
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def _cifar_reader(label_key: bytes) -> Callable[[Path, tuple[str, ...]], tuple]:
+    def read(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        batches = [_unpickle(folder / n) for n in names]
+        x = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
+        y = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+        return x.reshape(-1, 3, 32, 32), y
+
+    return read
+
+
+def _existing(folder: Path, name: str) -> Path | None:
+    """An idx file, plain or gzipped."""
+    for p in (folder / name, folder / f"{name}.gz"):
+        if p.is_file():
+            return p
+    return None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (the MNIST format: magic 0 0 dtype ndim, big-endian dims, then data)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an idx file of unsigned bytes; delete it to download it")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise UserError(f"{path} is truncated; delete it to download it again")
+    return data.reshape(tuple(dims))
+
+
+def _read_fashion(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = (read_idx(_existing(folder, n)) for n in names)
+    return images[:, None], labels.astype(np.int64)
+
+
+_FASHION = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in [
+        Dataset(
+            "cifar10", "CIFAR-10", "cifar-10-batches-py",
+            {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
+            _cifar_reader(b"labels"),
+            ("https://www.cs.toronto.edu/~kriz/",),
+            {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
+            archive=True, shape=(3, 32, 32), classes=10,
+        ),
+        Dataset(
+            "cifar100", "CIFAR-100", "cifar-100-python",
+            {"train": ("train",), "test": ("test",)},
+            _cifar_reader(b"fine_labels"),
+            ("https://www.cs.toronto.edu/~kriz/",),
+            {"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85"},
+            archive=True, shape=(3, 32, 32), classes=100,
+        ),
+        Dataset(
+            "fashion_mnist", "Fashion-MNIST", "fashion-mnist", _FASHION, _read_fashion,
+            (
+                "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+            ),
+            {
+                "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+            },
+            archive=False, shape=(1, 28, 28), classes=10,
+            system_dirs=("/usr/share/datasets/fashion-mnist",),
+        ),
+    ]
+}
+
+
+def dataset(name: str) -> Dataset:
+    """The registry entry for `name`; an unknown name lists the valid ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise UserError(
+            f"`dataset` must be one of {', '.join(DATASETS)} but got {name!r}"
+        ) from None
+
+
+# 2. Finding the files.
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "schedsearch"
+
+
+def _holds(folder: Path, spec: Dataset, split: str) -> bool:
+    if spec.archive:
+        return all((folder / n).is_file() for n in spec.files[split])
+    return all(_existing(folder, n) is not None for n in spec.files[split])
+
+
+def _find_in(root: Path, spec: Dataset, split: str) -> Path | None:
+    for folder in (root / spec.folder, root):
+        if _holds(folder, spec, split):
+            return folder
+    return None
+
+
+def _short(path: Path) -> str:
+    home = os.path.expanduser("~")
+    s = str(path)
+    return "~" + s[len(home):] if home not in ("", "/") and s.startswith(home + os.sep) else s
+
+
+def locate(name: str, split: str = "train", data_dir: str | os.PathLike | None = None) -> Path:
+    """The dir holding `split` of data set `name`, downloading it into the cache if needed."""
+    spec = dataset(name)
+    if split not in spec.files:
+        raise UserError(f"`split` must be one of {', '.join(spec.files)} but got {split!r}")
+    if data_dir is not None:
+        found = _find_in(Path(data_dir).expanduser(), spec, split)
+        if found is None:
+            raise UserError(
+                f"data dir {data_dir} has no {spec.title} {split} files: expected "
+                f"{spec.folder}/{{{','.join(spec.files[split])}}} in it, or those files in it"
+            )
+        return found
+    roots = [os.environ[ENV]] if os.environ.get(ENV) else []
+    roots += [cache_dir(), *spec.system_dirs]
+    for root in roots:
+        found = _find_in(Path(root).expanduser(), spec, split)
+        if found is not None:
+            return found
+    return _download(spec, split)
+
+
+# 3. Download into the cache, checked against the published md5.
+
+
+def _progress(total: int | None, label: str):
+    """A rich progress bar on a terminal; None where stderr is a file or pipe."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                   transient=True)
+    return bar, bar.add_task(label, total=total)
+
+
+def _fetch(url: str, dest: Path, md5: str) -> None:
+    """Stream `url` to `dest`, hashing as it goes; a bad checksum leaves no file behind."""
+    part = dest.with_name(dest.name + ".part")
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(part, "wb") as f:
+            length = r.headers.get("Content-Length") if r.headers else None
+            shown = _progress(int(length) if length else None, dest.name)
+            if shown:
+                shown[0].start()
+            try:
+                while chunk := r.read(_CHUNK):
+                    digest.update(chunk)
+                    f.write(chunk)
+                    if shown:
+                        shown[0].advance(shown[1], len(chunk))
+            finally:
+                if shown:
+                    shown[0].stop()
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    if digest.hexdigest() != md5:
+        part.unlink(missing_ok=True)
+        raise UserError(
+            f"{url} downloaded with md5 {digest.hexdigest()} but {md5} was expected; "
+            "the file was removed, try again or download it yourself"
+        )
+    part.replace(dest)
+
+
+def _fetch_any(spec: Dataset, file: str, dest: Path) -> None:
+    error: Exception | None = None
+    for base in spec.urls:
+        try:
+            return _fetch(base + file, dest, spec.md5[file])
+        except (OSError, ValueError) as e:  # URLError is an OSError; a bad URL a ValueError
+            if isinstance(e, UserError):
+                raise
+            error = e
+    raise ConnectionError(getattr(error, "reason", None) or error)
+
+
+def _extract(archive: Path, spec: Dataset, into: Path) -> None:
+    # Extract beside the target, then move in whole: an interrupted run leaves no half dir.
+    with tempfile.TemporaryDirectory(dir=into) as tmp, tarfile.open(archive, "r:gz") as tf:
+        tf.extractall(tmp, filter="data")
+        target = into / spec.folder
+        if target.exists():
+            shutil.rmtree(target)
+        (Path(tmp) / spec.folder).replace(target)
+
+
+def _download(spec: Dataset, split: str) -> Path:
+    into = cache_dir()
+    try:
+        if spec.archive:
+            into.mkdir(parents=True, exist_ok=True)
+            (file,) = spec.md5
+            _fetch_any(spec, file, into / file)
+            _extract(into / file, spec, into)
+            (into / file).unlink()
+        else:
+            (into / spec.folder).mkdir(parents=True, exist_ok=True)
+            for file in spec.md5:
+                if not (into / spec.folder / file).is_file():
+                    _fetch_any(spec, file, into / spec.folder / file)
+    except (OSError, tarfile.TarError) as e:
+        what = f"{spec.folder}/" if spec.archive else ", ".join(spec.md5)
+        src = spec.urls[0] + next(iter(spec.md5)) if spec.archive else spec.urls[0]
+        extra = " (or install dataset-fashion-mnist)" if spec.system_dirs else ""
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise UserError(
+            f"{spec.title} not found and could not be downloaded ({reason}): put {what} "
+            f"(from {src}) in --data-dir, ${ENV} or {_short(into)}{extra}"
+        ) from None
+    found = _find_in(into, spec, split)
+    if found is None:
+        raise UserError(f"the {spec.title} download in {_short(into)} lacks its {split} files")
+    return found
+
+
+# 4. Loading, cached in-process: a study trains many trials on the same data.
+
+
+def _signature(folder: Path, names: tuple[str, ...]) -> tuple:
+    paths = [folder / n if (folder / n).is_file() else _existing(folder, n) for n in names]
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+
+
+@functools.lru_cache(maxsize=4)
+def _read(name: str, split: str, folder: str, signature: tuple) -> tuple[torch.Tensor, ...]:
+    spec = DATASETS[name]
+    x, y = spec.read(Path(folder), spec.files[split])
+    if x.shape[1:] != spec.shape or len(x) != len(y):
+        raise UserError(f"{folder} holds images of shape {x.shape[1:]}, not {spec.shape}")
+    return torch.from_numpy(np.require(x, requirements=["C", "W"])), torch.from_numpy(y)
+
+
+def load(
+    name: str, split: str = "train", data_dir: str | os.PathLike | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, C, H, W) uint8 and labels (N,) int64 of one split. Shared: don't modify."""
+    folder = locate(name, split, data_dir)
+    files = DATASETS[name].files[split]
+    return _read(name, split, str(folder.resolve()), _signature(folder, files))
+
+
+# 5. A small data set in the real CIFAR format, for tests and quick runs.
+
+
+def _fixture_images(labels: np.ndarray, classes: int, rng: np.random.Generator) -> np.ndarray:
+    # Class = colour + stripe direction and frequency; random phase and noise on top, so
+    # crops and flips keep the class and a tiny net beats chance within an epoch.
+    style = np.random.default_rng(1234 + classes)
+    colour = style.uniform(50, 205, (classes, 3))
+    angle = style.uniform(0, np.pi, classes)
+    freq = style.uniform(1.0, 4.0, classes)
+    yy, xx = np.mgrid[0:32, 0:32] / 32.0
+    n = len(labels)
+    proj = np.cos(angle)[labels, None, None] * yy + np.sin(angle)[labels, None, None] * xx
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+    stripes = 45.0 * np.sin(2 * np.pi * freq[labels, None, None] * proj + phase)
+    img = colour[labels, :, None, None] + stripes[:, None] + rng.normal(0, 20, (n, 3, 32, 32))
+    return np.clip(img, 0, 255).astype(np.uint8).reshape(n, 3072)
+
+
+def write_cifar_fixture(
+    root: str | os.PathLike, n_train: int = 1000, n_test: int = 200, classes: int = 10,
+    seed: int = 0,
+) -> Path:
+    """Write a small CIFAR-10 (classes=10) or CIFAR-100 (classes=100) in the real format.
+
+    Same dir and file names, pickle keys and dtypes as the official archives, so the real
+    reader runs on it. Returns the data set's dir (`root/cifar-10-batches-py`).
+    """
+    if classes not in (10, 100):
+        raise ValueError(f"classes must be 10 or 100 but got {classes}")
+    spec = DATASETS["cifar10" if classes == 10 else "cifar100"]
+    folder = Path(root) / spec.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def batch(n: int, label: str) -> dict:
+        y = rng.integers(0, classes, n)
+        out = {b"batch_label": label.encode(), b"data": _fixture_images(y, classes, rng),
+               b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+        if classes == 10:
+            out[b"labels"] = y.tolist()
+        else:
+            out.update({b"fine_labels": y.tolist(), b"coarse_labels": (y // 5).tolist()})
+        return out
+
+    def dump(obj: dict, name: str) -> None:
+        with open(folder / name, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+
+    names = [f"class_{i}".encode() for i in range(classes)]
+    if classes == 10:
+        for i, n in enumerate(np.array_split(np.arange(n_train), 5), start=1):
+            dump(batch(len(n), f"training batch {i} of 5"), f"data_batch_{i}")
+        dump(batch(n_test, "testing batch 1 of 1"), "test_batch")
+        dump({b"label_names": names, b"num_cases_per_batch": -(-n_train // 5),
+              b"num_vis": 3072}, "batches.meta")
+    else:
+        dump(batch(n_train, "training"), "train")
+        dump(batch(n_test, "testing"), "test")
+        dump({b"fine_label_names": names,
+              b"coarse_label_names": [f"super_{i}".encode() for i in range(20)]}, "meta")
+    return folder

@@ -1,0 +1,243 @@
+"""`python -m search <command>`: the subcommand table and the thin core commands.
+
+A user error prints one line (`error: ...`) and exits 2; Ctrl-C exits 130 after the
+running trial has been closed in the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from search.errors import UserError
+
+__all__ = ["COMMANDS", "add_study_args", "main", "open_study", "positive_int"]
+
+# name -> module exposing HELP, add_arguments(parser), main(args) -> int
+COMMANDS: dict[str, str] = {
+    "run": "search.cli",
+    "best": "search.cli",
+    "studies": "search.cli",
+    "report": "dashboards.report",
+    "dashboard": "dashboards.serve",
+    "validate": "search.validate",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer but got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 but got {value}")
+    return value
+
+
+def add_study_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--study", required=required, metavar="NAME_OR_PATH",
+                        help="a study name from studies/ (e.g. lr) or a path to a .toml file")
+    parser.add_argument("--storage", metavar="URL",
+                        help="database URL (default: $SEARCH_STORAGE, the study file, "
+                        "then sqlite:///search.db)")
+
+
+def _load_cfg(name: str) -> Any:
+    from search import config
+
+    return config.load_study(name)
+
+
+def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(StudyConfig or None, the stored optuna.Study) for --study/--storage; must exist.
+
+    A name that is not a study file is looked up in the storage as a study name.
+    """
+    import optuna
+
+    from search import storage
+
+    try:
+        cfg = _load_cfg(args.study)
+        name = cfg.name
+    except UserError:
+        if args.study.endswith(".toml") or "/" in args.study:
+            raise
+        cfg, name = None, args.study
+    url = storage.resolve(args.storage, cfg.storage if cfg else None)
+    store = storage.open_storage(url)
+    try:
+        study = optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        if cfg is None:
+            _load_cfg(args.study)  # raises the "unknown study" message with the known names
+        raise UserError(
+            f"no study {name!r} in {storage.redact(url)}; run "
+            f"`python -m search run --study {args.study}` first"
+        ) from None
+    return cfg, study
+
+
+# ---------------------------------------------------------------------------------------
+# run
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    add_study_args(p)
+    p.add_argument("--trials", type=positive_int,
+                   help="finished trials the study should hold in total (re-running resumes)")
+    p.add_argument("--epochs", type=positive_int, help="epochs per trial (overrides the file)")
+    p.add_argument("--train-subset", type=positive_int, metavar="N",
+                   help="train on the first N training examples (quick CPU runs)")
+    p.add_argument("--data-dir", help="where the data set lies (else $SEARCH_DATA_DIR, cache)")
+    p.add_argument("--seed", type=int, help="sampler and training seed (overrides the file)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from search import runner, storage
+    from search.progress import Progress
+
+    cfg = _load_cfg(args.study).with_overrides(
+        epochs=args.epochs, train_subset=args.train_subset, data_dir=args.data_dir,
+        device=args.device, seed=args.seed,
+    )
+    if args.seed is not None:
+        cfg = dataclasses.replace(cfg, seed=args.seed)
+    url = storage.resolve(args.storage, cfg.storage)
+    w = cfg.workers
+    store = storage.open_storage(url, heartbeat_interval=w.heartbeat_interval,
+                                 grace_period=w.grace_period)
+    target = args.trials or cfg.trials
+    progress = Progress()
+    try:
+        study = runner.run(cfg, store, target, progress)
+    finally:
+        progress.close()
+    best = study.best_trial if runner.count(study, (runner.TrialState.COMPLETE,)) else None
+    summary = f"study {cfg.name!r}: {runner.count(study)} finished trials in {storage.redact(url)}"
+    if best is not None:
+        summary += (f"; best {best.params.get('scheduler')} {best.value:.4f} "
+                    f"(python -m search best --study {args.study})")
+    print(summary)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# best
+
+
+def _best_arguments(p: argparse.ArgumentParser) -> None:
+    from search.export import FORMATS
+
+    add_study_args(p)
+    p.add_argument("--epochs", type=positive_int, help="rescale the schedule to N epochs")
+    p.add_argument("--steps-per-epoch", type=positive_int, metavar="M",
+                   help="rescale to M optimizer steps per epoch (your data and batch size)")
+    p.add_argument("--format", choices=FORMATS, default="text")
+
+
+def _best(args: argparse.Namespace) -> int:
+    from search import export
+
+    _, study = open_study(args)
+    rec = export.recommend(study, args.epochs, args.steps_per_epoch)
+    print(export.render(rec, args.format))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# studies
+
+
+def _studies_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", metavar="URL", help="database URL (default as for run)")
+
+
+def _studies(args: argparse.Namespace) -> int:
+    import optuna
+    from optuna.trial import TrialState
+
+    from search import storage
+
+    url = storage.resolve(args.storage)
+    store = storage.open_storage(url)
+    summaries = optuna.get_all_study_summaries(store, include_best_trial=True)
+    if not summaries:
+        print(f"no studies in {storage.redact(url)}")
+        return 0
+    print(f"{'study':<24} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8}  best")
+    for s in summaries:
+        sid = store.get_study_id_from_name(s.study_name)
+        n = {st: store.get_n_trials(sid, st) for st in TrialState}
+        best = (f"{s.best_trial.value:.4f} {s.best_trial.params.get('scheduler', '')}"
+                if s.best_trial else "-")
+        print(f"{s.study_name:<24} {n[TrialState.COMPLETE]:>8} {n[TrialState.PRUNED]:>7} "
+              f"{n[TrialState.FAIL]:>7} {n[TrialState.RUNNING]:>8}  {best}")
+    return 0
+
+
+HELP = {
+    "run": "run (or resume) a study until it holds --trials finished trials",
+    "best": "print the best schedule as PyTorch code (text, json or python)",
+    "studies": "list the studies in the storage: complete / pruned / failed, best value",
+}
+_CORE = {"run": (_run_arguments, _run), "best": (_best_arguments, _best),
+         "studies": (_studies_arguments, _studies)}
+
+
+def _command(name: str) -> tuple[str, Any, Any]:
+    if name in _CORE:
+        return HELP[name], *_CORE[name]
+    module = importlib.import_module(COMMANDS[name])
+    return module.HELP, module.add_arguments, module.main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m search",
+                     description="Hyperparameter search over learning-rate schedules.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            help_text, add_arguments, handler = _command(name)
+        except ModuleNotFoundError as e:  # a command whose module is not part of this install
+            if e.name != COMMANDS[name]:
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def _quiet_optuna() -> None:
+    """Our own progress display replaces optuna's per-trial log lines and feature warnings."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_optuna()
+    try:
+        return args.handler(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the running trial was closed in the store", file=sys.stderr)
+        return 130

@@ -1,0 +1,234 @@
+"""Sampler, pruner and study wiring; adapts objectives (which never import optuna) to trials.
+
+One trial: `space.suggest` -> ScheduleConfig -> `objective(cfg.train, schedule, report)`.
+`report` records the curves on the trial, reports the validation accuracy for pruning, and
+raises TrialPruned; a non-finite loss ends the trial at once as pruned with its reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from objectives import Diverged
+from search import schedules, space
+from search.config import DEFAULT_OBJECTIVE, StudyConfig, load_objective
+from search.errors import UserError
+
+__all__ = [
+    "FINISHED",
+    "Recorder",
+    "TrialFailed",
+    "count",
+    "create_or_load",
+    "make_objective",
+    "make_pruner",
+    "make_sampler",
+    "run",
+]
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+MAX_FAILURES_IN_A_ROW = 5  # then the study stops: something is wrong beyond one schedule
+
+
+class TrialFailed(Exception):
+    """A trial that cannot finish for a reason worth recording (out of memory)."""
+
+
+def make_sampler(cfg: StudyConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+    # Each worker gets its own stream of suggestions; worker 0 reproduces a one-process run.
+    seed = cfg.seed + 7919 * worker
+    if cfg.sampler.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=cfg.sampler.n_startup_trials,
+        multivariate=cfg.sampler.multivariate,
+        group=cfg.sampler.group,  # conditional space: one model per family's parameter group
+        constant_liar=True,  # concurrent workers don't all sample the same point
+    )
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    p = cfg.pruner
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+        )
+    if p.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p.min_resource,
+            max_resource=cfg.epochs,  # resource = epochs reported
+            reduction_factor=p.reduction_factor,
+        )
+    return optuna.pruners.NopPruner()
+
+
+# What a study remembers of the file that created it: a different file with the same name
+# must not mix its results in.
+IDENTITY_KEYS = ("objective", "dataset")
+
+
+def _identity(cfg: StudyConfig) -> dict[str, Any]:
+    return {"objective": cfg.objective, "dataset": getattr(cfg.train, "dataset", None)}
+
+
+def create_or_load(
+    cfg: StudyConfig, storage: optuna.storages.BaseStorage | str, worker: int = 0
+) -> optuna.Study:
+    """The study named cfg.name: created with the known-good defaults enqueued, or loaded."""
+    study = optuna.create_study(
+        study_name=cfg.name,
+        storage=storage,
+        sampler=make_sampler(cfg, worker),
+        pruner=make_pruner(cfg),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
+        raise UserError(
+            f"study {cfg.name!r} already exists in this storage with direction "
+            f"{study.directions[0].name.lower()}; choose another `name` in {cfg.path.name}"
+        )
+    stored = study.user_attrs
+    mine = _identity(cfg)
+    if "objective" in stored:
+        for key in IDENTITY_KEYS:
+            if stored.get(key) != mine[key]:
+                raise UserError(
+                    f"study {cfg.name!r} already exists with {key} {stored.get(key)!r}, but "
+                    f"{cfg.path.name} asks for {mine[key]!r}; use another `name` so results "
+                    "don't mix"
+                )
+    else:
+        for key, value in mine.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("epochs", cfg.epochs)
+    if cfg.space.enqueue_defaults and not study._storage.get_n_trials(study._study_id):
+        for params in space.defaults(cfg.space, cfg.epochs):
+            study.enqueue_trial(params, skip_if_exists=True)
+    return study
+
+
+def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
+    """Trials in these states, counted in the database (no trial is loaded)."""
+    return study._storage.get_n_trials(study._study_id, states)
+
+
+class Recorder:
+    """The `report` callable given to an objective, bound to one Optuna trial."""
+
+    def __init__(self, trial: optuna.Trial, on_epoch: Callable[..., None] | None = None) -> None:
+        self.trial, self.on_epoch = trial, on_epoch
+        self.curves: dict[str, list[float]] = {"lr_curve": [], "val_acc_curve": [],
+                                                "val_loss_curve": []}
+
+    def built(self, b: schedules.Built) -> None:
+        """Called by schedules.build: record exactly what torch received."""
+        set_attr = self.trial.set_user_attr
+        set_attr("scheduler_kwargs", b.kwargs)
+        set_attr("interval", b.interval)
+        set_attr("steps_per_epoch", int(b.steps_per_epoch))
+        set_attr("epochs", int(b.epochs))
+        if b.warmup is not None:
+            set_attr("warmup", b.warmup)
+
+    def __call__(self, epoch: int, val_loss: float, val_acc: float, lr_applied: float) -> None:
+        for key, v in zip(self.curves, (lr_applied, val_acc, val_loss), strict=True):
+            self.curves[key].append(float(v) if math.isfinite(v) else None)
+            self.trial.set_user_attr(key, self.curves[key])
+        if not math.isfinite(val_loss):
+            raise Diverged(epoch, -1, val_loss)
+        self.trial.report(float(val_acc), epoch)
+        if self.on_epoch is not None:
+            self.on_epoch(self.trial.number, epoch, float(val_acc))
+        if self.trial.should_prune():
+            self.end("pruned")
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} (val acc {val_acc:.4f})")
+
+    def end(self, reason: str) -> None:
+        self.trial.set_user_attr("end_reason", reason)
+
+
+def _is_oom(e: BaseException) -> bool:
+    return type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
+
+
+def make_objective(
+    cfg: StudyConfig, on_epoch: Callable[..., None] | None = None
+) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective for this study: suggest, train, record, prune."""
+    func = load_objective(cfg.objective)
+
+    def objective(trial: optuna.Trial) -> float:
+        rec = Recorder(trial, on_epoch)
+        schedule = space.suggest(trial, cfg.space, cfg.epochs)
+        trial.set_user_attr(
+            "optimizer",
+            {"name": "SGD", "lr": schedule.lr, "momentum": schedule.momentum,
+             "nesterov": schedule.momentum > 0, "weight_decay": schedule.weight_decay},
+        )
+        schedule = dataclasses.replace(schedule, listener=rec.built)
+        try:
+            value = float(func(cfg.train, schedule, rec))
+        except Diverged as e:
+            rec.end("non_finite_loss")
+            raise optuna.TrialPruned(f"non-finite loss: {e}") from None
+        except KeyboardInterrupt:
+            rec.end("interrupted")
+            raise
+        except RuntimeError as e:
+            if not _is_oom(e):
+                raise
+            rec.end("oom")
+            raise TrialFailed(f"out of memory: {e}") from None
+        if not math.isfinite(value):
+            rec.end("non_finite_loss")
+            raise optuna.TrialPruned("objective returned a non-finite value")
+        return value
+
+    return objective
+
+
+def prepare(cfg: StudyConfig) -> None:
+    """Fail before touching the store when the data is missing (one clear line)."""
+    if cfg.objective == DEFAULT_OBJECTIVE:
+        from objectives import data
+
+        data.load(cfg.train.dataset, "train", cfg.train.data_dir)
+
+
+def run(
+    cfg: StudyConfig,
+    storage: optuna.storages.BaseStorage | str,
+    n_trials: int,
+    progress: Any = None,
+    worker: int = 0,
+) -> optuna.Study:
+    """Run trials until the study holds `n_trials` finished (complete + pruned) trials."""
+    if n_trials < 1:
+        raise UserError(f"`--trials` must be >= 1 but got {n_trials}")
+    prepare(cfg)
+    study = create_or_load(cfg, storage, worker)
+    on_epoch = progress.epoch if progress is not None else None
+    objective = make_objective(cfg, on_epoch)
+    callbacks = [progress.trial_finished] if progress is not None else []
+    if progress is not None:
+        progress.start(study, n_trials)
+    failures = 0
+    while count(study) < n_trials:
+        before = count(study, (TrialState.FAIL,))
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks,
+                       gc_after_trial=False)
+        failures = failures + 1 if count(study, (TrialState.FAIL,)) > before else 0
+        if failures >= MAX_FAILURES_IN_A_ROW:
+            raise UserError(
+                f"{failures} trials in a row failed (see `end_reason` on the trials); "
+                "try a smaller --batch-size or width, or another --device"
+            )
+    return study
