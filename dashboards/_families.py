@@ -16,11 +16,15 @@ from optuna.trial import TrialState
 
 from dashboards._common import (
     BEST_COLOR,
+    TEMPLATE,
     Snapshot,
     empty_figure,
     family_of,
+    floats,
+    ints,
     no_finished_reason,
     snapshot,
+    value,
 )
 
 __all__ = ["FamilyStats", "FamiliesInfo"]
@@ -61,14 +65,12 @@ def _info(study: optuna.Study | Snapshot) -> FamiliesInfo:
             pruned[family_of(t)] = pruned.get(family_of(t), 0) + 1
         elif t.state == TrialState.FAIL:
             failed[family_of(t)] = failed.get(family_of(t), 0) + 1
-    stats = [
-        FamilyStats(
-            fam, [float(t.value) for t in ts], [t.number for t in ts],  # type: ignore[arg-type]
-            float(ts[0].value), statistics.median(float(t.value) for t in ts),  # type: ignore[arg-type]
-            pruned.get(fam, 0), failed.get(fam, 0),
-        )
-        for fam, ts in by_family.items()
-    ]
+    stats = []
+    for fam, ts in by_family.items():
+        values = [value(t) for t in ts]
+        stats.append(FamilyStats(fam, values, [t.number for t in ts], values[0],
+                                 statistics.median(values), pruned.get(fam, 0),
+                                 failed.get(fam, 0)))
     # Families that only ever got pruned or failed still get a (valueless) row: say so.
     for fam in sorted((set(pruned) | set(failed)) - set(by_family)):
         stats.append(FamilyStats(fam, [], [], float("nan"), float("nan"),
@@ -91,9 +93,9 @@ def _plot(info: FamiliesInfo) -> go.Figure:
     for s, label in zip(info.families, labels, strict=True):
         fig.add_trace(
             go.Box(
-                x=s.values or [None], name=label, orientation="h", boxpoints="all",
+                x=floats(s.values or [None]), name=label, orientation="h", boxpoints="all",
                 jitter=0.4, pointpos=0, marker={"size": 4, "opacity": 0.6},
-                customdata=s.numbers, showlegend=False,
+                customdata=ints(s.numbers), showlegend=False,
                 hovertemplate="trial %{customdata}<br>val acc %{x:.4f}<extra>" + s.family
                 + "</extra>",
             )
@@ -110,7 +112,7 @@ def _plot(info: FamiliesInfo) -> go.Figure:
     spread = f"median {win.median:.4f} over {len(win.values)} finished"
     fig.update_layout(
         title={"text": f"{TITLE}<br><sup>{win.family} wins: best {win.best:.4f}, {spread}</sup>"},
-        height=160 + 38 * len(info.families), template="plotly_white",
+        height=160 + 38 * len(info.families), template=TEMPLATE,
         xaxis={"title": {"text": "validation accuracy"}},
         # Best family on top: categories are drawn bottom-up, so reverse.
         yaxis={"categoryorder": "array", "categoryarray": labels[::-1], "automargin": True},

@@ -16,12 +16,16 @@ from dashboards._common import (
     BEST_COLOR,
     COMPLETE_COLOR,
     PRUNED_COLOR,
+    TEMPLATE,
     Snapshot,
     empty_figure,
     family_of,
+    floats,
+    ints,
     no_finished_reason,
     score,
     snapshot,
+    value,
 )
 
 __all__ = ["HistoryInfo"]
@@ -47,7 +51,7 @@ def _info(study: optuna.Study | Snapshot) -> HistoryInfo:
     pick = max if snap.maximize else min
     best: list[float] = []
     for t in done:
-        best.append(float(t.value) if not best else pick(best[-1], float(t.value)))  # type: ignore[arg-type]
+        best.append(value(t) if not best else pick(best[-1], value(t)))
     pruned = [
         (t.number, s)
         for t in sorted(snap.of_state(TrialState.PRUNED), key=lambda t: t.number)
@@ -55,7 +59,7 @@ def _info(study: optuna.Study | Snapshot) -> HistoryInfo:
     ]
     reason = "" if done or pruned else no_finished_reason(snap)
     return HistoryInfo(
-        [t.number for t in done], [float(t.value) for t in done],  # type: ignore[arg-type]
+        [t.number for t in done], [value(t) for t in done],
         [family_of(t) for t in done], best,
         [n for n, _ in pruned], [s for _, s in pruned], reason,
     )
@@ -68,7 +72,8 @@ def _plot(info: HistoryInfo) -> go.Figure:
     if info.pruned_numbers:
         fig.add_trace(
             go.Scatter(
-                x=info.pruned_numbers, y=info.pruned_values, mode="markers", name="pruned (last)",
+                x=ints(info.pruned_numbers), y=floats(info.pruned_values), mode="markers",
+                name="pruned (last)",
                 marker={"color": PRUNED_COLOR, "size": 5, "symbol": "x"},
                 hovertemplate="trial %{x} pruned<br>last val acc %{y:.4f}<extra></extra>",
             )
@@ -76,20 +81,20 @@ def _plot(info: HistoryInfo) -> go.Figure:
     if info.numbers:
         fig.add_trace(
             go.Scatter(
-                x=info.numbers, y=info.values, mode="markers", name="finished",
+                x=ints(info.numbers), y=floats(info.values), mode="markers", name="finished",
                 customdata=info.families, marker={"color": COMPLETE_COLOR, "size": 6},
                 hovertemplate="trial %{x} (%{customdata})<br>val acc %{y:.4f}<extra></extra>",
             )
         )
         fig.add_trace(
             go.Scatter(
-                x=info.numbers, y=info.best_so_far, mode="lines", name="best so far",
+                x=ints(info.numbers), y=floats(info.best_so_far), mode="lines", name="best so far",
                 line={"color": BEST_COLOR, "width": 2, "shape": "hv"},
                 hovertemplate="best after trial %{x}: %{y:.4f}<extra></extra>",
             )
         )
     fig.update_layout(
-        title={"text": TITLE}, template="plotly_white", height=420,
+        title={"text": TITLE}, template=TEMPLATE, height=420,
         xaxis={"title": {"text": "trial"}}, yaxis={"title": {"text": "validation accuracy"}},
     )
     return fig

@@ -16,7 +16,7 @@ import optuna
 import plotly.graph_objects as go
 from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
-from dashboards._common import Snapshot, empty_figure, snapshot
+from dashboards._common import TEMPLATE, Snapshot, empty_figure, snapshot
 
 __all__ = ["ImportanceInfo", "MIN_TRIALS"]
 
@@ -39,7 +39,14 @@ def _kind(name: str) -> str:
 
 
 def _slim_copy(snap: Snapshot) -> optuna.Study:
-    study = optuna.create_study(direction=snap.study.direction)
+    storage = optuna.storages.InMemoryStorage()
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory"
+    try:
+        storage.create_new_study([snap.study.direction], "schedsearch-importance")
+    finally:
+        optuna.logging.set_verbosity(level)
+    study = optuna.Study("schedsearch-importance", storage)
     study.add_trials(
         optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.value)
         for t in snap.complete
@@ -88,7 +95,7 @@ def _plot(info: ImportanceInfo) -> go.Figure:
         "conditional parameters are scored where active"
     )
     fig.update_layout(
-        title={"text": f"{TITLE}<br><sup>{note}</sup>"}, template="plotly_white",
+        title={"text": f"{TITLE}<br><sup>{note}</sup>"}, template=TEMPLATE,
         height=160 + 22 * len(rows), barmode="overlay",
         xaxis={"title": {"text": "importance (sums to 1)"}},
         yaxis={"categoryorder": "array", "categoryarray": [k for k, _ in rows],

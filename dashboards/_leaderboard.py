@@ -12,6 +12,7 @@ import optuna
 import plotly.graph_objects as go
 
 from dashboards._common import (
+    TEMPLATE,
     Snapshot,
     empty_figure,
     end_reason,
@@ -27,7 +28,8 @@ from dashboards._common import (
 __all__ = ["Row", "LeaderboardInfo"]
 
 TITLE = "Leaderboard: top trials"
-SHARED = ("lr", "momentum", "weight_decay", "warmup_epochs")  # shared knobs shown after the own
+SHARED = ("lr", "warmup_epochs")  # shared knobs that shape the schedule, after the family's own
+PARAMS_CHARS_PER_LINE = 60  # the key-parameters column wraps at about this width
 
 
 class Row(NamedTuple):
@@ -65,7 +67,7 @@ def _info(study: optuna.Study | Snapshot, top: int = 10) -> LeaderboardInfo:
         budget = t.user_attrs.get("epochs")
         rows.append(
             Row(
-                rank, t.number, family_of(t), _key_params(t), float(score(t)),  # type: ignore[arg-type]
+                rank, t.number, family_of(t), _key_params(t), score(t) or 0.0,
                 epochs_run(t), int(budget) if isinstance(budget, (int, float)) else None,
                 end_reason(t),
             )
@@ -88,14 +90,17 @@ def _plot(info: LeaderboardInfo) -> go.Figure:
         [r.end for r in rows],
     ]
     shade = ["#ffffff" if r.end == "complete" else "#f2f2f2" for r in rows]
+    lines = sum(1 + len(r.params) // PARAMS_CHARS_PER_LINE for r in rows)
     fig = go.Figure(
         go.Table(
-            columnwidth=[3, 4, 12, 34, 6, 6, 9],
+            columnwidth=[3, 4, 14, 40, 6, 6, 9],
             header={"values": header, "align": "left", "fill_color": "#dfe7f2"},
-            cells={"values": cells, "align": "left", "fill_color": [shade] * len(header)},
+            cells={"values": cells, "align": "left", "fill_color": [shade] * len(header),
+                   "height": 24},
         )
     )
     fig.update_layout(
-        title={"text": TITLE}, height=130 + 28 * len(rows), margin={"l": 10, "r": 10, "b": 10}
+        title={"text": TITLE}, height=110 + 24 * lines, template=TEMPLATE,
+        margin={"l": 10, "r": 10, "b": 10},
     )
     return fig

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import optuna
 import plotly.graph_objects as go
 from optuna.trial import TrialState
@@ -18,28 +19,34 @@ from dashboards._common import (
     FAILED_COLOR,
     PRUNED_COLOR,
     RUNNING_COLOR,
+    TEMPLATE,
     Snapshot,
     curve,
     empty_figure,
+    floats,
+    ints,
     snapshot,
 )
 
 __all__ = ["Curve", "LearningCurvesInfo"]
 
 TITLE = "Learning curves of all trials"
-# Group name -> states, drawn in this order (faded groups first, underneath).
+# Group name -> states, drawn in this order. Pruned curves go over the finished ones (faded
+# grey, each ending in a cross where it was cut): on a big study the finished curves are a
+# solid band, and pruning must stay visible on top of it.
 GROUPS: dict[str, tuple[TrialState, ...]] = {
+    "finished": (TrialState.COMPLETE,),
     "pruned": (TrialState.PRUNED,),
     "failed": (TrialState.FAIL,),
-    "finished": (TrialState.COMPLETE,),
     "running": (TrialState.RUNNING, TrialState.WAITING),
 }
 STYLE = {
+    "finished": {"color": COMPLETE_COLOR, "width": 1.2},
     "pruned": {"color": PRUNED_COLOR, "width": 1},
     "failed": {"color": FAILED_COLOR, "width": 1, "dash": "dot"},
-    "finished": {"color": COMPLETE_COLOR, "width": 1.2},
     "running": {"color": RUNNING_COLOR, "width": 1.5},
 }
+PRUNE_MARK_COLOR = "rgba(90, 90, 90, 0.6)"
 
 
 class Curve(NamedTuple):
@@ -68,24 +75,31 @@ def _info(study: optuna.Study | Snapshot) -> LearningCurvesInfo:
         groups[name] = curves
     if not any(groups.values()):
         n = len(snap.trials)
-        return LearningCurvesInfo(
-            groups, None, f"no trial has reported an epoch yet ({n} trials)" if n else "no trials yet"
-        )
+        why = f"no trial has reported an epoch yet ({n} trials)" if n else "no trials yet"
+        return LearningCurvesInfo(groups, None, why)
     done = snap.best_first(snap.complete)
     best = next((c for c in groups["finished"] if done and c.number == done[0].number), None)
     return LearningCurvesInfo(groups, best, "")
 
 
-def _joined(curves: list[Curve]) -> tuple[list, list, list]:
-    """One polyline per trial, separated by None gaps; customdata carries the trial number."""
-    xs: list = []
-    ys: list = []
-    ids: list = []
+def _joined(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One polyline per trial, separated by NaN gaps; customdata carries the trial number."""
+    xs: list[int] = []
+    ys: list[float | None] = []
+    ids: list[int] = []
     for c in curves:
-        xs += [*c.epochs, None]
-        ys += [*(None if a is None else round(a, 5) for a in c.accs), None]
-        ids += [c.number] * len(c.epochs) + [None]
-    return xs, ys, ids
+        xs += [*c.epochs, 0]
+        ys += [*c.accs, None]
+        ids += [c.number] * (len(c.epochs) + 1)
+    return ints(xs), floats(ys), ints(ids)
+
+
+def _last(c: Curve) -> tuple[int, float | None]:
+    """(epoch, accuracy) of a curve's last reported point."""
+    for epoch, acc in zip(reversed(c.epochs), reversed(c.accs), strict=True):
+        if acc is not None:
+            return epoch, acc
+    return c.epochs[-1], None
 
 
 def _plot(info: LearningCurvesInfo) -> go.Figure:
@@ -96,24 +110,38 @@ def _plot(info: LearningCurvesInfo) -> go.Figure:
         if not curves:
             continue
         xs, ys, ids = _joined(curves)
+        # Many curves: thinner ink each, so the density shows instead of one solid block.
+        opacity = min(1.0, max(0.15, 30 / len(curves)))
         fig.add_trace(
             go.Scatter(
-                x=xs, y=ys, customdata=ids, mode="lines", line=STYLE[name],
+                x=xs, y=ys, customdata=ids, mode="lines", line=STYLE[name], opacity=opacity,
                 name=f"{name} ({len(curves)})", connectgaps=False,
                 hovertemplate="trial %{customdata}<br>epoch %{x}<br>val acc %{y:.4f}"
                 f"<extra>{name}</extra>",
             )
         )
+        if name == "pruned":
+            ends = [_last(c) for c in curves]
+            fig.add_trace(
+                go.Scatter(
+                    x=ints([e for e, _ in ends]), y=floats([a for _, a in ends]),
+                    customdata=ints([c.number for c in curves]), mode="markers",
+                    marker={"symbol": "x-thin", "size": 6, "color": PRUNE_MARK_COLOR,
+                            "line": {"width": 1, "color": PRUNE_MARK_COLOR}},
+                    name="pruned here", hovertemplate="trial %{customdata} pruned after "
+                    "epoch %{x}<br>val acc %{y:.4f}<extra></extra>",
+                )
+            )
     if info.best is not None:
         fig.add_trace(
             go.Scatter(
-                x=info.best.epochs, y=info.best.accs, mode="lines",
+                x=info.best.epochs, y=floats(info.best.accs), mode="lines",
                 line={"color": BEST_COLOR, "width": 3}, name=f"best (trial {info.best.number})",
                 hovertemplate="best trial<br>epoch %{x}<br>val acc %{y:.4f}<extra></extra>",
             )
         )
     fig.update_layout(
-        title={"text": TITLE}, template="plotly_white", height=480,
+        title={"text": TITLE}, template=TEMPLATE, height=480,
         xaxis={"title": {"text": "epoch"}}, yaxis={"title": {"text": "validation accuracy"}},
     )
     return fig

@@ -9,7 +9,15 @@ import optuna
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from dashboards._common import Snapshot, curve, empty_figure, family_of, snapshot
+from dashboards._common import (
+    TEMPLATE,
+    Snapshot,
+    curve,
+    empty_figure,
+    family_of,
+    snapshot,
+    value,
+)
 
 __all__ = ["LRCurve", "LRCurvesInfo"]
 
@@ -42,9 +50,8 @@ def _info(study: optuna.Study | Snapshot, top: int = 10) -> LRCurvesInfo:
         lrs = [v if v is not None and v > 0 else None for v in curve(t, "lr_curve")]
         if not any(v is not None for v in lrs):
             continue
-        curves.append(
-            LRCurve(t.number, family_of(t), float(t.value), list(range(1, len(lrs) + 1)), lrs)  # type: ignore[arg-type]
-        )
+        epochs = list(range(1, len(lrs) + 1))
+        curves.append(LRCurve(t.number, family_of(t), value(t), epochs, lrs))
         if len(curves) == top:
             break
     if not curves:
@@ -82,7 +89,7 @@ def _plot(info: LRCurvesInfo) -> go.Figure:
         )
     )
     fig.update_layout(
-        title={"text": TITLE}, template="plotly_white", height=480,
+        title={"text": TITLE}, template=TEMPLATE, height=480,
         xaxis={"title": {"text": "epoch"}},
         yaxis={"title": {"text": "learning rate"}, "type": "log"},
         legend={"x": 1.15, "y": 1},

@@ -13,12 +13,24 @@ import plotly.graph_objects as go
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from plotly.subplots import make_subplots
 
-from dashboards._common import COMPLETE_COLOR, Snapshot, empty_figure, family_of, snapshot
+from dashboards._common import (
+    COMPLETE_COLOR,
+    TEMPLATE,
+    Snapshot,
+    empty_figure,
+    family_of,
+    floats,
+    ints,
+    snapshot,
+    value,
+)
 
 __all__ = ["ParamSeries", "FamilyParams", "ParamsInfo"]
 
 TITLE = "Parameters against validation accuracy, per family"
-SHARED = ("lr", "warmup_epochs", "momentum", "weight_decay")  # shown after the family's own
+# Shared knobs that shape the schedule, shown after the family's own (momentum and weight
+# decay are in the importance figure; here they would only add noise and size).
+SHARED = ("lr", "warmup_epochs")
 
 
 class ParamSeries(NamedTuple):
@@ -67,11 +79,11 @@ def _info(study: optuna.Study | Snapshot) -> ParamsInfo:
             have = [t for t in trials if name in t.params]
             series.append(
                 ParamSeries(
-                    name, [t.params[name] for t in have], [float(t.value) for t in have],  # type: ignore[arg-type]
+                    name, [t.params[name] for t in have], [value(t) for t in have],
                     [t.number for t in have], _scale(have[0].distributions[name]),
                 )
             )
-        families.append(FamilyParams(fam, float(trials[0].value), series))  # type: ignore[arg-type]
+        families.append(FamilyParams(fam, value(trials[0]), series))
     if not any(f.params for f in families):
         return ParamsInfo([], "no parameters were searched")
     return ParamsInfo(families, "")
@@ -81,13 +93,16 @@ def _axes_layout(fam: FamilyParams, n_cols: int) -> dict[str, Any]:
     """Axis titles/types for one family; panels it does not use are hidden."""
     layout: dict[str, Any] = {}
     for j in range(n_cols):
-        ax = "xaxis" if j == 0 else f"xaxis{j + 1}"
+        x, y = ("xaxis", "yaxis") if j == 0 else (f"xaxis{j + 1}", f"yaxis{j + 1}")
         if j < len(fam.params):
             p = fam.params[j]
-            layout[ax] = {"title": {"text": p.name}, "type": p.scale, "visible": True,
-                          "autorange": True}
+            short = p.name.removeprefix(fam.family + ".")  # the dropdown names the family
+            layout[x] = {"title": {"text": short}, "type": p.scale, "visible": True,
+                         "autorange": True}
+            layout[y] = {"visible": True}
         else:
-            layout[ax] = {"visible": False}
+            layout[x] = {"visible": False}
+            layout[y] = {"visible": False}
     return layout
 
 
@@ -113,7 +128,8 @@ def _plot(info: ParamsInfo) -> go.Figure:
         for j, p in enumerate(fam.params):
             fig.add_trace(
                 go.Scatter(
-                    x=p.xs, y=p.ys, customdata=p.numbers, mode="markers", visible=i == 0,
+                    x=p.xs if p.scale == "category" else floats(p.xs), y=floats(p.ys),
+                    customdata=ints(p.numbers), mode="markers", visible=i == 0,
                     showlegend=False, marker={"color": COMPLETE_COLOR, "size": 6},
                     hovertemplate=f"trial %{{customdata}}<br>{p.name} %{{x}}"
                     "<br>val acc %{y:.4f}<extra></extra>",
@@ -134,7 +150,7 @@ def _plot(info: ParamsInfo) -> go.Figure:
     ]
     fig.update_layout(
         _axes_layout(info.families[0], n_cols),
-        title={"text": TITLE}, template="plotly_white", height=420,
+        title={"text": TITLE}, template=TEMPLATE, height=420,
         yaxis={"title": {"text": "validation accuracy"}},
         updatemenus=[{"buttons": buttons, "x": 0, "xanchor": "left", "y": 1.18,
                       "yanchor": "top", "showactive": True}],

@@ -77,12 +77,10 @@ def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
     try:
         study = optuna.load_study(study_name=name, storage=store)
     except KeyError:
-        if cfg is None:
-            _load_cfg(args.study)  # raises the "unknown study" message with the known names
-        raise UserError(
-            f"no study {name!r} in {storage.redact(url)}; run "
-            f"`python -m search run --study {args.study}` first"
-        ) from None
+        there = ", ".join(optuna.get_all_study_names(store)) or "none"
+        hint = (f"run `python -m search run --study {args.study}` first" if cfg is not None
+                else f"studies there: {there}")
+        raise UserError(f"no study {name!r} in {storage.redact(url)}; {hint}") from None
     return cfg, study
 
 
@@ -221,12 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_optuna() -> None:
-    """Our own progress display replaces optuna's per-trial log lines and feature warnings."""
+    """Our progress display replaces optuna's per-trial lines (failures included)."""
     import warnings
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 

@@ -1,0 +1,86 @@
+"""`python -m search report --study lr`: write lr-report.html and print its path.
+
+The report is one self-contained HTML file (works offline). Writing it also refreshes the same
+figures inside the study, where optuna-dashboard shows them (`--no-save` to leave the store
+untouched, e.g. with a read-only database user).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import optuna
+
+from dashboards import _recommendation
+from dashboards._common import snapshot, storage_label
+from dashboards._page import render_page
+from dashboards.figures import make_figures, save_figures
+
+__all__ = ["HELP", "add_arguments", "default_path", "main", "write_report"]
+
+HELP = "write a self-contained HTML report comparing the study's schedules"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from search.cli import add_study_args
+
+    add_study_args(parser)
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="PATH",
+        help="where to write the report (default: <study>-report.html here)",
+    )
+    parser.add_argument(
+        "--top", type=int, default=10, metavar="N",
+        help="trials in the leaderboard and the LR-curve overlay (default: 10)",
+    )
+    parser.add_argument(
+        "--no-save", action="store_true",
+        help="don't refresh the figures stored in the study for optuna-dashboard",
+    )
+
+
+def default_path(study_name: str) -> Path:
+    """`<study>-report.html` in the working directory; odd characters become `_`."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study"
+    return Path(f"{safe}-report.html")
+
+
+def write_report(
+    study: optuna.Study,
+    path: str | Path | None = None,
+    *,
+    top: int = 10,
+    save: bool = True,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+) -> Path:
+    """Write the HTML report for `study` and return its absolute path.
+
+    1. read the trials once and build every figure from that one snapshot;
+    2. ask `search.export` for the recommendation (its own small query for the best trial);
+    3. write the page, then (with `save`) store the figures in the study for optuna-dashboard.
+    """
+    from search.errors import must
+
+    if top < 1:
+        raise must("--top", "at least 1", top)
+    out = Path(path) if path is not None else default_path(study.study_name)
+    if not out.parent.is_dir():
+        raise must("--out", "a file in an existing directory", str(out))
+    snap = snapshot(study)
+    figures = make_figures(snap, top=top)
+    rec = _recommendation._info(study, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    out.write_text(render_page(snap, rec, figures, storage_label(study)), encoding="utf-8")
+    if save:
+        save_figures(study, figures)
+    return out.resolve()
+
+
+def main(args: argparse.Namespace) -> int:
+    from search.cli import open_study
+
+    _cfg, study = open_study(args)
+    print(write_report(study, args.out, top=args.top, save=not args.no_save))
+    return 0

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from objectives import data
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    """No test reads the user's cache or storage settings, or writes into the repo."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SEARCH_STORAGE", raising=False)
+    monkeypatch.delenv("SEARCH_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory) -> Path:
+    """A small data set in the real CIFAR-10 python-pickle format."""
+    root = tmp_path_factory.mktemp("cifar")
+    data.write_cifar_fixture(root, n_train=600, n_test=200)
+    return root
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
+    """`python -m search ...` in a subprocess, as a user types it."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args], cwd=cwd, env=full_env, capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+def dump(db: Path) -> list[str]:
+    """Every row of a SQLite store, to check that nothing stored changed."""
+    with sqlite3.connect(db) as con:
+        return list(con.iterdump())

@@ -1,0 +1,95 @@
+"""The conditional space: a trial only ever carries its chosen family's parameters."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from search import schedules, space
+from search.config import ParamSpec, SpaceConfig
+
+SHARED = {"scheduler", "lr", "momentum", "weight_decay", "warmup_epochs"}
+EPOCHS = 20
+
+
+def full_space() -> SpaceConfig:
+    return SpaceConfig(
+        families=tuple(schedules.SCHEDULES),
+        momentum=ParamSpec(0.8, 0.95),
+        weight_decay=ParamSpec(1e-5, 1e-3, log=True),
+        warmup_epochs=ParamSpec(0.0, 2.0),
+    )
+
+
+def sample(sampler: optuna.samplers.BaseSampler, n: int) -> list[optuna.trial.FrozenTrial]:
+    sp = full_space()
+    seen = []
+
+    def objective(trial):
+        cfg = space.suggest(trial, sp, EPOCHS)
+        seen.append(cfg)
+        schedules.resolve(cfg, EPOCHS, 10)  # every suggestion resolves to valid kwargs
+        return cfg.lr * (1 + hash(cfg.family) % 7)
+
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(objective, n_trials=n)
+    return study.trials
+
+
+@pytest.mark.parametrize(
+    "sampler, n",
+    [
+        (optuna.samplers.RandomSampler(seed=1), 300),
+        (optuna.samplers.TPESampler(seed=1, multivariate=True, group=True,
+                                    n_startup_trials=20), 120),
+    ],
+    ids=["random", "tpe"],
+)
+def test_trials_carry_only_their_familys_parameters(sampler, n):
+    trials = sample(sampler, n)
+    families = {t.params["scheduler"] for t in trials}
+    assert len(families) >= 8  # the space is really explored
+    for t in trials:
+        fam = t.params["scheduler"]
+        own = {k for k in t.params if k not in SHARED}
+        assert all(k.startswith(fam + ".") for k in own), (fam, own)
+        if not schedules.family(fam).warmup_ok:
+            assert "warmup_epochs" not in t.params
+        if fam == "MultiStepLR":
+            n_ms = t.params["MultiStepLR.n_milestones"]
+            assert {k for k in own if ".milestone_" in k} == {
+                f"MultiStepLR.milestone_{i}" for i in range(n_ms)}
+
+
+def test_epoch_ranges_scale_with_the_budget():
+    sp = SpaceConfig(families=("CosineAnnealingLR",))
+    for epochs in (4, 40):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(30):
+            cfg = space.suggest(study.ask(), sp, epochs)
+            assert epochs // 2 <= cfg.params["T_max"] <= epochs
+
+
+def test_fixed_knobs_are_not_suggested():
+    sp = SpaceConfig(families=("Constant",), lr=ParamSpec(0.1, 0.1))
+    trial = optuna.create_study().ask()
+    cfg = space.suggest(trial, sp, EPOCHS)
+    assert trial.params == {"scheduler": "Constant"}
+    assert (cfg.lr, cfg.momentum) == (0.1, 0.9)
+
+
+def test_defaults_are_valid_points_of_the_space():
+    sp = full_space()
+    params = space.defaults(sp, EPOCHS)
+    assert [p["scheduler"] for p in params] == ["CosineAnnealingLR", "OneCycleLR"]
+    assert params[0]["CosineAnnealingLR.T_max"] == EPOCHS  # cosine over the whole run
+    assert params[1]["OneCycleLR.pct_start"] == 0.3  # torch's standard one-cycle
+    study = optuna.create_study()
+    for p in params:
+        study.enqueue_trial(p)
+    for p in params:
+        trial = study.ask()
+        cfg = space.suggest(trial, sp, EPOCHS)
+        assert cfg.family == p["scheduler"]
+        assert all(trial.params[k] == v for k, v in p.items())
+    assert space.defaults(SpaceConfig(families=("StepLR",)), EPOCHS) == []
