@@ -112,6 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.seed is not None:
         cfg = dataclasses.replace(cfg, seed=args.seed)
+    runner.prepare(cfg)  # missing data fails here, before a store is created or opened
     url = storage.resolve(args.storage, cfg.storage)
     w = cfg.workers
     store = storage.open_storage(url, heartbeat_interval=w.heartbeat_interval,

@@ -31,6 +31,7 @@ __all__ = [
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 DEFAULT_OBJECTIVE = "objectives.classify:train"
+_NUM = (int, float)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ class _Table:
         if k not in self.data:
             return default
         v = self.data[k]
-        ok = isinstance(v, kind) and not (isinstance(v, bool) and kind in (int, float, (int, float)))
+        is_bool_for_number = isinstance(v, bool) and kind in (int, float, _NUM)
+        ok = isinstance(v, kind) and not is_bool_for_number
         if not ok or (check is not None and not check(v)):
             raise self.error(k, what or f"a {getattr(kind, '__name__', kind)}", v)
         return v
@@ -161,10 +163,11 @@ class _Table:
         extra = [k for k in self.data if k not in self.used and not allowed_extra(k)]
         if extra:
             valid = ", ".join(sorted(self.used))
-            raise UserError(f"{self.file}: unknown key `{self.key(extra[0])}`; valid keys: {valid}")
+            raise UserError(
+                f"{self.file}: unknown key `{self.key(extra[0])}`; valid keys: {valid}"
+            )
 
 
-_NUM = (int, float)
 
 
 def _spec(t: _Table, k: str, default: ParamSpec, log: bool, min_low: float = 0.0) -> ParamSpec:
@@ -287,7 +290,9 @@ def load_objective(spec: str) -> Callable[..., float]:
     """Import "package.module:function"; a bad spec is a UserError."""
     module_name, _, func_name = spec.partition(":")
     if not module_name or not func_name:
-        raise UserError(f"`objective.function` must look like package.module:function but got {spec!r}")
+        raise UserError(
+            f"`objective.function` must look like package.module:function but got {spec!r}"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -312,9 +317,10 @@ def load_study(name_or_path: str) -> StudyConfig:
     space_table = top.table("space")
     space = _space(space_table, _families(space_table))
     samp = top.table("sampler")
+    non_negative = (int, lambda v: v >= 0, "an integer >= 0")
     sampler = SamplerConfig(
         name=samp.get("name", "tpe", str, lambda v: v in ("tpe", "random"), '"tpe" or "random"'),
-        n_startup_trials=samp.get("n_startup_trials", 10, int, lambda v: v >= 0, "an integer >= 0"),
+        n_startup_trials=samp.get("n_startup_trials", 10, *non_negative),
         multivariate=samp.get("multivariate", True, bool),
         group=samp.get("group", True, bool),
     )

@@ -79,7 +79,8 @@ class Recommendation:
         sched = textwrap.indent(self.scheduler_code(), "    ").lstrip()
         return f'''"""Learning-rate schedule found by schedsearch.
 
-Study {self.study!r}, trial {self.trial_number}: {self.family}, validation accuracy {self.value:.4f}.
+Study {self.study!r}, trial {self.trial_number}: {self.family}, validation accuracy \
+{self.value:.4f}.
 Stepping: {how}.
 Computed for {self.epochs} epochs of {self.steps_per_epoch} optimizer steps each; for another
 length run `python -m search best --study {self.study} --epochs N --steps-per-epoch M`.
@@ -173,7 +174,8 @@ def _text(rec: Recommendation) -> str:
         f"  stepping         : {STEP_WORDS[rec.interval][1]}",
     ]
     if rec.warmup:
-        lines.append(f"  warmup           : linear over {rec.warmup['total_iters']} optimizer steps")
+        steps = rec.warmup["total_iters"]
+        lines.append(f"  warmup           : linear over {steps} optimizer steps")
     budget = f"{rec.epochs} epochs x {rec.steps_per_epoch} steps"
     if (rec.epochs, rec.steps_per_epoch) != (rec.searched_epochs, rec.searched_steps_per_epoch):
         budget += (f" (rescaled from the searched {rec.searched_epochs} x "

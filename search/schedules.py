@@ -198,8 +198,10 @@ def _code_warmup_cosine(kw: Mapping[str, Any]) -> str:
     w, t = kw["warmup_iters"], kw["total_iters"]
     return (
         f"{_S}.SequentialLR(optimizer, [\n"
-        f"    {_S}.LinearLR(optimizer, start_factor={lit(WARMUP_START_FACTOR)}, total_iters={lit(w)}),\n"
-        f"    {_S}.CosineAnnealingLR(optimizer, T_max={lit(t - w)}, eta_min={lit(kw['eta_min'])}),\n"
+        f"    {_S}.LinearLR(optimizer, start_factor={lit(WARMUP_START_FACTOR)}, "
+        f"total_iters={lit(w)}),\n"
+        f"    {_S}.CosineAnnealingLR(optimizer, T_max={lit(t - w)}, "
+        f"eta_min={lit(kw['eta_min'])}),\n"
         f"], milestones=[{lit(w)}])"
     )
 
@@ -208,7 +210,8 @@ def _code_wsd(kw: Mapping[str, Any]) -> str:
     w, s, d = kw["warmup_iters"], kw["stable_iters"], kw["decay_iters"]
     return (
         f"{_S}.SequentialLR(optimizer, [\n"
-        f"    {_S}.LinearLR(optimizer, start_factor={lit(WARMUP_START_FACTOR)}, total_iters={lit(w)}),\n"
+        f"    {_S}.LinearLR(optimizer, start_factor={lit(WARMUP_START_FACTOR)}, "
+        f"total_iters={lit(w)}),\n"
         f"    {_S}.ConstantLR(optimizer, factor=1.0, total_iters={lit(s)}),\n"
         f"    {_S}.LinearLR(optimizer, start_factor=1.0, end_factor={lit(kw['end_factor'])}, "
         f"total_iters={lit(d)}),\n"
