@@ -21,7 +21,16 @@ import torch.nn.functional as F
 from objectives import Diverged, data, models
 from search import schedules
 
-__all__ = ["SPLIT_SEED", "TrainConfig", "augment", "resolve_device", "steps_per_epoch", "train"]
+__all__ = [
+    "AUGMENT",
+    "EVAL_BATCH",
+    "SPLIT_SEED",
+    "TrainConfig",
+    "augment",
+    "resolve_device",
+    "steps_per_epoch",
+    "train",
+]
 
 SPLIT_SEED = 20240611  # fixed: the validation split must not depend on a trial's seed
 EVAL_BATCH = 1024  # images per forward pass when evaluating
@@ -46,12 +55,13 @@ class TrainConfig:
 
 
 # Augmentation per data set: (padding of the random crop in pixels, random horizontal flip).
-# Fashion-MNIST's classes are not mirror-symmetric in a useful way and its images are small.
+# Fashion-MNIST: a smaller crop for its 28-pixel images, and no flip (its shoes all face left).
 AUGMENT: dict[str, tuple[int, bool]] = {"cifar10": (4, True), "cifar100": (4, True),
                                         "fashion_mnist": (2, False)}
 
 
 def resolve_device(name: str) -> torch.device:
+    """"auto" is cuda where available, else cpu; any other name is torch's."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -169,7 +179,8 @@ def train(
     val_x, val_y = split.val_x.to(device), split.val_y.to(device)
     mean = split.mean.to(device)[None, :, None, None]
     inv_std = (1.0 / split.std).to(device)[None, :, None, None]
-    memory = torch.channels_last if cuda else torch.contiguous_format
+    # channels_last: faster on GPUs and, measured here, 1.3-2x faster on CPUs too (oneDNN).
+    memory = torch.channels_last
 
     def normalise(xb: torch.Tensor) -> torch.Tensor:
         return ((xb.float() - mean) * inv_std).contiguous(memory_format=memory)

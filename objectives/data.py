@@ -31,7 +31,17 @@ import torch
 
 from search.errors import UserError
 
-__all__ = ["DATASETS", "Dataset", "cache_dir", "dataset", "load", "locate", "write_cifar_fixture"]
+__all__ = [
+    "DATASETS",
+    "ENV",
+    "Dataset",
+    "cache_dir",
+    "dataset",
+    "load",
+    "locate",
+    "read_idx",
+    "write_cifar_fixture",
+]
 
 ENV = "SEARCH_DATA_DIR"
 _CHUNK = 1 << 20  # bytes per read while downloading and hashing
@@ -153,6 +163,9 @@ def dataset(name: str) -> Dataset:
         ) from None
 
 
+_lookup = dataset  # for functions whose argument is named `dataset`
+
+
 # 2. Finding the files.
 
 
@@ -180,17 +193,20 @@ def _short(path: Path) -> str:
     return "~" + s[len(home):] if home not in ("", "/") and s.startswith(home + os.sep) else s
 
 
-def locate(name: str, split: str = "train", data_dir: str | os.PathLike | None = None) -> Path:
-    """The dir holding `split` of data set `name`, downloading it into the cache if needed."""
-    spec = dataset(name)
+def locate(
+    dataset: str, split: str = "train", data_dir: str | os.PathLike | None = None
+) -> Path:
+    """The dir holding `split` of `dataset`, downloading it into the cache if needed."""
+    spec = _lookup(dataset)
     if split not in spec.files:
         raise UserError(f"`split` must be one of {', '.join(spec.files)} but got {split!r}")
     if data_dir is not None:
         found = _find_in(Path(data_dir).expanduser(), spec, split)
         if found is None:
+            names = ", ".join(n if spec.archive else f"{n}[.gz]" for n in spec.files[split])
             raise UserError(
-                f"data dir {data_dir} has no {spec.title} {split} files: expected "
-                f"{spec.folder}/{{{','.join(spec.files[split])}}} in it, or those files in it"
+                f"data dir {data_dir} has no {spec.title} {split} files: expected {names} "
+                f"in it or in its {spec.folder}/"
             )
         return found
     roots = [os.environ[ENV]] if os.environ.get(ENV) else []
@@ -316,12 +332,12 @@ def _read(name: str, split: str, folder: str, signature: tuple) -> tuple[torch.T
 
 
 def load(
-    name: str, split: str = "train", data_dir: str | os.PathLike | None = None
+    dataset: str, split: str = "train", data_dir: str | os.PathLike | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, C, H, W) uint8 and labels (N,) int64 of one split. Shared: don't modify."""
-    folder = locate(name, split, data_dir)
-    files = DATASETS[name].files[split]
-    return _read(name, split, str(folder.resolve()), _signature(folder, files))
+    folder = locate(dataset, split, data_dir)
+    files = DATASETS[dataset].files[split]
+    return _read(dataset, split, str(folder.resolve()), _signature(folder, files))
 
 
 # 5. A small data set in the real CIFAR format, for tests and quick runs.

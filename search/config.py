@@ -259,8 +259,9 @@ def _train(t: _Table, objective: str, file: Path) -> Any:
         v = t.data[name]
         t.used.add(name)
         if name == "width":
-            if not (isinstance(v, list) and v and all(isinstance(c, int) and c > 0 for c in v)):
-                raise t.error(name, "a list of positive channel counts", v)
+            if not (isinstance(v, list) and len(v) == 3
+                    and all(isinstance(c, int) and c > 0 for c in v)):
+                raise t.error(name, "a list of 3 positive channel counts (one per block)", v)
             v = tuple(v)
         elif name in ("epochs", "batch_size", "seed") or name == "train_subset":
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "seed" else 1):
