@@ -3,7 +3,8 @@
 The data set lives on the device as uint8; shuffling, augmentation and normalisation are
 batched tensor ops there (as airbench), so an epoch is a loop of optimizer steps and nothing
 else. The validation split is carved from the training split with a fixed seed, so every
-trial of a study is scored on the same images; the test split is never read here.
+trial of a study is scored on the same images; the test split is read only with
+`holdout="test"`, which `validate` uses after a search.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # cuda if available, else cpu
     augment: bool = True
+    # "val": score on the validation split carved from the training split (the search);
+    # "test": train on the whole training part incl. that carve, score on the test split
+    # (validation of finished searches only; the search never reads the test split).
+    holdout: str = "val"
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -105,7 +110,21 @@ def _split_of(x: torch.Tensor, y: torch.Tensor, val_fraction: float, subset: int
 
 def _split(cfg: TrainConfig) -> _Split:
     x, y = data.load(cfg.dataset, "train", cfg.data_dir)
-    return _split_of(x, y, cfg.val_fraction, cfg.train_subset)
+    split = _split_of(x, y, cfg.val_fraction, cfg.train_subset)
+    if cfg.holdout == "val":
+        return split
+    if cfg.holdout != "test":
+        raise ValueError(f"holdout must be 'val' or 'test' but got {cfg.holdout!r}")
+    test_x, test_y = data.load(cfg.dataset, "test", cfg.data_dir)
+    return _with_test(split, test_x, test_y)
+
+
+@functools.lru_cache(maxsize=2)
+def _with_test(split: _Split, test_x: torch.Tensor, test_y: torch.Tensor) -> _Split:
+    # The searched training data (train part + validation carve) trains; the test set scores.
+    train_x = torch.cat([split.train_x, split.val_x])
+    train_y = torch.cat([split.train_y, split.val_y])
+    return _Split(train_x, train_y, test_x, test_y, *_channel_stats(train_x))
 
 
 def _steps(n_train: int, batch_size: int) -> int:

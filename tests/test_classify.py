@@ -186,3 +186,17 @@ def test_fashion_mnist_learns():
     sched = ScheduleConfig("CosineAnnealingLR", {"T_max": 2, "eta_min_factor": 0.01}, lr=0.5)
     acc = classify.train(cfg, sched, rec)
     assert len(rec.calls) == 2 and acc > 0.6
+
+
+def test_holdout_test_trains_on_train_and_val_and_scores_the_test_split(fixture_dir):
+    val = classify._split(tiny(fixture_dir))
+    test = classify._split(tiny(fixture_dir, holdout="test"))
+    x_test, y_test = data.load("cifar10", "test", fixture_dir)
+    assert len(test.train_y) == len(val.train_y) + len(val.val_y)
+    assert torch.equal(test.val_x, x_test) and torch.equal(test.val_y, y_test)
+    seen = []
+    classify.train(tiny(fixture_dir, holdout="test", epochs=1),
+                   ScheduleConfig("Constant", {}, lr=0.1), lambda *a: seen.append(a))
+    assert len(seen) == 1
+    with pytest.raises(ValueError, match="holdout"):
+        classify._split(tiny(fixture_dir, holdout="train"))
