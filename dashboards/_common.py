@@ -18,6 +18,12 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "BEST_COLOR",
+    "COMPLETE_COLOR",
+    "FAILED_COLOR",
+    "PRUNED_COLOR",
+    "RUNNING_COLOR",
+    "TEMPLATE",
     "Snapshot",
     "curve",
     "empty_figure",
@@ -28,6 +34,7 @@ __all__ = [
     "floats",
     "fmt",
     "ints",
+    "no_finished_reason",
     "score",
     "snapshot",
     "storage_label",
@@ -190,27 +197,12 @@ def no_finished_reason(snap: Snapshot) -> str:
 
 
 def storage_label(study: optuna.Study) -> str | None:
-    """The study's storage URL for printing, with any password hidden; None if not an RDB.
+    """The study's storage URL for printing, password hidden; None where it has no URL.
 
-    optuna wraps an RDBStorage in a cache (`_backend`); both expose `url` only as attributes.
+    optuna wraps an RDBStorage in a cache (`_backend`); neither exposes the URL publicly.
     """
+    from search.storage import redact
+
     storage = getattr(study, "_storage", None)
     url = getattr(storage, "url", None) or getattr(getattr(storage, "_backend", None), "url", None)
-    if not isinstance(url, str):
-        return None
-    try:
-        from search.storage import redact
-    except ImportError:
-        return _redact(url)
-    return redact(url)
-
-
-def _redact(url: str) -> str:
-    """user:secret@host -> user:***@host (fallback until search.storage.redact exists)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return redact(url) if isinstance(url, str) else None

@@ -1,13 +1,16 @@
 """Per schedule family: the best validation accuracy and its spread (which wins, how reliably).
 
 A box per family over its finished trials, the best marked, families ordered best first. The
-hover and the axis label also count pruned and failed trials: a family that wins once but is
-pruned nine times in ten is less reliable than its best suggests.
+axis label also counts how the others ended: pruned, diverged (non-finite loss, which the
+runner records as a pruned trial with that end reason) and failed. A family that wins once
+but diverges nine times in ten is less reliable than its best suggests.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections import Counter
 from typing import NamedTuple
 
 import optuna
@@ -38,8 +41,9 @@ class FamilyStats(NamedTuple):
     numbers: list[int]  # their trial numbers, same order
     best: float
     median: float
-    n_pruned: int
-    n_failed: int  # failed + other ends (non-finite loss, OOM, interrupted)
+    n_pruned: int  # stopped by the pruner
+    n_diverged: int  # end_reason "non_finite_loss"
+    n_failed: int  # state FAIL (out of memory, errors)
 
 
 class FamiliesInfo(NamedTuple):
@@ -58,29 +62,30 @@ def _info(study: optuna.Study | Snapshot) -> FamiliesInfo:
     by_family: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for t in done:  # already best first, so each family's list is too
         by_family.setdefault(family_of(t), []).append(t)
-    pruned: dict[str, int] = {}
-    failed: dict[str, int] = {}
+    ends: dict[str, Counter[str]] = {}
     for t in snap.trials:
-        if t.state == TrialState.PRUNED:
-            pruned[family_of(t)] = pruned.get(family_of(t), 0) + 1
-        elif t.state == TrialState.FAIL:
-            failed[family_of(t)] = failed.get(family_of(t), 0) + 1
-    stats = []
-    for fam, ts in by_family.items():
-        values = [value(t) for t in ts]
-        stats.append(FamilyStats(fam, values, [t.number for t in ts], values[0],
-                                 statistics.median(values), pruned.get(fam, 0),
-                                 failed.get(fam, 0)))
-    # Families that only ever got pruned or failed still get a (valueless) row: say so.
-    for fam in sorted((set(pruned) | set(failed)) - set(by_family)):
-        stats.append(FamilyStats(fam, [], [], float("nan"), float("nan"),
-                                 pruned.get(fam, 0), failed.get(fam, 0)))
-    return FamiliesInfo(stats, snap.maximize, "")
+        if t.state == TrialState.FAIL:
+            ends.setdefault(family_of(t), Counter())["failed"] += 1
+        elif t.state == TrialState.PRUNED:
+            diverged = t.user_attrs.get("end_reason") == "non_finite_loss"
+            ends.setdefault(family_of(t), Counter())["diverged" if diverged else "pruned"] += 1
+
+    def stats(fam: str, values: list[float], numbers: list[int]) -> FamilyStats:
+        n = ends.get(fam, Counter())
+        best, median = (values[0], statistics.median(values)) if values else (math.nan,) * 2
+        return FamilyStats(fam, values, numbers, best, median, n["pruned"], n["diverged"],
+                           n["failed"])
+
+    rows = [stats(f, [value(t) for t in ts], [t.number for t in ts])
+            for f, ts in by_family.items()]
+    # Families that never finished still get a (valueless) row saying how they ended.
+    rows += [stats(f, [], []) for f in sorted(set(ends) - set(by_family))]
+    return FamiliesInfo(rows, snap.maximize, "")
 
 
 def _label(s: FamilyStats) -> str:
-    extra = [f"{s.n_pruned} pruned"] if s.n_pruned else []
-    extra += [f"{s.n_failed} failed"] if s.n_failed else []
+    extra = [f"{n} {what}" for n, what in
+             ((s.n_pruned, "pruned"), (s.n_diverged, "diverged"), (s.n_failed, "failed")) if n]
     tail = f", {', '.join(extra)}" if extra else ""
     return f"{s.family} ({len(s.values)} done{tail})"
 

@@ -1,7 +1,9 @@
 """Leaderboard: the top trials, one row each (family, key parameters, accuracy, epochs, end).
 
-Unfinished trials rank by their last reported accuracy, so a pruned trial that was doing well
-shows up (with its end reason) instead of vanishing.
+Finished trials rank first, by their value, so the first row is the trial `best` recommends.
+Unfinished ones follow by their last reported accuracy (from fewer epochs, so not comparable
+with a finished run): a study with few finished trials still gets a useful table, and the
+end reason says why each stopped.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def _info(study: optuna.Study | Snapshot, top: int = 10) -> LeaderboardInfo:
     snap = snapshot(study)
     if snap.reason:
         return LeaderboardInfo([], snap.reason)
-    ranked = snap.best_first(snap.trials)[:top]
+    done = snap.best_first(snap.complete)
+    finished = {t.number for t in done}
+    ranked = (done + snap.best_first([t for t in snap.trials if t.number not in finished]))[:top]
     if not ranked:
         return LeaderboardInfo([], no_finished_reason(snap) + ": no trial reported an accuracy")
     rows = []
@@ -93,14 +97,15 @@ def _plot(info: LeaderboardInfo) -> go.Figure:
     lines = sum(1 + len(r.params) // PARAMS_CHARS_PER_LINE for r in rows)
     fig = go.Figure(
         go.Table(
-            columnwidth=[3, 4, 14, 40, 6, 6, 9],
-            header={"values": header, "align": "left", "fill_color": "#dfe7f2"},
+            columnwidth=[3, 4, 18, 40, 6, 6, 9],
+            header={"values": header, "align": "left", "fill_color": "#dfe7f2", "height": 28},
             cells={"values": cells, "align": "left", "fill_color": [shade] * len(header),
                    "height": 24},
         )
     )
     fig.update_layout(
-        title={"text": TITLE}, height=110 + 24 * lines, template=TEMPLATE,
-        margin={"l": 10, "r": 10, "b": 10},
+        # Title band + header + rows (+ slack): a Table scrolls, hiding rows, when too short.
+        title={"text": TITLE}, height=60 + 30 + 26 * lines + 20, template=TEMPLATE,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
     )
     return fig

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import optuna
 import plotly.graph_objects as go
+import sqlalchemy.exc
 
 from dashboards import (
     _families,
@@ -26,9 +27,20 @@ from dashboards import (
 )
 from dashboards._common import Snapshot, snapshot
 
-__all__ = ["FIGURES", "GRAPH_ID_PREFIX", "Figure", "make_figures", "save_figures", "snapshot"]
+__all__ = [
+    "FIGURES",
+    "GRAPH_ID_PREFIX",
+    "STORE_ERRORS",
+    "Figure",
+    "make_figures",
+    "save_figures",
+    "snapshot",
+]
 
 GRAPH_ID_PREFIX = "schedsearch-"  # optuna-dashboard graph ids: fixed, so a refresh overwrites
+# What saving into the store raises when it can't write (a read-only database user, a locked
+# or full disk): callers turn it into one line instead of a traceback.
+STORE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
 
 class Figure(NamedTuple):
@@ -71,10 +83,18 @@ def save_figures(study: optuna.Study, figures: dict[str, go.Figure]) -> list[str
     """Store the figures in the study, where optuna-dashboard shows them beside its own plots.
 
     Ids are fixed (`schedsearch-<name>`), so saving again replaces the previous version.
+    The dashboard draws each figure in a fixed 450-pixel panel, so they are stored without
+    the report's height (and the figures handed in are left as they were).
     """
     from optuna_dashboard import save_plotly_graph_object
 
-    return [
-        save_plotly_graph_object(study, fig, graph_object_id=GRAPH_ID_PREFIX + name)
-        for name, fig in figures.items()
-    ]
+    ids = []
+    for name, fig in figures.items():
+        height = fig.layout.height
+        fig.layout.height = None
+        try:
+            gid = GRAPH_ID_PREFIX + name
+            ids.append(save_plotly_graph_object(study, fig, graph_object_id=gid))
+        finally:
+            fig.layout.height = height
+    return ids

@@ -16,7 +16,7 @@ import optuna
 from dashboards import _recommendation
 from dashboards._common import snapshot, storage_label
 from dashboards._page import render_page
-from dashboards.figures import make_figures, save_figures
+from dashboards.figures import STORE_ERRORS, make_figures, save_figures
 
 __all__ = ["HELP", "add_arguments", "default_path", "main", "write_report"]
 
@@ -24,7 +24,7 @@ HELP = "write a self-contained HTML report comparing the study's schedules"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from search.cli import add_study_args
+    from search.cli import add_study_args, positive_int
 
     add_study_args(parser)
     parser.add_argument(
@@ -32,9 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where to write the report (default: <study>-report.html here)",
     )
     parser.add_argument(
-        "--top", type=int, default=10, metavar="N",
+        "--top", type=positive_int, default=10, metavar="N",
         help="trials in the leaderboard and the LR-curve overlay (default: 10)",
     )
+    parser.add_argument("--epochs", type=positive_int, metavar="N",
+                        help="show the recommended schedule rescaled to N epochs (as `best`)")
+    parser.add_argument("--steps-per-epoch", type=positive_int, metavar="M",
+                        help="... and to M optimizer steps per epoch (as `best`)")
     parser.add_argument(
         "--no-save", action="store_true",
         help="don't refresh the figures stored in the study for optuna-dashboard",
@@ -59,10 +63,11 @@ def write_report(
     """Write the HTML report for `study` and return its absolute path.
 
     1. read the trials once and build every figure from that one snapshot;
-    2. ask `search.export` for the recommendation (its own small query for the best trial);
+    2. ask `search.export` for the recommendation (optuna's storage cache serves the finished
+       trials it reads, so this is no second read of the store);
     3. write the page, then (with `save`) store the figures in the study for optuna-dashboard.
     """
-    from search.errors import must
+    from search.errors import UserError, must
 
     if top < 1:
         raise must("--top", "at least 1", top)
@@ -74,7 +79,13 @@ def write_report(
     rec = _recommendation._info(study, epochs=epochs, steps_per_epoch=steps_per_epoch)
     out.write_text(render_page(snap, rec, figures, storage_label(study)), encoding="utf-8")
     if save:
-        save_figures(study, figures)
+        try:
+            save_figures(study, figures)
+        except STORE_ERRORS as e:
+            raise UserError(
+                f"wrote {out.resolve()}, but could not store its figures in the study for "
+                f"optuna-dashboard ({type(e).__name__}); use --no-save with a read-only store"
+            ) from None
     return out.resolve()
 
 
@@ -82,5 +93,7 @@ def main(args: argparse.Namespace) -> int:
     from search.cli import open_study
 
     _cfg, study = open_study(args)
-    print(write_report(study, args.out, top=args.top, save=not args.no_save))
+    path = write_report(study, args.out, top=args.top, save=not args.no_save,
+                        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch)
+    print(path)
     return 0

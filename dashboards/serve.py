@@ -17,7 +17,9 @@ from types import FrameType
 from typing import Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "HELP", "add_arguments", "main", "serve", "start"]
+__all__ = [
+    "DEFAULT_HOST", "DEFAULT_PORT", "HELP", "add_arguments", "main", "serve", "start", "url_of",
+]
 
 HELP = "open optuna-dashboard on the study's storage (127.0.0.1 unless --host)"
 DEFAULT_HOST = "127.0.0.1"
@@ -30,7 +32,7 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (wsgiref's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request (the UI polls) would drown the URL
 
 
@@ -92,13 +94,16 @@ def serve(server: WSGIServer, out: TextIO = sys.stderr) -> int:
 
 def main(args: argparse.Namespace) -> int:
     from dashboards._common import storage_label
-    from dashboards.figures import make_figures, save_figures
+    from dashboards.figures import STORE_ERRORS, make_figures, save_figures
     from search.cli import open_study
 
     _cfg, study = open_study(args)
     if not args.no_refresh:
         try:
             save_figures(study, make_figures(study))
+        except STORE_ERRORS as e:  # a read-only store: serve what is there
+            print(f"warning: could not refresh the figures in the study ({type(e).__name__}); "
+                  "serving the stored ones", file=sys.stderr)
         except KeyboardInterrupt:
             print("interrupted before the dashboard started", file=sys.stderr)
             return 130
