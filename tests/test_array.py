@@ -1,0 +1,298 @@
+"""Fused trial arrays: exactness against lone trials, continuous refill, the Optuna side, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import time
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from objectives import Diverged, classify
+from search import cli, config, runner, schedules, space
+from search.engine import array
+from search.engine.fused import ArrayTrainer, Job
+from search.errors import UserError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+EPOCHS = 3
+FAMILIES = list(schedules.SCHEDULES)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny nets on a shared 2-core machine: one thread is many times faster than two.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(cifar_dir) -> classify.TrainConfig:
+    return classify.TrainConfig(
+        data_dir=str(cifar_dir), epochs=EPOCHS, batch_size=64, width=(8, 8, 8),
+        train_subset=256, val_fraction=0.25, device="cpu",
+    )
+
+
+def a_schedule(family: str, seed: int) -> schedules.ScheduleConfig:
+    """A random valid schedule of `family`, with searched momentum and (where allowed) warmup."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    cfg = config.SpaceConfig(
+        families=(family,), lr=config.ParamSpec(0.05, 0.3, log=True),
+        momentum=config.ParamSpec(0.0, 0.95), warmup_epochs=config.ParamSpec(0.0, 1.0),
+    )
+    return space.suggest(study.ask(), cfg, EPOCHS)
+
+
+def lone_run(cfg, schedule) -> tuple[list[tuple], float | BaseException]:
+    reports: list[tuple] = []
+    try:
+        value = classify.train(cfg, schedule, lambda *a: reports.append(a))
+    except Diverged as e:
+        return reports, e
+    return reports, value
+
+
+class Pruned(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def arrayed(cifar_dir):
+    """One array of K=4 over: a diverging trial, a trial pruned after its first epoch, then
+    one trial of every family. The first two end early, so later trials start in slots
+    refilled while the others are one or two epochs further: each slot's batches differ."""
+    cfg = tiny(cifar_dir)
+    jobs = [schedules.ScheduleConfig("Constant", lr=1e7), a_schedule("CosineAnnealingLR", 99)]
+    jobs += [a_schedule(f, i) for i, f in enumerate(FAMILIES)]
+    reports: dict[int, list[tuple]] = {i: [] for i in range(len(jobs))}
+    outcomes: dict[int, float | BaseException] = {}
+    started: dict[int, int] = {}  # job -> round it started in
+    rounds = [0]
+
+    def report_for(i):
+        def report(epoch, *rest):
+            reports[i].append((epoch, *rest))
+            if i == 1:
+                raise Pruned
+        return report
+
+    queue = list(range(len(jobs)))
+
+    def next_job():
+        if not queue:
+            return None
+        i = queue.pop(0)
+        started[i] = rounds[0]
+        return Job(jobs[i], report_for(i), i)
+
+    trainer = ArrayTrainer(cfg, 4)
+    original = trainer._epoch
+
+    def counted(finish):
+        original(finish)
+        rounds[0] += 1
+
+    trainer._epoch = counted
+    trainer.run(next_job, lambda job, out: outcomes.setdefault(job.tag, out))
+    return cfg, jobs, reports, outcomes, started
+
+
+def close(got: list[tuple], want: list[tuple], n_val: int) -> None:
+    assert [r[0] for r in got] == [r[0] for r in want]  # the same epochs reported
+    for (_, g_loss, g_acc, g_lr), (_, w_loss, w_acc, w_lr) in zip(got, want, strict=True):
+        assert g_lr == pytest.approx(w_lr, rel=1e-12)  # the LR torch's scheduler set
+        assert g_loss == pytest.approx(w_loss, rel=1e-4)
+        assert abs(g_acc - w_acc) <= 1.5 / n_val  # an image near the boundary may flip
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_member_trains_as_the_lone_trial(arrayed, family):
+    cfg, jobs, reports, outcomes, _ = arrayed
+    i = 2 + FAMILIES.index(family)
+    want_reports, want_value = lone_run(cfg, jobs[i])
+    n_val = round(cfg.val_fraction * 600)
+    close(reports[i], want_reports, n_val)
+    assert not isinstance(want_value, BaseException)
+    assert outcomes[i] == pytest.approx(want_value, abs=1.5 / n_val)
+    assert len(reports[i]) == EPOCHS
+
+
+def test_refill_diverged_and_pruned_trials_end_alone(arrayed):
+    cfg, jobs, reports, outcomes, started = arrayed
+    _, lone_diverged = lone_run(cfg, jobs[0])
+    assert isinstance(lone_diverged, Diverged) and isinstance(outcomes[0], Diverged)
+    assert (outcomes[0].epoch, outcomes[0].step) == (lone_diverged.epoch, lone_diverged.step)
+    assert reports[0] == []
+    assert isinstance(outcomes[1], Pruned) and len(reports[1]) == 1
+    assert len(outcomes) == len(jobs)  # every job ended, once
+    # refills happened while other members were in later epochs
+    assert started[4] == 1 and started[5] == 1 and started[2] == 0
+    assert max(started.values()) >= 3
+
+
+def test_after_a_round_where_every_member_diverged_the_next_trial_is_still_exact(cifar_dir):
+    cfg = tiny(cifar_dir)
+    good = a_schedule("StepLR", 5)
+    queue = [schedules.ScheduleConfig("Constant", lr=1e7), good]
+    reports: list[tuple] = []
+    outcomes: list = []
+    ArrayTrainer(cfg, 1).run(
+        lambda: Job(queue.pop(0), lambda *r: reports.append(r)) if queue else None,
+        lambda job, out: outcomes.append(out))
+    assert isinstance(outcomes[0], Diverged) and isinstance(outcomes[1], float)
+    want, value = lone_run(cfg, good)
+    close(reports, want, round(cfg.val_fraction * 600))
+    assert outcomes[1] == pytest.approx(value, abs=1.5 / 150)
+
+
+def test_k_from_memory():
+    gib = 1 << 30
+    assert array.k_from_memory(40 * gib, gib) == 32  # capped
+    assert array.k_from_memory(10 * gib, gib) == 8  # 80% of the free memory
+    assert array.k_from_memory(gib // 2, gib) == 1  # never below one
+
+
+def test_cpu_runs_keep_the_sequential_engine_unless_asked(cifar_dir):
+    cfg = config.load_study("smoke").with_overrides(device="cpu")
+    assert array.array_size(cfg) is None
+    assert array.array_size(cfg, 3) == 3
+    other = dataclasses.replace(cfg, objective="mypkg.mine:train")
+    assert array.array_size(other) is None
+    with pytest.raises(UserError, match="`--array` needs the built-in objective"):
+        array.array_size(other, 2)
+
+
+def smoke(cifar_dir, epochs=None):
+    return config.load_study("smoke").with_overrides(
+        data_dir=str(cifar_dir), device="cpu", epochs=epochs, train_subset=256,
+    )
+
+
+def test_array_study_reaches_the_target_with_the_sequential_attributes(tmp_path, cifar_dir):
+    cfg = smoke(cifar_dir)
+    seq = runner.run(cfg, f"sqlite:///{tmp_path / 'seq.db'}", 1)
+    arr = array.run(cfg, f"sqlite:///{tmp_path / 'arr.db'}", 5, k=3)
+    assert runner.count(arr) == 5 and len(arr.trials) == 5  # no overshoot past the target
+    assert not arr.get_trials(states=(TrialState.RUNNING, TrialState.FAIL))
+    # trial 0 is the enqueued default in both: same params, value and attributes
+    s, a = seq.trials[0], arr.trials[0]
+    assert a.params == s.params and a.state == s.state
+    assert a.value == pytest.approx(s.value, abs=1.5 / 150)
+    assert a.user_attrs.keys() == s.user_attrs.keys()
+    for key in ("scheduler_kwargs", "interval", "steps_per_epoch", "epochs", "optimizer",
+                "lr_curve"):
+        assert a.user_attrs[key] == s.user_attrs[key], key
+    assert a.user_attrs["val_loss_curve"] == pytest.approx(s.user_attrs["val_loss_curve"],
+                                                           rel=1e-4)
+    for t in arr.trials:
+        want = {"scheduler_kwargs", "interval", "steps_per_epoch", "epochs", "optimizer",
+                "lr_curve", "val_acc_curve", "val_loss_curve"}
+        assert want <= t.user_attrs.keys()
+        assert len(t.user_attrs["lr_curve"]) == len(t.intermediate_values)
+        assert (t.user_attrs.get("end_reason") == "pruned") == (t.state == TrialState.PRUNED)
+    # resuming to a higher target refills from the same study
+    arr = array.run(cfg, f"sqlite:///{tmp_path / 'arr.db'}", 7, k=3)
+    assert runner.count(arr) == 7
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_closes_every_running_trial(tmp_path, cifar_dir, how):
+    class Interrupting:
+        def start(self, study, target):
+            pass
+
+        def epoch(self, number, epoch, val_acc):
+            if how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises KeyboardInterrupt in here
+            raise KeyboardInterrupt
+
+        def trial_finished(self, study, trial):
+            pass
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(KeyboardInterrupt):
+        array.run(smoke(cifar_dir, epochs=1), url, 4, Interrupting(), k=3)
+    study = optuna.load_study(study_name="smoke", storage=url)
+    assert len(study.trials) == 3
+    assert {t.state for t in study.trials} == {TrialState.FAIL}
+    assert {t.user_attrs["end_reason"] for t in study.trials} == {"interrupted"}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
+
+
+def test_divergence_prunes_one_trial_and_a_failed_report_fails_the_run(tmp_path, cifar_dir):
+    cfg = smoke(cifar_dir)
+    study = runner.create_or_load(cfg, f"sqlite:///{tmp_path / 'x.db'}")
+    arr = array._Array(cfg, study, 10, None)
+    job = arr.next_job()
+    arr.finish(job, Diverged(0, 3, math.nan))
+    t = study.trials[0]
+    assert t.state == TrialState.PRUNED and t.user_attrs["end_reason"] == "non_finite_loss"
+    job = arr.next_job()
+    with pytest.raises(OSError):
+        arr.finish(job, OSError("disk full"))
+    assert study.trials[1].state == TrialState.FAIL and not arr.live
+
+
+def test_out_of_memory_fails_the_array_and_retries_with_half(tmp_path, cifar_dir, monkeypatch):
+    sizes = []
+
+    class Fake:
+        def __init__(self, train_cfg, k, compile=False):
+            sizes.append(k)
+            self.k = k
+
+        def run(self, next_job, finish):
+            jobs = [j for j in (next_job() for _ in range(self.k)) if j is not None]
+            if self.k > 2:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            for j in jobs:
+                finish(j, 0.5)
+            while (j := next_job()) is not None:
+                finish(j, 0.5)
+
+    monkeypatch.setattr(array, "ArrayTrainer", Fake)
+    study = array.run(smoke(cifar_dir), f"sqlite:///{tmp_path / 'x.db'}", 6, k=8)
+    assert sizes == [8, 4, 2]
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 6 + 4 and {t.user_attrs["end_reason"] for t in failed} == {"oom"}
+    assert runner.count(study) == 6
+
+
+def test_cli_array_flag(tmp_path, cifar_dir, capsys):
+    code = cli.main(["run", "--study", "smoke", "--data-dir", str(cifar_dir), "--trials", "3",
+                     "--epochs", "1", "--array", "2", "--device", "cpu",
+                     "--train-subset", "256"])
+    assert code == 0
+    assert "3 finished trials" in capsys.readouterr().out
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    assert runner.count(study) == 3
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "--study", "smoke", "--array", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--array" in err and "must be >= 1" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_array_trains_in_bf16_near_the_lone_trial_and_picks_k(cifar_dir):
+    cfg = dataclasses.replace(tiny(cifar_dir), device="cuda")
+    schedule = a_schedule("OneCycleLR", 0)
+    want, _ = lone_run(cfg, schedule)
+    got: list[tuple] = []
+    queue = [schedule, schedule]
+    trainer = ArrayTrainer(cfg, 2)
+    trainer.run(lambda: Job(queue.pop(), lambda *r: got.append(r)) if queue else None,
+                lambda job, out: None)
+    assert len(got) == 2 * EPOCHS
+    for g, w in zip(got[::2], want, strict=True):  # bf16: close, not equal
+        assert g[1] == pytest.approx(w[1], rel=0.05) and g[3] == pytest.approx(w[3])
+    study_cfg = dataclasses.replace(config.load_study("smoke"), train=cfg)
+    assert 1 <= array.pick_k(study_cfg) <= array.MAX_K
