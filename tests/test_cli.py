@@ -132,6 +132,8 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
     before = dump(db)
     if "--storage" not in args:
         args = [*args, "--storage", f"sqlite:///{db}"]
+    if args[0] == "run" and "--data-dir" not in args:
+        args = [*args, "--data-dir", str(cifar_dir)]  # so the storage itself is what fails
     with pytest.raises(SystemExit) as e:
         raise SystemExit(cli.main(args))
     err = capsys.readouterr().err
