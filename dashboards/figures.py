@@ -24,6 +24,7 @@ from dashboards import (
     _learning_curves,
     _lr_curves,
     _params,
+    validation,
 )
 from dashboards._common import Snapshot, snapshot
 
@@ -52,6 +53,7 @@ class Figure(NamedTuple):
 
 FIGURES: dict[str, Figure] = {
     "leaderboard": Figure(_leaderboard.TITLE, _leaderboard._info, _leaderboard._plot, True),
+    "validation": Figure(validation.TITLE, validation._info, validation._plot),
     "families": Figure(_families.TITLE, _families._info, _families._plot),
     "lr-curves": Figure(_lr_curves.TITLE, _lr_curves._info, _lr_curves._plot, True),
     "learning-curves": Figure(

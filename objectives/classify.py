@@ -35,6 +35,8 @@ __all__ = [
 
 SPLIT_SEED = 20240611  # fixed: the validation split must not depend on a trial's seed
 EVAL_BATCH = 1024  # images per forward pass when evaluating
+SCHEDULEFREE_WARMUP = 0.05  # schedule-free SGD warms up linearly over this fraction of steps
+BN_RECALIBRATION_STEPS = 50  # schedule-free: batches that refresh BatchNorm stats before eval
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class TrainConfig:
     # "test": train on the whole training part incl. that carve, score on the test split
     # (validation of finished searches only; the search never reads the test split).
     holdout: str = "val"
+    # "sgd": torch.optim.SGD (Nesterov when momentum > 0); "schedulefree": schedule-free SGD
+    # from the optional `schedulefree` package (`validate`'s no-schedule baseline).
+    optimizer: str = "sgd"
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -214,12 +219,22 @@ def train(
         image_size=spec.shape[1],
     ).to(device, memory_format=memory)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params, lr=schedule.lr, momentum=schedule.momentum,
-        nesterov=schedule.momentum > 0, weight_decay=schedule.weight_decay,
-    )
     n, bs = len(train_y), cfg.batch_size
     steps = _steps(n, bs)
+    if cfg.optimizer == "schedulefree":
+        import schedulefree
+
+        optimizer = schedulefree.SGDScheduleFree(
+            params, lr=schedule.lr, momentum=schedule.momentum,
+            weight_decay=schedule.weight_decay,
+            warmup_steps=round(SCHEDULEFREE_WARMUP * steps * cfg.epochs),
+        )
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=schedule.lr, momentum=schedule.momentum,
+            nesterov=schedule.momentum > 0, weight_decay=schedule.weight_decay,
+        )
+    free = cfg.optimizer == "schedulefree"
     built = schedules.build(optimizer, schedule, steps, cfg.epochs)
     pad, flip = AUGMENT.get(cfg.dataset, (0, False))
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -229,6 +244,8 @@ def train(
     for epoch in range(cfg.epochs):
         order = torch.randperm(n, generator=gen, device=device)
         lr_applied = math.nan
+        if free:
+            optimizer.train()
         for i in range(steps):
             idx = order[i * bs : (i + 1) * bs]
             xb, yb = train_x[idx], train_y[idx]
@@ -247,6 +264,11 @@ def train(
             optimizer.step()
             built.after_batch()
             step += 1
+        if free:  # evaluate the averaged weights, with BatchNorm stats measured on them
+            optimizer.eval()
+            with torch.no_grad(), autocast():
+                for i in range(min(steps, BN_RECALIBRATION_STEPS)):
+                    model(normalise(train_x[order[i * bs : (i + 1) * bs]]))
         val_loss, val_acc = _evaluate(model, val_x, val_y, normalise, autocast)
         if not math.isfinite(val_loss):
             raise Diverged(epoch, step, val_loss)

@@ -269,7 +269,7 @@ def _train(t: _Table, objective: str, file: Path) -> Any:
         elif name == "val_fraction":
             if not isinstance(v, _NUM) or not 0 < v < 1:
                 raise t.error(name, "between 0 and 1 (exclusive)", v)
-        elif name == "holdout":
+        elif name in ("holdout", "optimizer"):
             raise t.error(name, "set by `validate`, not in a study file", v)
         elif name == "label_smoothing":
             if not isinstance(v, _NUM) or not 0 <= v < 1:

@@ -1,23 +1,27 @@
 """The best trial -> paste-ready PyTorch code, text or JSON; rescaling to another budget.
 
 Reads only the storage: any finished study can be exported from any machine that
-reaches the database.
+reaches the database. Where `validate` has run, the recommendation is the schedule with the
+best mean test accuracy over seeds, with its margin over the best baseline (`Validation`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import textwrap
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import schedules
+from search import schedules, stats
 from search.errors import UserError
+from search.stats import Validation
 
-__all__ = ["FORMATS", "Recommendation", "best_trial", "recommend", "render"]
+__all__ = ["FORMATS", "Recommendation", "Validation", "best_trial", "recommend", "render",
+           "validation"]
 
 FORMATS = ("text", "json", "python")
 STEP_WORDS = {
@@ -41,6 +45,7 @@ class Recommendation:
     steps_per_epoch: int
     searched_epochs: int
     searched_steps_per_epoch: int
+    validation: Validation | None = None  # the test-set results, where `validate` has run
 
     @property
     def step(self) -> str:
@@ -113,9 +118,11 @@ def make_optimizer_and_scheduler(params):
 '''
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = asdict(replace(self, validation=None))
+        del out["validation"]
         out["step"] = self.step
         out["code"] = self.code()
+        out |= self.validation.fields() if self.validation else Validation.empty_fields()
         return out
 
 
@@ -159,8 +166,72 @@ def from_trial(
 def recommend(
     study: optuna.Study, epochs: int | None = None, steps_per_epoch: int | None = None
 ) -> Recommendation:
-    """The study's best finished trial as a recommendation."""
-    return from_trial(study.study_name, best_trial(study), epochs, steps_per_epoch)
+    """The recommended schedule: the validated winner (best mean test accuracy over seeds)
+    where `validate` has run, else the study's best finished trial."""
+    val = validation(study, epochs)
+    trial = None
+    if val is not None and val.winner is not None and val.winner.source_trial is not None:
+        trial = _trial_by_number(study, val.winner.source_trial)
+    rec = from_trial(study.study_name, trial or best_trial(study), epochs, steps_per_epoch)
+    return replace(rec, validation=val) if val is not None else rec
+
+
+def validation(study: optuna.Study, epochs: int | None = None) -> Validation | None:
+    """What `validate` found for `study` in its companion study: the runs at `epochs` where
+    there are any, else at the searched length. None where it never ran."""
+    from search.validate import COMPANION_SUFFIX, companion_name
+
+    if study.study_name.endswith(COMPANION_SUFFIX):
+        return None  # a validation study is not validated itself
+    try:
+        study = optuna.load_study(study_name=companion_name(study.study_name),
+                                  storage=study._storage)
+    except KeyError:
+        return None
+    by_length: dict[int, list[FrozenTrial]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if "validate_key" in t.user_attrs:
+            by_length.setdefault(int(t.user_attrs["epochs"]), []).append(t)
+    if not by_length:
+        return None
+    attrs = study.user_attrs
+    searched = attrs.get("searched_epochs")
+    length = next((e for e in (epochs, searched) if e in by_length),
+                  max(by_length, key=lambda e: (len(by_length[e]), -e)))
+    meta = {k.removeprefix("schedule."): v for k, v in attrs.items()
+            if k.startswith("schedule.")}
+    runs: dict[str, dict[str, Any]] = {}
+    for t in sorted(by_length[length], key=lambda t: t.number):
+        a = t.user_attrs
+        r = runs.setdefault(a["validate_key"], {"trial": a, "scores": {}, "diverged": []})
+        seed = int(a["seed"])
+        if seed in r["scores"] or seed in r["diverged"]:
+            continue  # the first finished run of a (schedule, seed) counts
+        if t.state == TrialState.COMPLETE and math.isfinite(t.value):
+            r["scores"][seed] = float(t.value)
+        elif a.get("end_reason") == "non_finite_loss":
+            r["diverged"].append(seed)
+    results = []
+    for key, r in runs.items():
+        m, a = meta.get(key, {}), r["trial"]
+        results.append(stats.Result(
+            key=key, label=m.get("label", a.get("label", key)),
+            roles=tuple(m.get("roles", a.get("roles", ()))), scores=r["scores"],
+            source_trial=m.get("source_trial", a.get("source_trial")),
+            diverged=tuple(r["diverged"]), family=m.get("family", "")))
+    return Validation(
+        study=study.study_name, epochs=length, ranked=tuple(stats.rank(results)),
+        other_epochs=tuple(sorted(set(by_length) - {length})),
+        notes=tuple(attrs.get("notes", ())))
+
+
+def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
+    store = study._storage
+    try:
+        return store.get_trial(store.get_trial_id_from_study_id_trial_number(
+            study._study_id, number))
+    except KeyError:
+        return None
 
 
 def _text(rec: Recommendation) -> str:
@@ -168,6 +239,9 @@ def _text(rec: Recommendation) -> str:
     lines = [
         f"Best schedule of study {rec.study!r}: trial {rec.trial_number}, {rec.family}, "
         f"validation accuracy {rec.value:.4f}",
+        *(rec.validation.lines() if rec.validation else [
+            f"  (not validated: `python -m search validate --study {rec.study}` re-trains it "
+            "and baselines on new seeds, scored on the test set)"]),
         f"  scheduler kwargs : {json.dumps(rec.kwargs)}",
         f"  optimizer        : SGD lr={o['lr']:.4g} momentum={o['momentum']:.3g} "
         f"nesterov={o['nesterov']} weight_decay={o['weight_decay']:.3g}",

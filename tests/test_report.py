@@ -24,7 +24,7 @@ from search.errors import UserError
 from tests.test_dashboards_figures import make_trial, populated_study, study_of
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["recommendation", "leaderboard", "families", "lr-curves", "learning-curves", "history",
+ORDER = ["recommendation", "leaderboard", "validation", "families", "lr-curves", "learning-curves", "history",
          "importance", "params"]
 
 

@@ -1,0 +1,124 @@
+"""Validation: test accuracy per schedule over new seeds, mean ± std, baselines marked.
+
+Reads the companion study that `python -m search validate` writes (`<study>.validate`), one
+panel per validated training length (the searched length first). Each schedule is a row: its
+mean with a ±1 std error bar and every seed as a dot; baselines are diamonds, searched
+schedules circles. The panel title carries the verdict `best` prints.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import optuna
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dashboards._common import TEMPLATE, Snapshot, empty_figure, floats, snapshot
+
+__all__ = ["Panel", "Row", "ValidationInfo"]
+
+TITLE = "Validation: test accuracy over seeds (mean ± std), baselines marked"
+CANDIDATE_COLOR = "rgb(31, 119, 180)"
+BASELINE_COLOR = "rgb(255, 127, 14)"
+
+
+class Row(NamedTuple):
+    label: str
+    role: str  # "candidate", "baseline" or "both" (a searched schedule equal to a baseline)
+    mean: float
+    std: float
+    seeds: list[int]
+    scores: list[float]  # test accuracy per seed, same order
+    diverged: int  # seeds that stopped on a non-finite loss
+
+
+class Panel(NamedTuple):
+    epochs: int
+    rows: list[Row]  # best first
+    verdict: str
+
+
+class ValidationInfo(NamedTuple):
+    study: str  # the companion study
+    panels: list[Panel]  # the default length first
+    reason: str
+
+
+def _info(study: optuna.Study | Snapshot) -> ValidationInfo:
+    snap = snapshot(study)
+    if snap.reason:
+        return ValidationInfo("", [], snap.reason)
+    # Imported here: the rest of the report must render if export is broken or missing.
+    try:
+        from search.export import validation
+        from search.validate import companion_name
+    except ImportError as e:
+        return ValidationInfo("", [], f"search.validate is not available ({e})")
+    name = snap.study.study_name
+    hint = f"not validated yet: run `python -m search validate --study {name}`"
+    first = validation(snap.study)
+    if first is None:
+        return ValidationInfo(companion_name(name), [], hint)
+    panels = []
+    for v in [first, *(validation(snap.study, e) for e in first.other_epochs)]:
+        rows = [
+            Row(r.label, "both" if len(r.roles) > 1 else (r.roles or ("?",))[0], r.mean, r.std,
+                sorted(r.scores), [r.scores[s] for s in sorted(r.scores)], len(r.diverged))
+            for r in v.ranked
+        ]
+        panels.append(Panel(v.epochs, rows, v.verdict))
+    if not any(row.scores for p in panels for row in p.rows):
+        return ValidationInfo(first.study, [], "no validation run has finished yet")
+    return ValidationInfo(first.study, panels, "")
+
+
+def _plot(info: ValidationInfo) -> go.Figure:
+    if info.reason:
+        return empty_figure(TITLE, info.reason)
+    titles = [f"{p.epochs} epochs: {p.verdict}" for p in info.panels]
+    fig = make_subplots(rows=len(info.panels), cols=1, subplot_titles=titles,
+                        vertical_spacing=0.16 if len(info.panels) > 1 else 0.0)
+    shown: set[str] = set()
+    for i, p in enumerate(info.panels, start=1):
+        labels = [r.label + (f" ({r.diverged} diverged)" if r.diverged else "") for r in p.rows]
+        for baseline in (False, True):
+            picked = [(r, lab) for r, lab in zip(p.rows, labels, strict=True)
+                      if (r.role != "candidate") == baseline]
+            if not picked:
+                continue
+            name = "baseline" if baseline else "searched schedule"
+            color = BASELINE_COLOR if baseline else CANDIDATE_COLOR
+            fig.add_trace(go.Scatter(
+                x=floats([r.mean for r, _ in picked]), y=[lab for _, lab in picked],
+                error_x={"type": "data", "array": floats([r.std for r, _ in picked]),
+                         "thickness": 1.5, "width": 6},
+                mode="markers", name=f"{name}: mean ± std", legendgroup=name,
+                showlegend=name not in shown,
+                marker={"symbol": "diamond" if baseline else "circle", "size": 12,
+                        "color": color},
+                customdata=[[len(r.scores)] for r, _ in picked],
+                hovertemplate="%{y}<br>mean %{x:.4f} over %{customdata[0]} seeds<extra></extra>",
+            ), row=i, col=1)
+            fig.add_trace(go.Scatter(
+                x=floats([s for r, _ in picked for s in r.scores]),
+                y=[lab for r, lab in picked for _ in r.scores],
+                customdata=[seed for r, _ in picked for seed in r.seeds],
+                mode="markers", name=f"{name}: one seed", legendgroup=name,
+                showlegend=name not in shown,
+                marker={"symbol": "circle-open", "size": 7, "color": color, "opacity": 0.7},
+                hovertemplate="seed %{customdata}: %{x:.4f}<extra>%{y}</extra>",
+            ), row=i, col=1)
+            shown.add(name)
+        # best on top: categories are drawn bottom-up, so reverse
+        fig.update_yaxes(categoryorder="array", categoryarray=labels[::-1], automargin=True,
+                         row=i, col=1)
+    fig.update_xaxes(title_text="test accuracy", row=len(info.panels), col=1)
+    n_rows = sum(len(p.rows) for p in info.panels)
+    fig.update_layout(
+        title={"text": f"{TITLE}<br><sup>study {info.study!r}</sup>"},
+        height=180 + 40 * n_rows + 60 * len(info.panels), template=TEMPLATE,
+        legend={"orientation": "h", "y": -0.12},
+    )
+    fig.update_annotations(font={"size": 12})  # the subplot titles carry long verdicts
+    return fig

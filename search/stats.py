@@ -1,0 +1,318 @@
+"""How much better is the winner, really: per-schedule mean ± std over seeds, ranking, and a
+paired comparison with the best baseline over the same seeds (`Validation`, read by `best`).
+
+Pure math on plain numbers (no optuna, no torch), so it is unit-tested on known values.
+Student's t distribution is computed here from the regularized incomplete beta function
+(Numerical Recipes' continued fraction), because the project does not depend on scipy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CONFIDENCE",
+    "Paired",
+    "Result",
+    "Validation",
+    "mean_std",
+    "paired",
+    "rank",
+    "t_cdf",
+    "t_quantile",
+    "verdict",
+]
+
+CONFIDENCE = 0.95  # of the interval around the margin; "told apart" when it excludes 0
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); the std of one value is 0, of none NaN."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = math.fsum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+# 1. Student's t distribution.
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz's method)."""
+    tiny, eps = 1e-300, 3e-16
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def _betai(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta function I_x(a, b) for 0 <= x <= 1."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                 + a * math.log(x) + b * math.log1p(-x))
+    # the continued fraction converges fast only on this side of the mean; else use symmetry
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with `df` degrees of freedom."""
+    if math.isinf(t):
+        return 1.0 if t > 0 else 0.0
+    tail = 0.5 * _betai(df / 2.0, 0.5, df / (df + t * t))  # P(T > |t|)
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The t with P(T <= t) = p (bisection on `t_cdf`; accurate to ~1e-10)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1) but got {p}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        high *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
+        if high - low < 1e-12 * max(1.0, high):
+            break
+    return 0.5 * (low + high)
+
+
+# 2. Paired comparison over the seeds two schedules share.
+
+
+@dataclass(frozen=True)
+class Paired:
+    """a - b per shared seed: the mean margin, its spread, an interval and a two-sided p."""
+
+    n: int  # seeds both have
+    margin: float  # mean of the per-seed differences
+    std: float  # sample std of the differences (NaN with fewer than 2)
+    low: float  # CONFIDENCE interval of the mean difference (NaN with fewer than 2)
+    high: float
+    p_value: float  # paired t-test, two-sided (NaN with fewer than 2)
+
+    @property
+    def distinguishable(self) -> bool:
+        """True when the interval excludes 0: the two can be told apart on these seeds."""
+        return self.n >= 2 and (self.low > 0.0 or self.high < 0.0)
+
+
+def paired(
+    a: Mapping[int, float], b: Mapping[int, float], confidence: float = CONFIDENCE
+) -> Paired:
+    """Compare two schedules' scores seed by seed (only seeds both have count)."""
+    common = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in common]
+    n = len(diffs)
+    if n == 0:
+        return Paired(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+    margin, std = mean_std(diffs)
+    if n < 2:
+        return Paired(1, margin, math.nan, math.nan, math.nan, math.nan)
+    se = std / math.sqrt(n)
+    if se == 0.0:  # every seed gave the same difference: no spread to test against
+        p = 1.0 if margin == 0.0 else 0.0
+        return Paired(n, margin, std, margin, margin, p)
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * se
+    t = margin / se
+    p = _betai((n - 1) / 2.0, 0.5, (n - 1) / (n - 1 + t * t))  # 2 * P(T > |t|)
+    return Paired(n, margin, std, margin - half, margin + half, p)
+
+
+# 3. Results per schedule, and their ranking.
+
+
+@dataclass(frozen=True)
+class Result:
+    """One validated schedule at one training length: its score on each seed."""
+
+    key: str  # identity of the trained schedule
+    label: str  # for people: "trial 17 OneCycleLR", "CosineAnnealingLR (whole run)"
+    roles: tuple[str, ...]  # "candidate" and/or "baseline"
+    scores: Mapping[int, float]  # seed -> test accuracy, finished runs only
+    source_trial: int | None = None  # the searched trial a candidate comes from
+    diverged: tuple[int, ...] = ()  # seeds whose run stopped on a non-finite loss
+    family: str = ""
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def mean(self) -> float:
+        return mean_std(list(self.scores.values()))[0]
+
+    @property
+    def std(self) -> float:
+        return mean_std(list(self.scores.values()))[1]
+
+    @property
+    def is_candidate(self) -> bool:
+        return "candidate" in self.roles
+
+    @property
+    def is_baseline(self) -> bool:
+        return "baseline" in self.roles
+
+
+def rank(results: Iterable[Result]) -> list[Result]:
+    """Best first: by mean score; a schedule that diverged on any seed, or has no score,
+    ranks after every one that finished all its seeds (a mean over survivors flatters it)."""
+
+    def key(r: Result) -> tuple:
+        mean = r.mean
+        unusable = bool(r.diverged) or math.isnan(mean)
+        src = r.source_trial if r.source_trial is not None else math.inf
+        return (unusable, -mean if not math.isnan(mean) else 0.0, src, r.label)
+
+    return sorted(results, key=key)
+
+
+def verdict(winner: Result, baseline: Result | None, cmp: Paired | None) -> str:
+    """One plain sentence: is the winner better than the best baseline, on these seeds?"""
+    if baseline is None or cmp is None:
+        return "no baseline was validated at this length: nothing to compare the winner with"
+    name = baseline.label
+    if cmp.n == 0:
+        return f"the winner and {name} share no seed yet: they cannot be compared"
+    if cmp.n == 1:
+        return (f"only 1 seed in common with {name}: the winner cannot be told apart from it "
+                "(validate with --seeds 3 or more)")
+    pct = f"{CONFIDENCE:.0%}"
+    interval = f"{pct} interval [{cmp.low:+.4f}, {cmp.high:+.4f}]"
+    if cmp.distinguishable and cmp.margin > 0:
+        return f"the winner beats {name} on these {cmp.n} seeds ({interval})"
+    if cmp.distinguishable:
+        return (f"{name} beats the winner on these {cmp.n} seeds ({interval}): prefer the "
+                "baseline")
+    return (f"the winner cannot be told apart from {name} on {cmp.n} seeds ({interval} "
+            "contains 0)")
+
+
+# 4. One validation: the ranked schedules at one training length, and what they say.
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else x  # JSON has no NaN
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The validated schedules at one training length, best first."""
+
+    study: str  # the companion study holding the runs
+    epochs: int
+    ranked: tuple[Result, ...]
+    other_epochs: tuple[int, ...] = ()  # lengths also validated
+    notes: tuple[str, ...] = ()
+
+    @property
+    def winner(self) -> Result | None:
+        """The searched schedule with the best mean test accuracy."""
+        return next((r for r in self.ranked if r.is_candidate and r.n), None)
+
+    @property
+    def baseline(self) -> Result | None:
+        """The best baseline other than the winner itself."""
+        w = self.winner
+        return next((r for r in self.ranked if r.is_baseline and r.n
+                     and (w is None or r.key != w.key)), None)
+
+    @property
+    def comparison(self) -> Paired | None:
+        w, b = self.winner, self.baseline
+        return paired(w.scores, b.scores) if w is not None and b is not None else None
+
+    @property
+    def verdict(self) -> str:
+        w = self.winner
+        if w is None:
+            return "no searched schedule has finished validation at this length yet"
+        return verdict(w, self.baseline, self.comparison)
+
+    @staticmethod
+    def empty_fields() -> dict[str, object]:
+        keys = ("validation_study", "validation_epochs", "mean", "std", "n_seeds", "scores",
+                "baseline", "baseline_mean", "baseline_std", "margin", "margin_std",
+                "margin_low", "margin_high", "p_value", "paired_seeds", "distinguishable",
+                "verdict", "ranking", "notes")
+        return {"validated": False, **dict.fromkeys(keys)}
+
+    def fields(self) -> dict[str, object]:
+        """The same facts as `lines`, for JSON (NaN becomes null)."""
+        w, b, c = self.winner, self.baseline, self.comparison
+        out = self.empty_fields()
+        out |= {
+            "validated": w is not None, "validation_study": self.study,
+            "validation_epochs": self.epochs, "verdict": self.verdict,
+            "notes": list(self.notes), "other_epochs": list(self.other_epochs),
+            "ranking": [{"label": r.label, "roles": list(r.roles), "source_trial": r.source_trial,
+                         "mean": _num(r.mean), "std": _num(r.std), "n_seeds": r.n,
+                         "diverged_seeds": list(r.diverged)} for r in self.ranked],
+        }
+        if w is not None:
+            out |= {"mean": _num(w.mean), "std": _num(w.std), "n_seeds": w.n,
+                    "scores": {str(s): v for s, v in sorted(w.scores.items())}}
+        if b is not None and c is not None:
+            out |= {"baseline": b.label, "baseline_mean": _num(b.mean),
+                    "baseline_std": _num(b.std), "margin": _num(c.margin),
+                    "margin_std": _num(c.std), "margin_low": _num(c.low),
+                    "margin_high": _num(c.high), "p_value": _num(c.p_value),
+                    "paired_seeds": c.n, "distinguishable": c.distinguishable}
+        return out
+
+    def lines(self) -> list[str]:
+        """The ranking and the verdict, for people (indented to sit in `best`'s output)."""
+        seeds = sorted({s for r in self.ranked for s in r.scores})
+        shown = f"seeds {seeds[0]}-{seeds[-1]}" if seeds else "no seed finished"
+        out = [f"  validated on the test split ({self.study!r}, {self.epochs} epochs, {shown}):",
+               f"    {'#':>2}  {'schedule':<44} {'role':<10} {'test accuracy':<17} seeds"]
+        for i, r in enumerate(self.ranked, start=1):
+            role = "both" if len(r.roles) > 1 else r.roles[0] if r.roles else "?"
+            acc = f"{r.mean:.4f} ± {r.std:.4f}" if r.n else "-"
+            tail = f"  diverged on {len(r.diverged)}" if r.diverged else ""
+            out.append(f"    {i:>2}  {r.label[:44]:<44} {role:<10} {acc:<17} {r.n}{tail}")
+        w, b, c = self.winner, self.baseline, self.comparison
+        if w is not None:
+            out.append(f"  winner   : {w.label}, test accuracy {w.mean:.4f} ± {w.std:.4f} "
+                       f"(mean ± std over {w.n} seeds)")
+        if b is not None and c is not None:
+            out.append(f"  baseline : {b.label}, {b.mean:.4f} ± {b.std:.4f}")
+            if c.n >= 2:
+                out.append(f"  margin   : {c.margin:+.4f} ± {c.std:.4f} (paired over the same "
+                           f"{c.n} seeds; {CONFIDENCE:.0%} interval [{c.low:+.4f}, "
+                           f"{c.high:+.4f}], p = {c.p_value:.2g})")
+            elif c.n == 1:
+                out.append(f"  margin   : {c.margin:+.4f} on 1 seed (no spread to judge it by)")
+        out.append(f"  verdict  : {self.verdict}")
+        out += [f"  note     : {n}" for n in self.notes]
+        if self.other_epochs:
+            lengths = ", ".join(str(e) for e in self.other_epochs)
+            out.append(f"  also validated at {lengths} epochs (best --epochs N shows that length)")
+        return out

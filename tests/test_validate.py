@@ -1,0 +1,311 @@
+"""`validate`: the companion study, resuming, other lengths, `best` on validated results, and
+the validation figure. A fast fake objective where training isn't the point (its accuracy is a
+known function of schedule and seed); one tiny real training on the CIFAR fixture."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import math
+import sqlite3
+import statistics
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import cli, schedules, validate
+from search.config import load_study
+from search.validate import SEED_BASE
+
+CALLS: list[tuple] = []  # (family, seed, epochs, holdout, params) per fake training
+STOP_AFTER: list[int] = []  # the fake raises KeyboardInterrupt once CALLS reaches this length
+
+FAKE = """
+trials = 8
+seed = 0
+[objective]
+function = "test_validate:fake_train"
+epochs = 4
+[space]
+families = ["Constant", "StepLR", "OneCycleLR", "CosineAnnealingLR"]
+lr = { low = 0.01, high = 1.0, log = true }
+enqueue_defaults = false
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+"""
+
+
+def _noise(*parts) -> float:
+    return int.from_bytes(hashlib.sha1(repr(parts).encode()).digest()[:4], "big") / 2**32
+
+
+def fake_train(cfg, schedule, report) -> float:
+    """StepLR is best, LR near 0.1 is best; each seed shifts every schedule a little, and each
+    (schedule, seed) a little more, so the paired comparison has a spread to measure."""
+    if STOP_AFTER and len(CALLS) >= STOP_AFTER[0]:
+        raise KeyboardInterrupt
+    params = dict(schedule.params)
+    CALLS.append((schedule.family, cfg.seed, cfg.epochs, cfg.holdout, params))
+    built = schedules.resolve(schedule, cfg.epochs, 10)
+    if schedule.listener is not None:
+        schedule.listener(built)
+    acc = 0.6 + 0.2 * (schedule.family == "StepLR") - 0.05 * abs(math.log10(schedule.lr / 0.1))
+    acc += 0.02 * _noise(cfg.seed) + 0.01 * _noise(schedule, cfg.seed, cfg.holdout)
+    for epoch in range(cfg.epochs):
+        report(epoch, 1 - acc, acc, schedule.lr)
+    return acc
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A finished 8-trial fake study, plus a StepLR and the standard OneCycleLR enqueued."""
+    root = tmp_path_factory.mktemp("searched")
+    (root / "fake.toml").write_text(FAKE)
+    cfg = load_study(str(root / "fake.toml"))
+    from search import runner
+
+    study = runner.create_or_load(cfg, f"sqlite:///{root / 'search.db'}")
+    study.enqueue_trial({"scheduler": "StepLR", "StepLR.step_size": 2, "StepLR.gamma": 0.3,
+                         "lr": 0.1})
+    study.enqueue_trial({"scheduler": "OneCycleLR", "lr": 0.1, "OneCycleLR.pct_start": 0.3,
+                         "OneCycleLR.div_factor": 25.0, "OneCycleLR.final_div_factor": 1e4})
+    assert cli.main(["run", "--study", str(root / "fake.toml"), "--storage",
+                     f"sqlite:///{root / 'search.db'}"]) == 0
+    return root
+
+
+@pytest.fixture
+def here(searched, tmp_path):
+    """This test's own copy of the searched store (tests run in tmp_path)."""
+    (tmp_path / "fake.toml").write_text(FAKE)
+    with sqlite3.connect(searched / "search.db") as src, \
+            sqlite3.connect(tmp_path / "search.db") as dst:
+        src.backup(dst)
+    CALLS.clear()
+    STOP_AFTER.clear()
+    return tmp_path
+
+
+def _load(name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage="sqlite:///search.db")
+
+
+def _validate(*args: str) -> int:
+    return cli.main(["validate", "--study", "fake.toml", *args])
+
+
+def _json_best(capsys, *args: str) -> dict:
+    capsys.readouterr()
+    assert cli.main(["best", "--study", "fake.toml", "--format", "json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_companion_holds_k_plus_baselines_times_n_and_best_reads_it(here, capsys):
+    assert _validate("--top", "2", "--seeds", "3") == 0
+    comp = _load("fake.validate")
+    trials = comp.get_trials(states=(TrialState.COMPLETE,))
+    assert len(comp.trials) == len(trials) == (2 + 3) * 3  # no schedule-free with this objective
+    assert len(CALLS) == 15 and {c[3] for c in CALLS} == {"test"}
+    seeds = {SEED_BASE, SEED_BASE + 1, SEED_BASE + 2}
+    assert {c[1] for c in CALLS} == seeds and {c[2] for c in CALLS} == {4}
+    by_key: dict[str, dict[int, float]] = {}
+    for t in trials:
+        assert t.user_attrs["holdout"] == "test" and t.user_attrs["epochs"] == 4
+        assert t.params["scheduler"] in schedules.SCHEDULES and "lr" in t.params
+        by_key.setdefault(t.user_attrs["validate_key"], {})[t.user_attrs["seed"]] = t.value
+    roles = {t.user_attrs["validate_key"]: t.user_attrs["roles"] for t in trials}
+    assert sorted(r for rs in roles.values() for r in rs).count("baseline") == 3
+    assert all(set(v) == seeds for v in by_key.values())
+
+    # `best` now ranks by mean test accuracy and compares with the best baseline, seed by seed
+    out = _json_best(capsys)
+    means = {k: statistics.mean(v.values()) for k, v in by_key.items()}
+    cands = [k for k in by_key if "candidate" in roles[k]]
+    bases = [k for k in by_key if "baseline" in roles[k]]
+    win, base = max(cands, key=means.get), max(bases, key=means.get)
+    diffs = [by_key[win][s] - by_key[base][s] for s in sorted(seeds)]
+    half = 4.30265273 * statistics.stdev(diffs) / math.sqrt(3)  # t table, df = 2
+    assert out["validated"] is True and out["validation_study"] == "fake.validate"
+    assert out["mean"] == pytest.approx(means[win])
+    assert out["std"] == pytest.approx(statistics.stdev(by_key[win].values()))
+    assert out["margin"] == pytest.approx(statistics.mean(diffs))
+    assert out["margin_std"] == pytest.approx(statistics.stdev(diffs))
+    assert (out["margin_low"], out["margin_high"]) == pytest.approx(
+        (statistics.mean(diffs) - half, statistics.mean(diffs) + half))
+    src = next(t for t in trials if t.user_attrs["validate_key"] == win)
+    assert out["trial_number"] == src.user_attrs["source_trial"]
+    assert out["baseline_mean"] == pytest.approx(means[base]) and out["n_seeds"] == 3
+    assert "import torch" in out["code"]
+    capsys.readouterr()
+    assert cli.main(["best", "--study", "fake.toml"]) == 0
+    text = capsys.readouterr().out
+    assert "Best schedule of study 'fake'" in text and "validated on the test split" in text
+    assert f"{means[win]:.4f} ± " in text and "verdict  :" in text and "margin   :" in text
+    assert "schedule-free SGD baseline not run" in text
+
+
+def test_rerunning_a_half_done_or_finished_validation_trains_only_what_is_missing(here, capsys):
+    STOP_AFTER.append(7)  # Ctrl-C during the 8th training
+    assert _validate("--top", "2", "--seeds", "3") == 130
+    comp = _load("fake.validate")
+    assert len(comp.get_trials(states=(TrialState.COMPLETE,))) == 7
+    (stopped,) = comp.get_trials(states=(TrialState.FAIL,))
+    assert stopped.user_attrs["end_reason"] == "interrupted"
+    STOP_AFTER.clear()
+    CALLS.clear()
+    assert _validate("--top", "2", "--seeds", "3") == 0
+    assert len(CALLS) == 15 - 7  # the interrupted run again, and the ones never started
+    CALLS.clear()
+    assert _validate("--top", "2", "--seeds", "3") == 0
+    assert CALLS == [] and "15 runs done, 0 to train" in capsys.readouterr().err
+    assert _validate("--top", "2", "--seeds", "4") == 0
+    assert len(CALLS) == 5 and {c[1] for c in CALLS} == {SEED_BASE + 3}
+    done = _load("fake.validate").get_trials(states=(TrialState.COMPLETE,))
+    runs = [(t.user_attrs["validate_key"], t.user_attrs["seed"]) for t in done]
+    assert len(runs) == len(set(runs)) == 20  # nothing trained twice
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test's own ask(), below
+def test_a_run_left_running_by_a_killed_process_is_trained_again(here):
+    from search import storage
+
+    (here / "fake.toml").write_text(FAKE + "[workers]\nheartbeat_interval = 1\ngrace_period = 2\n")
+    job = validate.plan(load_study("fake.toml"), _load("fake"), top=1).jobs[0]
+    store = storage.open_storage("sqlite:///search.db", heartbeat_interval=1, grace_period=2)
+    comp = validate.open_companion(store, "fake")
+    killed = comp.ask()  # as a process killed mid-training leaves it: RUNNING, heartbeat stops
+    for k, v in {"validate_key": job.key, "seed": SEED_BASE, "epochs": 4}.items():
+        killed.set_user_attr(k, v)
+    store.record_heartbeat(killed._trial_id)
+    time.sleep(2.5)  # past the grace period
+    assert _validate("--top", "1", "--seeds", "1") == 0
+    assert len(CALLS) == 1 + 3 and job.schedule.family in [c[0] for c in CALLS]
+    assert _load("fake.validate").trials[killed.number].state == TrialState.FAIL
+
+
+def test_a_queued_run_of_another_plan_is_not_trained_and_does_not_stop_this_one(here):
+    from search import storage
+
+    comp = validate.open_companion(storage.open_storage("sqlite:///search.db"), "fake")
+    comp.enqueue_trial({"scheduler": "StepLR"},  # e.g. left by a run with another --top
+                       user_attrs={"validate_key": "elsewhere", "seed": 1, "epochs": 4})
+    assert _validate("--top", "1", "--seeds", "1") == 0
+    assert len(CALLS) == 4
+    states = {t.user_attrs["validate_key"]: t.state for t in _load("fake.validate").trials}
+    assert states.pop("elsewhere") == TrialState.FAIL
+    assert list(states.values()) == [TrialState.COMPLETE] * 4
+
+
+def test_a_searched_schedule_equal_to_a_baseline_is_trained_once_with_both_roles(here):
+    cfg = load_study("fake.toml")
+    p = validate.plan(cfg, _load("fake"), top=10)
+    keys = [j.key for j in p.jobs]
+    assert len(keys) == len(set(keys))
+    both = {j.schedule.family: j for j in p.jobs if set(j.roles) == {"candidate", "baseline"}}
+    assert "(= OneCycleLR (standard))" in both["OneCycleLR"].label
+    # every searched trial is a candidate here, so the best Constant one is a baseline too
+    assert set(both) == {"OneCycleLR", "Constant"}
+    assert sum("baseline" in j.roles for j in p.jobs) == 3
+    assert sum("candidate" in j.roles for j in p.jobs) == len(_load("fake").trials) == 8
+    # each candidate is the searched trial's own schedule, rebuilt from its params
+    for j in p.jobs:
+        if j.source_trial is not None:
+            t = _load("fake").trials[j.source_trial]
+            assert j.schedule.family == t.params["scheduler"]
+            assert j.schedule.lr == pytest.approx(t.params.get("lr", cfg.space.lr.low))
+            for k, v in j.schedule.params.items():
+                assert t.params.get(f"{j.schedule.family}.{k}", v) == v
+
+
+def test_other_length_rescales_epoch_counts_and_best_shows_each_length(here, capsys):
+    assert _validate("--top", "1", "--seeds", "1", "--epochs", "8") == 0
+    comp = _load("fake.validate")
+    assert {t.user_attrs["epochs"] for t in comp.trials} == {8}
+    step = next(t for t in comp.trials if t.params["scheduler"] == "StepLR")
+    src = _load("fake").trials[step.user_attrs["source_trial"]]
+    assert step.params["StepLR.step_size"] == 2 * src.params["StepLR.step_size"]
+    cos = next(t for t in comp.trials if t.user_attrs["label"].startswith("CosineAnnealingLR"))
+    assert cos.params["CosineAnnealingLR.T_max"] == 8 and cos.user_attrs["epochs"] == 8
+    assert _json_best(capsys)["validation_epochs"] == 8  # the only length validated so far
+    assert _validate("--top", "1", "--seeds", "1") == 0
+    out = _json_best(capsys)
+    assert out["validation_epochs"] == 4 and out["other_epochs"] == [8]
+    assert _json_best(capsys, "--epochs", "8")["validation_epochs"] == 8
+
+
+def test_not_validated_best_says_how_and_json_keeps_its_fields(here, capsys):
+    out = _json_best(capsys)
+    assert out["validated"] is False and out["mean"] is None and out["margin"] is None
+    assert cli.main(["best", "--study", "fake.toml"]) == 0
+    assert "python -m search validate --study fake" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top", "0"], "--top: must be >= 1 but got 0"),
+    (["--seeds", "x"], "--seeds: must be an integer"),
+])
+def test_bad_flags_are_one_line_exit_2(here, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        _validate(*args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_study_without_its_file_or_without_trials_is_a_user_error(here, capsys):
+    optuna.create_study(study_name="loose", storage="sqlite:///search.db")
+    assert cli.main(["validate", "--study", "loose"]) == 2
+    assert "validate needs the study file of 'loose'" in capsys.readouterr().err
+    (here / "empty.toml").write_text(FAKE.replace("trials = 8", "name = 'empty'"))
+    optuna.create_study(study_name="empty", storage="sqlite:///search.db")
+    assert cli.main(["validate", "--study", "empty.toml"]) == 2
+    assert "has no finished trial to validate" in capsys.readouterr().err
+    assert "empty.validate" not in optuna.get_all_study_names("sqlite:///search.db")
+
+
+def test_validation_figure_info_and_plot(here):
+    from dashboards import validation as fig
+
+    info = fig._info(_load("fake"))
+    assert info.panels == [] and "python -m search validate --study fake" in info.reason
+    assert "not validated yet" in fig._plot(info).layout.annotations[0].text
+    assert _validate("--top", "2", "--seeds", "2") == 0
+    info = fig._info(_load("fake"))
+    (panel,) = info.panels
+    assert info.study == "fake.validate" and panel.epochs == 4
+    assert sorted(r.role for r in panel.rows) == ["baseline"] * 3 + ["candidate"] * 2
+    assert all(len(r.scores) == 2 and r.seeds == [SEED_BASE, SEED_BASE + 1] for r in panel.rows)
+    means = [r.mean for r in panel.rows]
+    assert means == sorted(means, reverse=True)
+    plotted = fig._plot(info)
+    baselines = [t for t in plotted.data if t.marker.symbol == "diamond"]
+    assert len(baselines) == 1 and len(baselines[0].y) == 3
+    assert list(baselines[0].error_x.array) == pytest.approx(
+        [r.std for r in panel.rows if r.role == "baseline"], rel=1e-6)
+    assert panel.verdict in plotted.layout.annotations[0].text
+
+
+def test_real_training_uses_all_training_data_and_scores_on_the_test_split(tmp_path, cifar_dir):
+    """Smoke study on the CIFAR fixture (600 train = 450 + 150 val, 200 test, batch 64)."""
+    from objectives.classify import TrainConfig
+
+    data = ["--data-dir", str(cifar_dir)]
+    assert cli.main(["run", "--study", "smoke", "--trials", "2", *data]) == 0
+    assert cli.main(["validate", "--study", "smoke", "--top", "1", "--seeds", "1", *data]) == 0
+    free = (importlib.util.find_spec("schedulefree") is not None
+            and "optimizer" in {f.name for f in dataclasses.fields(TrainConfig)})
+    comp = optuna.load_study(study_name="smoke.validate", storage="sqlite:///search.db")
+    done = comp.get_trials(states=(TrialState.COMPLETE,))
+    assert len(comp.trials) == len(done) == 1 + 3 + free
+    searched = optuna.load_study(study_name="smoke", storage="sqlite:///search.db").trials
+    assert {t.user_attrs["steps_per_epoch"] for t in searched} == {450 // 64}
+    assert {t.user_attrs["steps_per_epoch"] for t in done} == {600 // 64}  # train + val carve
+    for t in done:  # scored on the 200 test images (not the 150 val): multiples of 1/200
+        curve = t.user_attrs["val_acc_curve"]
+        assert len(curve) == 2 and curve[-1] == t.value and t.user_attrs["holdout"] == "test"
+        assert all(abs(v * 200 - round(v * 200)) < 1e-6 for v in curve)
