@@ -98,12 +98,21 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where the data set lies (else $SEARCH_DATA_DIR, cache)")
     p.add_argument("--seed", type=int, help="sampler and training seed (overrides the file)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="worker processes sharing the study (spread over the GPUs); together "
+                   "they finish --trials, not N times it")
+    p.add_argument("--workers-per-gpu", type=positive_int, default=1, metavar="K",
+                   help="with --jobs on a CUDA machine: up to K workers share one GPU")
+    p.add_argument("--array", type=positive_int, metavar="K",
+                   help="train K trials at once as one fused model (default: as many as fit "
+                   "on a GPU; one at a time on a CPU)")
 
 
 def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from search import runner, storage
+    from search.engine import workers
     from search.progress import Progress
 
     cfg = _load_cfg(args.study).with_overrides(
@@ -112,24 +121,43 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.seed is not None:
         cfg = dataclasses.replace(cfg, seed=args.seed)
-    runner.prepare(cfg)  # missing data fails here, before a store is created or opened
     url = storage.resolve(args.storage, cfg.storage)
-    w = cfg.workers
-    store = storage.open_storage(url, heartbeat_interval=w.heartbeat_interval,
-                                 grace_period=w.grace_period)
+    storage.check(url)  # a malformed URL or missing directory first: nothing read yet
+    runner.prepare(cfg)  # missing data fails here, before a store is created or opened
     target = args.trials or cfg.trials
     progress = Progress()
+    code = 0
+    if args.jobs > 1:  # worker processes; each opens the storage itself
+        try:
+            study, code = workers.run_many(cfg, url, target, args.jobs, args.workers_per_gpu,
+                                           progress)
+        finally:
+            progress.close()
+        return _summary(args, cfg, study, url, code)
+    store = workers.open_for(cfg, url)  # heartbeats, dead workers' trials retried
     try:
-        study = runner.run(cfg, store, target, progress)
+        from search.engine import array
+
+        k = array.array_size(cfg, args.array)  # None: the sequential engine
+        if k is None:
+            study = runner.run(cfg, store, target, progress)
+        else:
+            study = array.run(cfg, store, target, progress, k=k)
     finally:
         progress.close()
+    return _summary(args, cfg, study, url, code)
+
+
+def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int) -> int:
+    from search import runner, storage
+
     best = study.best_trial if runner.count(study, (runner.TrialState.COMPLETE,)) else None
     summary = f"study {cfg.name!r}: {runner.count(study)} finished trials in {storage.redact(url)}"
     if best is not None:
         summary += (f"; best {best.params.get('scheduler')} {best.value:.4f} "
                     f"(python -m search best --study {args.study})")
     print(summary)
-    return 0
+    return code
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,6 +172,8 @@ def _best_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-epoch", type=positive_int, metavar="M",
                    help="rescale to M optimizer steps per epoch (your data and batch size)")
     p.add_argument("--format", choices=FORMATS, default="text")
+    p.epilog = ("Where `validate` has run, the winner is the schedule with the best mean test "
+                "accuracy over seeds, shown with its margin over the best baseline.")
 
 
 def _best(args: argparse.Namespace) -> int:

@@ -208,27 +208,16 @@ def run(
     storage: optuna.storages.BaseStorage | str,
     n_trials: int,
     progress: Any = None,
-    worker: int = 0,
+    worker: int | None = None,
 ) -> optuna.Study:
-    """Run trials until the study holds `n_trials` finished (complete + pruned) trials."""
+    """Run trials until the study holds `n_trials` finished (complete + pruned) trials.
+
+    The target counts every worker's trials, on any machine (see search.engine.workers);
+    `worker` picks the sampler's seed stream (default: the study's next free one).
+    """
+    from search.engine import workers
+
     if n_trials < 1:
         raise UserError(f"`--trials` must be >= 1 but got {n_trials}")
     prepare(cfg)
-    study = create_or_load(cfg, storage, worker)
-    on_epoch = progress.epoch if progress is not None else None
-    objective = make_objective(cfg, on_epoch)
-    callbacks = [progress.trial_finished] if progress is not None else []
-    if progress is not None:
-        progress.start(study, n_trials)
-    failures = 0
-    while count(study) < n_trials:
-        before = count(study, (TrialState.FAIL,))
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks,
-                       gc_after_trial=False)
-        failures = failures + 1 if count(study, (TrialState.FAIL,)) > before else 0
-        if failures >= MAX_FAILURES_IN_A_ROW:
-            raise UserError(
-                f"{failures} trials in a row failed (see `end_reason` on the trials); "
-                "try a smaller --batch-size or width, or another --device"
-            )
-    return study
+    return workers.work(cfg, storage, n_trials, progress, worker)
