@@ -26,6 +26,7 @@ __all__ = [
     "TrialFailed",
     "count",
     "create_or_load",
+    "finished_and_running",
     "make_objective",
     "make_pruner",
     "make_sampler",
@@ -118,6 +119,14 @@ def create_or_load(
 def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
     """Trials in these states, counted in the database (no trial is loaded)."""
     return study._storage.get_n_trials(study._study_id, states)
+
+
+def finished_and_running(study: optuna.Study) -> tuple[int, int]:
+    """Both counts from one read: a trial finishing between two reads would be in neither."""
+    states = [t.state for t in study._storage.get_all_trials(
+        study._study_id, deepcopy=False, states=(*FINISHED, TrialState.RUNNING))]
+    running = states.count(TrialState.RUNNING)
+    return len(states) - running, running
 
 
 class Recorder:

@@ -24,8 +24,8 @@ from search.errors import UserError
 from tests.test_dashboards_figures import make_trial, populated_study, study_of
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["recommendation", "leaderboard", "validation", "families", "lr-curves", "learning-curves", "history",
-         "importance", "params"]
+ORDER = ["recommendation", "leaderboard", "validation", "families", "lr-curves",
+         "learning-curves", "history", "importance", "params"]
 
 
 def _saved(study: optuna.Study) -> dict[str, dict]:

@@ -115,8 +115,8 @@ class _Array:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if beats:  # as study.optimize does before each trial
                 optuna.storages.fail_stale_trials(study)
-            running = runner.count(study, (TrialState.RUNNING,)) if beats else 0
-            if runner.count(study) + max(running, len(self.live)) >= self.n_trials:
+            done, running = runner.finished_and_running(study)
+            if done + max(running if beats else 0, len(self.live)) >= self.n_trials:
                 return None
             trial = study.ask()
         rec = runner.Recorder(trial, self.progress.epoch if self.progress else None)

@@ -185,14 +185,11 @@ def _claim(study: optuna.Study, target: int, orphans: dict[int, float]) -> int |
     with _direct(store), storage.claim_lock(store, study.study_name):
         if beats:
             _sweep(study, orphans)
-        # One read for both counts: a trial finishing between two reads would be in neither.
-        states = [t.state for t in store.get_all_trials(
-            study._study_id, deepcopy=False, states=(*runner.FINISHED, TrialState.RUNNING))]
-        done = len(states) - states.count(TrialState.RUNNING)
+        done, running = runner.finished_and_running(study)
         if done >= target:
             return DONE
         # Without heartbeats a RUNNING trial may be a dead one: count only finished trials.
-        if beats and len(states) >= target:
+        if beats and done + running >= target:
             return WAIT
         study._thread_local.cached_all_trials = None
         trial_id = study._pop_waiting_trial_id()
