@@ -30,6 +30,8 @@ __all__ = [
     "make_objective",
     "make_pruner",
     "make_sampler",
+    "record_optimizer",
+    "train_recorded",
     "run",
 ]
 
@@ -177,31 +179,39 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         rec = Recorder(trial, on_epoch)
         schedule = space.suggest(trial, cfg.space, cfg.epochs)
-        trial.set_user_attr(
-            "optimizer",
-            {"name": "SGD", "lr": schedule.lr, "momentum": schedule.momentum,
-             "nesterov": schedule.momentum > 0, "weight_decay": schedule.weight_decay},
-        )
-        schedule = dataclasses.replace(schedule, listener=rec.built)
-        try:
-            value = float(func(cfg.train, schedule, rec))
-        except Diverged as e:
-            rec.end("non_finite_loss")
-            raise optuna.TrialPruned(f"non-finite loss: {e}") from None
-        except KeyboardInterrupt:
-            rec.end("interrupted")
-            raise
-        except RuntimeError as e:
-            if not _is_oom(e):
-                raise
-            rec.end("oom")
-            raise TrialFailed(f"out of memory: {e}") from None
-        if not math.isfinite(value):
-            rec.end("non_finite_loss")
-            raise optuna.TrialPruned("objective returned a non-finite value")
-        return value
+        record_optimizer(trial, schedule)
+        return train_recorded(func, cfg.train, schedule, rec)
 
     return objective
+
+
+def record_optimizer(trial: optuna.Trial, s: schedules.ScheduleConfig, name: str = "SGD") -> None:
+    trial.set_user_attr("optimizer", {
+        "name": name, "lr": s.lr, "momentum": s.momentum, "nesterov": s.momentum > 0,
+        "weight_decay": s.weight_decay})
+
+
+def train_recorded(
+    func: Callable[..., float], train_cfg: Any, schedule: schedules.ScheduleConfig, rec: Recorder
+) -> float:
+    """Call an objective, turning how it ended into the trial's state and `end_reason`."""
+    try:
+        value = float(func(train_cfg, dataclasses.replace(schedule, listener=rec.built), rec))
+    except Diverged as e:
+        rec.end("non_finite_loss")
+        raise optuna.TrialPruned(f"non-finite loss: {e}") from None
+    except KeyboardInterrupt:
+        rec.end("interrupted")
+        raise
+    except RuntimeError as e:
+        if not _is_oom(e):
+            raise
+        rec.end("oom")
+        raise TrialFailed(f"out of memory: {e}") from None
+    if not math.isfinite(value):
+        rec.end("non_finite_loss")
+        raise optuna.TrialPruned("objective returned a non-finite value")
+    return value
 
 
 def prepare(cfg: StudyConfig) -> None:

@@ -196,9 +196,8 @@ def _record_params(trial: optuna.Trial, s: schedules.ScheduleConfig) -> None:
 
 def _objective(cfg: Any, jobs: dict[str, Job]) -> tuple[Any, type[Exception]]:
     """The Optuna objective: trains the run its (enqueued) trial names, on the test split."""
-    from objectives import Diverged
     from search.config import load_objective
-    from search.runner import Recorder, TrialFailed, _is_oom
+    from search.runner import Recorder, TrialFailed, record_optimizer, train_recorded
 
     func = load_objective(cfg.objective)
 
@@ -209,27 +208,12 @@ def _objective(cfg: Any, jobs: dict[str, Job]) -> tuple[Any, type[Exception]]:
             raise TrialFailed("a queued run that is not part of this validation")
         s = job.schedule
         _record_params(trial, s)
-        trial.set_user_attr("optimizer", {
-            "name": "SGDScheduleFree" if job.optimizer == "schedulefree" else "SGD",
-            "lr": s.lr, "momentum": s.momentum, "nesterov": s.momentum > 0,
-            "weight_decay": s.weight_decay})
+        record_optimizer(trial, s, "SGDScheduleFree" if job.optimizer == "schedulefree" else "SGD")
         extra = {"optimizer": job.optimizer} if job.optimizer != "sgd" else {}
         train_cfg = dataclasses.replace(cfg.train, epochs=int(a["epochs"]), seed=int(a["seed"]),
                                         holdout="test", **extra)
         rec = Recorder(trial)  # curves named val_*: here they are measured on the test split
-        try:
-            return float(func(train_cfg, dataclasses.replace(s, listener=rec.built), rec))
-        except Diverged as e:
-            rec.end("non_finite_loss")
-            raise optuna.TrialPruned(f"non-finite loss: {e}") from None
-        except KeyboardInterrupt:
-            rec.end("interrupted")
-            raise
-        except RuntimeError as e:
-            if not _is_oom(e):
-                raise
-            rec.end("oom")
-            raise TrialFailed(f"out of memory: {e}") from None
+        return train_recorded(func, train_cfg, s, rec)
 
     return objective, TrialFailed
 

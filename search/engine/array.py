@@ -121,11 +121,7 @@ class _Array:
             trial = study.ask()
         rec = runner.Recorder(trial, self.progress.epoch if self.progress else None)
         schedule = space.suggest(trial, self.cfg.space, self.cfg.epochs)
-        trial.set_user_attr(  # as runner.make_objective records it
-            "optimizer",
-            {"name": "SGD", "lr": schedule.lr, "momentum": schedule.momentum,
-             "nesterov": schedule.momentum > 0, "weight_decay": schedule.weight_decay},
-        )
+        runner.record_optimizer(trial, schedule)
         heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)
         heartbeat.start()
         self.live[trial.number] = _Live(trial, rec, heartbeat)
