@@ -25,13 +25,7 @@ EPOCHS = 3
 FAMILIES = list(schedules.SCHEDULES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets on a shared 2-core machine: one thread is many times faster than two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(cifar_dir) -> classify.TrainConfig:

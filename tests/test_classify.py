@@ -20,14 +20,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv(data.ENV, raising=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These nets are tiny: on a shared CPU one thread ran them 3-4x faster than two
-    # (OpenMP threads spin-wait for a core another process holds).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

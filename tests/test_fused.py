@@ -14,14 +14,7 @@ WIDTH = (8, 8, 8)
 K = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets on a shared 2-core machine: OpenMP threads waiting on each other cost more
-    # than they compute.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
