@@ -97,7 +97,8 @@ def test_killed_workers_trials_fail_after_the_grace_period_and_are_retried(tmp_p
 
 
 def test_terminated_connections_lose_nothing(tmp_path, pg_url):
-    study = write_study(tmp_path, trials=20, epochs=3, sleep=0.1)
+    # ~1 s a trial, 30 trials over 3 workers: work remains while connections are killed
+    study = write_study(tmp_path, trials=30, epochs=5, sleep=0.2)
     proc = start("run", "--study", str(study), "--jobs", "3", cwd=tmp_path,
                  env={"SEARCH_STORAGE": pg_url})
     wait_for(lambda: finished(pg_url) >= 3, 90, "three finished trials")
@@ -110,10 +111,11 @@ def test_terminated_connections_lose_nothing(tmp_path, pg_url):
                                  ).fetchone()[0]
             assert killed >= 3  # every worker had a connection
             time.sleep(1.5)
+    assert finished(pg_url) < 30, "the run ended before the check: make its trials slower"
     assert all(alive(pid) for pid in workers)  # no worker exited
     code, out, err = finish(proc, 150)
     assert code == 0, err
-    ts = check_exact(pg_url, 20)
+    ts = check_exact(pg_url, 30)
     assert not [t.number for t in ts if t.state == FAIL]  # nothing was lost
     assert "exited with" not in err and "Traceback" not in err
 
