@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from search import runner, storage
-    from search.engine import workers
+    from search.engine import array, workers
     from search.progress import Progress
 
     cfg = _load_cfg(args.study).with_overrides(
@@ -125,19 +125,19 @@ def _run(args: argparse.Namespace) -> int:
     storage.check(url)  # a malformed URL or missing directory first: nothing read yet
     runner.prepare(cfg)  # missing data fails here, before a store is created or opened
     target = args.trials or cfg.trials
+    if args.array is not None:
+        array.array_size(cfg, args.array)  # a study that cannot be fused fails here, once
     progress = Progress()
     code = 0
     if args.jobs > 1:  # worker processes; each opens the storage itself
         try:
             study, code = workers.run_many(cfg, url, target, args.jobs, args.workers_per_gpu,
-                                           progress)
+                                           progress, array=args.array)
         finally:
             progress.close()
         return _summary(args, cfg, study, url, code)
     store = workers.open_for(cfg, url)  # heartbeats, dead workers' trials retried
     try:
-        from search.engine import array
-
         k = array.array_size(cfg, args.array)  # None: the sequential engine
         if k is None:
             study = runner.run(cfg, store, target, progress)

@@ -27,6 +27,7 @@ __all__ = [
     "count",
     "create_or_load",
     "finished_and_running",
+    "is_oom",
     "make_objective",
     "make_pruner",
     "make_sampler",
@@ -166,7 +167,7 @@ class Recorder:
         self.trial.set_user_attr("end_reason", reason)
 
 
-def _is_oom(e: BaseException) -> bool:
+def is_oom(e: BaseException) -> bool:
     return type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
 
 
@@ -204,7 +205,7 @@ def train_recorded(
         rec.end("interrupted")
         raise
     except RuntimeError as e:
-        if not _is_oom(e):
+        if not is_oom(e):
             raise
         rec.end("oom")
         raise TrialFailed(f"out of memory: {e}") from None

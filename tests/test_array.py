@@ -275,6 +275,18 @@ def test_cli_array_flag(tmp_path, cifar_dir, capsys):
     assert e.value.code == 2 and "--array" in err and "must be >= 1" in err
 
 
+def test_jobs_compose_with_arrays(tmp_path, cifar_dir, capsys):
+    code = cli.main(["run", "--study", "smoke", "--data-dir", str(cifar_dir), "--trials", "5",
+                     "--epochs", "1", "--jobs", "2", "--array", "2", "--device", "cpu",
+                     "--train-subset", "256"])
+    assert code == 0
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path / 'search.db'}")
+    assert runner.count(study) == 5 and len(study.trials) == 5  # exact across both workers
+    assert {t.system_attrs.get("engine") for t in study.trials} == {"array"}
+    assert all(t.system_attrs["worker"].split(":")[1] != str(os.getpid())
+               for t in study.trials)  # trained in the worker processes, not here
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_array_trains_in_bf16_near_the_lone_trial_and_picks_k(cifar_dir):
     cfg = dataclasses.replace(tiny(cifar_dir), device="cuda")

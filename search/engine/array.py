@@ -31,6 +31,7 @@ from objectives import Diverged
 from search import runner, space, storage
 from search.config import DEFAULT_OBJECTIVE, StudyConfig
 from search.engine.fused import ArrayTrainer, Job, member_bytes
+from search.engine.workers import WORKER_ID
 from search.errors import UserError
 
 __all__ = ["MAX_K", "array_size", "k_from_memory", "pick_k", "run"]
@@ -82,10 +83,6 @@ def array_size(cfg: StudyConfig, requested: int | None = None) -> int | None:
     return pick_k(cfg)
 
 
-def _is_oom(e: BaseException) -> bool:
-    return type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
-
-
 @dataclasses.dataclass
 class _Live:
     trial: optuna.Trial
@@ -119,6 +116,8 @@ class _Array:
             if done + max(running if beats else 0, len(self.live)) >= self.n_trials:
                 return None
             trial = study.ask()
+            for key, value in (("worker", WORKER_ID), ("engine", "array")):  # who trains it
+                study._storage.set_trial_system_attr(trial._trial_id, key, value)
         rec = runner.Recorder(trial, self.progress.epoch if self.progress else None)
         schedule = space.suggest(trial, self.cfg.space, self.cfg.epochs)
         runner.record_optimizer(trial, schedule)
@@ -214,7 +213,7 @@ def _loop(cfg: StudyConfig, study: optuna.Study, n_trials: int, array: _Array, k
             array.fail_all("interrupted")
             raise
         except RuntimeError as e:
-            if not _is_oom(e):
+            if not runner.is_oom(e):
                 array.fail_all("interrupted")
                 raise
             array.fail_all("oom")

@@ -370,9 +370,14 @@ def _show_new(study: optuna.Study, seen: set[int], progress: Any) -> None:
 
 
 def run_many(
-    cfg: StudyConfig, url: str, target: int, jobs: int, per_gpu: int = 1, progress: Any = None
+    cfg: StudyConfig, url: str, target: int, jobs: int, per_gpu: int = 1, progress: Any = None,
+    array: int | None = None,
 ) -> tuple[optuna.Study, int]:
-    """Start `jobs` worker processes on the study and wait for them: (study, exit code)."""
+    """Start `jobs` worker processes on the study and wait for them: (study, exit code).
+
+    `array`: each worker trains fused arrays of that many trials (None: as `run` picks it,
+    from the worker's own GPU's free memory; sequential on a CPU).
+    """
     gpus = gpu_plan(jobs, per_gpu, visible_gpus(getattr(cfg.train, "device", "auto")))
     load_objective(cfg.objective)  # bad input fails once here, not once per worker
     store = open_for(cfg, url)
@@ -383,7 +388,8 @@ def run_many(
     procs: list[subprocess.Popen] = []
     try:
         for i in range(jobs):
-            job = {"cfg": cfg, "url": url, "target": target, "index": i, "parent": os.getpid()}
+            job = {"cfg": cfg, "url": url, "target": target, "index": i, "parent": os.getpid(),
+                   "array": array}
             procs.append(_spawn(job, gpus[i], jobs))
         if progress is not None:
             progress.start(study, target)
@@ -440,9 +446,16 @@ def child_main() -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
+        from search.engine import array
+
         store = open_for(job["cfg"], job["url"])
         _die_with_parent(job["parent"])
-        work(job["cfg"], store, job["target"])
+        # K is picked here, after CUDA_VISIBLE_DEVICES gave this worker its GPU
+        k = array.array_size(job["cfg"], job.get("array"))
+        if k is None:
+            work(job["cfg"], store, job["target"])
+        else:
+            array.run(job["cfg"], store, job["target"], k=k)
     except UserError as e:
         print(f"worker {job['index']}: error: {e}", file=sys.stderr)
         return 2
