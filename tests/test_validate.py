@@ -183,7 +183,9 @@ def test_a_run_left_running_by_a_killed_process_is_trained_again(here):
     for k, v in {"validate_key": job.key, "seed": SEED_BASE, "epochs": 4}.items():
         killed.set_user_attr(k, v)
     store.record_heartbeat(killed._trial_id)
-    time.sleep(2.5)  # past the grace period
+    # past the grace period: SQLite's CURRENT_TIMESTAMP, which optuna's heartbeats use, counts
+    # whole seconds, so 2.5 s can read as 2 (not stale yet); a full second more always reads > 2
+    time.sleep(3.5)
     assert _validate("--top", "1", "--seeds", "1") == 0
     assert len(CALLS) == 1 + 3 and job.schedule.family in [c[0] for c in CALLS]
     assert _load("fake.validate").trials[killed.number].state == TrialState.FAIL
