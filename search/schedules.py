@@ -24,6 +24,7 @@ __all__ = [
     "ITERATION",
     "PLATEAU",
     "SCHEDULES",
+    "Bounds",
     "Built",
     "Family",
     "Param",
@@ -52,6 +53,31 @@ WARMUP_START_FACTOR = 0.01  # LR at the first warmup step, as a fraction of the 
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """The values a parameter may take at all (torch's own constraints, or where a value stops
+    meaning anything); a study file's range for the parameter must lie inside."""
+
+    low: float
+    high: float
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False
+
+    def contains(self, v: float) -> bool:
+        above = v > self.low if self.low_open else v >= self.low
+        below = v < self.high if self.high_open else v <= self.high
+        return above and below
+
+    def text(self) -> str:
+        return (f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'}")
+
+
+UNIT = Bounds(0.0, 1.0, low_open=True)  # (0, 1]: fractions of the run, factors that decay
+OPEN_UNIT = Bounds(0.0, 1.0, low_open=True, high_open=True)  # (0, 1)
+FACTOR = Bounds(0.0, 1.0, high_open=True)  # [0, 1): eta_min as a fraction of the base LR
+
+
+@dataclass(frozen=True)
 class Param:
     """One searched parameter of a family. kind: float | int | epochs | categorical.
 
@@ -67,6 +93,7 @@ class Param:
     # active only when params[requires] > index (MultiStepLR's milestone_i needs n > i)
     requires: str = ""
     index: int = 0
+    limits: Bounds = UNIT  # what a study file's range may span (see Bounds)
 
     def epoch_range(self, epochs: int) -> tuple[int, int]:
         low = max(1, round(self.low * epochs)) if self.low > 0 else 0
@@ -254,7 +281,7 @@ def _wsd_kwargs(p: Mapping[str, Any], lr: float, E: int, S: int) -> dict[str, An
     }
 
 
-_FRACTION = Param("eta_min_factor", "float", 1e-4, 0.1, log=True)
+_FRACTION = Param("eta_min_factor", "float", 1e-4, 0.1, log=True, limits=FACTOR)
 
 SCHEDULES: dict[str, Family] = {
     f.name: f
@@ -275,7 +302,7 @@ SCHEDULES: dict[str, Family] = {
             lambda p, lr, E, S: {"milestones": _milestones(p, E), "gamma": p["gamma"]},
             {"milestones": EPOCHS},
             (
-                Param("n_milestones", "int", 1, 3),
+                Param("n_milestones", "int", 1, 3, limits=Bounds(1, 8)),
                 Param("milestone_0", "float", 0.2, 0.95),
                 Param("milestone_1", "float", 0.2, 0.95, requires="n_milestones", index=1),
                 Param("milestone_2", "float", 0.2, 0.95, requires="n_milestones", index=2),
@@ -304,7 +331,10 @@ SCHEDULES: dict[str, Family] = {
                 "mode": "min", "factor": p["factor"], "patience": int(p["patience"]),
             },
             {"patience": EPOCHS},
-            (Param("factor", "float", 0.1, 0.7), Param("patience", "epochs", 0.0, 0.2)),
+            (
+                Param("factor", "float", 0.1, 0.7, limits=OPEN_UNIT),
+                Param("patience", "epochs", 0.0, 0.2, limits=Bounds(0, 1)),
+            ),
             _torch_code("ReduceLROnPlateau"),
         ),
         Family(
@@ -315,9 +345,10 @@ SCHEDULES: dict[str, Family] = {
             },
             {"total_steps": ITERS},
             (
-                Param("pct_start", "float", 0.1, 0.5),
-                Param("div_factor", "float", 5.0, 100.0, log=True),
-                Param("final_div_factor", "float", 10.0, 1e4, log=True),
+                Param("pct_start", "float", 0.1, 0.5, limits=OPEN_UNIT),
+                Param("div_factor", "float", 5.0, 100.0, log=True, limits=Bounds(1, 1e4)),
+                Param("final_div_factor", "float", 10.0, 1e4, log=True,
+                      limits=Bounds(1, 1e6)),
             ),
             _torch_code("OneCycleLR"),
             own_warmup=True,
@@ -329,28 +360,32 @@ SCHEDULES: dict[str, Family] = {
                 "eta_min": lr * p["eta_min_factor"],
             },
             {"T_0": EPOCHS},
-            (Param("T_0", "epochs", 0.1, 0.5), Param("T_mult", "int", 1, 2), _FRACTION),
+            (
+                Param("T_0", "epochs", 0.1, 0.5),
+                Param("T_mult", "int", 1, 2, limits=Bounds(1, 4)),
+                _FRACTION,
+            ),
             _torch_code("CosineAnnealingWarmRestarts"),
         ),
         Family(
             "PolynomialLR", EPOCH, lrs.PolynomialLR,
             lambda p, lr, E, S: {"total_iters": E, "power": p["power"]},
             {"total_iters": EPOCHS},
-            (Param("power", "float", 0.5, 3.0),),
+            (Param("power", "float", 0.5, 3.0, limits=Bounds(0, 10, low_open=True)),),
             _torch_code("PolynomialLR"),
         ),
         Family(
             "InverseTimeDecay", ITERATION, inverse_time_decay,
             lambda p, lr, E, S: {"decay": p["decay"]},
             {"decay": PER_ITER},
-            (Param("decay", "float", 1e-5, 1e-1, log=True),),
+            (Param("decay", "float", 1e-5, 1e-1, log=True, limits=Bounds(0, 10)),),
             _code_inverse_time,
             doc="lr / (1 + decay * iteration)",
         ),
         Family(
             "WarmupCosine", ITERATION, warmup_cosine, _wc_kwargs,
             {"warmup_iters": ITERS, "total_iters": ITERS},
-            (Param("warmup_frac", "float", 0.01, 0.3), _FRACTION),
+            (Param("warmup_frac", "float", 0.01, 0.3, limits=OPEN_UNIT), _FRACTION),
             _code_warmup_cosine,
             own_warmup=True,
             doc="linear warmup, then cosine to eta_min",
@@ -359,9 +394,9 @@ SCHEDULES: dict[str, Family] = {
             "WarmupStableDecay", ITERATION, warmup_stable_decay, _wsd_kwargs,
             {"warmup_iters": ITERS, "stable_iters": ITERS, "decay_iters": ITERS},
             (
-                Param("warmup_frac", "float", 0.01, 0.2),
-                Param("decay_frac", "float", 0.1, 0.6),
-                Param("end_factor", "float", 1e-3, 0.1, log=True),
+                Param("warmup_frac", "float", 0.01, 0.2, limits=OPEN_UNIT),
+                Param("decay_frac", "float", 0.1, 0.6, limits=OPEN_UNIT),
+                Param("end_factor", "float", 1e-3, 0.1, log=True, limits=Bounds(0, 1)),
             ),
             _code_wsd,
             own_warmup=True,
