@@ -33,6 +33,7 @@ from search.config import DEFAULT_OBJECTIVE, StudyConfig
 from search.engine.fused import ArrayTrainer, Job, member_bytes
 from search.engine.workers import WORKER_ID
 from search.errors import UserError
+from search.progress import notify
 
 __all__ = ["MAX_K", "array_size", "k_from_memory", "pick_k", "run"]
 
@@ -121,6 +122,7 @@ class _Array:
         rec = runner.Recorder(trial, self.progress.epoch if self.progress else None)
         schedule = space.suggest(trial, self.cfg.space, self.cfg.epochs)
         runner.record_optimizer(trial, schedule)
+        notify(self.progress, "trial_started", trial)
         heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)
         heartbeat.start()
         self.live[trial.number] = _Live(trial, rec, heartbeat)
@@ -174,6 +176,7 @@ def run(
     if k is not None and k < 1:
         raise UserError(f"`--array` must be >= 1 but got {k}")
     _check(cfg)
+    notify(progress, "phase", "loading data")
     runner.prepare(cfg)
     study = runner.create_or_load(cfg, store, worker or 0)
     k = k or pick_k(cfg)

@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import runner, storage
 from search.config import StudyConfig, load_objective
 from search.errors import UserError
+from search.progress import notify
 
 __all__ = ["RetryStale", "gpu_plan", "open_for", "run_many", "visible_gpus", "work"]
 
@@ -262,11 +263,13 @@ def work(
     url = getattr(store, "url", None)
     sig = _Signals(store).install()
     try:
+        notify(progress, "phase", "opening the study")
         study, index = storage.retry(lambda: _join(cfg, store, worker is None), url=url)
         study.sampler = runner.make_sampler(cfg, index if worker is None else worker)
         objective = runner.make_objective(cfg, progress.epoch if progress else None)
         if progress is not None:
             progress.start(study, target)
+            objective = _announced(objective, progress)
         failures, orphans, waited = 0, {}, 0.0
         while sig.received is None:
             claimed = storage.retry(lambda: _claim(study, target, orphans), url=url,
@@ -353,6 +356,16 @@ def _spawn(job: dict[str, Any], gpu: str | None, jobs: int) -> subprocess.Popen:
     proc.stdin.write(pickle.dumps(job))
     proc.stdin.close()
     return proc
+
+
+def _announced(objective: Any, progress: Any) -> Any:
+    """The objective, telling the progress display when each trial starts."""
+
+    def run(trial: optuna.Trial) -> float:
+        notify(progress, "trial_started", trial)
+        return objective(trial)
+
+    return run
 
 
 def _show_new(study: optuna.Study, seen: set[int], progress: Any) -> None:
