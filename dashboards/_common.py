@@ -28,13 +28,16 @@ __all__ = [
     "curve",
     "empty_figure",
     "end_reason",
+    "epoch_fractions",
     "epochs_run",
     "family_of",
     "family_params",
     "floats",
     "fmt",
     "ints",
-    "no_finished_reason",
+    "LRPoints",
+    "lr_points",
+    "no_complete_reason",
     "score",
     "snapshot",
     "storage_label",
@@ -115,6 +118,37 @@ def curve(trial: FrozenTrial, key: str) -> list[float | None]:
     return [float(v) if _finite(v) else None for v in raw]
 
 
+class LRPoints(NamedTuple):
+    """The LR a trial applied, against the fraction of training at which it was applied."""
+
+    fractions: list[float]  # 0 = the first optimizer step; 1 = the end of the run
+    lrs: list[float | None]  # None where it can't go on a log axis
+    per_step: bool  # from `lr_trace` (every k optimizer steps); False: one point per epoch
+
+
+def lr_points(trial: FrozenTrial) -> LRPoints:
+    """`lr_trace` (point i at step i*k of epochs*steps_per_epoch) where recorded, else the
+    per-epoch `lr_curve` (epoch e starts at fraction e/E): stores written before the trace."""
+    trace = trial.user_attrs.get("lr_trace")
+    epochs, steps = trial.user_attrs.get("epochs"), trial.user_attrs.get("steps_per_epoch")
+    if (isinstance(trace, dict) and isinstance(trace.get("lr"), list) and trace["lr"]
+            and _finite(trace.get("every")) and _finite(epochs) and _finite(steps)
+            and epochs * steps > 0):
+        total, every = float(epochs * steps), float(trace["every"])
+        lrs = [float(v) if _finite(v) and v > 0 else None for v in trace["lr"]]
+        return LRPoints([i * every / total for i in range(len(lrs))], lrs, True)
+    lrs = [v if v is not None and v > 0 else None for v in curve(trial, "lr_curve")]
+    n = int(epochs) if _finite(epochs) and epochs >= len(lrs) and epochs > 0 else len(lrs)
+    return LRPoints([e / n for e in range(len(lrs))], lrs, False)
+
+
+def epoch_fractions(trial: FrozenTrial, n: int) -> list[float]:
+    """Where the end of each of `n` epochs lies in the fraction of the trial's budget."""
+    epochs = trial.user_attrs.get("epochs")
+    total = int(epochs) if _finite(epochs) and epochs >= n and epochs > 0 else n
+    return [(e + 1) / total for e in range(n)]
+
+
 def score(trial: FrozenTrial) -> float | None:
     """Validation accuracy of a trial: its value, or for an unfinished one its last report."""
     if trial.state == TrialState.COMPLETE:
@@ -187,13 +221,13 @@ def empty_figure(title: str, reason: str) -> go.Figure:
     return fig
 
 
-def no_finished_reason(snap: Snapshot) -> str:
-    """The standard message when there is no finished trial, with what there is instead."""
+def no_complete_reason(snap: Snapshot) -> str:
+    """The standard message when there is no complete trial, with what there is instead."""
     counts = snap.counts()
     if not counts:
         return "no trials yet"
     parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    return f"no finished trial yet ({parts})"
+    return f"no complete trial yet ({parts})"
 
 
 def storage_label(study: optuna.Study) -> str | None:

@@ -1,126 +1,187 @@
-"""Per schedule family: the best validation accuracy and its spread (which wins, how reliably).
+"""Per schedule family: how well it did and how much evidence there is (every family tried).
 
-A box per family over its finished trials, the best marked, families ordered best first. The
-axis label also counts how the others ended: pruned, diverged (non-finite loss, which the
-runner records as a pruned trial with that end reason) and failed. A family that wins once
-but diverges nine times in ten is less reliable than its best suggests.
+A box per family over its complete trials, the best marked with a star; the pruned trials'
+last reported accuracies as faded crosses (from fewer epochs, so not comparable with a
+complete run, but they show the family was tried). Every family with any trial gets a row,
+labelled with its counts (complete, pruned, diverged = pruned on a non-finite loss, failed)
+and the epochs its trials reached; a family resting on fewer than THIN complete trials is
+marked "thin", so a reader does not take one lucky or unlucky trial for a verdict.
+Families with complete trials come first, best first; the others after, by their best
+last report.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections import Counter
 from typing import NamedTuple
 
 import optuna
 import plotly.graph_objects as go
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from dashboards._common import (
     BEST_COLOR,
     TEMPLATE,
     Snapshot,
     empty_figure,
+    epochs_run,
     family_of,
     floats,
     ints,
-    no_finished_reason,
+    score,
     snapshot,
     value,
 )
 
-__all__ = ["FamilyStats", "FamiliesInfo"]
+__all__ = ["FamilyStats", "FamiliesInfo", "THIN"]
 
-TITLE = "Schedule families: best and spread of validation accuracy"
+TITLE = "Schedule families: validation accuracy and how often each was tried"
+THIN = 3  # fewer complete trials than this: the family's verdict rests on too little
+PRUNED_MARK = "rgba(110, 110, 110, 0.55)"
 
 
 class FamilyStats(NamedTuple):
     family: str
-    values: list[float]  # accuracies of finished trials, best first
+    values: list[float]  # accuracies of complete trials, best first
     numbers: list[int]  # their trial numbers, same order
-    best: float
+    best: float  # NaN without a complete trial
     median: float
     n_pruned: int  # stopped by the pruner
     n_diverged: int  # end_reason "non_finite_loss"
     n_failed: int  # state FAIL (out of memory, errors)
+    pruned_values: list[float]  # last reported accuracy of each pruned trial, best first
+    pruned_numbers: list[int]
+    epochs: tuple[int, int]  # fewest and most epochs its trials reached
+    budget: int | None  # epochs of a full run (the trials' `epochs`)
+
+    @property
+    def n_complete(self) -> int:
+        return len(self.values)
+
+    @property
+    def thin(self) -> bool:
+        return self.n_complete < THIN
 
 
 class FamiliesInfo(NamedTuple):
-    families: list[FamilyStats]  # best family first
+    families: list[FamilyStats]  # with complete trials best first, then the others
     maximize: bool
     reason: str
+
+
+def _stats(fam: str, trials: list[FrozenTrial], snap: Snapshot) -> FamilyStats:
+    done = snap.best_first([t for t in trials if t.state == TrialState.COMPLETE])
+    done = [t for t in done if t in snap.complete]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    diverged = [t for t in pruned if t.user_attrs.get("end_reason") == "non_finite_loss"]
+    cut = snap.best_first([t for t in pruned if t not in diverged])
+    values = [value(t) for t in done]
+    best, median = (values[0], statistics.median(values)) if values else (math.nan,) * 2
+    reached = [epochs_run(t) for t in trials if t.state != TrialState.RUNNING] or [0]
+    budgets = [b for t in trials if isinstance(b := t.user_attrs.get("epochs"), (int, float))]
+    return FamilyStats(
+        fam, values, [t.number for t in done], best, median, len(pruned) - len(diverged),
+        len(diverged), sum(t.state == TrialState.FAIL for t in trials),
+        [score(t) or 0.0 for t in cut], [t.number for t in cut], (min(reached), max(reached)),
+        int(max(budgets)) if budgets else None,
+    )
 
 
 def _info(study: optuna.Study | Snapshot) -> FamiliesInfo:
     snap = snapshot(study)
     if snap.reason:
         return FamiliesInfo([], snap.maximize, snap.reason)
-    done = snap.best_first(snap.complete)
-    if not done:
-        return FamiliesInfo([], snap.maximize, no_finished_reason(snap))
-    by_family: dict[str, list[optuna.trial.FrozenTrial]] = {}
-    for t in done:  # already best first, so each family's list is too
-        by_family.setdefault(family_of(t), []).append(t)
-    ends: dict[str, Counter[str]] = {}
+    by_family: dict[str, list[FrozenTrial]] = {}
     for t in snap.trials:
-        if t.state == TrialState.FAIL:
-            ends.setdefault(family_of(t), Counter())["failed"] += 1
-        elif t.state == TrialState.PRUNED:
-            diverged = t.user_attrs.get("end_reason") == "non_finite_loss"
-            ends.setdefault(family_of(t), Counter())["diverged" if diverged else "pruned"] += 1
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            by_family.setdefault(family_of(t), []).append(t)
+    if not by_family:
+        n = len(snap.trials)
+        return FamiliesInfo([], snap.maximize,
+                            f"no trial has ended yet ({n} running)" if n else "no trials yet")
+    rows = [_stats(f, ts, snap) for f, ts in by_family.items()]
+    sign = -1.0 if snap.maximize else 1.0
 
-    def stats(fam: str, values: list[float], numbers: list[int]) -> FamilyStats:
-        n = ends.get(fam, Counter())
-        best, median = (values[0], statistics.median(values)) if values else (math.nan,) * 2
-        return FamilyStats(fam, values, numbers, best, median, n["pruned"], n["diverged"],
-                           n["failed"])
+    def order(s: FamilyStats) -> tuple:
+        if s.values:
+            return (0, sign * s.best, s.family)
+        return (1, sign * (s.pruned_values[0] if s.pruned_values else -sign * math.inf),
+                s.family)
 
-    rows = [stats(f, [value(t) for t in ts], [t.number for t in ts])
-            for f, ts in by_family.items()]
-    # Families that never finished still get a (valueless) row saying how they ended.
-    rows += [stats(f, [], []) for f in sorted(set(ends) - set(by_family))]
-    return FamiliesInfo(rows, snap.maximize, "")
+    return FamiliesInfo(sorted(rows, key=order), snap.maximize, "")
 
 
-def _label(s: FamilyStats) -> str:
-    extra = [f"{n} {what}" for n, what in
-             ((s.n_pruned, "pruned"), (s.n_diverged, "diverged"), (s.n_failed, "failed")) if n]
-    tail = f", {', '.join(extra)}" if extra else ""
-    return f"{s.family} ({len(s.values)} done{tail})"
+def label(s: FamilyStats) -> str:
+    """"StepLR: 1 complete, 2 pruned, epochs 2-10/10 (thin)": counts and how far trials got."""
+    counts = [f"{n} {what}" for n, what in
+              ((s.n_complete, "complete"), (s.n_pruned, "pruned"), (s.n_diverged, "diverged"),
+               (s.n_failed, "failed")) if n or what == "complete"]
+    lo, hi = s.epochs
+    span = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    epochs = f"epochs {span}/{s.budget}" if s.budget else f"epochs {span}"
+    return f"{s.family}: {', '.join(counts)}; {epochs}" + (" (thin)" if s.thin else "")
 
 
 def _plot(info: FamiliesInfo) -> go.Figure:
     if info.reason:
         return empty_figure(TITLE, info.reason)
     fig = go.Figure()
-    labels = [_label(s) for s in info.families]
-    for s, label in zip(info.families, labels, strict=True):
-        fig.add_trace(
-            go.Box(
-                x=floats(s.values or [None]), name=label, orientation="h", boxpoints="all",
-                jitter=0.4, pointpos=0, marker={"size": 4, "opacity": 0.6},
-                customdata=ints(s.numbers), showlegend=False,
+    labels = [label(s) for s in info.families]
+    rows = list(zip(info.families, labels, strict=True))
+    for s, lab in rows:
+        if s.values:
+            fig.add_trace(go.Box(
+                x=floats(s.values), y=[lab] * len(s.values), name=lab, orientation="h",
+                boxpoints="all", jitter=0.4, pointpos=0, marker={"size": 4, "opacity": 0.6},
+                customdata=ints(s.numbers), showlegend=False, line={"width": 1},
                 hovertemplate="trial %{customdata}<br>val acc %{x:.4f}<extra>" + s.family
                 + "</extra>",
-            )
-        )
-    ranked = [(s, lab) for s, lab in zip(info.families, labels, strict=True) if s.values]
-    fig.add_trace(
-        go.Scatter(
+            ))
+    pruned = [(s, lab) for s, lab in rows if s.pruned_values]
+    if pruned:
+        fig.add_trace(go.Scatter(
+            x=floats([v for s, _ in pruned for v in s.pruned_values]),
+            y=[lab for s, lab in pruned for _ in s.pruned_values],
+            customdata=ints([n for s, _ in pruned for n in s.pruned_numbers]), mode="markers",
+            marker={"symbol": "x-thin", "size": 8, "line": {"width": 1.5, "color": PRUNED_MARK}},
+            name="pruned: last report", hovertemplate="trial %{customdata} pruned<br>last val "
+            "acc %{x:.4f}<extra></extra>",
+        ))
+    ranked = [(s, lab) for s, lab in rows if s.values]
+    if ranked:
+        fig.add_trace(go.Scatter(
             x=[s.best for s, _ in ranked], y=[lab for _, lab in ranked], mode="markers",
-            marker={"symbol": "star", "size": 13, "color": BEST_COLOR}, name="best",
+            marker={"symbol": "star", "size": 13, "color": BEST_COLOR}, name="best complete",
             hovertemplate="best %{x:.4f}<extra>%{y}</extra>",
-        )
-    )
-    win = info.families[0]
-    spread = f"median {win.median:.4f} over {len(win.values)} finished"
+        ))
+    # A family without any accuracy (only diverged or failed trials) still gets its row: a
+    # note at the left edge (plotly drops a category that has no point).
+    bare = [lab for s, lab in rows if not s.values and not s.pruned_values]
+    if bare:
+        left = min([v for s in info.families for v in (*s.values, *s.pruned_values)] or [0.0])
+        fig.add_trace(go.Scatter(
+            x=[left] * len(bare), y=bare, mode="text", text=["no accuracy reported"] * len(bare),
+            textposition="middle right", textfont={"color": "#888", "size": 11},
+            showlegend=False, hoverinfo="skip",
+        ))
+    thin = sum(s.thin for s in info.families)
+    if ranked:
+        win = ranked[0][0]
+        head = (f"{win.family} best: {win.best:.4f}, median {win.median:.4f} over "
+                f"{win.n_complete} complete")
+    else:
+        head = "no family has a complete trial yet"
+    note = (f"{head}; {thin} of {len(info.families)} families thin (&lt; {THIN} complete "
+            "trials): their rank is not a verdict")
     fig.update_layout(
-        title={"text": f"{TITLE}<br><sup>{win.family} wins: best {win.best:.4f}, {spread}</sup>"},
-        height=160 + 38 * len(info.families), template=TEMPLATE,
-        xaxis={"title": {"text": "validation accuracy"}},
+        title={"text": f"{TITLE}<br><sup>{note}</sup>"},
+        height=190 + 34 * len(info.families), template=TEMPLATE,
+        xaxis={"title": {"text": "validation accuracy (complete: final; pruned: last report)"}},
         # Best family on top: categories are drawn bottom-up, so reverse.
-        yaxis={"categoryorder": "array", "categoryarray": labels[::-1], "automargin": True},
-        legend={"orientation": "h", "y": -0.15},
+        yaxis={"categoryorder": "array", "categoryarray": labels[::-1], "automargin": True,
+               "type": "category", "range": [-0.5, len(labels) - 0.5]},
+        legend={"orientation": "h", "y": -0.2, "x": 0},
+        margin={"l": 10, "r": 10},
     )
     return fig

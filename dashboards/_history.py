@@ -1,4 +1,4 @@
-"""Optimization history: each finished trial's accuracy by trial number and the best so far.
+"""Optimization history: each complete trial's accuracy by trial number and the best so far.
 
 Pruned trials appear faded at the last accuracy they reported, so a study that prunes most of
 its trials does not look empty.
@@ -22,7 +22,7 @@ from dashboards._common import (
     family_of,
     floats,
     ints,
-    no_finished_reason,
+    no_complete_reason,
     score,
     snapshot,
     value,
@@ -34,10 +34,10 @@ TITLE = "Optimization history"
 
 
 class HistoryInfo(NamedTuple):
-    numbers: list[int]  # finished trials, in trial order
+    numbers: list[int]  # complete trials, in trial order
     values: list[float]
     families: list[str]
-    best_so_far: list[float]  # running best after each finished trial
+    best_so_far: list[float]  # running best after each complete trial
     pruned_numbers: list[int]
     pruned_values: list[float]  # last reported accuracy of each pruned trial
     reason: str
@@ -57,7 +57,7 @@ def _info(study: optuna.Study | Snapshot) -> HistoryInfo:
         for t in sorted(snap.of_state(TrialState.PRUNED), key=lambda t: t.number)
         if (s := score(t)) is not None
     ]
-    reason = "" if done or pruned else no_finished_reason(snap)
+    reason = "" if done or pruned else no_complete_reason(snap)
     return HistoryInfo(
         [t.number for t in done], [value(t) for t in done],
         [family_of(t) for t in done], best,
@@ -81,7 +81,7 @@ def _plot(info: HistoryInfo) -> go.Figure:
     if info.numbers:
         fig.add_trace(
             go.Scatter(
-                x=ints(info.numbers), y=floats(info.values), mode="markers", name="finished",
+                x=ints(info.numbers), y=floats(info.values), mode="markers", name="complete",
                 customdata=info.families, marker={"color": COMPLETE_COLOR, "size": 6},
                 hovertemplate="trial %{x} (%{customdata})<br>val acc %{y:.4f}<extra></extra>",
             )

@@ -61,7 +61,7 @@ def _info(study: optuna.Study | Snapshot) -> ImportanceInfo:
     n = len(snap.complete)
     if n < MIN_TRIALS:
         return ImportanceInfo(
-            [], {}, n, f"needs at least {MIN_TRIALS} finished trials, the study has {n}"
+            [], {}, n, f"needs at least {MIN_TRIALS} complete trials, the study has {n} complete"
         )
     with warnings.catch_warnings():
         # "Some regimes have less than 2 trials", "quantiles select the same set": expected
@@ -91,7 +91,7 @@ def _plot(info: ImportanceInfo) -> go.Figure:
             )
         )
     note = (
-        f"importance of reaching the top 10% of {info.n_trials} finished trials; "
+        f"importance of reaching the top 10% of {info.n_trials} complete trials; "
         "conditional parameters are scored where active"
     )
     fig.update_layout(

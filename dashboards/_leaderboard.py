@@ -22,7 +22,7 @@ from dashboards._common import (
     family_of,
     family_params,
     fmt,
-    no_finished_reason,
+    no_complete_reason,
     score,
     snapshot,
 )
@@ -30,6 +30,8 @@ from dashboards._common import (
 __all__ = ["Row", "LeaderboardInfo"]
 
 TITLE = "Leaderboard: top trials"
+RULE = ("ranked: complete trials by final val acc, then pruned ones by their last report "
+        "(fewer epochs: not comparable)")
 SHARED = ("lr", "warmup_epochs")  # shared knobs that shape the schedule, after the family's own
 PARAMS_CHARS_PER_LINE = 60  # the key-parameters column wraps at about this width
 
@@ -65,7 +67,7 @@ def _info(study: optuna.Study | Snapshot, top: int = 10) -> LeaderboardInfo:
     finished = {t.number for t in done}
     ranked = (done + snap.best_first([t for t in snap.trials if t.number not in finished]))[:top]
     if not ranked:
-        return LeaderboardInfo([], no_finished_reason(snap) + ": no trial reported an accuracy")
+        return LeaderboardInfo([], no_complete_reason(snap) + ": no trial reported an accuracy")
     rows = []
     for rank, t in enumerate(ranked, start=1):
         budget = t.user_attrs.get("epochs")
@@ -84,6 +86,7 @@ def _plot(info: LeaderboardInfo) -> go.Figure:
         return empty_figure(TITLE, info.reason)
     rows = info.rows
     header = ["#", "trial", "family", "key parameters", "val acc", "epochs", "end"]
+    # "complete" rows white, the others grey: the ranking rule's two groups
     cells = [
         [r.rank for r in rows],
         [r.number for r in rows],
@@ -105,7 +108,7 @@ def _plot(info: LeaderboardInfo) -> go.Figure:
     )
     fig.update_layout(
         # Title band + header + rows (+ slack): a Table scrolls, hiding rows, when too short.
-        title={"text": TITLE}, height=60 + 30 + 26 * lines + 20, template=TEMPLATE,
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        title={"text": f"{TITLE}<br><sup>{RULE}</sup>"}, height=80 + 30 + 26 * lines + 20,
+        template=TEMPLATE, margin={"l": 10, "r": 10, "t": 80, "b": 10},
     )
     return fig

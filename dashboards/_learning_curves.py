@@ -1,6 +1,6 @@
 """Validation accuracy against epoch for every trial; pruned ones faded, so pruning is visible.
 
-Each group (finished, pruned, failed, running) is drawn as ONE trace with gaps between
+Each group (complete, pruned, failed, running) is drawn as ONE trace with gaps between
 trials: a 2,000-trial study stays a handful of SVG paths instead of 2,000 traces.
 """
 
@@ -31,17 +31,17 @@ from dashboards._common import (
 __all__ = ["Curve", "LearningCurvesInfo"]
 
 TITLE = "Learning curves of all trials"
-# Group name -> states, drawn in this order. Pruned curves go over the finished ones (faded
-# grey, each ending in a cross where it was cut): on a big study the finished curves are a
+# Group name -> states, drawn in this order. Pruned curves go over the complete ones (faded
+# grey, each ending in a cross where it was cut): on a big study the complete curves are a
 # solid band, and pruning must stay visible on top of it.
 GROUPS: dict[str, tuple[TrialState, ...]] = {
-    "finished": (TrialState.COMPLETE,),
+    "complete": (TrialState.COMPLETE,),
     "pruned": (TrialState.PRUNED,),
     "failed": (TrialState.FAIL,),
     "running": (TrialState.RUNNING, TrialState.WAITING),
 }
 STYLE = {
-    "finished": {"color": COMPLETE_COLOR, "width": 1.2},
+    "complete": {"color": COMPLETE_COLOR, "width": 1.2},
     "pruned": {"color": PRUNED_COLOR, "width": 1},
     "failed": {"color": FAILED_COLOR, "width": 1, "dash": "dot"},
     "running": {"color": RUNNING_COLOR, "width": 1.5},
@@ -57,7 +57,7 @@ class Curve(NamedTuple):
 
 class LearningCurvesInfo(NamedTuple):
     groups: dict[str, list[Curve]]  # keys of GROUPS, each possibly empty
-    best: Curve | None  # the best finished trial, highlighted
+    best: Curve | None  # the best complete trial, highlighted
     reason: str
 
 
@@ -78,7 +78,7 @@ def _info(study: optuna.Study | Snapshot) -> LearningCurvesInfo:
         why = f"no trial has reported an epoch yet ({n} trials)" if n else "no trials yet"
         return LearningCurvesInfo(groups, None, why)
     done = snap.best_first(snap.complete)
-    best = next((c for c in groups["finished"] if done and c.number == done[0].number), None)
+    best = next((c for c in groups["complete"] if done and c.number == done[0].number), None)
     return LearningCurvesInfo(groups, best, "")
 
 

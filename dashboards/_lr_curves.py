@@ -1,5 +1,11 @@
-"""The LR actually applied in each epoch by the top trials, overlaid (log scale, coloured by
-validation accuracy): what the winning schedules have in common is visible at a glance."""
+"""The LR actually applied by the top trials, overlaid against the fraction of training (log
+scale): what the winning schedules have in common is visible at a glance.
+
+Resolution: the recorded per-step trace (`lr_trace`), so a warmup of a few hundred steps shows
+as a ramp; stores written before it have one point per epoch, and the subtitle says so.
+Colour: by rank, not by accuracy, so one diverged trial cannot squeeze every other line into
+one colour; the winner is a thick red line on top; the legend lists the trials best first.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,13 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
 from dashboards._common import (
+    BEST_COLOR,
     TEMPLATE,
     Snapshot,
-    curve,
     empty_figure,
     family_of,
+    floats,
+    lr_points,
     snapshot,
     value,
 )
@@ -23,75 +31,91 @@ __all__ = ["LRCurve", "LRCurvesInfo"]
 
 TITLE = "Applied learning rate of the top trials"
 COLORSCALE = "Viridis"
+# Ranks 2.. take Viridis from dark (rank 2) to 0.85 (the last): the yellow end is too pale
+# on white, and red is the winner's.
+COLOR_SPAN = 0.85
 
 
 class LRCurve(NamedTuple):
+    rank: int  # 1 = the winner
     number: int
     family: str
     accuracy: float
-    epochs: list[int]  # 1-based epoch numbers
-    lrs: list[float | None]  # LR applied in that epoch; None where it can't go on a log axis
+    fractions: list[float]  # fraction of training where each LR was applied
+    lrs: list[float | None]  # None where it can't go on a log axis
+    per_step: bool
 
 
 class LRCurvesInfo(NamedTuple):
     curves: list[LRCurve]  # best first
+    resolution: str  # "per step", "per epoch" or "per step (per epoch for trials N, M)"
     reason: str
 
 
 def _info(study: optuna.Study | Snapshot, top: int = 10) -> LRCurvesInfo:
     snap = snapshot(study)
     if snap.reason:
-        return LRCurvesInfo([], snap.reason)
+        return LRCurvesInfo([], "", snap.reason)
     done = snap.best_first(snap.complete)
     if not done:
-        return LRCurvesInfo([], "no finished trial yet: LR curves are drawn for finished trials")
-    curves = []
+        return LRCurvesInfo([], "", "no complete trial yet: LR curves are drawn for complete "
+                            "trials")
+    curves: list[LRCurve] = []
     for t in done:
-        lrs = [v if v is not None and v > 0 else None for v in curve(t, "lr_curve")]
-        if not any(v is not None for v in lrs):
+        pts = lr_points(t)
+        if not any(v is not None for v in pts.lrs):
             continue
-        epochs = list(range(1, len(lrs) + 1))
-        curves.append(LRCurve(t.number, family_of(t), value(t), epochs, lrs))
+        curves.append(LRCurve(len(curves) + 1, t.number, family_of(t), value(t),
+                              pts.fractions, pts.lrs, pts.per_step))
         if len(curves) == top:
             break
     if not curves:
-        return LRCurvesInfo([], "no finished trial recorded an `lr_curve`")
-    return LRCurvesInfo(curves, "")
+        return LRCurvesInfo([], "", "no complete trial recorded an `lr_trace` or `lr_curve`")
+    coarse = [c.number for c in curves if not c.per_step]
+    if not coarse:
+        resolution = "per step"
+    elif len(coarse) == len(curves):
+        resolution = "per epoch (no `lr_trace` recorded)"
+    else:
+        resolution = f"per step (per epoch for trials {', '.join(map(str, coarse))})"
+    return LRCurvesInfo(curves, resolution, "")
+
+
+def rank_color(rank: int, n: int) -> str:
+    """The winner red; the others along Viridis by rank (evenly spaced, whatever the values)."""
+    if rank == 1:
+        return BEST_COLOR
+    pos = 0.0 if n <= 2 else COLOR_SPAN * (rank - 2) / (n - 2)
+    return sample_colorscale(COLORSCALE, [pos])[0]
 
 
 def _plot(info: LRCurvesInfo) -> go.Figure:
     if info.reason:
         return empty_figure(TITLE, info.reason)
-    accs = [c.accuracy for c in info.curves]
-    lo, hi = min(accs), max(accs)
     fig = go.Figure()
-    # Worst first so that the best curve is drawn last, on top.
+    n = len(info.curves)
+    # Worst first so that the winner is drawn last, on top; legendrank keeps the legend in
+    # rank order whatever the drawing order.
     for c in reversed(info.curves):
-        pos = 0.5 if hi == lo else (c.accuracy - lo) / (hi - lo)
-        color = sample_colorscale(COLORSCALE, [pos])[0]
+        color = rank_color(c.rank, n)
+        win = c.rank == 1
         fig.add_trace(
             go.Scatter(
-                x=c.epochs, y=c.lrs, mode="lines+markers", name=f"#{c.number} {c.family}",
-                line={"color": color, "width": 2}, marker={"size": 4, "color": color},
-                hovertemplate=f"trial {c.number} ({c.family}, val acc {c.accuracy:.4f})"
-                "<br>epoch %{x}<br>lr %{y:.3g}<extra></extra>",
+                x=floats(c.fractions), y=floats(c.lrs), name=f"{c.rank}. #{c.number} "
+                f"{c.family} {c.accuracy:.4f}", mode="lines" if c.per_step else "lines+markers",
+                line={"color": color, "width": 4 if win else 1.6,
+                      "shape": "linear" if c.per_step else "hv"},
+                marker={"size": 4, "color": color}, legendrank=c.rank, opacity=1 if win else 0.8,
+                hovertemplate=f"rank {c.rank}: trial {c.number} ({c.family}, val acc "
+                f"{c.accuracy:.4f})<br>%{{x:.1%}} of training<br>lr %{{y:.3g}}<extra></extra>",
             )
         )
-    # An invisible trace carries the colour bar (lines can't have one).
-    fig.add_trace(
-        go.Scatter(
-            x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
-            marker={
-                "colorscale": COLORSCALE, "cmin": lo, "cmax": hi if hi > lo else lo + 1e-9,
-                "color": [lo], "showscale": True,
-                "colorbar": {"title": {"text": "val acc"}, "x": 1.02, "len": 0.8},
-            },
-        )
-    )
+    note = f"winner red, the others by rank (dark = better); LR recorded {info.resolution}"
     fig.update_layout(
-        title={"text": TITLE}, template=TEMPLATE, height=480,
-        xaxis={"title": {"text": "epoch"}},
+        title={"text": f"{TITLE}<br><sup>{note}</sup>"}, template=TEMPLATE, height=480,
+        xaxis={"title": {"text": "fraction of training"}, "tickformat": ".0%", "range": [0, 1]},
         yaxis={"title": {"text": "learning rate"}, "type": "log"},
-        legend={"x": 1.15, "y": 1},
+        legend={"title": {"text": "rank. trial family val acc"}, "font": {"size": 11}},
+        margin={"r": 10},
     )
     return fig

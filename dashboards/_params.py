@@ -66,7 +66,7 @@ def _info(study: optuna.Study | Snapshot) -> ParamsInfo:
         return ParamsInfo([], snap.reason)
     done = snap.best_first(snap.complete)
     if not done:
-        return ParamsInfo([], "no finished trial yet: parameters are plotted against accuracy")
+        return ParamsInfo([], "no complete trial yet: parameters are plotted against accuracy")
     by_family: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for t in done:
         by_family.setdefault(family_of(t), []).append(t)

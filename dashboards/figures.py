@@ -24,6 +24,7 @@ from dashboards import (
     _learning_curves,
     _lr_curves,
     _params,
+    _winner,
     validation,
 )
 from dashboards._common import Snapshot, snapshot
@@ -33,6 +34,7 @@ __all__ = [
     "GRAPH_ID_PREFIX",
     "STORE_ERRORS",
     "Figure",
+    "for_tile",
     "make_figures",
     "save_figures",
     "snapshot",
@@ -54,6 +56,7 @@ class Figure(NamedTuple):
 FIGURES: dict[str, Figure] = {
     "leaderboard": Figure(_leaderboard.TITLE, _leaderboard._info, _leaderboard._plot, True),
     "validation": Figure(validation.TITLE, validation._info, validation._plot),
+    "winner": Figure(_winner.TITLE, _winner._info, _winner._plot),
     "families": Figure(_families.TITLE, _families._info, _families._plot),
     "lr-curves": Figure(_lr_curves.TITLE, _lr_curves._info, _lr_curves._plot, True),
     "learning-curves": Figure(
@@ -81,22 +84,53 @@ def make_figures(
     return out
 
 
+TILE_HEIGHT = 450  # optuna-dashboard draws a saved figure in a 450-px box, half the page wide
+TILE_TITLE_CHARS = 64  # a title line wraps past this (a half-width tile at 1366 px: ~600 px)
+TILE_SUB_CHARS = 90  # the smaller subtitle lines
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines = text.split(" "), [""]
+    for w in words:
+        if lines[-1] and len(lines[-1]) + 1 + len(w) > width:
+            lines.append(w)
+        else:
+            lines[-1] = f"{lines[-1]} {w}".strip()
+    return lines
+
+
+def for_tile(fig: go.Figure) -> go.Figure:
+    """A copy of a report figure laid out for optuna-dashboard's tile (about 600 x 450 px at a
+    1366-px laptop width): no height of its own, the title and subtitle wrapped to the tile's
+    width with a top margin that holds them, the legend below the plot in a smaller font, so
+    neither is cut off nor drawn over the axes."""
+    tile = go.Figure(fig)
+    tile.layout.height = None
+    text = tile.layout.title.text or ""
+    head, _, sub = text.partition("<br><sup>")
+    lines = _wrap(head, TILE_TITLE_CHARS)
+    subs = [w for part in sub.removesuffix("</sup>").split("<br>") if part
+            for w in _wrap(part, TILE_SUB_CHARS)]
+    title = "<br>".join(lines) + ("<br><sup>" + "<br>".join(subs) + "</sup>" if subs else "")
+    tile.update_layout(
+        title={"text": title, "font": {"size": 14}, "x": 0.02, "xanchor": "left",
+               "y": 0.98, "yanchor": "top"},
+        margin={"t": 24 + 18 * len(lines) + 13 * len(subs), "l": 10, "r": 10, "b": 10},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.18, "yanchor": "top",
+                "font": {"size": 10}, "title": {"text": ""}},
+        font={"size": 11},
+    )
+    return tile
+
+
 def save_figures(study: optuna.Study, figures: dict[str, go.Figure]) -> list[str]:
     """Store the figures in the study, where optuna-dashboard shows them beside its own plots.
 
     Ids are fixed (`schedsearch-<name>`), so saving again replaces the previous version.
-    The dashboard draws each figure in a fixed 450-pixel panel, so they are stored without
-    the report's height (and the figures handed in are left as they were).
+    Each is laid out for the dashboard's tile (`for_tile`); the figures handed in are left as
+    they were.
     """
     from optuna_dashboard import save_plotly_graph_object
 
-    ids = []
-    for name, fig in figures.items():
-        height = fig.layout.height
-        fig.layout.height = None
-        try:
-            gid = GRAPH_ID_PREFIX + name
-            ids.append(save_plotly_graph_object(study, fig, graph_object_id=gid))
-        finally:
-            fig.layout.height = height
-    return ids
+    return [save_plotly_graph_object(study, for_tile(fig), graph_object_id=GRAPH_ID_PREFIX + name)
+            for name, fig in figures.items()]

@@ -178,7 +178,7 @@ def test_report_of_awkward_studies_renders_with_reasons(tmp_path):
         assert page.console == []
         figures = {f"fig-{name}" for name in FIGURES}
         assert drawn(page.dom, figures) == dict.fromkeys(figures, True)
-        assert "Nothing to recommend yet" in page.dom and "no finished trial" in page.dom
+        assert "Nothing to recommend yet" in page.dom and "no complete trial" in page.dom
 
 
 def test_dashboard_page_renders_saved_figures_in_chromium(tmp_path):

@@ -168,6 +168,7 @@ def test_families_best_median_and_counts():
     info = _families._info(study)
     by = {s.family: s for s in info.families}
     assert [s.family for s in info.families] == ["StepLR", "Constant", "CosineAnnealingLR"]
+    assert by["StepLR"].pruned_values == [0.3] and by["StepLR"].epochs == (2, 6)
     assert by["StepLR"].values == [0.8, 0.7, 0.6] and by["StepLR"].numbers == [1, 2, 0]
     assert (by["StepLR"].best, by["StepLR"].median, by["StepLR"].n_pruned) == (0.8, 0.7, 1)
     assert by["StepLR"].n_diverged == 1 and by["Constant"].n_diverged == 0
@@ -175,8 +176,11 @@ def test_families_best_median_and_counts():
     # A family that never finished still gets its row, saying it was only pruned.
     assert by["CosineAnnealingLR"].values == [] and by["CosineAnnealingLR"].n_pruned == 1
     fig = _families._plot(info)
-    assert "StepLR wins" in fig.layout.title.text
-    assert fig.data[0].name == "StepLR (3 done, 1 pruned, 1 diverged)"
+    assert "StepLR best: 0.8000" in fig.layout.title.text
+    assert "2 of 3 families thin" in fig.layout.title.text  # 3, 1 and 0 complete
+    assert fig.data[0].name == "StepLR: 3 complete, 1 pruned, 1 diverged; epochs 2-6/6"
+    assert _families.label(by["CosineAnnealingLR"]) == (
+        "CosineAnnealingLR: 0 complete, 1 pruned; epochs 2/6 (thin)")
 
 
 def test_lr_curves_top_trials_best_first_skipping_missing_and_non_positive():
@@ -188,7 +192,9 @@ def test_lr_curves_top_trials_best_first_skipping_missing_and_non_positive():
     )
     info = _lr_curves._info(study, top=2)
     assert [(c.number, c.accuracy) for c in info.curves] == [(1, 0.9), (3, 0.7)]
-    assert info.curves[0].epochs == [1, 2, 3, 4, 5, 6]
+    assert info.curves[0].fractions == [0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6]
+    assert info.curves[0].rank == 1 and not info.curves[0].per_step
+    assert info.resolution.startswith("per epoch")
     assert info.curves[0].lrs == [0.2, 0.2, 0.1, 0.1, 0.05, 0.05]
     zero = make_trial("Constant", 0.5)
     zero.user_attrs["lr_curve"] = [0.1, 0.0, float("nan")] + [0.1] * 3
@@ -203,8 +209,8 @@ def test_learning_curves_groups_and_best():
         make_trial("Constant", None, state=TrialState.FAIL, accs=[0.1, None]),
     )
     info = _learning_curves._info(study)
-    assert [c.number for c in info.groups["finished"]] == [0, 1]
-    assert info.groups["finished"][1].accs == [0.6, None, 0.9]
+    assert [c.number for c in info.groups["complete"]] == [0, 1]
+    assert info.groups["complete"][1].accs == [0.6, None, 0.9]
     assert [c.number for c in info.groups["pruned"]] == [2]
     assert [c.number for c in info.groups["failed"]] == [3]
     assert info.best is not None and info.best.number == 1
@@ -215,7 +221,7 @@ def test_learning_curves_fall_back_to_intermediate_values():
     t = make_trial("StepLR", 0.9, accs=[0.3, 0.6, 0.9])
     del t.user_attrs["val_acc_curve"]
     info = _learning_curves._info(study_of(t))
-    assert info.groups["finished"][0].accs == [0.3, 0.6, 0.9]
+    assert info.groups["complete"][0].accs == [0.3, 0.6, 0.9]
 
 
 def test_history_best_so_far_and_pruned_last_values():
@@ -331,7 +337,8 @@ def test_only_pruned_study_still_shows_curves_history_and_leaderboard():
     assert _learning_curves._info(study).reason == ""
     assert _history._info(study).reason == ""
     assert len(_leaderboard._info(study).rows) == 3
-    assert "no finished trial" in _families._info(study).reason
+    fams = _families._info(study)  # every family tried is shown, even with pruned trials only
+    assert fams.reason == "" and fams.families[0].n_pruned == 3
 
 
 def test_in_progress_study_draws_the_running_trial():

@@ -116,7 +116,7 @@ def test_report_on_awkward_studies_says_why(tmp_path, trials):
     for name in FIGURES:
         assert f'id="fig-{name}"' in page
     if not any(t.state == TrialState.COMPLETE for t in trials):
-        assert "Nothing to recommend yet" in page and "no finished trial yet" in page
+        assert "Nothing to recommend yet" in page and "no complete trial yet" in page
 
 
 def test_storage_password_never_reaches_the_page():

@@ -1,0 +1,231 @@
+"""The winner against the tuned baselines: what its LR does differently, and what that buys.
+
+Top panel: the LR applied by the winner (the best complete trial) and by each baseline that
+`validate` tuned (Constant, cosine over the whole run, OneCycle, linear to zero,
+schedule-free), against the fraction of training, at the recorded per-step resolution. Bottom
+panel, same x axis: their validation accuracy (the winner's search trial; a baseline's LR
+source: the searched trial whose LR it took, or its best LR-sweep run) and, once `validate` has
+run, the test accuracy averaged over seeds (dashed). Baselines come from the companion study
+`<study>.validate`: its study attrs `schedule.<key>` (label, roles, lr_source, lr) and its trials
+(`validate_key` + `seed` for test runs, `sweep_for` for LR-sweep runs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import optuna
+import plotly.graph_objects as go
+from optuna.trial import FrozenTrial, TrialState
+from plotly.subplots import make_subplots
+
+from dashboards._common import (
+    BEST_COLOR,
+    TEMPLATE,
+    LRPoints,
+    Snapshot,
+    curve,
+    empty_figure,
+    epoch_fractions,
+    family_of,
+    floats,
+    lr_points,
+    no_complete_reason,
+    snapshot,
+)
+
+__all__ = ["Schedule", "WinnerInfo"]
+
+TITLE = "The winner against the tuned baselines: LR and accuracy over training"
+BASELINE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf"]
+
+
+class Schedule(NamedTuple):
+    label: str
+    role: str  # "winner" or "baseline"
+    lr: LRPoints
+    val_x: list[float]  # fraction of training at the end of each epoch
+    val: list[float | None]  # validation accuracy per epoch ([] where none was recorded)
+    val_source: str  # "trial 7", "LR sweep trial 3 (companion)", ""
+    test_x: list[float]
+    test: list[float | None]  # test accuracy per epoch, mean over seeds ([] before validate)
+    seeds: int
+
+    @property
+    def final_val(self) -> float | None:
+        return next((v for v in reversed(self.val) if v is not None), None)
+
+    @property
+    def final_test(self) -> float | None:
+        return next((v for v in reversed(self.test) if v is not None), None)
+
+
+class WinnerInfo(NamedTuple):
+    schedules: list[Schedule]  # the winner first, then the baselines
+    note: str  # what is missing and how to get it ("" when everything is there)
+    reason: str
+
+
+def _mean_curve(trials: list[FrozenTrial]) -> tuple[list[float], list[float | None]]:
+    """Per-epoch mean of the trials' `val_acc_curve` (in the companion: test accuracy)."""
+    curves = [curve(t, "val_acc_curve") for t in trials]
+    n = max((len(c) for c in curves), default=0)
+    mean: list[float | None] = []
+    for e in range(n):
+        vals = [c[e] for c in curves if e < len(c) and c[e] is not None]
+        mean.append(sum(vals) / len(vals) if vals else None)
+    return (epoch_fractions(trials[0], n) if trials else []), mean
+
+
+def _companion(snap: Snapshot) -> optuna.Study | None:
+    try:
+        from search.validate import COMPANION_SUFFIX, companion_name
+    except ImportError:
+        return None
+    name = snap.study.study_name
+    if name.endswith(COMPANION_SUFFIX):
+        return None
+    try:
+        return optuna.load_study(study_name=companion_name(name), storage=snap.study._storage)
+    except KeyError:
+        return None
+
+
+def _at_length(trials: list[FrozenTrial], epochs: int | None) -> list[FrozenTrial]:
+    """Runs at the searched length where there are any (validate may run other lengths)."""
+    same = [t for t in trials if t.user_attrs.get("epochs") == epochs]
+    return same or trials
+
+
+def _sweep_pick(sweeps: list[FrozenTrial], lr: float | None) -> FrozenTrial | None:
+    """The sweep run at the chosen LR, else the best one."""
+    done = [t for t in sweeps if t.state == TrialState.COMPLETE and t.value is not None]
+    if lr is not None:
+        for t in done:
+            got = (t.user_attrs.get("optimizer") or {}).get("lr", t.params.get("lr"))
+            if isinstance(got, (int, float)) and math.isclose(got, lr, rel_tol=1e-6):
+                return t
+    return max(done, key=lambda t: t.value, default=None)
+
+
+def _baseline(key: str, meta: dict, runs: list[FrozenTrial], sweeps: list[FrozenTrial],
+              snap: Snapshot, epochs: int | None) -> Schedule | None:
+    tests = _at_length([t for t in runs if t.user_attrs.get("validate_key") == key], epochs)
+    tests = [t for t in tests if t.state == TrialState.COMPLETE]
+    source = str(meta.get("lr_source") or "")
+    val_trial, val_source = None, ""
+    if source.startswith("trial "):
+        number = int(source.split()[1]) if source.split()[1].isdigit() else -1
+        val_trial = next((t for t in snap.trials if t.number == number), None)
+        val_source = source
+    else:
+        lr = meta.get("lr")
+        val_trial = _sweep_pick([t for t in sweeps if t.user_attrs.get("sweep_for") == key],
+                                float(lr) if isinstance(lr, (int, float)) else None)
+        val_source = f"LR sweep run {val_trial.number}" if val_trial is not None else ""
+    lr_from = tests[0] if tests else val_trial
+    if lr_from is None:
+        return None
+    val = curve(val_trial, "val_acc_curve") if val_trial is not None else []
+    test_x, test = _mean_curve(tests)
+    return Schedule(str(meta.get("label", key)), "baseline", lr_points(lr_from),
+                    epoch_fractions(val_trial, len(val)) if val_trial is not None else [], val,
+                    val_source, test_x, test, len({t.user_attrs.get("seed") for t in tests}))
+
+
+def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
+    snap = snapshot(study)
+    if snap.reason:
+        return WinnerInfo([], "", snap.reason)
+    done = snap.best_first(snap.complete)
+    if not done:
+        return WinnerInfo([], "", no_complete_reason(snap))
+    win = done[0]
+    epochs = win.user_attrs.get("epochs")
+    companion = _companion(snap)
+    ctrials = companion.get_trials(deepcopy=False) if companion is not None else []
+    runs = [t for t in ctrials if "validate_key" in t.user_attrs]
+    sweeps = [t for t in ctrials if "sweep_for" in t.user_attrs]
+    meta = {k.removeprefix("schedule."): v for k, v in
+            (companion.user_attrs.items() if companion is not None else ())
+            if k.startswith("schedule.") and isinstance(v, dict)}
+    mine = [t for t in runs if t.user_attrs.get("source_trial") == win.number
+            and t.state == TrialState.COMPLETE]
+    test_x, test = _mean_curve(_at_length(mine, epochs))
+    val = curve(win, "val_acc_curve")
+    out = [Schedule(f"winner: trial {win.number} {family_of(win)}", "winner", lr_points(win),
+                    epoch_fractions(win, len(val)), val, f"trial {win.number}", test_x, test,
+                    len({t.user_attrs.get("seed") for t in _at_length(mine, epochs)}))]
+    for key, m in meta.items():
+        if "baseline" in (m.get("roles") or ()) and m.get("source_trial") != win.number:
+            b = _baseline(key, m, runs, sweeps, snap, epochs)
+            if b is not None:
+                out.append(b)
+    name = snap.study.study_name
+    if len(out) == 1:
+        note = f"baselines appear after `python -m search validate --study {name}`"
+    elif not any(s.test for s in out):
+        note = "test curves appear once `validate` has finished its runs"
+    else:
+        note = ""
+    return WinnerInfo(out, note, "")
+
+
+def headline(info: WinnerInfo) -> str:
+    """By how much the winner beats the best tuned baseline, on validation and on test."""
+    win, rest = info.schedules[0], info.schedules[1:]
+    parts = []
+    for what, get in (("val", lambda s: s.final_val), ("test", lambda s: s.final_test)):
+        w = get(win)
+        scored = [(get(s), s.label) for s in rest if get(s) is not None]
+        if w is None or not scored:
+            continue
+        best, lab = max(scored)
+        parts.append(f"{what} {w:.4f} vs {best:.4f} ({lab}): {100 * (w - best):+.1f} points")
+    return "; ".join(parts) or info.note
+
+
+def _plot(info: WinnerInfo) -> go.Figure:
+    if info.reason:
+        return empty_figure(TITLE, info.reason)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
+                        row_heights=[0.45, 0.55])
+    palette = iter(BASELINE_COLORS * 3)
+    for s in info.schedules:
+        win = s.role == "winner"
+        color = BEST_COLOR if win else next(palette)
+        width = 3.5 if win else 1.8
+        common = {"legendgroup": s.label, "line": {"color": color, "width": width}}
+        fig.add_trace(go.Scatter(
+            x=floats(s.lr.fractions), y=floats(s.lr.lrs), mode="lines", name=s.label,
+            hovertemplate=f"{s.label}<br>%{{x:.1%}} of training<br>lr %{{y:.3g}}<extra></extra>",
+            **common | {"line": {**common["line"], "shape": "linear" if s.lr.per_step else "hv"}},
+        ), row=1, col=1)
+        if s.val:
+            fig.add_trace(go.Scatter(
+                x=floats(s.val_x), y=floats(s.val), mode="lines+markers", showlegend=False,
+                marker={"size": 4, "color": color}, hovertemplate=f"{s.label}: validation "
+                f"({s.val_source})<br>%{{x:.0%}}: %{{y:.4f}}<extra></extra>", **common,
+            ), row=2, col=1)
+        if s.test:
+            fig.add_trace(go.Scatter(
+                x=floats(s.test_x), y=floats(s.test), mode="lines", showlegend=False,
+                hovertemplate=f"{s.label}: test, mean of {s.seeds} seeds<br>%{{x:.0%}}: "
+                "%{y:.4f}<extra></extra>",
+                **common | {"line": {**common["line"], "dash": "dash"}},
+            ), row=2, col=1)
+    coarse = [s.label for s in info.schedules if not s.lr.per_step]
+    res = "LR per step" if not coarse else "LR per epoch for " + ", ".join(coarse)
+    sub = headline(info)
+    fig.update_yaxes(title_text="learning rate", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", row=2, col=1)
+    fig.update_xaxes(title_text="fraction of training (accuracy: solid validation, dashed "
+                     "test mean over seeds)", tickformat=".0%", range=[0, 1.02], row=2, col=1)
+    fig.update_layout(
+        title={"text": f"{TITLE}<br><sup>{sub}<br>{res}"
+               + (f"; {info.note}" if info.note and info.note != sub else "") + "</sup>"},
+        template=TEMPLATE, height=640, legend={"orientation": "h", "y": -0.16, "x": 0},
+        margin={"l": 10, "r": 10, "t": 110},
+    )
+    return fig
