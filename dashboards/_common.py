@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "BEST_COLOR",
+    "BOTTOM_LEGEND",
     "COMPLETE_COLOR",
     "FAILED_COLOR",
     "PRUNED_COLOR",
@@ -190,6 +191,12 @@ TEMPLATE = go.layout.Template(
     layout={"xaxis": _AXIS, "yaxis": _AXIS, "paper_bgcolor": "white", "plot_bgcolor": "white",
             "hovermode": "closest", "font": {"color": "#2a3f5f"}, "title": {"x": 0.05}}
 )
+
+
+# A horizontal legend at the foot of the figure (container coordinates), below the x-axis
+# title: one placed in plot coordinates lands on the tick labels once the plot is short.
+BOTTOM_LEGEND = {"orientation": "h", "x": 0, "xanchor": "left", "yref": "container", "y": 0,
+                 "yanchor": "bottom"}
 
 
 def floats(values: Sequence[float | None]) -> np.ndarray:

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dashboards._common import (
     BEST_COLOR,
+    BOTTOM_LEGEND,
     TEMPLATE,
     Snapshot,
     empty_figure,
@@ -177,11 +178,11 @@ def _plot(info: FamiliesInfo) -> go.Figure:
     fig.update_layout(
         title={"text": f"{TITLE}<br><sup>{note}</sup>"},
         height=190 + 34 * len(info.families), template=TEMPLATE,
-        xaxis={"title": {"text": "validation accuracy (complete: final; pruned: last report)"}},
+        xaxis={"title": {"text": "validation accuracy (pruned: last report)"}},
         # Best family on top: categories are drawn bottom-up, so reverse.
         yaxis={"categoryorder": "array", "categoryarray": labels[::-1], "automargin": True,
                "type": "category", "range": [-0.5, len(labels) - 0.5]},
-        legend={"orientation": "h", "y": -0.2, "x": 0},
+        legend=BOTTOM_LEGEND,
         margin={"l": 10, "r": 10},
     )
     return fig

@@ -100,7 +100,7 @@ def _plot(info: LeaderboardInfo) -> go.Figure:
     lines = sum(1 + len(r.params) // PARAMS_CHARS_PER_LINE for r in rows)
     fig = go.Figure(
         go.Table(
-            columnwidth=[3, 4, 18, 40, 6, 6, 9],
+            columnwidth=[3, 4, 15, 34, 8, 7, 10],
             header={"values": header, "align": "left", "fill_color": "#dfe7f2", "height": 28},
             cells={"values": cells, "align": "left", "fill_color": [shade] * len(header),
                    "height": 24},

@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 
 from dashboards._common import (
     BEST_COLOR,
+    BOTTOM_LEGEND,
     TEMPLATE,
     LRPoints,
     Snapshot,
@@ -225,7 +226,7 @@ def _plot(info: WinnerInfo) -> go.Figure:
     fig.update_layout(
         title={"text": f"{TITLE}<br><sup>{sub}<br>{res}"
                + (f"; {info.note}" if info.note and info.note != sub else "") + "</sup>"},
-        template=TEMPLATE, height=640, legend={"orientation": "h", "y": -0.16, "x": 0},
+        template=TEMPLATE, height=640, legend=BOTTOM_LEGEND,
         margin={"l": 10, "r": 10, "t": 110},
     )
     return fig

@@ -27,7 +27,7 @@ from dashboards import (
     _winner,
     validation,
 )
-from dashboards._common import Snapshot, snapshot
+from dashboards._common import BOTTOM_LEGEND, Snapshot, snapshot
 
 __all__ = [
     "FIGURES",
@@ -85,8 +85,11 @@ def make_figures(
 
 
 TILE_HEIGHT = 450  # optuna-dashboard draws a saved figure in a 450-px box, half the page wide
-TILE_TITLE_CHARS = 64  # a title line wraps past this (a half-width tile at 1366 px: ~600 px)
+# A title line wraps past this: a half-width tile at 1366 px is ~580 px wide. Plotly's tool
+# bar stands upright at the right edge (in its own margin), so it covers no title.
+TILE_TITLE_CHARS = 60
 TILE_SUB_CHARS = 90  # the smaller subtitle lines
+TILE_NOTE_CHARS = 70  # subplot titles and other notes drawn in the plot
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -112,12 +115,22 @@ def for_tile(fig: go.Figure) -> go.Figure:
     subs = [w for part in sub.removesuffix("</sup>").split("<br>") if part
             for w in _wrap(part, TILE_SUB_CHARS)]
     title = "<br>".join(lines) + ("<br><sup>" + "<br>".join(subs) + "</sup>" if subs else "")
+    for note in tile.layout.annotations:  # subplot titles carry long verdicts; reasons too
+        if note.text and "<br>" not in note.text:
+            note.text = "<br>".join(_wrap(note.text, TILE_NOTE_CHARS))
     tile.update_layout(
         title={"text": title, "font": {"size": 14}, "x": 0.02, "xanchor": "left",
-               "y": 0.98, "yanchor": "top"},
-        margin={"t": 24 + 18 * len(lines) + 13 * len(subs), "l": 10, "r": 10, "b": 10},
-        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.18, "yanchor": "top",
-                "font": {"size": 10}, "title": {"text": ""}},
+               "yref": "container", "y": 1, "yanchor": "top", "pad": {"t": 14}},
+        margin={"t": 30 + 18 * len(lines) + 13 * len(subs), "l": 10, "r": 40, "b": 10},
+        modebar={"orientation": "v"},
+    )
+    # A menu (the params figure's family choice) goes between the title and the plot.
+    menus = len(tile.layout.updatemenus)
+    for menu in tile.layout.updatemenus:
+        menu.update(y=1, yanchor="bottom", pad={"b": 6, "l": 0, "t": 0})
+    tile.update_layout(
+        margin={"t": 30 + 18 * len(lines) + 13 * len(subs) + 36 * menus},
+        legend=BOTTOM_LEGEND | {"font": {"size": 10}, "title": {"text": ""}},
         font={"size": 11},
     )
     return tile

@@ -14,7 +14,7 @@ import optuna
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboards._common import TEMPLATE, Snapshot, empty_figure, floats, snapshot
+from dashboards._common import BOTTOM_LEGEND, TEMPLATE, Snapshot, empty_figure, floats, snapshot
 
 __all__ = ["Panel", "Row", "ValidationInfo"]
 
@@ -118,7 +118,7 @@ def _plot(info: ValidationInfo) -> go.Figure:
     fig.update_layout(
         title={"text": f"{TITLE}<br><sup>study {info.study!r}</sup>"},
         height=180 + 40 * n_rows + 60 * len(info.panels), template=TEMPLATE,
-        legend={"orientation": "h", "y": -0.12},
+        legend=BOTTOM_LEGEND,
     )
     fig.update_annotations(font={"size": 12})  # the subplot titles carry long verdicts
     return fig

@@ -178,6 +178,9 @@ def test_tile_layout_wraps_titles_and_moves_legends_below():
         for line in tile.layout.title.text.replace("<sup>", "").replace("</sup>", "").split(
                 "<br>"):
             assert len(line) <= 90, (name, line)
+        for note in tile.layout.annotations:
+            assert all(len(line) <= 70 for line in note.text.split("<br>")), (name, note.text)
         lines = tile.layout.title.text.count("<br>") + 1
         assert tile.layout.margin.t >= 24 + 13 * lines, name  # the title fits above the plot
-        assert tile.layout.legend.orientation == "h" and tile.layout.legend.y < 0, name
+        legend = tile.layout.legend  # at the foot of the tile, below the x-axis title
+        assert (legend.orientation, legend.yref, legend.y) == ("h", "container", 0), name
