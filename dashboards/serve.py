@@ -9,6 +9,7 @@ its own plots even for a study still running (`--no-refresh` to skip on a huge s
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -18,8 +19,13 @@ from typing import Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 __all__ = [
-    "DEFAULT_HOST", "DEFAULT_PORT", "HELP", "add_arguments", "main", "serve", "start", "url_of",
+    "DEFAULT_HOST", "DEFAULT_PORT", "HELP", "add_arguments", "main", "quiet_importance", "serve",
+    "start", "url_of",
 ]
+# What optuna's PED-ANOVA says on a small or narrow study each time the dashboard's importance
+# panel is drawn: nothing a user can act on, and it fills the terminal under the URL.
+IMPORTANCE_NOISE = ("Some regimes for parameter", "Target and region quantiles select",
+                    "The number of trials is too small to compute importances")
 
 HELP = "open optuna-dashboard on the study's storage (127.0.0.1 unless --host)"
 DEFAULT_HOST = "127.0.0.1"
@@ -70,6 +76,14 @@ def url_of(server: WSGIServer, study_id: int | None = None) -> str:
     return f"http://{host}:{port}{path}"
 
 
+def quiet_importance() -> None:
+    """Silence IMPORTANCE_NOISE for the rest of the process (the dashboard's threads too)."""
+    import warnings
+
+    for text in IMPORTANCE_NOISE:
+        warnings.filterwarnings("ignore", message=re.escape(text), category=UserWarning)
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -107,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("interrupted before the dashboard started", file=sys.stderr)
             return 130
+    quiet_importance()
     # The study's own storage object: the same engine options the core chose (timeouts).
     server = start(study._storage, args.host, args.port)
     print(url_of(server, study._study_id), flush=True)

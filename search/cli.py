@@ -198,6 +198,7 @@ def _studies(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
     from search import storage
+    from search.validate import COMPANION_SUFFIX
 
     url = storage.resolve(args.storage)
     store = storage.open_storage(url)
@@ -205,15 +206,34 @@ def _studies(args: argparse.Namespace) -> int:
     if not summaries:
         print(f"no studies in {storage.redact(url)}")
         return 0
-    print(f"{'study':<24} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8}  best")
+    print(f"{'study':<24} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8}  "
+          "best (search: val acc; validation: winner's mean test acc)")
     for s in summaries:
         sid = store.get_study_id_from_name(s.study_name)
         n = {st: store.get_n_trials(sid, st) for st in TrialState}
         best = (f"{s.best_trial.value:.4f} {s.best_trial.params.get('scheduler', '')}"
                 if s.best_trial else "-")
+        if s.study_name.endswith(COMPANION_SUFFIX):  # not a search: its trials are seeds
+            best = _validated(store, s.study_name.removesuffix(COMPANION_SUFFIX))
         print(f"{s.study_name:<24} {n[TrialState.COMPLETE]:>8} {n[TrialState.PRUNED]:>7} "
               f"{n[TrialState.FAIL]:>7} {n[TrialState.RUNNING]:>8}  {best}")
     return 0
+
+
+def _validated(store: Any, searched: str) -> str:
+    """A validation study's line: the winner's mean test accuracy over its seeds."""
+    import optuna
+
+    from search.export import validation
+
+    try:
+        v = validation(optuna.load_study(study_name=searched, storage=store))
+    except KeyError:  # the searched study was deleted
+        v = None
+    w = v.winner if v is not None else None
+    if w is None:
+        return "validation: no finished run"
+    return f"validation: test {w.mean:.4f} mean of {w.n} seeds, {w.label}"
 
 
 HELP = {

@@ -164,3 +164,26 @@ def test_cli_dashboard_busy_port_is_one_line(tmp_path):
         )
     assert done.returncode == 2
     assert done.stderr.startswith("error: cannot listen on") and done.stderr.count("\n") == 1
+
+
+def test_importance_panel_prints_no_ped_anova_noise():
+    """optuna-dashboard's own importance panel on a small, narrow study: optuna warns that
+    regimes are small; with `quiet_importance` (as `dashboard` runs) nothing reaches the user."""
+    import warnings
+
+    from tests.test_dashboards_figures import make_trial, study_of
+
+    study = study_of(*(make_trial("StepLR", 0.5 + 0.01 * i) for i in range(4)),
+                     make_trial("Constant", 0.4))
+    url = "/api/studies/{}/param_importances?evaluator=ped_anova"
+    with warnings.catch_warnings(record=True) as loud:
+        warnings.simplefilter("always")
+        with running(study._storage) as base:
+            get_json(base + url.format(study._study_id))
+    assert any(t in str(w.message) for w in loud for t in serve.IMPORTANCE_NOISE)
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        serve.quiet_importance()
+        with running(study._storage) as base:
+            get_json(base + url.format(study._study_id))
+    assert not [w for w in quiet if any(t in str(w.message) for t in serve.IMPORTANCE_NOISE)]
