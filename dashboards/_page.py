@@ -47,7 +47,11 @@ def render_page(
 ) -> str:
     """The whole report as one HTML string, top to bottom as the issue lists the parts."""
     name = html.escape(snap.study.study_name)
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(snap.counts().items())) or "none"
+    n = snap.counts()
+    # One vocabulary with `run` and `studies`: finished = complete + pruned (what --trials counts).
+    c, p = n.pop("complete", 0), n.pop("pruned", 0)
+    counts = f"{c + p} finished = {c} complete + {p} pruned" + "".join(
+        f"; {k} {state}" for state, k in sorted(n.items()))
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     where = f" &middot; storage {html.escape(storage)}" if storage else ""
     titles = {"recommendation": _recommendation.TITLE}

@@ -184,3 +184,13 @@ def test_tile_layout_wraps_titles_and_moves_legends_below():
         assert tile.layout.margin.t >= 24 + 13 * lines, name  # the title fits above the plot
         legend = tile.layout.legend  # at the foot of the tile, below the x-axis title
         assert (legend.orientation, legend.yref, legend.y) == ("h", "container", 0), name
+
+
+def test_report_header_counts_in_the_cli_vocabulary(tmp_path):
+    from dashboards.report import write_report
+
+    study = study_of(make_trial(value=0.5), make_trial(value=0.6),
+                     make_trial(state=TrialState.PRUNED, value=None),
+                     make_trial(state=TrialState.FAIL, value=None))
+    page = write_report(study, tmp_path / "r.html", save=False).read_text(encoding="utf-8")
+    assert "trials: 3 finished = 2 complete + 1 pruned; 1 fail" in page
