@@ -51,7 +51,7 @@ def render_page(
     # One vocabulary with `run` and `studies`: finished = complete + pruned (what --trials counts).
     c, p = n.pop("complete", 0), n.pop("pruned", 0)
     counts = f"{c + p} finished = {c} complete + {p} pruned" + "".join(
-        f"; {k} {state}" for state, k in sorted(n.items()))
+        f"; {k} {'failed' if state == 'fail' else state}" for state, k in sorted(n.items()))
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     where = f" &middot; storage {html.escape(storage)}" if storage else ""
     titles = {"recommendation": _recommendation.TITLE}

@@ -193,4 +193,4 @@ def test_report_header_counts_in_the_cli_vocabulary(tmp_path):
                      make_trial(state=TrialState.PRUNED, value=None),
                      make_trial(state=TrialState.FAIL, value=None))
     page = write_report(study, tmp_path / "r.html", save=False).read_text(encoding="utf-8")
-    assert "trials: 3 finished = 2 complete + 1 pruned; 1 fail" in page
+    assert "trials: 3 finished = 2 complete + 1 pruned; 1 failed" in page
