@@ -5,8 +5,9 @@
 
 1. A fast synthetic objective runs in memory (no training): the same conditional space
    (`scheduler` + `<Family>.<arg>` + shared `lr`, `momentum`, `weight_decay`), the same user
-   attrs the runner writes (scheduler_kwargs, lr_curve, val_acc_curve, val_loss_curve,
-   end_reason, interval, epochs, steps_per_epoch, optimizer), pruned and failed trials.
+   attrs the runner writes (scheduler_kwargs, lr_curve, lr_trace, val_acc_curve,
+   val_loss_curve, end_reason, interval, epochs, steps_per_epoch, optimizer), pruned and
+   failed trials.
 2. The trials are copied into a fresh SQLite store opened the project's way
    (search.storage.open_storage: WAL), one transaction per trial (tens of ms each through
    optuna's ORM: building takes a minute or two, so `--keep` reuses a store).
@@ -136,6 +137,11 @@ def objective(trial: optuna.Trial) -> float:
             break
     for key, curve in (("lr_curve", lrs), ("val_acc_curve", accs), ("val_loss_curve", losses)):
         set_attr(key, curve)
+    # The per-step record (`lr_trace`): at most 256 points over the whole run, as the runner
+    # keeps it; a pruned trial's stops where it stopped.
+    every = math.ceil(EPOCHS * STEPS / 256)
+    set_attr("lr_trace", {"every": every, "lr": [
+        lr * _shape(family, p, step // STEPS) for step in range(0, len(lrs) * STEPS, every)]})
     if "end_reason" in trial.user_attrs:
         raise optuna.TrialPruned()
     if rng.random() < 0.01:
