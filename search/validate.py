@@ -202,9 +202,15 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None) -> 
             sweeps.append(b)
             continue
         lr = float(src.user_attrs.get("optimizer", {}).get("lr", src.params.get("lr")))
+        # what tuning the LR was worth: the best trial against the study's own default-LR run
+        default = next((t for t in done if t.user_attrs.get("default")
+                        and t.params.get("scheduler") == b.family), None)
+        worth = (f", {src.value - default.value:+.4f} over the study's default-LR trial "
+                 f"{default.number}" if default is not None else "")
         _add_baseline(jobs, _job(
             b.label, ("baseline",), b.schedule(lr, knobs), b.optimizer, slot=b.slot,
-            lr_source=f"LR of the best of the study's {b.family} trials (trial {src.number})"))
+            lr_source=f"LR of the best of the study's {b.family} trials (trial {src.number})"
+                      f"{worth}"))
     return Plan(list(jobs.values()), target, searched, notes, sweeps, knobs)
 
 
