@@ -72,11 +72,12 @@ class FamiliesInfo(NamedTuple):
 
 
 def _stats(fam: str, trials: list[FrozenTrial], snap: Snapshot) -> FamilyStats:
-    done = snap.best_first([t for t in trials if t.state == TrialState.COMPLETE])
-    done = [t for t in done if t in snap.complete]
+    done = snap.best_first([t for t in trials if t.state == TrialState.COMPLETE
+                            and isinstance(t.value, (int, float)) and math.isfinite(t.value)])
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     diverged = [t for t in pruned if t.user_attrs.get("end_reason") == "non_finite_loss"]
-    cut = snap.best_first([t for t in pruned if t not in diverged])
+    cut = snap.best_first([t for t in pruned
+                           if t.user_attrs.get("end_reason") != "non_finite_loss"])
     values = [value(t) for t in done]
     best, median = (values[0], statistics.median(values)) if values else (math.nan,) * 2
     reached = [epochs_run(t) for t in trials if t.state != TrialState.RUNNING] or [0]

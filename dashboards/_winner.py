@@ -7,12 +7,14 @@ panel, same x axis: their validation accuracy (the winner's search trial; a base
 source: the searched trial whose LR it took, or its best LR-sweep run) and, once `validate` has
 run, the test accuracy averaged over seeds (dashed). Baselines come from the companion study
 `<study>.validate`: its study attrs `schedule.<key>` (label, roles, lr_source, lr) and its trials
-(`validate_key` + `seed` for test runs, `sweep_for` for LR-sweep runs).
+(`validate_key` + `seed`: test runs; holdout "val" + `sweep_for`, labelled as their baseline:
+LR-sweep runs).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import NamedTuple
 
 import optuna
@@ -114,15 +116,16 @@ def _baseline(key: str, meta: dict, runs: list[FrozenTrial], sweeps: list[Frozen
               snap: Snapshot, epochs: int | None) -> Schedule | None:
     tests = _at_length([t for t in runs if t.user_attrs.get("validate_key") == key], epochs)
     tests = [t for t in tests if t.state == TrialState.COMPLETE]
-    source = str(meta.get("lr_source") or "")
-    val_trial, val_source = None, ""
-    if source.startswith("trial "):
-        number = int(source.split()[1]) if source.split()[1].isdigit() else -1
+    label = str(meta.get("label", key))
+    # Where its LR came from: "... trials (trial 12) ..." (a searched trial) or a sweep.
+    borrowed = re.search(r"\(trial (\d+)\)", str(meta.get("lr_source") or ""))
+    if borrowed:
+        number = int(borrowed.group(1))
         val_trial = next((t for t in snap.trials if t.number == number), None)
-        val_source = source
+        val_source = f"trial {number}"
     else:
         lr = meta.get("lr")
-        val_trial = _sweep_pick([t for t in sweeps if t.user_attrs.get("sweep_for") == key],
+        val_trial = _sweep_pick([t for t in sweeps if t.user_attrs.get("label") == label],
                                 float(lr) if isinstance(lr, (int, float)) else None)
         val_source = f"LR sweep run {val_trial.number}" if val_trial is not None else ""
     lr_from = tests[0] if tests else val_trial
@@ -130,7 +133,7 @@ def _baseline(key: str, meta: dict, runs: list[FrozenTrial], sweeps: list[Frozen
         return None
     val = curve(val_trial, "val_acc_curve") if val_trial is not None else []
     test_x, test = _mean_curve(tests)
-    return Schedule(str(meta.get("label", key)), "baseline", lr_points(lr_from),
+    return Schedule(label, "baseline", lr_points(lr_from),
                     epoch_fractions(val_trial, len(val)) if val_trial is not None else [], val,
                     val_source, test_x, test, len({t.user_attrs.get("seed") for t in tests}))
 
@@ -146,8 +149,9 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
     epochs = win.user_attrs.get("epochs")
     companion = _companion(snap)
     ctrials = companion.get_trials(deepcopy=False) if companion is not None else []
-    runs = [t for t in ctrials if "validate_key" in t.user_attrs]
-    sweeps = [t for t in ctrials if "sweep_for" in t.user_attrs]
+    # test runs (holdout "test") and LR-sweep runs (holdout "val", `sweep_for` a baseline)
+    sweeps = [t for t in ctrials if t.user_attrs.get("holdout") == "val"]
+    runs = [t for t in ctrials if "validate_key" in t.user_attrs and t not in sweeps]
     meta = {k.removeprefix("schedule."): v for k, v in
             (companion.user_attrs.items() if companion is not None else ())
             if k.startswith("schedule.") and isinstance(v, dict)}

@@ -117,12 +117,12 @@ class Progress:
                                                   _family(trial))
 
     def epoch(self, number: int, epoch: int, val_acc: float) -> None:
-        """Epoch index `epoch` (0-based, as objectives report it) of trial `number` ended."""
+        """Trial `number` has trained `epoch` epochs (1..N, as the pruner's steps count)."""
         now = self.clock()
         with self._lock:
             old = self.running.get(number) or _Running(None, now, 0, None, "?")
             family = old.family if old.family != "?" else _family(old.trial)
-            self.running[number] = old._replace(epoch=epoch + 1, val_acc=val_acc, family=family)
+            self.running[number] = old._replace(epoch=epoch, val_acc=val_acc, family=family)
             self.epoch_times.append(now)
 
     def trial_finished(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -43,23 +43,28 @@ def with_companion(study, tests=True):
                                         "roles": ["candidate"], "source_trial": 0})
     comp.set_user_attr("schedule.cos", {
         "label": "CosineAnnealingLR (whole run)", "family": "CosineAnnealingLR",
-        "roles": ["baseline"], "source_trial": None, "lr_source": "sweep", "lr": 0.2})
+        "roles": ["baseline"], "source_trial": None, "lr": 0.2,
+        "lr_source": "sweep of 2 LRs on the validation split: 0.2, +0.0500 over the default 0.1"})
     comp.set_user_attr("schedule.const", {
         "label": "Constant (LR of trial 1)", "family": "Constant", "roles": ["baseline"],
-        "source_trial": 1, "lr_source": "trial 1", "lr": 0.05})
+        "source_trial": None, "lr": 0.05,
+        "lr_source": "LR of the best of the study's Constant trials (trial 1)"})
+    sweep = {"sweep_for": "cosine", "holdout": "val", "label": "CosineAnnealingLR (whole run)",
+             "roles": ["sweep"]}
     trials = [
-        run("", None, {"sweep_for": "cos", "holdout": "val", "optimizer": {"lr": 0.1}}, 0.70,
-            [0.5, 0.7], [0.1] * 10),
-        run("", None, {"sweep_for": "cos", "holdout": "val", "optimizer": {"lr": 0.2}}, 0.75,
-            [0.6, 0.75], [0.2, 0.1, 0.0]),
+        run("", None, sweep | {"validate_key": "s1", "optimizer": {"lr": 0.1}, "seed": 0},
+            0.70, [0.5, 0.7], [0.1] * 10),
+        run("", None, sweep | {"validate_key": "s2", "optimizer": {"lr": 0.2}, "seed": 0},
+            0.75, [0.6, 0.75], [0.2, 0.1, 0.0]),
     ]
     if tests:
         for seed, (w, c) in enumerate([(0.90, 0.80), (0.92, 0.84)]):
             trials += [
                 run("", None, {"validate_key": "win", "seed": seed, "source_trial": 0,
-                               "roles": ["candidate"]}, w, [w - 0.1, w], [0.1, 0.05]),
-                run("", None, {"validate_key": "cos", "seed": seed, "roles": ["baseline"]},
-                    c, [c - 0.2, c], [0.2, 0.15, 0.05, 0.0]),
+                               "roles": ["candidate"], "holdout": "test"}, w, [w - 0.1, w],
+                    [0.1, 0.05]),
+                run("", None, {"validate_key": "cos", "seed": seed, "roles": ["baseline"],
+                               "holdout": "test"}, c, [c - 0.2, c], [0.2, 0.15, 0.05, 0.0]),
             ]
     comp.add_trials(trials)
     return comp

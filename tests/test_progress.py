@@ -70,9 +70,9 @@ def test_eta_uses_the_pruning_rate_so_far_and_the_measured_epoch_time():
     assert p.eta() is None  # no epoch measured yet
     p.trial_started(FakeTrial(2, "StepLR"))
     clock.now += 80  # loading data
-    p.epoch(2, 0, 0.6)
+    p.epoch(2, 1, 0.6)
     clock.now += 5
-    p.epoch(2, 1, 0.7)
+    p.epoch(2, 2, 0.7)
     assert p.seconds_per_epoch() == 5.0
     # 3 trials still to start x 3 epochs + trial 2's 1 epoch left, at 5 s each
     assert p.eta() == pytest.approx((3 * 3 + 1) * 5.0)
@@ -90,11 +90,11 @@ def test_piped_output_is_one_line_per_trial_with_the_eta():
     p.trial_started(FakeTrial(0, "StepLR"))
     for e in range(4):
         clock.now += 2
-        p.epoch(0, e, 0.5 + e / 10)
+        p.epoch(0, e + 1, 0.5 + e / 10)
     p.trial_finished(study, _trial(0, TrialState.COMPLETE, 0.8, 4))
     p.trial_started(FakeTrial(1, "Constant"))
     clock.now += 2
-    p.epoch(1, 0, 0.4)
+    p.epoch(1, 1, 0.4)
     p.trial_finished(study, _trial(1, TrialState.PRUNED, None, 1, "Constant"))
     lines = out.getvalue().splitlines()
     assert lines[0] == ("[1/3] trial 0 StepLR: 0.8000 (complete); best 0.8000 StepLR (trial 0)"
