@@ -285,7 +285,15 @@ def _text(rec: Recommendation) -> str:
     if (rec.epochs, rec.steps_per_epoch) != (rec.searched_epochs, rec.searched_steps_per_epoch):
         budget += (f" (rescaled from the searched {rec.searched_epochs} x "
                    f"{rec.searched_steps_per_epoch})")
-    lines += [f"  budget           : {budget}", "", rec.code()]
+    lines.append(f"  budget           : {budget}")
+    v = rec.validation
+    if v is not None and v.steps_per_epoch and (v.epochs, v.steps_per_epoch) != (
+            rec.epochs, rec.steps_per_epoch):
+        flags = f"--epochs {v.epochs} --steps-per-epoch {v.steps_per_epoch}"
+        lines.append(f"  validated as     : {v.epochs} epochs x {v.steps_per_epoch} steps, the "
+                     f"same schedule resolved for that budget (`{flags}` prints exactly what "
+                     "was validated)")
+    lines += ["", rec.code()]
     return "\n".join(lines)
 
 

@@ -54,3 +54,30 @@ def dump(db: Path) -> list[str]:
     """Every row of a SQLite store, to check that nothing stored changed."""
     with sqlite3.connect(db) as con:
         return list(con.iterdump())
+
+
+def applied_lrs(code: str, losses, more: int = 0) -> list[float]:
+    """Run a module printed by `best` as its STEP says: the LR applied at every optimizer step
+    (and for `more` epochs past the run, to see where the schedule goes after its end)."""
+    import torch
+
+    ns: dict = {}
+    exec(compile(code, "best.py", "exec"), ns)
+    opt, sched = ns["make_optimizer_and_scheduler"]([torch.nn.Parameter(torch.zeros(1))])
+    out = []
+    for epoch in range(ns["EPOCHS"] + more):
+        try:
+            for _ in range(ns["STEPS_PER_EPOCH"]):
+                out.append(opt.param_groups[0]["lr"])
+                opt.step()
+                if ns["STEP"] == "batch":
+                    sched.step()
+        except ValueError:  # past the end of a schedule that cannot go on (OneCycleLR)
+            if epoch < ns["EPOCHS"]:
+                raise
+            return out[:-1]
+        if ns["STEP"] == "epoch":
+            sched.step()
+        elif ns["STEP"] == "val_loss":
+            sched.step(losses[epoch])
+    return out

@@ -11,8 +11,7 @@ import time
 
 import optuna
 import pytest
-import torch
-from conftest import ROOT, dump, run_cli
+from conftest import ROOT, applied_lrs, dump, run_cli
 
 from search import cli, export, runner
 from search.config import load_study
@@ -35,21 +34,7 @@ def load(cwd, name="smoke"):
 
 def replay(code: str, rec: export.Recommendation, val_losses) -> list[float]:
     """Run the printed code's optimizer and scheduler as its STEP says; LR per epoch."""
-    ns: dict = {}
-    exec(compile(code, "best.py", "exec"), ns)
-    opt, sched = ns["make_optimizer_and_scheduler"]([torch.nn.Parameter(torch.zeros(1))])
-    lrs = []
-    for epoch in range(ns["EPOCHS"]):
-        lrs.append(opt.param_groups[0]["lr"])
-        for _ in range(ns["STEPS_PER_EPOCH"]):
-            opt.step()
-            if ns["STEP"] == "batch":
-                sched.step()
-        if ns["STEP"] == "epoch":
-            sched.step()
-        elif ns["STEP"] == "val_loss":
-            sched.step(val_losses[epoch])
-    return lrs
+    return applied_lrs(code, val_losses)[:: rec.steps_per_epoch]
 
 
 def test_run_resumes_to_the_total_and_studies_lists_it(smoke_store, cifar_dir):

@@ -166,6 +166,8 @@ def test_companion_holds_k_plus_baselines_times_n_and_best_reads_it(here, capsys
     assert "Best schedule of study 'fake'" in text and "validated on the test split" in text
     assert f"{means[win]:.4f} ± " in text and "verdict  :" in text and "margin   :" in text
     assert "schedule-free SGD baseline not run" in text
+    # the fake trains 10 steps an epoch when validating and when searching: nothing to add
+    assert "validated as" not in text
 
 
 def test_rerunning_a_half_done_or_finished_validation_trains_only_what_is_missing(here, capsys):
@@ -320,7 +322,9 @@ def test_validation_figure_info_and_plot(here):
     assert panel.verdict in plotted.layout.annotations[0].text
 
 
-def test_real_training_uses_all_training_data_and_scores_on_the_test_split(tmp_path, cifar_dir):
+def test_real_training_uses_all_training_data_and_scores_on_the_test_split(
+    tmp_path, cifar_dir, capsys
+):
     """Smoke study on the CIFAR fixture (600 train = 450 + 150 val, 200 test, batch 64)."""
     from objectives.classify import TrainConfig
 
@@ -336,6 +340,10 @@ def test_real_training_uses_all_training_data_and_scores_on_the_test_split(tmp_p
     searched = optuna.load_study(study_name="smoke", storage="sqlite:///search.db").trials
     assert {t.user_attrs["steps_per_epoch"] for t in searched} == {450 // 64}
     assert {t.user_attrs["steps_per_epoch"] for t in done} == {600 // 64}  # train + val carve
+    # `best` says at which budget it was validated, and how to print exactly that
+    capsys.readouterr()
+    assert cli.main(["best", "--study", "smoke"]) == 0
+    assert "validated as     : 2 epochs x 9 steps" in capsys.readouterr().out
     # what validate trained is exactly what `best` prints for that budget
     study = optuna.load_study(study_name="smoke", storage="sqlite:///search.db")
     from search import export
