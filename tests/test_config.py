@@ -45,17 +45,17 @@ def test_a_good_file_loads_with_its_values(tmp_path):
     "edit, message",
     [
         (("trials = 3", "trials = 3\ncolour = 1"), "unknown key `colour`"),
-        (("epochs = 2", "epochs = 0"), "`objective.epochs` must be an integer >= 1 but got 0"),
+        (("epochs = 2", "epochs = 0"), "`objective.epochs` must be an integer in [1, 10000] but got 0"),
         (("low = 0.01, high = 0.5 }", "low = 0.5, high = 0.01 }"),
          "`space.lr.low` must be <= `lr.high` (0.01) but got 0.5"),
         (("low = 0.01, high = 0.5 }", "low = 0.0, high = 0.5 }"),
-         "`space.lr.low` must be > 0 for a log range but got 0.0"),
-        (('"StepLR", "Cosine', '"StepLr", "Cosine'), "but got 'StepLr'; names are torch's"),
+         "`space.lr.low` must be in [1e-10, 100] but got 0.0"),
+        (('"StepLR", "Cosine', '"StepLr", "Cosine'), "but got 'StepLr'; did you mean 'StepLR'?"),
         (('dataset = "cifar10"', 'dataset = "mnist"'), "`objective.dataset` must be one of"),
         (("[space.StepLR]\ngamma", "[space.StepLR]\ngama"), "unknown key `space.StepLR.gama`"),
         (("[space.StepLR]", "[space.ExponentialLR]"), "a family listed in `space.families`"),
         (("trials = 3", "trials = 3\n[sampler]\nname = 'grid'"), "`sampler.name` must be"),
-        (("trials = 3", 'trials = "3"'), "`trials` must be an integer >= 1 but got '3'"),
+        (("trials = 3", 'trials = "3"'), "`trials` must be an integer in [1, 100000] but got '3'"),
     ],
 )
 def test_each_mistake_is_one_clear_line(tmp_path, edit, message):
