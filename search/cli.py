@@ -123,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, seed=args.seed)
     url = storage.resolve(args.storage, cfg.storage)
     storage.check(url)  # a malformed URL or missing directory first: nothing read yet
+    _check_before_store(cfg)
     runner.prepare(cfg)  # missing data fails here, before a store is created or opened
     target = args.trials or cfg.trials
     if args.array is not None:
@@ -148,6 +149,16 @@ def _run(args: argparse.Namespace) -> int:
     return _summary(args, cfg, study, url, code)
 
 
+def _check_before_store(cfg: Any) -> None:
+    """The objective imports with the right signature and the device exists: else one line,
+    before a study is created (a typo must not leave a study behind that refuses the fix)."""
+    from objectives.classify import resolve_device
+    from search import config
+
+    config.load_objective(cfg.objective)
+    resolve_device(getattr(cfg.train, "device", "auto"))
+
+
 def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int) -> int:
     from search import runner, storage
 
@@ -155,7 +166,7 @@ def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int
     summary = f"study {cfg.name!r}: {runner.count(study)} finished trials in {storage.redact(url)}"
     if best is not None:
         summary += (f"; best {best.params.get('scheduler')} {best.value:.4f} "
-                    f"(python -m search best --study {args.study})")
+                    f"({storage.hint_command(f'best --study {args.study}', args.storage)})")
     print(summary)
     return code
 
@@ -266,6 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a store that refuses writes (full disk, read-only): one line too
+        from search import storage
+
+        if not storage.is_write_fault(e):
+            raise
+        line = UserError(f"the storage refuses writes ({storage.write_fault(e)}); free disk "
+                         "space or make the store writable, then run again")
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the running trial was closed in the store", file=sys.stderr)

@@ -227,6 +227,9 @@ def _run_trial(study: optuna.Study, trial_id: int, objective: Callable, sig: _Si
         error = e
     finally:
         beat.stop()
+    if error is not None and storage.is_write_fault(error):  # a full disk, a read-only file
+        closed = storage.close_failed(store, trial_id, "storage_error")
+        raise _refused(error, getattr(store, "url", None), closed)
     if isinstance(error, KeyboardInterrupt) or (error and storage.is_transient(error)):
         reason = "interrupted" if isinstance(error, KeyboardInterrupt) else "storage_error"
         try:
@@ -296,6 +299,8 @@ def work(
         if sig.received != signal.SIGTERM:
             raise
     except Exception as e:
+        if storage.is_write_fault(e):
+            raise _refused(e, url, None) from None
         if not storage.is_transient(e):
             raise
         raise UserError(f"lost the storage {storage.redact(url or '')}: "
@@ -308,6 +313,15 @@ def work(
     elif sig.received is not None:
         raise KeyboardInterrupt
     return study
+
+
+def _refused(e: BaseException, url: str | None, closed: bool | None) -> UserError:
+    trial = {True: "the trial in flight ended as FAIL (end_reason = storage_error); ",
+             False: "the trial in flight could not be closed (another worker fails it after "
+                    "the grace period); ", None: ""}[closed]
+    return UserError(f"storage {storage.redact(url or '')} refuses writes "
+                     f"({storage.scrub(storage.write_fault(e) or '', url)}); {trial}"
+                     "free disk space or make the store writable, then run again")
 
 
 # ---------------------------------------------------------------------------------------
