@@ -217,6 +217,10 @@ def open_storage(
         raise
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, ImportError, ValueError) as e:
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        if path is not None and path.exists() and not (
+                os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            reason += " (the file or its directory is read-only; SQLite in WAL mode needs both " \
+                "writable, even to read)"
         raise UserError(f"cannot open storage {redact(url)}: {scrub(reason, url)}") from None
 
 

@@ -195,9 +195,14 @@ def _claim(study: optuna.Study, target: int, orphans: dict[int, float]) -> int |
         trial_id = study._pop_waiting_trial_id()
         if trial_id is None:
             trial_id = store.create_new_trial(study._study_id)
-        if beats:
-            store.record_heartbeat(trial_id)
-        store.set_trial_system_attr(trial_id, "worker", WORKER_ID)
+        try:
+            if beats:
+                store.record_heartbeat(trial_id)
+            store.set_trial_system_attr(trial_id, "worker", WORKER_ID)
+        except Exception as e:  # a full disk: the trial just created must not stay RUNNING
+            if storage.is_write_fault(e):
+                storage.close_failed(store, trial_id, "storage_error")
+            raise
     return trial_id
 
 
