@@ -45,7 +45,8 @@ def test_a_good_file_loads_with_its_values(tmp_path):
     "edit, message",
     [
         (("trials = 3", "trials = 3\ncolour = 1"), "unknown key `colour`"),
-        (("epochs = 2", "epochs = 0"), "`objective.epochs` must be an integer in [1, 10000] but got 0"),
+        (("epochs = 2", "epochs = 0"),
+         "`objective.epochs` must be an integer in [1, 10000] but got 0"),
         (("low = 0.01, high = 0.5 }", "low = 0.5, high = 0.01 }"),
          "`space.lr.low` must be <= `lr.high` (0.01) but got 0.5"),
         (("low = 0.01, high = 0.5 }", "low = 0.0, high = 0.5 }"),
