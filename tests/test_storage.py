@@ -20,6 +20,7 @@ from search.errors import UserError
 def test_url_precedence_flag_env_file_study_default(tmp_path, monkeypatch):
     secret_file = tmp_path / "url"
     secret_file.write_text("postgresql+psycopg://u:pw@db/from-file\n")
+    secret_file.chmod(0o600)
     assert storage.resolve(None, None) == storage.DEFAULT_URL
     assert storage.resolve(None, "sqlite:///study.db") == "sqlite:///study.db"
     monkeypatch.setenv(storage.ENV_FILE, str(secret_file))
@@ -38,7 +39,8 @@ def test_a_missing_url_file_is_a_clear_error(monkeypatch, tmp_path):
 def test_redact_and_scrub_hide_the_password_in_every_spelling():
     url = "postgresql+psycopg://me:p%40ss%2Fw0rd@db:5432/search"
     assert storage.redact(url) == "postgresql+psycopg://me:***@db:5432/search"
-    assert storage.redact("not a url") == "<unparsable storage URL>"
+    assert storage.redact("not a url") == "'not a url'"  # what was typed, less any password
+    assert storage.redact("x://me:s3cret@db:notaport/x") == "'x://me:***@db:notaport/x'"
     text = "failed for p@ss/w0rd, p%40ss%2Fw0rd and p%40ss%2Fw0rd again"
     assert storage.scrub(text, url) == "failed for ***, *** and *** again"
     assert storage.scrub("nothing secret", "sqlite:///x.db") == "nothing secret"
