@@ -173,8 +173,8 @@ def _cifar_reader(label_key: bytes, classes: int) -> Callable[[Path, tuple[str, 
         x, y = b.get(b"data"), b.get(label_key)
         if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 \
                 or x.shape[1] != 3 * 32 * 32:
-            shape = getattr(x, "shape", type(x).__name__)
-            raise _corrupt(path, f"has no {b'data'!r} of uint8 rows of 3072 pixels (got {shape})")
+            got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+            raise _corrupt(path, f"has no {b'data'!r} of uint8 rows of 3072 pixels (got {got})")
         if not isinstance(y, list | np.ndarray) or len(y) != len(x) or not all(
                 isinstance(v, int | np.integer) and 0 <= v < classes for v in y):
             raise _corrupt(path, f"has no {label_key!r} list of {len(x)} labels in "
@@ -226,8 +226,8 @@ def _read_fashion(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise _corrupt(paths[0], f"holds images of shape {images.shape[1:]}, not (28, 28)")
     if labels.ndim != 1 or len(labels) != len(images) or (labels.size and labels.max() > 9):
-        raise _corrupt(paths[1], f"holds {labels.shape} labels, not {len(images)} labels "
-                       "in 0..9 (one per image)")
+        raise _corrupt(paths[1], f"holds labels of shape {labels.shape}, not {len(images)} "
+                       "labels in 0..9 (one per image)")
     return images[:, None], labels.astype(np.int64)
 
 
