@@ -193,6 +193,10 @@ def _locate(name_or_path: str) -> Path:
     return path
 
 
+def _n(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, _NUM) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -209,7 +213,7 @@ def _train_problem(k: str, v: Any, limits: Mapping[str, Any], batch_size: int) -
     """What objective setting `k` must be where `v` is wrong for it (None: `v` is fine)."""
     def count(low: int, high: int | float, why: str = "") -> str | None:
         ok = isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-        return None if ok else f"an integer in [{low}, {high:g}]{why}"
+        return None if ok else f"an integer in [{low}, {_n(high)}]{why}"
 
     if k in ("epochs", "batch_size"):
         return count(1, limits[k])
@@ -221,7 +225,7 @@ def _train_problem(k: str, v: Any, limits: Mapping[str, Any], batch_size: int) -
         ok = isinstance(v, list | tuple) and len(v) == 3 and all(
             isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= limits["width"]
             for c in v)
-        return None if ok else f"a list of 3 channel counts in [1, {limits['width']:g}]"
+        return None if ok else f"a list of 3 channel counts in [1, {_n(limits['width'])}]"
     if k == "val_fraction":
         return None if _finite(v) and 0 < v < 1 else "a number between 0 and 1 (exclusive)"
     if k == "label_smoothing":
@@ -241,14 +245,14 @@ def _train_problem(k: str, v: Any, limits: Mapping[str, Any], batch_size: int) -
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "": ("name", "description", "trials", "seed", "storage", "objective", "space", "sampler",
          "pruner", "workers", "limits"),
+    "objective": ("function", "dataset", "data_dir", "epochs", "batch_size", "width",
+                  "val_fraction", "train_subset", "label_smoothing", "seed", "device", "augment"),
+    "space": ("families", "lr", "momentum", "weight_decay", "warmup_epochs", "default_lr",
+              "enqueue_defaults"),
     "sampler": ("name", "n_startup_trials", "multivariate", "group"),
     "pruner": ("name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"),
     "workers": ("heartbeat_interval", "grace_period", "max_retry"),
     "limits": tuple(LIMITS),
-    "space": ("families", "lr", "momentum", "weight_decay", "warmup_epochs", "default_lr",
-              "enqueue_defaults"),
-    "objective": ("function", "dataset", "data_dir", "epochs", "batch_size", "width",
-                  "val_fraction", "train_subset", "label_smoothing", "seed", "device", "augment"),
 }
 
 
@@ -294,7 +298,7 @@ class _Table:
     def count(self, k: str, default: int, low: int, high: int | float) -> int:
         """An integer key in [low, high]."""
         return self.get(k, default, int, lambda v: low <= v <= high,
-                        f"an integer in [{low}, {high:g}]")
+                        f"an integer in [{low}, {_n(high)}]")
 
     def table(self, k: str) -> _Table:
         self.used.add(k)
@@ -542,9 +546,13 @@ def load_study(name_or_path: str) -> StudyConfig:
         raise wk.error("grace_period", f"> heartbeat_interval ({workers.heartbeat_interval})",
                        workers.grace_period)
     name = top.get("name", path.stem, str)
+    try:
+        check_study_name(name)
+    except UserError as e:
+        unnamed = "" if "name" in raw else "; without `name` the file's name is the study's"
+        raise UserError(f"{path}: {e}{unnamed}") from None
     cfg = StudyConfig(
-        name=check_study_name(name, f"{path}: `name`" if "name" in raw else
-                              f"{path}: the file name (the study's default name)"),
+        name=name,
         path=path,
         objective=objective,
         train=train,
