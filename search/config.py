@@ -35,7 +35,6 @@ __all__ = [
     "WorkersConfig",
     "check_device",
     "check_study_name",
-    "file_stem",
     "load_objective",
     "load_study",
     "study_names",
@@ -163,12 +162,6 @@ def check_study_name(name: str, key: str = "name") -> str:
         raise must(key, f"1 to {MAX_NAME} letters, digits, '.', '_' or '-', starting with a "
                    "letter or digit", name, "it names files and database rows")
     return name
-
-
-def file_stem(name: str) -> str:
-    """A file-name-safe form of any study name (odd characters -> '_', bounded length)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "study"
-    return safe[:MAX_NAME]
 
 
 def check_device(name: str, key: str = "device") -> str:

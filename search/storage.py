@@ -230,6 +230,8 @@ def open_storage(
 
 def is_transient(exc: BaseException) -> bool:
     """True for errors that a retry can cure: the server went away, a lock, a busy SQLite."""
+    if write_fault(exc) is not None:  # a full disk or a read-only store: no wait cures it
+        return False
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:

@@ -201,12 +201,11 @@ def test_every_family_parameter_must_lie_in_its_limits(tmp_path, family):
         assert cfg.space.ranges[family][p.name].high == p.high
 
 
-def test_study_names_and_file_stems():
+def test_study_names():
     assert config.check_study_name("lr-fashion.v2_b") == "lr-fashion.v2_b"
     for bad in ("", "a/b", ".hidden", "x" * 101, "naïve", "a b", "-x"):
         with pytest.raises(UserError, match="must be 1 to 100 letters"):
             config.check_study_name(bad)
-    assert config.file_stem("../a b/" + "x" * 300) == "_a_b_" + "x" * 95
 
 
 def test_the_objective_is_checked_before_any_study(tmp_path, monkeypatch):
