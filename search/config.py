@@ -211,6 +211,8 @@ def _train_problem(k: str, v: Any, limits: Mapping[str, Any], batch_size: int) -
     if k in ("epochs", "batch_size"):
         return count(1, limits[k])
     if k == "train_subset":
+        if not (type(batch_size) is int and 1 <= batch_size <= limits["batch_size"]):
+            batch_size = 1  # a wrong batch_size has its own error
         return count(batch_size, limits[k], f" (at least one batch of {batch_size})")
     if k == "seed":
         return count(0, MAX_SEED)
@@ -408,11 +410,11 @@ def _train(t: _Table, objective: str, file: Path, limits: Mapping[str, Any]) -> 
 
     if objective != DEFAULT_OBJECTIVE:
         _function_spelling(objective, t)
-    known = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "options"}
+    known = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "options"]
     defaults = TrainConfig()
     batch_size = t.data.get("batch_size", defaults.batch_size)
     values: dict[str, Any] = {}
-    for name in known & set(t.data):
+    for name in [n for n in known if n in t.data]:  # in the fields' order: batch_size first
         v = t.data[name]
         t.used.add(name)
         if name in ("holdout", "optimizer"):
