@@ -48,12 +48,26 @@ def add_study_args(parser: argparse.ArgumentParser, required: bool = True) -> No
     parser.add_argument("--storage", metavar="URL",
                         help="database URL (default: $SEARCH_STORAGE, the study file, "
                         "then sqlite:///search.db)")
+    parser.add_argument("--study-name", metavar="NAME",
+                        help="the study's name in the storage, where it is not the file's own "
+                        "(run --study-name starts a separate study from the same file)")
 
 
 def _load_cfg(name: str) -> Any:
     from search import config
 
     return config.load_study(name)
+
+
+def _with_name(cfg: Any, name: str | None) -> Any:
+    """The study file's settings under another study name (`--study-name`)."""
+    if name is None:
+        return cfg
+    import dataclasses
+
+    from search import config
+
+    return dataclasses.replace(cfg, name=config.check_study_name(name, "--study-name"))
 
 
 def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -66,7 +80,7 @@ def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
     from search import storage
 
     try:
-        cfg = _load_cfg(args.study)
+        cfg = _with_name(_load_cfg(args.study), getattr(args, "study_name", None))
         name = cfg.name
     except UserError:
         if args.study.endswith(".toml") or "/" in args.study:
@@ -115,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     from search.engine import array, workers
     from search.progress import Progress
 
-    cfg = _load_cfg(args.study).with_overrides(
+    cfg = _with_name(_load_cfg(args.study), args.study_name).with_overrides(
         epochs=args.epochs, train_subset=args.train_subset, data_dir=args.data_dir,
         device=args.device, seed=args.seed,
     )
@@ -165,8 +179,9 @@ def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int
     best = study.best_trial if runner.count(study, (runner.TrialState.COMPLETE,)) else None
     summary = f"study {cfg.name!r}: {runner.count(study)} finished trials in {storage.redact(url)}"
     if best is not None:
+        named = f" --study-name {cfg.name}" if args.study_name else ""
         summary += (f"; best {best.params.get('scheduler')} {best.value:.4f} "
-                    f"({storage.hint_command(f'best --study {args.study}', args.storage)})")
+                    f"({storage.hint_command(f'best --study {args.study}{named}', args.storage)})")
     print(summary)
     return code
 
@@ -182,6 +197,8 @@ def _best_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, help="rescale the schedule to N epochs")
     p.add_argument("--steps-per-epoch", type=positive_int, metavar="M",
                    help="rescale to M optimizer steps per epoch (your data and batch size)")
+    p.add_argument("--trial", type=int, metavar="N",
+                   help="export finished trial N (complete or pruned) instead of the winner")
     p.add_argument("--format", choices=FORMATS, default="text")
     p.epilog = ("Where `validate` has run, the winner is the schedule with the best mean test "
                 "accuracy over seeds, shown with its margin over the best baseline.")
@@ -191,7 +208,7 @@ def _best(args: argparse.Namespace) -> int:
     from search import export
 
     _, study = open_study(args)
-    rec = export.recommend(study, args.epochs, args.steps_per_epoch)
+    rec = export.recommend(study, args.epochs, args.steps_per_epoch, args.trial)
     print(export.render(rec, args.format))
     return 0
 

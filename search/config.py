@@ -376,7 +376,7 @@ def _space(t: _Table, fams: tuple[str, ...], epochs: int, limits: Mapping[str, A
         for p in params:
             if p.name in sub.data and p.kind != "categorical":
                 spec = _spec(sub, p.name, ParamSpec(p.low, p.high, p.log), p.log, p.limits,
-                             integer=p.kind == "int")
+                             integer=p.kind in ("int", "cuts"))
                 ranges.setdefault(name, {})[p.name] = spec
         sub.done(valid=tuple(p.name for p in params))
     space = SpaceConfig(

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import schedules, stats
+from search import runner, schedules, stats
 from search.errors import UserError
 from search.stats import Validation
 
@@ -35,7 +35,7 @@ STEP_WORDS = {
 class Recommendation:
     study: str
     trial_number: int
-    value: float  # validation accuracy of the searched trial
+    value: float | None  # validation accuracy of the searched trial (last reported if pruned)
     family: str
     kwargs: dict[str, Any]  # exact kwargs for `epochs` x `steps_per_epoch`
     interval: str  # epoch | iteration | plateau
@@ -46,6 +46,8 @@ class Recommendation:
     searched_epochs: int
     searched_steps_per_epoch: int
     validation: Validation | None = None  # the test-set results, where `validate` has run
+    state: str = "COMPLETE"  # or PRUNED (`best --trial N` of a pruned trial)
+    epochs_trained: int = 0
 
     @property
     def step(self) -> str:
@@ -63,6 +65,13 @@ class Recommendation:
             f"{textwrap.indent(main, '    ')},\n"
             f"], milestones=[{w['total_iters']}])"
         )
+
+    def outcome(self) -> str:
+        acc = "no validation accuracy" if self.value is None else (
+            f"validation accuracy {self.value:.4f}")
+        if self.state == "PRUNED":
+            return f"pruned after {self.epochs_trained} of {self.searched_epochs} epochs ({acc})"
+        return acc
 
     def optimizer_code(self) -> str:
         o = self.optimizer
@@ -84,8 +93,7 @@ class Recommendation:
         sched = textwrap.indent(self.scheduler_code(), "    ").lstrip()
         return f'''"""Learning-rate schedule found by schedsearch.
 
-Study {self.study!r}, trial {self.trial_number}: {self.family}, validation accuracy \
-{self.value:.4f}.
+Study {self.study!r}, trial {self.trial_number}: {self.family}, {self.outcome()}.
 Stepping: {how}.
 Computed for {self.epochs} epochs of {self.steps_per_epoch} optimizer steps each; for another
 length run `python -m search best --study {self.study} --epochs N --steps-per-epoch M`.
@@ -140,34 +148,54 @@ def from_trial(
     study_name: str, trial: FrozenTrial, epochs: int | None = None,
     steps_per_epoch: int | None = None,
 ) -> Recommendation:
-    """A trial's schedule, rescaled to `epochs` x `steps_per_epoch` when given."""
+    """A trial's schedule for `epochs` x `steps_per_epoch` (default: as searched).
+
+    The one rescaling path: the recorded budget-free schedule resolved for the budget
+    (`schedules.resolve`), exactly as training builds it.
+    """
     a = trial.user_attrs
-    family = trial.params.get("scheduler", a.get("scheduler"))
-    if family is None or "scheduler_kwargs" not in a:
-        raise UserError(f"trial {trial.number} of {study_name!r} carries no schedule record")
+    s = runner.schedule_of(trial)
     e0, s0 = int(a["epochs"]), int(a["steps_per_epoch"])
     e1, s1 = epochs or e0, steps_per_epoch or s0
     if e1 < 1 or s1 < 1:
         raise UserError(f"`--epochs` and `--steps-per-epoch` must be >= 1 but got {e1}, {s1}")
-    warmup = a.get("warmup")
-    units = schedules.units_of(family, warmup is not None)
-    kwargs = schedules.rescale(a["scheduler_kwargs"], units, (e0, s0), (e1, s1))
-    if warmup is not None:
-        warmup = schedules.rescale(warmup, {"total_iters": schedules.ITERS}, (e0, s0), (e1, s1))
+    built = schedules.resolve(s, e1, s1)
+    value = float(trial.value) if trial.value is not None else None
+    if value is None and trial.intermediate_values:
+        value = float(trial.intermediate_values[max(trial.intermediate_values)])
     return Recommendation(
-        study=study_name, trial_number=trial.number, value=float(trial.value),
-        family=family, kwargs=kwargs, interval=a["interval"], warmup=warmup,
-        optimizer=a.get("optimizer", {"lr": trial.params.get("lr"), "momentum": 0.9,
-                                      "nesterov": True, "weight_decay": 5e-4}),
+        study=study_name, trial_number=trial.number, value=value, state=trial.state.name,
+        epochs_trained=len(a.get("val_acc_curve", ())),
+        family=s.family, kwargs=built.kwargs, interval=built.interval, warmup=built.warmup,
+        optimizer=a.get("optimizer", {"name": "SGD", "lr": s.lr, "momentum": s.momentum,
+                                      "nesterov": s.momentum > 0,
+                                      "weight_decay": s.weight_decay}),
         epochs=e1, steps_per_epoch=s1, searched_epochs=e0, searched_steps_per_epoch=s0,
     )
 
 
+def trial_of(study: optuna.Study, number: int) -> FrozenTrial:
+    """Finished trial `number` of `study` (complete or pruned), for `best --trial N`."""
+    trial = _trial_by_number(study, number)
+    if trial is None:
+        raise UserError(f"study {study.study_name!r} has no trial {number}; "
+                        f"`python -m search report --study {study.study_name}` lists them")
+    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+        raise UserError(f"trial {number} of {study.study_name!r} is "
+                        f"{trial.state.name.lower()}, not finished; pick a complete or pruned "
+                        "trial")
+    return trial
+
+
 def recommend(
-    study: optuna.Study, epochs: int | None = None, steps_per_epoch: int | None = None
+    study: optuna.Study, epochs: int | None = None, steps_per_epoch: int | None = None,
+    trial_number: int | None = None,
 ) -> Recommendation:
     """The recommended schedule: the validated winner (best mean test accuracy over seeds)
-    where `validate` has run, else the study's best finished trial."""
+    where `validate` has run, else the study's best finished trial; or trial `trial_number`."""
+    if trial_number is not None:
+        return from_trial(study.study_name, trial_of(study, trial_number), epochs,
+                          steps_per_epoch)
     val = validation(study, epochs)
     trial = None
     if val is not None and val.winner is not None and val.winner.source_trial is not None:
@@ -190,8 +218,8 @@ def validation(study: optuna.Study, epochs: int | None = None) -> Validation | N
         return None
     by_length: dict[int, list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if "validate_key" in t.user_attrs:
-            by_length.setdefault(int(t.user_attrs["epochs"]), []).append(t)
+        if "validate_key" in t.user_attrs and t.user_attrs.get("holdout", "test") == "test":
+            by_length.setdefault(int(t.user_attrs["epochs"]), []).append(t)  # not LR sweeps
     if not by_length:
         return None
     attrs = study.user_attrs
@@ -218,11 +246,14 @@ def validation(study: optuna.Study, epochs: int | None = None) -> Validation | N
             key=key, label=m.get("label", a.get("label", key)),
             roles=tuple(m.get("roles", a.get("roles", ()))), scores=r["scores"],
             source_trial=m.get("source_trial", a.get("source_trial")),
-            diverged=tuple(r["diverged"]), family=m.get("family", "")))
+            diverged=tuple(r["diverged"]), family=m.get("family", ""),
+            extra={"lr": m.get("lr"), "lr_source": m.get("lr_source", "")}))
+    steps = sorted({int(t.user_attrs["steps_per_epoch"]) for t in by_length[length]
+                    if "steps_per_epoch" in t.user_attrs})
     return Validation(
         study=study.study_name, epochs=length, ranked=tuple(stats.rank(results)),
         other_epochs=tuple(sorted(set(by_length) - {length})),
-        notes=tuple(attrs.get("notes", ())))
+        notes=tuple(attrs.get("notes", ())), steps_per_epoch=steps[0] if len(steps) == 1 else 0)
 
 
 def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
@@ -237,8 +268,8 @@ def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
 def _text(rec: Recommendation) -> str:
     o = rec.optimizer
     lines = [
-        f"Best schedule of study {rec.study!r}: trial {rec.trial_number}, {rec.family}, "
-        f"validation accuracy {rec.value:.4f}",
+        f"{'Best schedule' if rec.state == 'COMPLETE' else 'Schedule'} of study "
+        f"{rec.study!r}: trial {rec.trial_number}, {rec.family}, {rec.outcome()}",
         *(rec.validation.lines() if rec.validation else [
             f"  (not validated: `python -m search validate --study {rec.study}` re-trains it "
             "and baselines on new seeds, scored on the test set)"]),

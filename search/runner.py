@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
@@ -22,6 +23,7 @@ from search.errors import UserError
 
 __all__ = [
     "FINISHED",
+    "identity",
     "Recorder",
     "TrialFailed",
     "count",
@@ -34,6 +36,7 @@ __all__ = [
     "record_optimizer",
     "train_recorded",
     "run",
+    "schedule_of",
 ]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -73,13 +76,39 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-# What a study remembers of the file that created it: a different file with the same name
-# must not mix its results in.
-IDENTITY_KEYS = ("objective", "dataset")
+# What a study remembers of the settings that created it: everything that changes what its
+# values mean. Where to read data, which device, and the sampler seed do not.
+NOT_IDENTITY = ("data_dir", "device", "seed", "holdout")
 
 
-def _identity(cfg: StudyConfig) -> dict[str, Any]:
-    return {"objective": cfg.objective, "dataset": getattr(cfg.train, "dataset", None)}
+def identity(cfg: StudyConfig) -> dict[str, Any]:
+    """The settings that give a study's values their meaning, as JSON-able values."""
+    out: dict[str, Any] = {"objective": cfg.objective}
+    train = cfg.train
+    if dataclasses.is_dataclass(train):
+        for f in dataclasses.fields(train):
+            if f.name not in NOT_IDENTITY:
+                v = getattr(train, f.name)
+                out[f.name] = list(v) if isinstance(v, tuple) else (
+                    dict(v) if isinstance(v, Mapping) else v)
+    return out
+
+
+def _check_identity(study: optuna.Study, cfg: StudyConfig) -> None:
+    stored = study.user_attrs
+    mine = identity(cfg)
+    if "identity" in stored:
+        theirs = stored["identity"]
+    else:  # a study created before identities were recorded: what it did record
+        theirs = {k: stored[k] for k in ("objective", "dataset", "epochs") if k in stored}
+    for key in sorted(set(theirs) | set(mine)):
+        if key in theirs and theirs.get(key) != mine.get(key):
+            raise UserError(
+                f"study {cfg.name!r} already exists with {key} = {theirs.get(key)!r}, but this "
+                f"run asks for {mine.get(key)!r}; start a separate study with "
+                f"`--study-name NAME` (or another `name` in {cfg.path.name}) so results "
+                "don't mix"
+            )
 
 
 def create_or_load(
@@ -99,23 +128,17 @@ def create_or_load(
             f"study {cfg.name!r} already exists in this storage with direction "
             f"{study.directions[0].name.lower()}; choose another `name` in {cfg.path.name}"
         )
-    stored = study.user_attrs
-    mine = _identity(cfg)
-    if "objective" in stored:
-        for key in IDENTITY_KEYS:
-            if stored.get(key) != mine[key]:
-                raise UserError(
-                    f"study {cfg.name!r} already exists with {key} {stored.get(key)!r}, but "
-                    f"{cfg.path.name} asks for {mine[key]!r}; use another `name` so results "
-                    "don't mix"
-                )
+    if study.user_attrs:
+        _check_identity(study, cfg)
     else:
-        for key, value in mine.items():
-            study.set_user_attr(key, value)
+        study.set_user_attr("identity", identity(cfg))
+        study.set_user_attr("objective", cfg.objective)
+        study.set_user_attr("dataset", getattr(cfg.train, "dataset", None))
         study.set_user_attr("epochs", cfg.epochs)
     if cfg.space.enqueue_defaults and not study._storage.get_n_trials(study._study_id):
         for params in space.defaults(cfg.space, cfg.epochs):
-            study.enqueue_trial(params, skip_if_exists=True)
+            # marked: a default is never pruned, so the search reports at least its result
+            study.enqueue_trial(params, user_attrs={"default": True}, skip_if_exists=True)
     return study
 
 
@@ -133,16 +156,31 @@ def finished_and_running(study: optuna.Study) -> tuple[int, int]:
 
 
 class Recorder:
-    """The `report` callable given to an objective, bound to one Optuna trial."""
+    """The `report` callable given to an objective, bound to one Optuna trial.
 
-    def __init__(self, trial: optuna.Trial, on_epoch: Callable[..., None] | None = None) -> None:
-        self.trial, self.on_epoch = trial, on_epoch
+    `report(epoch, ...)` gets the 0-based epoch index from the objective; Optuna is told the
+    number of epochs trained (epoch + 1), so a pruner's `min_resource`, `max_resource` and
+    `n_warmup_steps` count epochs as the study file says. Trials enqueued as the study's
+    known-good defaults (user attr `default`) are never pruned. With `defer_prune`, the
+    caller asks `prune_check()` itself (an array: every member reports before any is pruned).
+    """
+
+    def __init__(
+        self, trial: optuna.Trial, on_epoch: Callable[..., None] | None = None,
+        defer_prune: bool = False,
+    ) -> None:
+        self.trial, self.on_epoch, self.defer_prune = trial, on_epoch, defer_prune
         self.curves: dict[str, list[float]] = {"lr_curve": [], "val_acc_curve": [],
                                                 "val_loss_curve": []}
+        self._built: schedules.Built | None = None
+        self._last: tuple[int, float] = (0, math.nan)
 
     def built(self, b: schedules.Built) -> None:
         """Called by schedules.build: record exactly what torch received."""
+        self._built = b
         set_attr = self.trial.set_user_attr
+        if b.schedule is not None:
+            set_attr("schedule", b.schedule.to_dict())
         set_attr("scheduler_kwargs", b.kwargs)
         set_attr("interval", b.interval)
         set_attr("steps_per_epoch", int(b.steps_per_epoch))
@@ -154,17 +192,38 @@ class Recorder:
         for key, v in zip(self.curves, (lr_applied, val_acc, val_loss), strict=True):
             self.curves[key].append(float(v) if math.isfinite(v) else None)
             self.trial.set_user_attr(key, self.curves[key])
+        if self._built is not None:
+            self.trial.set_user_attr("lr_trace", {"every": self._built.every,
+                                                  "lr": list(self._built.trace)})
         if not math.isfinite(val_loss):
             raise Diverged(epoch, -1, val_loss)
-        self.trial.report(float(val_acc), epoch)
+        self.trial.report(float(val_acc), epoch + 1)
+        self._last = (epoch + 1, float(val_acc))
         if self.on_epoch is not None:
-            self.on_epoch(self.trial.number, epoch, float(val_acc))
-        if self.trial.should_prune():
-            self.end("pruned")
-            raise optuna.TrialPruned(f"pruned at epoch {epoch} (val acc {val_acc:.4f})")
+            self.on_epoch(self.trial.number, epoch + 1, float(val_acc))
+        if not self.defer_prune:
+            self.prune_check()
+
+    def prune_check(self) -> None:
+        """Raise TrialPruned when the pruner says so (never for an enqueued default)."""
+        if self.trial.user_attrs.get("default") or not self.trial.should_prune():
+            return
+        self.end("pruned")
+        done, acc = self._last
+        raise optuna.TrialPruned(f"pruned after {done} epochs (val acc {acc:.4f})")
 
     def end(self, reason: str) -> None:
         self.trial.set_user_attr("end_reason", reason)
+
+
+def schedule_of(trial: optuna.trial.FrozenTrial) -> schedules.ScheduleConfig:
+    """The budget-free schedule a trial trained with, as its Recorder recorded it."""
+    record = trial.user_attrs.get("schedule")
+    if not isinstance(record, dict):
+        raise UserError(
+            f"trial {trial.number} carries no schedule record (it was recorded by an older "
+            "schedsearch, or failed before training); pick another trial")
+    return schedules.ScheduleConfig.from_dict(record)
 
 
 def is_oom(e: BaseException) -> bool:
@@ -197,7 +256,7 @@ def train_recorded(
 ) -> float:
     """Call an objective, turning how it ended into the trial's state and `end_reason`."""
     try:
-        value = float(func(train_cfg, dataclasses.replace(schedule, listener=rec.built), rec))
+        raw = func(train_cfg, dataclasses.replace(schedule, listener=rec.built), rec)
     except Diverged as e:
         rec.end("non_finite_loss")
         raise optuna.TrialPruned(f"non-finite loss: {e}") from None
@@ -209,6 +268,13 @@ def train_recorded(
             raise
         rec.end("oom")
         raise TrialFailed(f"out of memory: {e}") from None
+    if isinstance(raw, bool) or not isinstance(raw, numbers.Real):
+        rec.end("bad_return")
+        name = f"{getattr(func, '__module__', '?')}:{getattr(func, '__qualname__', func)}"
+        raise UserError(f"objective {name} returned {str(raw)[:80]!r} (a "
+                        f"{type(raw).__name__}); it must return the validation accuracy as a "
+                        "number")
+    value = float(raw)
     if not math.isfinite(value):
         rec.end("non_finite_loss")
         raise optuna.TrialPruned("objective returned a non-finite value")

@@ -4,14 +4,22 @@ Every family is built from `torch.optim.lr_scheduler` classes; composites are ma
 LambdaLR / LinearLR / ConstantLR / CosineAnnealingLR / SequentialLR. Nothing here
 re-implements a scheduler's math, and nothing here imports optuna.
 
-Units. A family's *searched* parameters are budget-free (epoch counts, fractions of the
-run, rates); `resolve` turns them into the exact kwargs torch receives for a given budget
-(epochs, optimizer steps per epoch). Each kwarg carries a unit so that `rescale` can move a
-schedule to another training length while keeping its shape over the run.
+Budget-free schedules. A `ScheduleConfig` describes the LR as a function of the *fraction of
+training*: lengths are fractions of the run, decays are what is reached by the end of the
+run, and an added warmup is a fraction of the run. `resolve(schedule, epochs,
+steps_per_epoch)` is the one place that turns it into the exact kwargs torch receives for a
+budget. Moving a schedule to another training length (`best --epochs`, `validate`, every
+export) is therefore nothing but resolving it for that budget: epoch and iteration counts
+scale, per-step factors and rates are converted so that the same LR is reached at the same
+fraction of training, and a warmup stays the same fraction of the run. Counts are rounded
+to whole scheduler steps, so two budgets agree up to one scheduler step of the shorter one
+around each boundary.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +32,7 @@ __all__ = [
     "ITERATION",
     "PLATEAU",
     "SCHEDULES",
+    "TRACE_POINTS",
     "Bounds",
     "Built",
     "Family",
@@ -32,9 +41,8 @@ __all__ = [
     "build",
     "family",
     "lit",
-    "rescale",
+    "milestones",
     "resolve",
-    "units_of",
 ]
 
 # How a scheduler is stepped.
@@ -42,14 +50,8 @@ EPOCH = "epoch"  # scheduler.step() once after every epoch
 ITERATION = "iteration"  # scheduler.step() after every optimizer.step()
 PLATEAU = "plateau"  # scheduler.step(val_loss) after every epoch
 
-# Units of a kwarg, used by `rescale` and by warmup's conversion to iterations.
-EPOCHS = "epochs"  # a count of epochs (step_size, milestones, T_max, ...)
-ITERS = "iterations"  # a count of optimizer steps
-PER_EPOCH = "factor_per_epoch"  # multiplies the LR once per epoch (ExponentialLR.gamma)
-PER_ITER_FACTOR = "factor_per_iteration"  # multiplies the LR once per optimizer step
-PER_ITER = "rate_per_iteration"  # additive rate per optimizer step (InverseTimeDecay.decay)
-
 WARMUP_START_FACTOR = 0.01  # LR at the first warmup step, as a fraction of the base LR
+TRACE_POINTS = 256  # the applied LR is recorded at about this many optimizer steps per run
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,17 @@ class Bounds:
 UNIT = Bounds(0.0, 1.0, low_open=True)  # (0, 1]: fractions of the run, factors that decay
 OPEN_UNIT = Bounds(0.0, 1.0, low_open=True, high_open=True)  # (0, 1)
 FACTOR = Bounds(0.0, 1.0, high_open=True)  # [0, 1): eta_min as a fraction of the base LR
+MAX_MILESTONES = 8
 
 
 @dataclass(frozen=True)
 class Param:
-    """One searched parameter of a family. kind: float | int | epochs | categorical.
+    """One searched parameter of a family. kind: float | int | epochs | cuts.
 
-    `epochs` parameters are counts of epochs whose range is given as fractions of the epoch
-    budget (low=0.25, high=0.5 with 20 epochs searches 5..10), so ranges scale with budget.
+    `epochs` parameters are searched as whole epochs of the searched budget, with ranges given
+    as fractions of it (low=0.25, high=0.5 with 20 epochs searches 5..10); the schedule keeps
+    them as fractions of the run, so they scale with any budget. `cuts` are integers that
+    count places inside the run (MultiStepLR's milestones): at most epochs - 1.
     """
 
     name: str
@@ -90,7 +95,7 @@ class Param:
     low: float = 0.0
     high: float = 1.0
     log: bool = False
-    # active only when params[requires] > index (MultiStepLR's milestone_i needs n > i)
+    # active only when params[requires] >= index (MultiStepLR's gap_i needs n >= i)
     requires: str = ""
     index: int = 0
     limits: Bounds = UNIT  # what a study file's range may span (see Bounds)
@@ -102,11 +107,12 @@ class Param:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """What a trial asks for: a family, its searched parameters, and the shared optimizer knobs.
+    """What a trial trains with: a family, its budget-free parameters, the optimizer knobs.
 
-    `params` hold the family's parameters without the `<Family>.` prefix, budget-free.
-    `listener`, when set, is called with the `Built` schedule once it exists (the runner
-    uses it to record the exact kwargs without the objective knowing about it).
+    `params` hold the family's parameters without the `<Family>.` prefix (epoch-kind ones as
+    fractions of the run). `warmup` is the fraction of the run spent in an added linear
+    warmup (0: none). `listener`, when set, is called with the `Built` schedule once it exists
+    (the runner uses it to record the exact kwargs without the objective knowing about it).
     """
 
     family: str
@@ -114,8 +120,20 @@ class ScheduleConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    warmup_epochs: float = 0.0
+    warmup: float = 0.0
     listener: Callable[[Built], None] | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; `from_dict` gives the same schedule back (the trial's record)."""
+        return {"family": self.family, "params": dict(self.params), "lr": self.lr,
+                "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "warmup": self.warmup}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ScheduleConfig:
+        return cls(family=d["family"], params=dict(d["params"]), lr=float(d["lr"]),
+                   momentum=float(d["momentum"]), weight_decay=float(d["weight_decay"]),
+                   warmup=float(d["warmup"]))
 
 
 @dataclass(frozen=True)
@@ -123,8 +141,10 @@ class Family:
     name: str
     interval: str
     make: Callable[..., Any]  # (optimizer, **kwargs) -> scheduler
-    kwargs: Callable[[Mapping[str, Any], float, int, int], dict[str, Any]]  # params, lr, E, S
-    units: Mapping[str, str]
+    # (params, lr, horizon) -> exact torch kwargs; `horizon` counts the scheduler steps the
+    # schedule spans: epochs for epoch-stepped families, optimizer steps for per-iteration
+    # ones and for any family after an added warmup (then it is the steps after the warmup).
+    kwargs: Callable[[Mapping[str, Any], float, int], dict[str, Any]]
     params: tuple[Param, ...]
     code: Callable[[Mapping[str, Any]], str]  # kwargs -> Python expression building it
     own_warmup: bool = False  # has a warmup phase of its own (no extra warmup is added)
@@ -137,7 +157,7 @@ class Family:
 
 @dataclass
 class Built:
-    """A scheduler ready to step, and the exact kwargs it was made with."""
+    """A scheduler ready to step, the exact kwargs it was made with, and the LRs it applied."""
 
     family: str
     scheduler: Any
@@ -146,9 +166,18 @@ class Built:
     warmup: dict[str, Any] | None  # LinearLR kwargs of the added warmup, in iterations
     epochs: int = 0  # the budget the kwargs were resolved for
     steps_per_epoch: int = 0  # optimizer steps per epoch
+    # the LR each optimizer step applied, at steps 0, every, 2 * every, ... (read from the
+    # optimizer's param_groups when the step is taken, as Lightning's LearningRateMonitor does)
+    trace: list[float] = field(default_factory=list)
+    every: int = 1
+    schedule: ScheduleConfig | None = None  # what was resolved (budget-free)
+    _steps: int = 0
 
     def after_batch(self) -> None:
-        """Call after every optimizer.step()."""
+        """Call after every optimizer.step(), before anything else changes the LR."""
+        if self._steps % self.every == 0:
+            self.trace.append(float(self.scheduler.optimizer.param_groups[0]["lr"]))
+        self._steps += 1
         if self.interval == ITERATION:
             self.scheduler.step()
 
@@ -199,10 +228,10 @@ _S = "torch.optim.lr_scheduler"
 
 
 def lit(v: Any) -> str:
-    """A Python literal for a kwarg value; floats to 8 significant digits, still floats."""
+    """A Python literal for a kwarg value; floats in their shortest exact form (repr), so the
+    pasted code applies exactly the LRs the trial applied."""
     if isinstance(v, float):
-        text = f"{v:.8g}"
-        return text if any(c in text for c in ".en") else text + ".0"
+        return repr(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(lit(x) for x in v) + "]"
     return repr(v)
@@ -250,13 +279,36 @@ def _torch_code(cls: str) -> Callable[[Mapping[str, Any]], str]:
     return lambda kw: _call(cls, kw)
 
 
-# 3. The catalog. kwargs(params, lr, epochs, steps_per_epoch) -> exact torch kwargs.
+# 3. The catalog. kwargs(params, lr, horizon) -> exact torch kwargs.
 
 
-def _milestones(p: Mapping[str, Any], epochs: int) -> list[int]:
-    n = int(p["n_milestones"])
-    fracs = sorted(float(p[f"milestone_{i}"]) for i in range(n))
-    return sorted({min(epochs - 1, max(1, round(f * epochs))) for f in fracs}) or [1]
+def _count(frac: float, horizon: int, low: int = 1) -> int:
+    """A length given as a fraction of the run, in whole scheduler steps of this horizon."""
+    return max(low, min(horizon, round(frac * horizon)))
+
+
+def milestones(p: Mapping[str, Any], horizon: int) -> list[int]:
+    """MultiStepLR's milestones from ordered gaps: `n` distinct steps inside the run.
+
+    n_milestones = n cuts the run at the cumulative proportions of the n + 1 positive gaps
+    gap_0 .. gap_n (the last one is the tail after the last milestone). Positions are ordered
+    by construction, so no two parameters are interchangeable labels; after rounding to whole
+    steps, collisions are moved apart. A run of fewer than n + 1 steps keeps n = horizon - 1.
+    """
+    if horizon < 2:
+        return []  # no room for a milestone inside a one-step run
+    n = min(int(p["n_milestones"]), horizon - 1)
+    gaps = [float(p[f"gap_{i}"]) for i in range(int(p["n_milestones"]) + 1)]
+    total = sum(gaps[: n]) + sum(gaps[n:])
+    out, acc = [], 0.0
+    for i in range(n):
+        acc += gaps[i]
+        out.append(min(horizon - 1, max(1, round(acc / total * horizon))))
+    for i in range(1, n):  # distinct, ascending, and room left for the ones after
+        out[i] = max(out[i], out[i - 1] + 1)
+    for i in range(n - 1, -1, -1):
+        out[i] = min(out[i], horizon - (n - i))
+    return sorted(set(out))
 
 
 def _phases(total: int, warmup_frac: float, decay_frac: float = 0.0) -> tuple[int, int, int]:
@@ -266,13 +318,13 @@ def _phases(total: int, warmup_frac: float, decay_frac: float = 0.0) -> tuple[in
     return warm, total - warm - decay, decay
 
 
-def _wc_kwargs(p: Mapping[str, Any], lr: float, E: int, S: int) -> dict[str, Any]:
-    warm, _, _ = _phases(E * S, p["warmup_frac"])
-    return {"warmup_iters": warm, "total_iters": E * S, "eta_min": lr * p["eta_min_factor"]}
+def _wc_kwargs(p: Mapping[str, Any], lr: float, h: int) -> dict[str, Any]:
+    warm, _, _ = _phases(h, p["warmup_frac"])
+    return {"warmup_iters": warm, "total_iters": h, "eta_min": lr * p["eta_min_factor"]}
 
 
-def _wsd_kwargs(p: Mapping[str, Any], lr: float, E: int, S: int) -> dict[str, Any]:
-    warm, stable, decay = _phases(E * S, p["warmup_frac"], p["decay_frac"])
+def _wsd_kwargs(p: Mapping[str, Any], lr: float, h: int) -> dict[str, Any]:
+    warm, stable, decay = _phases(h, p["warmup_frac"], p["decay_frac"])
     return {
         "warmup_iters": warm,
         "stable_iters": stable,
@@ -282,55 +334,50 @@ def _wsd_kwargs(p: Mapping[str, Any], lr: float, E: int, S: int) -> dict[str, An
 
 
 _FRACTION = Param("eta_min_factor", "float", 1e-4, 0.1, log=True, limits=FACTOR)
+_GAMMA = Param("gamma", "float", 0.05, 0.7, log=True)
+# gap_i is active when n_milestones >= i: n milestones need n + 1 gaps
+_GAPS = tuple(Param(f"gap_{i}", "float", 0.1, 1.0, requires="n_milestones" if i > 1 else "",
+                    index=i, limits=Bounds(0.01, 100)) for i in range(MAX_MILESTONES + 1))
 
 SCHEDULES: dict[str, Family] = {
     f.name: f
     for f in [
         Family(
-            "Constant", EPOCH, constant, lambda p, lr, E, S: {}, {}, (), _code_constant,
+            "Constant", EPOCH, constant, lambda p, lr, h: {}, (), _code_constant,
             doc="the base LR throughout",
         ),
         Family(
             "StepLR", EPOCH, lrs.StepLR,
-            lambda p, lr, E, S: {"step_size": int(p["step_size"]), "gamma": p["gamma"]},
-            {"step_size": EPOCHS},
-            (Param("step_size", "epochs", 0.1, 0.5), Param("gamma", "float", 0.05, 0.7, log=True)),
+            lambda p, lr, h: {"step_size": _count(p["step_size"], h), "gamma": p["gamma"]},
+            (Param("step_size", "epochs", 0.1, 0.5), _GAMMA),
             _torch_code("StepLR"),
         ),
         Family(
             "MultiStepLR", EPOCH, lrs.MultiStepLR,
-            lambda p, lr, E, S: {"milestones": _milestones(p, E), "gamma": p["gamma"]},
-            {"milestones": EPOCHS},
-            (
-                Param("n_milestones", "int", 1, 3, limits=Bounds(1, 8)),
-                Param("milestone_0", "float", 0.2, 0.95),
-                Param("milestone_1", "float", 0.2, 0.95, requires="n_milestones", index=1),
-                Param("milestone_2", "float", 0.2, 0.95, requires="n_milestones", index=2),
-                Param("gamma", "float", 0.05, 0.7, log=True),
-            ),
+            lambda p, lr, h: {"milestones": milestones(p, h), "gamma": p["gamma"]},
+            (Param("n_milestones", "cuts", 1, 3, limits=Bounds(1, MAX_MILESTONES)), *_GAPS,
+             _GAMMA),
             _torch_code("MultiStepLR"),
+            doc="n milestones at ordered gaps of the run",
         ),
         Family(
             "ExponentialLR", EPOCH, lrs.ExponentialLR,
             # searched as the LR factor reached at the end of the run, so ranges fit any budget
-            lambda p, lr, E, S: {"gamma": p["final_factor"] ** (1.0 / E)},
-            {"gamma": PER_EPOCH},
+            lambda p, lr, h: {"gamma": p["final_factor"] ** (1.0 / h)},
             (Param("final_factor", "float", 1e-3, 0.5, log=True),),
             _torch_code("ExponentialLR"),
         ),
         Family(
             "CosineAnnealingLR", EPOCH, lrs.CosineAnnealingLR,
-            lambda p, lr, E, S: {"T_max": int(p["T_max"]), "eta_min": lr * p["eta_min_factor"]},
-            {"T_max": EPOCHS},
+            lambda p, lr, h: {"T_max": _count(p["T_max"], h), "eta_min": lr * p["eta_min_factor"]},
             (Param("T_max", "epochs", 0.5, 1.0), _FRACTION),
             _torch_code("CosineAnnealingLR"),
         ),
         Family(
             "ReduceLROnPlateau", PLATEAU, lrs.ReduceLROnPlateau,
-            lambda p, lr, E, S: {
-                "mode": "min", "factor": p["factor"], "patience": int(p["patience"]),
+            lambda p, lr, h: {
+                "mode": "min", "factor": p["factor"], "patience": _count(p["patience"], h, 0),
             },
-            {"patience": EPOCHS},
             (
                 Param("factor", "float", 0.1, 0.7, limits=OPEN_UNIT),
                 Param("patience", "epochs", 0.0, 0.2, limits=Bounds(0, 1)),
@@ -339,11 +386,10 @@ SCHEDULES: dict[str, Family] = {
         ),
         Family(
             "OneCycleLR", ITERATION, lrs.OneCycleLR,
-            lambda p, lr, E, S: {
-                "max_lr": lr, "total_steps": E * S, "pct_start": p["pct_start"],
+            lambda p, lr, h: {
+                "max_lr": lr, "total_steps": h, "pct_start": p["pct_start"],
                 "div_factor": p["div_factor"], "final_div_factor": p["final_div_factor"],
             },
-            {"total_steps": ITERS},
             (
                 Param("pct_start", "float", 0.1, 0.5, limits=OPEN_UNIT),
                 Param("div_factor", "float", 5.0, 100.0, log=True, limits=Bounds(1, 1e4)),
@@ -355,11 +401,10 @@ SCHEDULES: dict[str, Family] = {
         ),
         Family(
             "CosineAnnealingWarmRestarts", EPOCH, lrs.CosineAnnealingWarmRestarts,
-            lambda p, lr, E, S: {
-                "T_0": int(p["T_0"]), "T_mult": int(p["T_mult"]),
+            lambda p, lr, h: {
+                "T_0": _count(p["T_0"], h), "T_mult": int(p["T_mult"]),
                 "eta_min": lr * p["eta_min_factor"],
             },
-            {"T_0": EPOCHS},
             (
                 Param("T_0", "epochs", 0.1, 0.5),
                 Param("T_mult", "int", 1, 2, limits=Bounds(1, 4)),
@@ -369,22 +414,20 @@ SCHEDULES: dict[str, Family] = {
         ),
         Family(
             "PolynomialLR", EPOCH, lrs.PolynomialLR,
-            lambda p, lr, E, S: {"total_iters": E, "power": p["power"]},
-            {"total_iters": EPOCHS},
+            lambda p, lr, h: {"total_iters": h, "power": p["power"]},
             (Param("power", "float", 0.5, 3.0, limits=Bounds(0, 10, low_open=True)),),
             _torch_code("PolynomialLR"),
         ),
         Family(
             "InverseTimeDecay", ITERATION, inverse_time_decay,
-            lambda p, lr, E, S: {"decay": p["decay"]},
-            {"decay": PER_ITER},
-            (Param("decay", "float", 1e-5, 1e-1, log=True, limits=Bounds(0, 10)),),
+            # searched as the LR factor reached at the end of the run: 1 / (1 + decay * h)
+            lambda p, lr, h: {"decay": (1.0 / p["final_factor"] - 1.0) / h},
+            (Param("final_factor", "float", 0.01, 0.99, log=True),),
             _code_inverse_time,
             doc="lr / (1 + decay * iteration)",
         ),
         Family(
             "WarmupCosine", ITERATION, warmup_cosine, _wc_kwargs,
-            {"warmup_iters": ITERS, "total_iters": ITERS},
             (Param("warmup_frac", "float", 0.01, 0.3, limits=OPEN_UNIT), _FRACTION),
             _code_warmup_cosine,
             own_warmup=True,
@@ -392,7 +435,6 @@ SCHEDULES: dict[str, Family] = {
         ),
         Family(
             "WarmupStableDecay", ITERATION, warmup_stable_decay, _wsd_kwargs,
-            {"warmup_iters": ITERS, "stable_iters": ITERS, "decay_iters": ITERS},
             (
                 Param("warmup_frac", "float", 0.01, 0.2, limits=OPEN_UNIT),
                 Param("decay_frac", "float", 0.1, 0.6, limits=OPEN_UNIT),
@@ -416,40 +458,31 @@ def family(name: str) -> Family:
         ) from None
 
 
-# 4. Resolving, rescaling and building.
-
-
-def _to_iterations(kwargs: Mapping[str, Any], units: Mapping[str, str], S: int) -> dict:
-    """Express epoch-counted kwargs in optimizer steps (for stepping per iteration)."""
-    out = dict(kwargs)
-    for k, unit in units.items():
-        if unit == EPOCHS:
-            out[k] = [v * S for v in out[k]] if isinstance(out[k], list) else out[k] * S
-        elif unit == PER_EPOCH:
-            out[k] = out[k] ** (1.0 / S)
-    return out
-
-
-def units_of(family_name: str, warmed_up: bool) -> dict[str, str]:
-    """Units of a family's kwargs; iteration units where an added warmup made them so."""
-    units = dict(family(family_name).units)
-    if not warmed_up:
-        return units
-    convert = {EPOCHS: ITERS, PER_EPOCH: PER_ITER_FACTOR}
-    return {k: convert.get(u, u) for k, u in units.items()}
+# 4. Resolving and building: the one path from a schedule to torch, for any budget.
 
 
 def resolve(schedule: ScheduleConfig, epochs: int, steps_per_epoch: int) -> Built:
-    """The exact kwargs for this budget, without building anything (`scheduler` is None)."""
+    """The exact kwargs for `epochs` x `steps_per_epoch`, without building anything.
+
+    1. An added warmup takes round(warmup x all steps) optimizer steps (families with a
+       warmup of their own and ReduceLROnPlateau get none).
+    2. The family's schedule spans the rest of the run: all epochs when it steps per epoch,
+       else the optimizer steps after the warmup, so it ends where the family ends (cosine
+       at eta_min, polynomial at 0) when training ends.
+    """
     fam = family(schedule.family)
-    kwargs = fam.kwargs(schedule.params, schedule.lr, epochs, steps_per_epoch)
-    warmup_iters = round(schedule.warmup_epochs * steps_per_epoch)
-    if warmup_iters > 0 and fam.warmup_ok:
-        # The main schedule then runs per iteration after the warmup (SequentialLR).
-        kwargs = _to_iterations(kwargs, fam.units, steps_per_epoch)
-        warmup = {"start_factor": WARMUP_START_FACTOR, "total_iters": warmup_iters}
-        return Built(fam.name, None, ITERATION, kwargs, warmup, epochs, steps_per_epoch)
-    return Built(fam.name, None, fam.interval, kwargs, None, epochs, steps_per_epoch)
+    total = epochs * steps_per_epoch
+    warm = min(total - 1, round(schedule.warmup * total)) if fam.warmup_ok else 0
+    if warm > 0:
+        warmup: dict[str, Any] | None = {"start_factor": WARMUP_START_FACTOR, "total_iters": warm}
+        interval, horizon = ITERATION, total - warm
+    else:
+        warmup, interval = None, fam.interval
+        horizon = total if interval == ITERATION else epochs
+    kwargs = fam.kwargs(schedule.params, schedule.lr, horizon)
+    every = max(1, math.ceil(total / TRACE_POINTS))
+    return Built(fam.name, None, interval, kwargs, warmup, epochs, steps_per_epoch, every=every,
+                 schedule=dataclasses.replace(schedule, listener=None))
 
 
 def build(
@@ -469,36 +502,3 @@ def build(
     if schedule.listener is not None:
         schedule.listener(built)
     return built
-
-
-def rescale(
-    kwargs: Mapping[str, Any], units: Mapping[str, str], old: tuple[int, int], new: tuple[int, int]
-) -> dict[str, Any]:
-    """Move kwargs from (epochs, steps_per_epoch) `old` to `new`, keeping the shape over the run.
-
-    Counts scale with the run's length; rates change so the same LR is reached at the same
-    fraction of training.
-    """
-    (e0, s0), (e1, s1) = old, new
-    out = dict(kwargs)
-    for k, unit in units.items():
-        if k not in out:
-            continue
-        v = out[k]
-        if unit == EPOCHS:
-            scale = e1 / e0
-            low = 0 if k == "patience" else 1
-            out[k] = (
-                sorted({max(1, round(m * scale)) for m in v})
-                if isinstance(v, list)
-                else max(low, round(v * scale))
-            )
-        elif unit == ITERS:
-            out[k] = max(1, round(v * (e1 * s1) / (e0 * s0)))
-        elif unit == PER_EPOCH:
-            out[k] = v ** (e0 / e1)
-        elif unit == PER_ITER_FACTOR:
-            out[k] = v ** ((e0 * s0) / (e1 * s1))
-        elif unit == PER_ITER:
-            out[k] = v * (e0 * s0) / (e1 * s1)
-    return out

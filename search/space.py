@@ -2,7 +2,13 @@
 
 `scheduler` (categorical) picks a family; only that family's parameters are then
 suggested, named `<Family>.<arg>`. Shared knobs are plain (`lr`, `momentum`,
-`weight_decay`, `warmup_epochs`); a fixed knob (low == high) is not suggested at all.
+`weight_decay`, `warmup`, `warmup_epochs`); a fixed knob (low == high) is not suggested.
+
+Warmup. Where the study's `warmup_epochs` range starts at 0, whether to warm up at all is a
+categorical choice `warmup` in {False, True} of its own, so "no warmup" is drawn as often as
+"some warmup" (a float range from 0 would almost never draw exactly 0). With `warmup` True,
+`warmup_epochs` is drawn from [WARMUP_MIN_SHARE x high, high]: shorter warmups round to
+nothing on short runs. A range that starts above 0 always warms up.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import optuna
 from search import schedules
 from search.config import ParamSpec, SpaceConfig
 
-__all__ = ["defaults", "param_name", "suggest"]
+__all__ = ["WARMUP_MIN_SHARE", "defaults", "param_name", "suggest"]
+
+WARMUP_MIN_SHARE = 0.05  # shortest warmup drawn, as a share of the range's high end
 
 
 def param_name(family: str, arg: str) -> str:
@@ -35,54 +43,76 @@ def _epoch_range(spec: ParamSpec, epochs: int) -> tuple[int, int]:
     return schedules.Param("", "epochs", spec.low, spec.high).epoch_range(epochs)
 
 
+def _int_range(spec: ParamSpec, p: schedules.Param, epochs: int) -> tuple[int, int]:
+    if p.kind == "epochs":  # fractions of the budget, searched in whole epochs
+        return _epoch_range(spec, epochs)
+    low, high = int(spec.low), int(spec.high)
+    if p.kind == "cuts":  # places inside the run: at most epochs - 1
+        high = max(low, min(high, epochs - 1))
+        low = min(low, high)
+    return low, high
+
+
+def _warmup_epochs(trial: optuna.trial.BaseTrial, spec: ParamSpec) -> float:
+    if spec.high <= 0:
+        return 0.0
+    if spec.low <= 0 and not trial.suggest_categorical("warmup", [False, True]):
+        return 0.0
+    low = spec.low if spec.low > 0 else WARMUP_MIN_SHARE * spec.high
+    return low if low == spec.high else trial.suggest_float("warmup_epochs", low, spec.high)
+
+
 def suggest(
     trial: optuna.trial.BaseTrial, space: SpaceConfig, epochs: int
 ) -> schedules.ScheduleConfig:
-    """Ask `trial` for one schedule: family first, then that family's parameters only."""
+    """Ask `trial` for one schedule: family first, then that family's parameters only.
+
+    The result is budget-free (schedules.ScheduleConfig): epoch counts become fractions of
+    the `epochs` searched, so the schedule can be resolved for any other budget.
+    """
     fam_name = trial.suggest_categorical("scheduler", list(space.families))
     fam = schedules.family(fam_name)
     params: dict[str, Any] = {}
     for p in fam.params:
-        if p.requires and not params[p.requires] > p.index:
+        if p.requires and params[p.requires] < p.index:
             continue
         spec, name = _range(space, fam_name, p), param_name(fam_name, p.name)
-        if p.kind == "epochs":
-            # ranges are fractions of the epoch budget; the parameter itself is in epochs
-            low, high = _epoch_range(spec, epochs)
-            params[p.name] = low if low == high else trial.suggest_int(name, low, high)
-        elif p.kind == "int":
-            low, high = int(spec.low), int(spec.high)
-            params[p.name] = low if low == high else trial.suggest_int(name, low, high)
+        if p.kind in ("epochs", "int", "cuts"):
+            low, high = _int_range(spec, p, epochs)
+            value = low if low == high else trial.suggest_int(name, low, high)
+            params[p.name] = value / epochs if p.kind == "epochs" else value
         elif spec.fixed:
             params[p.name] = spec.low
         else:
             params[p.name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+    warmup = _warmup_epochs(trial, space.warmup_epochs) if fam.warmup_ok else 0.0
     return schedules.ScheduleConfig(
         family=fam_name,
         params=params,
         lr=_shared(trial, "lr", space.lr),
         momentum=_shared(trial, "momentum", space.momentum),
         weight_decay=_shared(trial, "weight_decay", space.weight_decay),
-        warmup_epochs=(
-            _shared(trial, "warmup_epochs", space.warmup_epochs) if fam.warmup_ok else 0.0
-        ),
+        warmup=warmup / epochs,
     )
 
 
 def defaults(space: SpaceConfig, epochs: int) -> list[dict[str, Any]]:
     """Known-good schedules to enqueue first, as Optuna params (only enabled families).
 
-    Cosine annealing over the whole run, and one-cycle at torch's standard settings, both at
-    the study's `default_lr`: the search then never reports worse than what it tried first.
+    Cosine annealing over the whole run (no added warmup where warmup is optional), and
+    one-cycle at torch's standard settings, both at the study's `default_lr`.
     """
     shared: dict[str, Any] = {}
     if not space.lr.fixed:
         shared["lr"] = min(max(space.default_lr, space.lr.low), space.lr.high)
-    if not space.warmup_epochs.fixed:
-        shared["warmup_epochs"] = space.warmup_epochs.low
     out = []
     if "CosineAnnealingLR" in space.families:
         p = {"scheduler": "CosineAnnealingLR", **shared}
+        w = space.warmup_epochs
+        if w.high > 0 and w.low <= 0:
+            p["warmup"] = False
+        elif w.low > 0 and not w.fixed:
+            p["warmup_epochs"] = w.low
         t_max, eta_min = schedules.family("CosineAnnealingLR").params
         low, high = _epoch_range(_range(space, "CosineAnnealingLR", t_max), epochs)
         if low != high:
@@ -92,7 +122,7 @@ def defaults(space: SpaceConfig, epochs: int) -> list[dict[str, Any]]:
             p["CosineAnnealingLR.eta_min_factor"] = eta.low
         out.append(p)
     if "OneCycleLR" in space.families:
-        p = {"scheduler": "OneCycleLR", **{k: v for k, v in shared.items() if k == "lr"}}
+        p = {"scheduler": "OneCycleLR", **shared}
         standard = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4}
         for prm in schedules.family("OneCycleLR").params:
             spec = _range(space, "OneCycleLR", prm)

@@ -231,6 +231,7 @@ class Validation:
     ranked: tuple[Result, ...]
     other_epochs: tuple[int, ...] = ()  # lengths also validated
     notes: tuple[str, ...] = ()
+    steps_per_epoch: int = 0  # of the validation runs (0: unknown or mixed)
 
     @property
     def winner(self) -> Result | None:
@@ -261,7 +262,8 @@ class Validation:
         keys = ("validation_study", "validation_epochs", "mean", "std", "n_seeds", "scores",
                 "baseline", "baseline_mean", "baseline_std", "margin", "margin_std",
                 "margin_low", "margin_high", "p_value", "paired_seeds", "distinguishable",
-                "verdict", "ranking", "notes")
+                "verdict", "ranking", "notes", "validation_steps_per_epoch", "baseline_lr",
+                "baseline_lr_source")
         return {"validated": False, **dict.fromkeys(keys)}
 
     def fields(self) -> dict[str, object]:
@@ -271,16 +273,21 @@ class Validation:
         out |= {
             "validated": w is not None, "validation_study": self.study,
             "validation_epochs": self.epochs, "verdict": self.verdict,
+            "validation_steps_per_epoch": self.steps_per_epoch or None,
             "notes": list(self.notes), "other_epochs": list(self.other_epochs),
             "ranking": [{"label": r.label, "roles": list(r.roles), "source_trial": r.source_trial,
                          "mean": _num(r.mean), "std": _num(r.std), "n_seeds": r.n,
-                         "diverged_seeds": list(r.diverged)} for r in self.ranked],
+                         "diverged_seeds": list(r.diverged), "lr": r.extra.get("lr"),
+                         "lr_source": r.extra.get("lr_source") or None}
+                        for r in self.ranked],
         }
         if w is not None:
             out |= {"mean": _num(w.mean), "std": _num(w.std), "n_seeds": w.n,
                     "scores": {str(s): v for s, v in sorted(w.scores.items())}}
         if b is not None and c is not None:
             out |= {"baseline": b.label, "baseline_mean": _num(b.mean),
+                    "baseline_lr": b.extra.get("lr"),
+                    "baseline_lr_source": b.extra.get("lr_source") or None,
                     "baseline_std": _num(b.std), "margin": _num(c.margin),
                     "margin_std": _num(c.std), "margin_low": _num(c.low),
                     "margin_high": _num(c.high), "p_value": _num(c.p_value),
@@ -291,7 +298,10 @@ class Validation:
         """The ranking and the verdict, for people (indented to sit in `best`'s output)."""
         seeds = sorted({s for r in self.ranked for s in r.scores})
         shown = f"seeds {seeds[0]}-{seeds[-1]}" if seeds else "no seed finished"
-        out = [f"  validated on the test split ({self.study!r}, {self.epochs} epochs, {shown}):",
+        budget = f"{self.epochs} epochs" + (
+            f" x {self.steps_per_epoch} steps" if self.steps_per_epoch else "")
+        out = [f"  validated on the test split ({self.study!r}, {budget} on the training and "
+               f"validation data, {shown}):",
                f"    {'#':>2}  {'schedule':<44} {'role':<10} {'test accuracy':<17} seeds"]
         for i, r in enumerate(self.ranked, start=1):
             role = "both" if len(r.roles) > 1 else r.roles[0] if r.roles else "?"
@@ -303,7 +313,10 @@ class Validation:
             out.append(f"  winner   : {w.label}, test accuracy {w.mean:.4f} ± {w.std:.4f} "
                        f"(mean ± std over {w.n} seeds)")
         if b is not None and c is not None:
-            out.append(f"  baseline : {b.label}, {b.mean:.4f} ± {b.std:.4f}")
+            out.append(f"  baseline : {b.label}, {b.mean:.4f} ± {b.std:.4f} (the best tuned "
+                       "baseline)")
+            if b.extra.get("lr_source"):
+                out.append(f"  its LR   : {b.extra.get('lr'):.4g}, {b.extra['lr_source']}")
             if c.n >= 2:
                 out.append(f"  margin   : {c.margin:+.4f} ± {c.std:.4f} (paired over the same "
                            f"{c.n} seeds; {CONFIDENCE:.0%} interval [{c.low:+.4f}, "

@@ -302,3 +302,50 @@ def test_cuda_array_trains_in_bf16_near_the_lone_trial_and_picks_k(cifar_dir):
         assert g[1] == pytest.approx(w[1], rel=0.05) and g[3] == pytest.approx(w[3])
     study_cfg = dataclasses.replace(config.load_study("smoke"), train=cfg)
     assert 1 <= array.pick_k(study_cfg) <= array.MAX_K
+
+
+# Pruning in an array: every member reports an epoch before any is pruned, and decisions are
+# taken in trial order, so which trials survive does not depend on the slots they sit in.
+
+FIXED = [[0.30, 0.50, 0.60], [0.60, 0.70, 0.80], [0.20, 0.30, 0.40], [0.50, 0.55, 0.90]]
+
+
+def _pruning_outcomes(cifar_dir, slots: list[int]) -> dict[int, tuple[str, int]]:
+    """Four trials (numbers 0-3) trained as one array, handed to the slots in `slots` order;
+    each reports FIXED accuracies, so only the order of decisions could change the outcome."""
+    halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2,
+                                                     min_early_stopping_rate=0)
+    study = optuna.create_study(direction="maximize", pruner=halving)
+    trials = [study.ask() for _ in FIXED]
+    recs = {t.number: runner.Recorder(t, defer_prune=True) for t in trials}
+
+    def report_for(n):
+        def report(epoch, val_loss, val_acc, lr):
+            recs[n](epoch, val_loss, FIXED[n][epoch], lr)
+        return report
+
+    queue = list(slots)
+
+    def next_job():
+        if not queue:
+            return None
+        n = queue.pop(0)
+        rec = recs[n]
+        s = dataclasses.replace(schedules.ScheduleConfig("Constant", lr=0.1), listener=rec.built)
+        return Job(s, report_for(n), n, decide=rec.prune_check, order=n)
+
+    out: dict[int, tuple[str, int]] = {}
+
+    def finish(job, outcome):
+        done = len(recs[job.tag].curves["val_acc_curve"])
+        out[job.tag] = ("pruned" if isinstance(outcome, optuna.TrialPruned) else "complete", done)
+
+    ArrayTrainer(tiny(cifar_dir), 4).run(next_job, finish)
+    return out
+
+
+def test_array_pruning_does_not_depend_on_slot_order(cifar_dir):
+    first = _pruning_outcomes(cifar_dir, [0, 1, 2, 3])
+    assert sorted(s for s, _ in first.values()).count("pruned") >= 1  # the pruner acted
+    for slots in ([3, 2, 1, 0], [2, 0, 3, 1]):
+        assert _pruning_outcomes(cifar_dir, slots) == first

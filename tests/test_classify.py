@@ -87,7 +87,7 @@ def test_augment_without_padding_or_flip_is_identity():
 
 def test_train_reports_each_epoch_with_applied_lr(fixture_dir):
     rec = Recorder()
-    sched = ScheduleConfig("StepLR", {"step_size": 1, "gamma": 0.5}, lr=0.4)
+    sched = ScheduleConfig("StepLR", {"step_size": 1 / 3, "gamma": 0.5}, lr=0.4)  # of 3 epochs
     acc = classify.train(tiny(fixture_dir), sched, rec)
     assert [c[0] for c in rec.calls] == [0, 1, 2]
     assert all(math.isfinite(c[1]) and 0 <= c[2] <= 1 for c in rec.calls)
@@ -101,7 +101,9 @@ def test_lr_applied_is_read_at_each_epochs_first_step(fixture_dir):
     rec = Recorder()
     cfg = tiny(fixture_dir)
     steps = classify.steps_per_epoch(cfg)
-    sched = ScheduleConfig("InverseTimeDecay", {"decay": 0.1}, lr=0.3)
+    # decay 0.1 per iteration, given as the factor reached at the end of the 3 epochs
+    sched = ScheduleConfig("InverseTimeDecay", {"final_factor": 1 / (1 + 0.1 * 3 * steps)},
+                           lr=0.3)
     classify.train(cfg, sched, rec)
     # per iteration: lr / (1 + decay * iteration); epoch e starts at iteration e * steps
     assert [c[3] for c in rec.calls] == pytest.approx([0.3 / (1 + 0.1 * e * steps)

@@ -78,6 +78,9 @@ def make_trial(
         "val_loss_curve": [None if a is None else 1 - a for a in accs],
         "optimizer": {"name": "SGD", "lr": lr, "momentum": 0.9, "nesterov": True,
                       "weight_decay": 5e-4},
+        "schedule": {"family": family, "lr": lr, "momentum": 0.9, "weight_decay": 5e-4,
+                     "warmup": 0.0, "params": {k: v / EPOCHS if k in ("step_size", "T_max")
+                                               else v for k, v in own.items()}},
     }
     if end_reason or state in (TrialState.PRUNED, TrialState.FAIL):
         attrs["end_reason"] = end_reason or ("pruned" if state == TrialState.PRUNED else "oom")

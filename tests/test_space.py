@@ -8,7 +8,7 @@ import pytest
 from search import schedules, space
 from search.config import ParamSpec, SpaceConfig
 
-SHARED = {"scheduler", "lr", "momentum", "weight_decay", "warmup_epochs"}
+SHARED = {"scheduler", "lr", "momentum", "weight_decay", "warmup", "warmup_epochs"}
 EPOCHS = 20
 
 
@@ -54,11 +54,36 @@ def test_trials_carry_only_their_familys_parameters(sampler, n):
         own = {k for k in t.params if k not in SHARED}
         assert all(k.startswith(fam + ".") for k in own), (fam, own)
         if not schedules.family(fam).warmup_ok:
-            assert "warmup_epochs" not in t.params
+            assert "warmup_epochs" not in t.params and "warmup" not in t.params
+        else:  # an on/off choice, and a length only when on
+            assert ("warmup_epochs" in t.params) == t.params["warmup"]
         if fam == "MultiStepLR":
             n_ms = t.params["MultiStepLR.n_milestones"]
-            assert {k for k in own if ".milestone_" in k} == {
-                f"MultiStepLR.milestone_{i}" for i in range(n_ms)}
+            assert {k for k in own if ".gap_" in k} == {
+                f"MultiStepLR.gap_{i}" for i in range(n_ms + 1)}
+
+
+def test_no_warmup_is_drawn_as_often_as_some_warmup():
+    trials = sample(optuna.samplers.RandomSampler(seed=2), 400)
+    on = [t.params["warmup"] for t in trials if "warmup" in t.params]
+    assert len(on) > 200 and 0.4 < sum(on) / len(on) < 0.6
+
+
+def test_thousands_of_multistep_trials_carry_n_distinct_milestones():
+    sp = SpaceConfig(families=("MultiStepLR",), warmup_epochs=ParamSpec(0.0, 2.0),
+                     ranges={"MultiStepLR": {"n_milestones": ParamSpec(1, 8)}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for i in range(3000):
+        epochs = (4, 8, 10, 90)[i % 4]
+        trial = study.ask()
+        cfg = space.suggest(trial, sp, epochs)
+        n = trial.params["MultiStepLR.n_milestones"]
+        assert n <= epochs - 1  # the range is cut to what fits in the run
+        built = schedules.resolve(cfg, epochs, 7)
+        ms = built.kwargs["milestones"]
+        assert len(ms) == n and ms == sorted(set(ms))
+        horizon = epochs if built.warmup is None else epochs * 7 - built.warmup["total_iters"]
+        assert all(0 < m < horizon for m in ms)
 
 
 def test_epoch_ranges_scale_with_the_budget():
@@ -67,7 +92,12 @@ def test_epoch_ranges_scale_with_the_budget():
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         for _ in range(30):
             cfg = space.suggest(study.ask(), sp, epochs)
-            assert epochs // 2 <= cfg.params["T_max"] <= epochs
+            assert 0.5 <= cfg.params["T_max"] <= 1.0  # a fraction of the run
+            assert epochs // 2 <= trial_t_max(study) <= epochs
+
+
+def trial_t_max(study: optuna.Study) -> int:
+    return study.trials[-1].params["CosineAnnealingLR.T_max"]
 
 
 def test_fixed_knobs_are_not_suggested():
@@ -83,6 +113,7 @@ def test_defaults_are_valid_points_of_the_space():
     params = space.defaults(sp, EPOCHS)
     assert [p["scheduler"] for p in params] == ["CosineAnnealingLR", "OneCycleLR"]
     assert params[0]["CosineAnnealingLR.T_max"] == EPOCHS  # cosine over the whole run
+    assert params[0]["warmup"] is False  # and no added warmup
     assert params[1]["OneCycleLR.pct_start"] == 0.3  # torch's standard one-cycle
     study = optuna.create_study()
     for p in params:

@@ -21,6 +21,9 @@ from search import cli, schedules, validate
 from search.config import load_study
 from search.validate import SEED_BASE
 
+N_BASE = 4  # constant, cosine, one-cycle, linear to zero (the fake has no schedule-free)
+N_SWEEP = 5 * N_BASE
+
 CALLS: list[tuple] = []  # (family, seed, epochs, holdout, params) per fake training
 STOP_AFTER: list[int] = []  # the fake raises KeyboardInterrupt once CALLS reaches this length
 
@@ -109,18 +112,33 @@ def _json_best(capsys, *args: str) -> dict:
 def test_companion_holds_k_plus_baselines_times_n_and_best_reads_it(here, capsys):
     assert _validate("--top", "2", "--seeds", "3") == 0
     comp = _load("fake.validate")
-    trials = comp.get_trials(states=(TrialState.COMPLETE,))
-    assert len(comp.trials) == len(trials) == (2 + 3) * 3  # no schedule-free with this objective
-    assert len(CALLS) == 15 and {c[3] for c in CALLS} == {"test"}
+    done = comp.get_trials(states=(TrialState.COMPLETE,))
+    trials = [t for t in done if t.user_attrs["holdout"] == "test"]
+    sweeps = [t for t in done if t.user_attrs["holdout"] == "val"]
+    # the study has < 5 trials of each family: every baseline's LR is swept (5 LRs each, the
+    # best inside, so no extension) on the validation split, the search's seed and budget
+    assert len(sweeps) == N_SWEEP and {t.user_attrs["seed"] for t in sweeps} == {0}
+    assert len(comp.trials) == len(done) == N_SWEEP + (2 + N_BASE) * 3  # no schedule-free here
+    assert len(CALLS) == len(comp.trials) and {c[3] for c in CALLS} == {"test", "val"}
     seeds = {SEED_BASE, SEED_BASE + 1, SEED_BASE + 2}
-    assert {c[1] for c in CALLS} == seeds and {c[2] for c in CALLS} == {4}
+    assert {c[1] for c in CALLS if c[3] == "test"} == seeds and {c[2] for c in CALLS} == {4}
     by_key: dict[str, dict[int, float]] = {}
     for t in trials:
         assert t.user_attrs["holdout"] == "test" and t.user_attrs["epochs"] == 4
-        assert t.params["scheduler"] in schedules.SCHEDULES and "lr" in t.params
+        assert t.params["scheduler"] in schedules.SCHEDULES and "lr" in t.user_attrs["schedule"]
         by_key.setdefault(t.user_attrs["validate_key"], {})[t.user_attrs["seed"]] = t.value
     roles = {t.user_attrs["validate_key"]: t.user_attrs["roles"] for t in trials}
-    assert sorted(r for rs in roles.values() for r in rs).count("baseline") == 3
+    assert sorted(r for rs in roles.values() for r in rs).count("baseline") == N_BASE
+    # each baseline trains at the LR its sweep scored best
+    for key, rs in roles.items():
+        if "baseline" not in rs:
+            continue
+        meta = comp.user_attrs[f"schedule.{key}"]
+        label = meta["label"]
+        swept = {t.user_attrs["schedule"]["lr"]: t.value for t in sweeps
+                 if t.user_attrs["label"] == label}
+        assert len(swept) == 5 and meta["lr"] == max(swept, key=swept.get)
+        assert meta["lr_source"].startswith("sweep of 5 LRs on the validation split")
     assert all(set(v) == seeds for v in by_key.values())
 
     # `best` now ranks by mean test accuracy and compares with the best baseline, seed by seed
@@ -159,16 +177,21 @@ def test_rerunning_a_half_done_or_finished_validation_trains_only_what_is_missin
     assert stopped.user_attrs["end_reason"] == "interrupted"
     STOP_AFTER.clear()
     CALLS.clear()
+    total = N_SWEEP + (2 + N_BASE) * 3
     assert _validate("--top", "2", "--seeds", "3") == 0
-    assert len(CALLS) == 15 - 7  # the interrupted run again, and the ones never started
+    assert len(CALLS) == total - 7  # the interrupted run again, and the ones never started
     CALLS.clear()
+    capsys.readouterr()
     assert _validate("--top", "2", "--seeds", "3") == 0
-    assert CALLS == [] and "15 runs done, 0 to train" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert CALLS == [] and f"{(2 + N_BASE) * 3} runs done, 0 to train" in err
+    assert "tuning the LR of linear to zero (5 LRs): 5 runs done, 0 to train" in err
     assert _validate("--top", "2", "--seeds", "4") == 0
-    assert len(CALLS) == 5 and {c[1] for c in CALLS} == {SEED_BASE + 3}
+    assert len(CALLS) == 2 + N_BASE and {c[1] for c in CALLS} == {SEED_BASE + 3}
     done = _load("fake.validate").get_trials(states=(TrialState.COMPLETE,))
-    runs = [(t.user_attrs["validate_key"], t.user_attrs["seed"]) for t in done]
-    assert len(runs) == len(set(runs)) == 20  # nothing trained twice
+    runs = [(t.user_attrs["validate_key"], t.user_attrs["seed"], t.user_attrs["holdout"])
+            for t in done]
+    assert len(runs) == len(set(runs)) == total + 2 + N_BASE  # nothing trained twice
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test's own ask(), below
@@ -187,7 +210,7 @@ def test_a_run_left_running_by_a_killed_process_is_trained_again(here):
     # whole seconds, so 2.5 s can read as 2 (not stale yet); a full second more always reads > 2
     time.sleep(3.5)
     assert _validate("--top", "1", "--seeds", "1") == 0
-    assert len(CALLS) == 1 + 3 and job.schedule.family in [c[0] for c in CALLS]
+    assert len(CALLS) == 1 + N_BASE + N_SWEEP and job.schedule.family in [c[0] for c in CALLS]
     assert _load("fake.validate").trials[killed.number].state == TrialState.FAIL
 
 
@@ -198,13 +221,18 @@ def test_a_queued_run_of_another_plan_is_not_trained_and_does_not_stop_this_one(
     comp.enqueue_trial({"scheduler": "StepLR"},  # e.g. left by a run with another --top
                        user_attrs={"validate_key": "elsewhere", "seed": 1, "epochs": 4})
     assert _validate("--top", "1", "--seeds", "1") == 0
-    assert len(CALLS) == 4
-    states = {t.user_attrs["validate_key"]: t.state for t in _load("fake.validate").trials}
-    assert states.pop("elsewhere") == TrialState.FAIL
-    assert list(states.values()) == [TrialState.COMPLETE] * 4
+    assert len(CALLS) == 1 + N_BASE + N_SWEEP
+    trials = _load("fake.validate").trials
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1
+    assert next(t for t in trials if t.state == TrialState.FAIL).user_attrs["validate_key"] == (
+        "elsewhere")
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == len(CALLS)
 
 
-def test_a_searched_schedule_equal_to_a_baseline_is_trained_once_with_both_roles(here):
+def test_a_searched_schedule_equal_to_a_baseline_is_trained_once_with_both_roles(
+    here, monkeypatch
+):
+    monkeypatch.setattr(validate, "MIN_STUDY_TRIALS", 1)  # every family lends its best LR
     cfg = load_study("fake.toml")
     p = validate.plan(cfg, _load("fake"), top=10)
     keys = [j.key for j in p.jobs]
@@ -213,16 +241,15 @@ def test_a_searched_schedule_equal_to_a_baseline_is_trained_once_with_both_roles
     assert "(= OneCycleLR (standard))" in both["OneCycleLR"].label
     # every searched trial is a candidate here, so the best Constant one is a baseline too
     assert set(both) == {"OneCycleLR", "Constant"}
-    assert sum("baseline" in j.roles for j in p.jobs) == 3
+    assert sum("baseline" in j.roles for j in p.jobs) == 3  # PolynomialLR: not in the study
+    assert [b.slot for b in p.sweeps] == ["linear0"]
+    assert all("trial" in j.lr_source for j in p.jobs if "baseline" in j.roles)
     assert sum("candidate" in j.roles for j in p.jobs) == len(_load("fake").trials) == 8
-    # each candidate is the searched trial's own schedule, rebuilt from its params
+    # each candidate is the searched trial's own schedule, exactly as it recorded it
     for j in p.jobs:
         if j.source_trial is not None:
             t = _load("fake").trials[j.source_trial]
-            assert j.schedule.family == t.params["scheduler"]
-            assert j.schedule.lr == pytest.approx(t.params.get("lr", cfg.space.lr.low))
-            for k, v in j.schedule.params.items():
-                assert t.params.get(f"{j.schedule.family}.{k}", v) == v
+            assert j.schedule.to_dict() == t.user_attrs["schedule"]
 
 
 def test_other_length_rescales_epoch_counts_and_best_shows_each_length(here, capsys):
@@ -231,9 +258,10 @@ def test_other_length_rescales_epoch_counts_and_best_shows_each_length(here, cap
     assert {t.user_attrs["epochs"] for t in comp.trials} == {8}
     step = next(t for t in comp.trials if t.params["scheduler"] == "StepLR")
     src = _load("fake").trials[step.user_attrs["source_trial"]]
-    assert step.params["StepLR.step_size"] == 2 * src.params["StepLR.step_size"]
+    assert step.user_attrs["scheduler_kwargs"]["step_size"] == (
+        2 * src.user_attrs["scheduler_kwargs"]["step_size"])
     cos = next(t for t in comp.trials if t.user_attrs["label"].startswith("CosineAnnealingLR"))
-    assert cos.params["CosineAnnealingLR.T_max"] == 8 and cos.user_attrs["epochs"] == 8
+    assert cos.user_attrs["scheduler_kwargs"]["T_max"] == 8 and cos.user_attrs["epochs"] == 8
     assert _json_best(capsys)["validation_epochs"] == 8  # the only length validated so far
     assert _validate("--top", "1", "--seeds", "1") == 0
     out = _json_best(capsys)
@@ -280,13 +308,13 @@ def test_validation_figure_info_and_plot(here):
     info = fig._info(_load("fake"))
     (panel,) = info.panels
     assert info.study == "fake.validate" and panel.epochs == 4
-    assert sorted(r.role for r in panel.rows) == ["baseline"] * 3 + ["candidate"] * 2
+    assert sorted(r.role for r in panel.rows) == ["baseline"] * N_BASE + ["candidate"] * 2
     assert all(len(r.scores) == 2 and r.seeds == [SEED_BASE, SEED_BASE + 1] for r in panel.rows)
     means = [r.mean for r in panel.rows]
     assert means == sorted(means, reverse=True)
     plotted = fig._plot(info)
     baselines = [t for t in plotted.data if t.marker.symbol == "diamond"]
-    assert len(baselines) == 1 and len(baselines[0].y) == 3
+    assert len(baselines) == 1 and len(baselines[0].y) == N_BASE
     assert list(baselines[0].error_x.array) == pytest.approx(
         [r.std for r in panel.rows if r.role == "baseline"], rel=1e-6)
     assert panel.verdict in plotted.layout.annotations[0].text
@@ -302,11 +330,23 @@ def test_real_training_uses_all_training_data_and_scores_on_the_test_split(tmp_p
     free = (importlib.util.find_spec("schedulefree") is not None
             and "optimizer" in {f.name for f in dataclasses.fields(TrainConfig)})
     comp = optuna.load_study(study_name="smoke.validate", storage="sqlite:///search.db")
-    done = comp.get_trials(states=(TrialState.COMPLETE,))
-    assert len(comp.trials) == len(done) == 1 + 3 + free
+    done = [t for t in comp.get_trials(states=(TrialState.COMPLETE,))
+            if t.user_attrs["holdout"] == "test"]
+    assert len(done) == 1 + N_BASE + free
     searched = optuna.load_study(study_name="smoke", storage="sqlite:///search.db").trials
     assert {t.user_attrs["steps_per_epoch"] for t in searched} == {450 // 64}
     assert {t.user_attrs["steps_per_epoch"] for t in done} == {600 // 64}  # train + val carve
+    # what validate trained is exactly what `best` prints for that budget
+    study = optuna.load_study(study_name="smoke", storage="sqlite:///search.db")
+    from search import export
+
+    for t in done:
+        if t.user_attrs["source_trial"] is not None:
+            rec = export.from_trial("smoke", study.trials[t.user_attrs["source_trial"]], 2,
+                                    600 // 64)
+            assert (rec.kwargs, rec.warmup, rec.interval) == (
+                t.user_attrs["scheduler_kwargs"], t.user_attrs.get("warmup"),
+                t.user_attrs["interval"])
     for t in done:  # scored on the 200 test images (not the 150 val): multiples of 1/200
         curve = t.user_attrs["val_acc_curve"]
         assert len(curve) == 2 and curve[-1] == t.value and t.user_attrs["holdout"] == "test"

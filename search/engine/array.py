@@ -118,13 +118,15 @@ class _Array:
             trial = study.ask()
             for key, value in (("worker", WORKER_ID), ("engine", "array")):  # who trains it
                 study._storage.set_trial_system_attr(trial._trial_id, key, value)
-        rec = runner.Recorder(trial, self.progress.epoch if self.progress else None)
+        rec = runner.Recorder(trial, self.progress.epoch if self.progress else None,
+                              defer_prune=True)
         schedule = space.suggest(trial, self.cfg.space, self.cfg.epochs)
         runner.record_optimizer(trial, schedule)
         heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)
         heartbeat.start()
         self.live[trial.number] = _Live(trial, rec, heartbeat)
-        return Job(dataclasses.replace(schedule, listener=rec.built), rec, trial)
+        return Job(dataclasses.replace(schedule, listener=rec.built), rec, trial,
+                   decide=rec.prune_check, order=trial.number)
 
     def finish(self, job: Job, outcome: float | BaseException) -> None:
         live = self.live[job.tag.number]

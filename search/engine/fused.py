@@ -50,6 +50,10 @@ class Job:
     schedule: schedules.ScheduleConfig
     report: Report
     tag: Any = None
+    # Called once every member has reported an epoch, in ascending `order`: the pruning
+    # decision (raises to end the trial), so no member's fate depends on its slot.
+    decide: Callable[[], None] | None = None
+    order: int = 0
 
 
 @dataclass
@@ -218,23 +222,33 @@ class ArrayTrainer:
             self.states[e + 1] = gens[e].get_state()
         self.states = {e: s for e, s in self.states.items() if e == 0 or e - 1 in epochs}
 
-        # 3. Validate all members at once; step each schedule, report, end or continue.
+        # 3. Validate all members at once; step each schedule and report, every member before
+        #    any pruning decision; then decide in trial order; end or continue.
         val_loss, val_acc = self._evaluate()
+        outcomes: dict[int, float | BaseException | None] = {}
         for k, m in enumerate(self.members):
             if m is None:
                 continue
-            outcome: float | BaseException | None = None
+            outcomes[k] = None
             if not math.isfinite(val_loss[k]):
-                outcome = Diverged(m.epoch, (m.epoch + 1) * steps, val_loss[k])
-            else:
-                m.built.after_epoch(val_loss[k])
+                outcomes[k] = Diverged(m.epoch, (m.epoch + 1) * steps, val_loss[k])
+                continue
+            m.built.after_epoch(val_loss[k])
+            try:
+                m.job.report(m.epoch, val_loss[k], val_acc[k], m.lr_applied)
+            except Exception as e:  # the report failed: this trial ends
+                outcomes[k] = e
+        for k in sorted(outcomes, key=lambda k: self.members[k].job.order):
+            m = self.members[k]
+            if outcomes[k] is None and m.job.decide is not None:
                 try:
-                    m.job.report(m.epoch, val_loss[k], val_acc[k], m.lr_applied)
-                except Exception as e:  # pruned, or the report failed: this trial ends
-                    outcome = e
-                else:
-                    if m.epoch + 1 == self.cfg.epochs:
-                        outcome = val_acc[k]
+                    m.job.decide()
+                except Exception as e:  # pruned
+                    outcomes[k] = e
+            if outcomes[k] is None and m.epoch + 1 == self.cfg.epochs:
+                outcomes[k] = val_acc[k]
+        for k in sorted(outcomes, key=lambda k: self.members[k].job.order):
+            m, outcome = self.members[k], outcomes[k]
             if outcome is None:
                 m.epoch += 1
             else:
