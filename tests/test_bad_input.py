@@ -7,7 +7,7 @@ fixture, in a child process with a timeout (tests/bad_inputs/driver.py: forked f
 process, so a case costs milliseconds, not the seconds of importing torch).
 
 Reproducible: a fixed seed, and failing examples kept in tests/bad_inputs/hypothesis-db.
-BAD_INPUT_EXAMPLES=N tries N files (default 120, about a minute on 2 cores);
+BAD_INPUT_EXAMPLES=N tries N files (default 200, under a minute on 2 cores);
 BAD_INPUT_TALLY=FILE appends the outcome counts as JSON (benchmarks/RESULTS.md).
 """
 
@@ -27,11 +27,11 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import ROOT
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-EXAMPLES = int(os.environ.get("BAD_INPUT_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("BAD_INPUT_EXAMPLES", "200"))
 TIMEOUT_S = 60  # one tiny trial takes about a second; a minute is a hang
 SECRET = "hunter2PASSWORD"
 DB = DirectoryBasedExampleDatabase(str(Path(__file__).parent / "bad_inputs" / "hypothesis-db"))
@@ -210,7 +210,16 @@ def outcome(answer: dict, err: str, case: Path) -> str:
     return "refused"
 
 
+def _base_with(old: str, new: str) -> bytes:
+    return to_toml(BASE).replace(old, new, 1).encode()
+
+
 @seed(11)
+@example(text=_base_with("batch_size = 32", "batch_size = []"))  # found by this test
+@example(text=b"")  # an empty file: refused, not the default CIFAR study
+@example(text=b"\x89PNG\r\n\x1a\n\x00\xff")
+@example(text=_base_with('name = "gen"', f'storage = ["postgresql+psycopg://u:{SECRET}@db/x"]'))
+@example(text=_base_with("epochs = 1", "epochs = 1000000000"))  # used to train until killed
 @settings(max_examples=EXAMPLES, deadline=None, database=DB, derandomize=False,
           suppress_health_check=list(HealthCheck))
 @given(text=study_files())
