@@ -33,7 +33,6 @@ __all__ = [
     "SpaceConfig",
     "StudyConfig",
     "WorkersConfig",
-    "check_device",
     "check_study_name",
     "load_objective",
     "load_study",
@@ -164,13 +163,6 @@ def check_study_name(name: str, key: str = "name") -> str:
     return name
 
 
-def check_device(name: str, key: str = "device") -> str:
-    """The spelling of a device (whether this machine has it is classify.resolve_device's)."""
-    if not isinstance(name, str) or not _DEVICE.fullmatch(name):
-        raise must(key, '"auto", "cpu", "cuda", "cuda:N" or "mps"', name)
-    return name
-
-
 def _locate(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" or "/" in name_or_path:
@@ -200,6 +192,10 @@ def _raise_hint(k: str, path: Path | None, v: Any) -> str:
     if k not in LIMITS or not any(_finite(x) and x > LIMITS[k] for x in values):
         return ""
     return f"to go higher knowingly, set `[limits] {k} = ...` in {path.name if path else 'it'}"
+
+
+_CHECKED = ("epochs", "batch_size", "train_subset", "seed", "width", "val_fraction",
+            "label_smoothing", "device", "data_dir", "augment", "dataset")
 
 
 def _train_problem(k: str, v: Any, limits: Mapping[str, Any], batch_size: int) -> str | None:
@@ -426,6 +422,11 @@ def _train(t: _Table, objective: str, file: Path, limits: Mapping[str, Any]) -> 
             custom = objective != DEFAULT_OBJECTIVE
             if not isinstance(v, str) or not (custom or v in data.DATASETS):
                 problem = "a string" if custom else f"one of {', '.join(data.DATASETS)}"
+        default = getattr(defaults, name)
+        if problem is None and name not in _CHECKED and default is not None and (
+                type(v) is not type(default) or (isinstance(v, float) and not _finite(v))):
+            problem = f"a {'finite ' if isinstance(default, float) else ''}" \
+                f"{type(default).__name__}"  # a setting added to TrainConfig later
         if problem:
             raise t.error(name, problem, v, _raise_hint(name, file, v))
         values[name] = tuple(v) if name == "width" else v
