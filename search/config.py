@@ -54,6 +54,7 @@ LIMITS: dict[str, int | float] = {
     "lr": 100.0,  # the highest learning rate searched (SGD diverges long before)
 }
 LR_FLOOR = 1e-10  # a lower learning rate trains nothing; lower still underflows in float32
+MIN_SUBSET = 10  # training images: fewer than one per class of CIFAR-10 trains nothing
 MAX_SEED = 2**31 - 1  # numpy's and torch's generators take seeds up to here on every platform
 MAX_FILE_BYTES = 1 << 20  # a study file is a page of TOML, not a data set
 MAX_NAME = 100  # characters of a study name: file names (`<name>-report.html`), every backend
@@ -144,8 +145,7 @@ class StudyConfig:
         if not changes:
             return self
         for k, v in changes.items():
-            problem = _train_problem(k, v, self.limits, changes.get("batch_size",
-                                                                    self.train.batch_size))
+            problem = _train_problem(k, v, self.limits)
             if problem:
                 raise must(f"--{k.replace('_', '-')}", problem, v, _raise_hint(k, self.path, v))
         return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
@@ -198,7 +198,7 @@ _CHECKED = ("epochs", "batch_size", "train_subset", "seed", "width", "val_fracti
             "label_smoothing", "device", "data_dir", "augment", "dataset")
 
 
-def _train_problem(k: str, v: Any, limits: Mapping[str, Any], batch_size: int) -> str | None:
+def _train_problem(k: str, v: Any, limits: Mapping[str, Any]) -> str | None:
     """What objective setting `k` must be where `v` is wrong for it (None: `v` is fine)."""
     def count(low: int, high: int | float, why: str = "") -> str | None:
         ok = isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
@@ -207,9 +207,7 @@ def _train_problem(k: str, v: Any, limits: Mapping[str, Any], batch_size: int) -
     if k in ("epochs", "batch_size"):
         return count(1, limits[k])
     if k == "train_subset":
-        if not (type(batch_size) is int and 1 <= batch_size <= limits["batch_size"]):
-            batch_size = 1  # a wrong batch_size has its own error
-        return count(batch_size, limits[k], f" (at least one batch of {batch_size})")
+        return count(MIN_SUBSET, limits[k])
     if k == "seed":
         return count(0, MAX_SEED)
     if k == "width":
@@ -408,14 +406,13 @@ def _train(t: _Table, objective: str, file: Path, limits: Mapping[str, Any]) -> 
         _function_spelling(objective, t)
     known = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "options"]
     defaults = TrainConfig()
-    batch_size = t.data.get("batch_size", defaults.batch_size)
     values: dict[str, Any] = {}
-    for name in [n for n in known if n in t.data]:  # in the fields' order: batch_size first
+    for name in [n for n in known if n in t.data]:  # in the fields' order
         v = t.data[name]
         t.used.add(name)
         if name in ("holdout", "optimizer"):
             raise t.error(name, "set by `validate`, not in a study file", v)
-        problem = _train_problem(name, v, limits, batch_size)
+        problem = _train_problem(name, v, limits)
         if problem is None and name == "dataset":
             from objectives import data
 
