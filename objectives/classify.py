@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from objectives import Diverged, data, models
 from search import schedules
+from search.errors import UserError
 
 __all__ = [
     "AUGMENT",
@@ -70,11 +71,33 @@ AUGMENT: dict[str, tuple[int, bool]] = {"cifar10": (4, True), "cifar100": (4, Tr
                                         "fashion_mnist": (2, False)}
 
 
+def _devices_here() -> str:
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    names = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(cuda)] if cuda else [])
+    names += ["mps"] if torch.backends.mps.is_available() else []
+    return ", ".join(names)
+
+
 def resolve_device(name: str) -> torch.device:
-    """"auto" is cuda where available, else cpu; any other name is torch's."""
+    """"auto" is cuda where available, else cpu; else cpu, cuda, cuda:N or mps, if present.
+
+    A device this machine lacks is a UserError naming what it has, before anything trains.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    ok = device is not None and device.type in ("cpu", "cuda", "mps")
+    if ok and device.type == "cuda":
+        ok = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    elif ok and device.type == "mps":
+        ok = torch.backends.mps.is_available()
+    if not ok:
+        raise UserError(f"`device` must be one this machine has ({_devices_here()}) but got "
+                        f"{name!r}; or leave it out to use cuda where available, else cpu")
+    return device
 
 
 class _Split(NamedTuple):

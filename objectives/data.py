@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import math
 import os
 import pickle
 import shutil
@@ -22,9 +23,11 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,20 +67,123 @@ class Dataset:
     system_dirs: tuple[str, ...] = ()
 
 
-# 1. Readers of the original formats.
+# 1. Readers of the original formats. A data dir is data, never code: a CIFAR batch is read by
+#    an unpickler that builds only what the format holds, and every file that is corrupt,
+#    truncated or of the wrong shape is one line naming it and the fix.
+
+MAX_IDX_BYTES = 1 << 30  # decompressed bytes of one idx file (Fashion-MNIST's largest: 47 MB)
+MAX_IDX_DIMS = 4  # an idx header's ndim: images are 3, labels 1
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, bytes, str, numbers and numpy arrays of plain dtypes, nothing else.
+
+    A pickle names the callables it wants run (GLOBAL/STACK_GLOBAL); every name outside this
+    table is refused before anything is called, so a crafted batch runs no code.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _PICKLE_GLOBALS.get((module, name))
+        if allowed is None:
+            raise _Refused(f"{module}.{name}")
+        return allowed
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for a callable that a data file never needs."""
+
+
+def _plain_dtype(*args: Any) -> np.dtype:
+    dt = np.dtype(*args)
+    if dt.hasobject:  # an object array's items would be arbitrary pickled objects
+        raise _Refused("numpy.dtype('O')")
+    return dt
+
+
+def _array(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    if subtype is not np.ndarray:
+        raise _Refused(f"an array of type {getattr(subtype, '__name__', subtype)}")
+    return _multiarray()._reconstruct(np.ndarray, shape, dtype)
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    # Python 3 pickles bytes for protocol 2 as _codecs.encode(text, "latin1")
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused(f"_codecs.encode(..., {encoding!r})")
+    return text.encode("latin1")
+
+
+def _multiarray() -> Any:
+    core = getattr(np, "_core", None)  # numpy 2; numpy 1 calls it numpy.core
+    return core.multiarray if core is not None else np.core.multiarray
+
+
+_PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _array,
+    ("numpy._core.multiarray", "_reconstruct"): _array,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _plain_dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+def _md5_of(name: str) -> str | None:
+    return next((d.md5[name] for d in DATASETS.values() if name in d.md5), None)
+
+
+def _corrupt(path: Path, what: str) -> UserError:
+    """The one line for a data file that cannot be read: which file, what is wrong, the fix."""
+    system = next((d for spec in DATASETS.values() for d in spec.system_dirs
+                   if str(path).startswith(d + os.sep)), None)
+    if system is not None:
+        fix = "reinstall the package that put it there (dataset-fashion-mnist)"
+    else:
+        archive = next((spec for spec in DATASETS.values()
+                        if spec.archive and path.parent.name == spec.folder), None)
+        if archive is not None:
+            (name, md5), = archive.md5.items()
+            fix = (f"delete {path.parent} to download it again ({name}, md5 {md5}), or put "
+                   "the original files there")
+        else:
+            md5 = _md5_of(path.name)
+            fix = "delete it to download it again" + (f" (md5 {md5})" if md5 else "")
+    return UserError(f"{path} {what}; {fix}")
 
 
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            batch = _BatchUnpickler(f, encoding="bytes").load()
+    except _Refused as e:
+        raise _corrupt(path, f"asks to run {e}, which a CIFAR batch never holds: refused "
+                       "without running it") from None
+    except OSError as e:
+        raise _corrupt(path, f"cannot be read ({e.strerror or e})") from None
+    except Exception as e:  # truncated (EOFError), garbled (UnpicklingError, ValueError, ...)
+        reason = " ".join(str(e).split())[:80] or "no detail"
+        raise _corrupt(path, f"is not a CIFAR batch ({type(e).__name__}: {reason})") from None
+    if not isinstance(batch, dict):
+        raise _corrupt(path, f"holds a {type(batch).__name__}, not a CIFAR batch (a dict)")
+    return batch
 
 
-def _cifar_reader(label_key: bytes) -> Callable[[Path, tuple[str, ...]], tuple]:
+def _cifar_reader(label_key: bytes, classes: int) -> Callable[[Path, tuple[str, ...]], tuple]:
+    def batch_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        b = _unpickle(path)
+        x, y = b.get(b"data"), b.get(label_key)
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 \
+                or x.shape[1] != 3 * 32 * 32:
+            got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+            raise _corrupt(path, f"has no {b'data'!r} of uint8 rows of 3072 pixels (got {got})")
+        if not isinstance(y, list | np.ndarray) or len(y) != len(x) or not all(
+                isinstance(v, int | np.integer) and 0 <= v < classes for v in y):
+            raise _corrupt(path, f"has no {label_key!r} list of {len(x)} labels in "
+                           f"[0, {classes})")
+        return x, np.asarray(y, dtype=np.int64)
+
     def read(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        batches = [_unpickle(folder / n) for n in names]
-        x = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
-        y = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
-        return x.reshape(-1, 3, 32, 32), y
+        xs, ys = zip(*(batch_arrays(folder / n) for n in names), strict=True)
+        return np.concatenate(xs).reshape(-1, 3, 32, 32), np.concatenate(ys)
 
     return read
 
@@ -93,20 +199,35 @@ def _existing(folder: Path, name: str) -> Path | None:
 def read_idx(path: Path) -> np.ndarray:
     """An idx file (the MNIST format: magic 0 0 dtype ndim, big-endian dims, then data)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        what = "is truncated" if isinstance(e, EOFError) else \
+            f"cannot be read ({' '.join(str(e).split())[:80] or type(e).__name__})"
+        raise _corrupt(path, what) from None
+    if len(raw) > MAX_IDX_BYTES:
+        raise _corrupt(path, f"is over {MAX_IDX_BYTES >> 20} MiB, larger than any idx data set")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UserError(f"{path} is not an idx file of unsigned bytes; delete it to download it")
+        raise _corrupt(path, "is not an idx file of unsigned bytes")
     ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
+    if not 1 <= ndim <= MAX_IDX_DIMS or len(raw) < 4 + 4 * ndim:
+        raise _corrupt(path, f"has a broken idx header ({ndim} dimensions)")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise UserError(f"{path} is truncated; delete it to download it again")
-    return data.reshape(tuple(dims))
+    if data.size != math.prod(dims):
+        raise _corrupt(path, f"is truncated ({data.size} of {math.prod(dims)} bytes)")
+    return data.reshape(dims)
 
 
 def _read_fashion(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = (read_idx(_existing(folder, n)) for n in names)
+    paths = [_existing(folder, n) for n in names]
+    images, labels = (read_idx(p) for p in paths)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise _corrupt(paths[0], f"holds images of shape {images.shape[1:]}, not (28, 28)")
+    if labels.ndim != 1 or len(labels) != len(images) or (labels.size and labels.max() > 9):
+        raise _corrupt(paths[1], f"holds labels of shape {labels.shape}, not {len(images)} "
+                       "labels in 0..9 (one per image)")
     return images[:, None], labels.astype(np.int64)
 
 
@@ -121,7 +242,7 @@ DATASETS: dict[str, Dataset] = {
         Dataset(
             "cifar10", "CIFAR-10", "cifar-10-batches-py",
             {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
-            _cifar_reader(b"labels"),
+            _cifar_reader(b"labels", 10),
             ("https://www.cs.toronto.edu/~kriz/",),
             {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
             archive=True, shape=(3, 32, 32), classes=10,
@@ -129,7 +250,7 @@ DATASETS: dict[str, Dataset] = {
         Dataset(
             "cifar100", "CIFAR-100", "cifar-100-python",
             {"train": ("train",), "test": ("test",)},
-            _cifar_reader(b"fine_labels"),
+            _cifar_reader(b"fine_labels", 100),
             ("https://www.cs.toronto.edu/~kriz/",),
             {"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85"},
             archive=True, shape=(3, 32, 32), classes=100,
@@ -326,8 +447,9 @@ def _signature(folder: Path, names: tuple[str, ...]) -> tuple:
 def _read(name: str, split: str, folder: str, signature: tuple) -> tuple[torch.Tensor, ...]:
     spec = DATASETS[name]
     x, y = spec.read(Path(folder), spec.files[split])
-    if x.shape[1:] != spec.shape or len(x) != len(y):
-        raise UserError(f"{folder} holds images of shape {x.shape[1:]}, not {spec.shape}")
+    if x.shape[1:] != spec.shape or len(x) != len(y):  # the readers check each file first
+        raise UserError(f"{folder} holds {len(x)} images of shape {x.shape[1:]} and {len(y)} "
+                        f"labels, not one label per image of shape {spec.shape}")
     return torch.from_numpy(np.require(x, requirements=["C", "W"])), torch.from_numpy(y)
 
 

@@ -65,7 +65,9 @@ def _with_name(cfg: Any, name: str | None) -> Any:
         return cfg
     import dataclasses
 
-    return dataclasses.replace(cfg, name=name)
+    from search import config
+
+    return dataclasses.replace(cfg, name=config.check_study_name(name, "--study-name"))
 
 
 def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -135,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, seed=args.seed)
     url = storage.resolve(args.storage, cfg.storage)
     storage.check(url)  # a malformed URL or missing directory first: nothing read yet
+    _check_before_store(cfg)
     runner.prepare(cfg)  # missing data fails here, before a store is created or opened
     target = args.trials or cfg.trials
     if args.array is not None:
@@ -160,6 +163,16 @@ def _run(args: argparse.Namespace) -> int:
     return _summary(args, cfg, study, url, code)
 
 
+def _check_before_store(cfg: Any) -> None:
+    """The objective imports with the right signature and the device exists: else one line,
+    before a study is created (a typo must not leave a study behind that refuses the fix)."""
+    from objectives.classify import resolve_device
+    from search import config
+
+    config.load_objective(cfg.objective)
+    resolve_device(getattr(cfg.train, "device", "auto"))
+
+
 def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int) -> int:
     from search import runner, storage
 
@@ -168,7 +181,7 @@ def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int
     if best is not None:
         named = f" --study-name {cfg.name}" if args.study_name else ""
         summary += (f"; best {best.params.get('scheduler')} {best.value:.4f} "
-                    f"(python -m search best --study {args.study}{named})")
+                    f"({storage.hint_command(f'best --study {args.study}{named}', args.storage)})")
     print(summary)
     return code
 
@@ -301,6 +314,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a store that refuses writes (full disk, read-only): one line too
+        from search import storage
+
+        if not storage.is_write_fault(e):
+            raise
+        line = UserError(f"the storage refuses writes ({storage.write_fault(e)}); free disk "
+                         "space or make the store writable, then run again")
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the running trial was closed in the store", file=sys.stderr)

@@ -13,13 +13,16 @@ once the database is back. Opening a storage is not retried: a wrong URL fails a
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import hashlib
 import logging
 import os
 import random
+import shlex
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -35,7 +38,7 @@ import sqlalchemy.exc
 from optuna.storages import _CachedStorage
 from sqlalchemy.engine import make_url
 
-from search.errors import UserError
+from search.errors import MAX_SHOWN, UserError, hide_secrets
 
 __all__ = [
     "DEFAULT_URL",
@@ -44,7 +47,10 @@ __all__ = [
     "Resilient",
     "check",
     "claim_lock",
+    "close_failed",
+    "hint_command",
     "is_transient",
+    "is_write_fault",
     "open_storage",
     "orphan_trial_ids",
     "redact",
@@ -52,6 +58,7 @@ __all__ = [
     "resolve",
     "retry",
     "scrub",
+    "write_fault",
 ]
 
 DEFAULT_URL = "sqlite:///search.db"
@@ -69,14 +76,25 @@ T = TypeVar("T")
 
 
 def _from_file() -> str | None:
+    """The URL in the file named by SEARCH_STORAGE_FILE; refused where others may read it."""
     name = os.environ.get(ENV_FILE)
     if not name:
         return None
     try:
-        return Path(name).read_text().strip() or None
+        with open(name, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            raw = f.read(64 * 1024)
+        text = raw.decode("utf-8").strip()
     except OSError as e:
         raise UserError(f"`{ENV_FILE}` must name a readable file but got {name!r} "
                         f"({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"`{ENV_FILE}` must name a text file holding a URL but {name!r} is "
+                        "not UTF-8 text") from None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):  # a password others can read is no secret
+        raise UserError(f"`{ENV_FILE}` names {name!r}, which other users can read "
+                        f"(mode {stat.S_IMODE(mode):o}); run `chmod 600 {name}` first")
+    return text.splitlines()[0].strip() if text else None
 
 
 def resolve(flag: str | None = None, study_file: str | None = None) -> str:
@@ -101,8 +119,23 @@ def redact(url: str) -> str:
     """The URL with any password replaced by ***, safe for logs and error messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL at all: show nothing that could be a secret
-        return "<unparsable storage URL>"
+    except Exception:  # not a URL at all: show what was typed, less anything like a password
+        text = hide_secrets(url)
+        return repr(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "...")
+
+
+def hint_command(rest: str, flag: str | None) -> str:
+    """`python -m search <rest>` as a user should type it to reach the store just used.
+
+    Storage from the environment, the study file or the default is found again by the same
+    command; a --storage flag is repeated, unless it holds a password (never printed).
+    """
+    cmd = f"python -m search {rest}"
+    if not flag:
+        return cmd
+    if _password(flag):
+        return f"{cmd}, with {ENV} set to the URL given to --storage ({redact(flag)})"
+    return f"{cmd} --storage {shlex.quote(flag)}"
 
 
 def scrub(text: str, url: str | None) -> str:
@@ -184,6 +217,10 @@ def open_storage(
         raise
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, ImportError, ValueError) as e:
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        if path is not None and path.exists() and not (
+                os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            reason += " (the file or its directory is read-only; SQLite in WAL mode needs both " \
+                "writable, even to read)"
         raise UserError(f"cannot open storage {redact(url)}: {scrub(reason, url)}") from None
 
 
@@ -193,6 +230,8 @@ def open_storage(
 
 def is_transient(exc: BaseException) -> bool:
     """True for errors that a retry can cure: the server went away, a lock, a busy SQLite."""
+    if write_fault(exc) is not None:  # a full disk or a read-only store: no wait cures it
+        return False
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -209,6 +248,60 @@ def is_transient(exc: BaseException) -> bool:
             return isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError))
         e = e.__cause__ or getattr(e, "orig", None) or e.__context__
     return False
+
+
+# SQLite's words for a store that takes no writes; PostgreSQL's SQLSTATEs for the same:
+# disk full, out of memory, read-only transaction (a standby), no privilege, I/O error.
+_SQLITE_FAULTS = ("readonly", "read-only", "disk is full", "disk i/o error")
+_PG_FAULTS = ("53100", "53200", "25006", "42501", "58030")
+_OS_FAULTS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
+def write_fault(exc: BaseException) -> str | None:
+    """What makes the store refuse writes (a full disk, a read-only file), or None."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, sqlite3.DatabaseError) and any(w in text.lower()
+                                                        for w in _SQLITE_FAULTS):
+            return text
+        if getattr(e, "sqlstate", None) in _PG_FAULTS:
+            return text
+        if isinstance(e, OSError) and e.errno in _OS_FAULTS:
+            return os.strerror(e.errno)
+        e = e.__cause__ or getattr(e, "orig", None) or e.__context__
+    return None
+
+
+def is_write_fault(exc: BaseException) -> bool:
+    return write_fault(exc) is not None
+
+
+def close_failed(store: Any, trial_id: int, reason: str) -> bool:
+    """Best effort: end a trial as FAIL with `end_reason` in a store that refuses writes.
+
+    A SQLite WAL checkpoint first lets the next write reuse the log's space on a full disk.
+    """
+    from optuna.trial import TrialState
+
+    rdb = _rdb(store)
+    if rdb is not None and _sqlite_path(rdb.url) is not None:
+        try:
+            with rdb.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except Exception:
+            pass
+    target = getattr(store, "_backend", store)  # no cache, no retries: it works now or never
+    try:
+        target.set_trial_user_attr(trial_id, "end_reason", reason)
+    except Exception:
+        pass
+    try:
+        return bool(target.set_trial_state_values(trial_id, TrialState.FAIL))
+    except Exception:
+        return False
 
 
 class _Outage:

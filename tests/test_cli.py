@@ -151,7 +151,8 @@ def test_huge_lr_diverges_is_pruned_with_its_reason_and_the_study_goes_on(tmp_pa
     study_file = tmp_path / "wild.toml"
     study_file.write_text((ROOT / "studies" / "smoke.toml").read_text().replace(
         'families = "all"', 'families = ["Constant", "StepLR"]').replace(
-        "lr = { low = 0.01, high = 0.5, log = true }", "lr = { low = 0.01, high = 1e9 }"))
+        "lr = { low = 0.01, high = 0.5, log = true }", "lr = { low = 0.01, high = 1e9 }")
+        + "[limits]\nlr = 1e9\n")  # past the sane LR bound, knowingly
     cfg = load_study(str(study_file))
     study = runner.create_or_load(cfg, "sqlite:///search.db")
     study.enqueue_trial({"scheduler": "Constant", "lr": 1e9})

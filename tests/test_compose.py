@@ -68,7 +68,7 @@ def test_services_are_wired_for_many_workers(compose):
 
 
 def test_the_password_comes_from_the_env_file_only(compose):
-    assert _env_example()["POSTGRES_PASSWORD"] not in COMPOSE.read_text()
+    assert _env_example()["POSTGRES_PASSWORD"] == ""  # no placeholder a user could keep
     services = compose["services"]
     assert services["db"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     for name in ("worker", "worker-gpu", "dashboard"):
@@ -81,11 +81,12 @@ def test_the_password_comes_from_the_env_file_only(compose):
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="Debian's docker-compose absent")
 def test_docker_compose_config_accepts_it(tmp_path):
     shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
-    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    env = (ROOT / ".env.example").read_text()
+    (tmp_path / ".env").write_text(env.replace("POSTGRES_PASSWORD=", "POSTGRES_PASSWORD=x1y2"))
     r = subprocess.run(["docker-compose", "config", "--quiet"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    (tmp_path / ".env").unlink()  # no password: compose itself refuses, naming the fix
+    (tmp_path / ".env").write_text(env)  # the example as it is: compose refuses, naming the fix
     r = subprocess.run(["docker-compose", "config", "--quiet"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "set POSTGRES_PASSWORD in .env" in r.stderr
@@ -111,7 +112,8 @@ def _free_port() -> int:
 def test_the_declared_worker_and_dashboard_commands_run(compose, tmp_path, pg_url):
     port = _free_port()
     study = write_study(tmp_path, trials=4)
-    env = {**_env_example(), "POSTGRES_USER": "postgres", "POSTGRES_DB": pg_url.rsplit("/")[-1],
+    env = {**_env_example(), "POSTGRES_PASSWORD": "a1long2test3password",
+           "POSTGRES_USER": "postgres", "POSTGRES_DB": pg_url.rsplit("/")[-1],
            "SEARCH_STUDY": str(study), "SEARCH_DASHBOARD_PORT": str(port)}
     command, environment = _service(compose, "worker", env)
     assert command[1:4] == ["-m", "search", "run"]

@@ -218,7 +218,7 @@ def test_a_conflicting_study_of_the_same_name_is_refused(tmp_path, capsys, pg_ur
         clash.write_text(study.read_text().replace("fake_objectives:train",
                                                    "fake_objectives:train_other"))
         runner.create_or_load(load_study(str(clash)), pg_url)
-        expect = "already exists with objective 'fake_objectives:train_other'"
+        expect = "already exists with objective = 'fake_objectives:train_other'"
     before = trials(pg_url)
     code, err = _main(capsys, "run", "--study", str(study), "--storage", pg_url)
     assert code == 2 and expect in err and len(err.strip().splitlines()) == 1

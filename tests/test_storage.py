@@ -20,6 +20,7 @@ from search.errors import UserError
 def test_url_precedence_flag_env_file_study_default(tmp_path, monkeypatch):
     secret_file = tmp_path / "url"
     secret_file.write_text("postgresql+psycopg://u:pw@db/from-file\n")
+    secret_file.chmod(0o600)
     assert storage.resolve(None, None) == storage.DEFAULT_URL
     assert storage.resolve(None, "sqlite:///study.db") == "sqlite:///study.db"
     monkeypatch.setenv(storage.ENV_FILE, str(secret_file))
@@ -38,7 +39,8 @@ def test_a_missing_url_file_is_a_clear_error(monkeypatch, tmp_path):
 def test_redact_and_scrub_hide_the_password_in_every_spelling():
     url = "postgresql+psycopg://me:p%40ss%2Fw0rd@db:5432/search"
     assert storage.redact(url) == "postgresql+psycopg://me:***@db:5432/search"
-    assert storage.redact("not a url") == "<unparsable storage URL>"
+    assert storage.redact("not a url") == "'not a url'"  # what was typed, less any password
+    assert storage.redact("x://me:s3cret@db:notaport/x") == "'x://me:***@db:notaport/x'"
     text = "failed for p@ss/w0rd, p%40ss%2Fw0rd and p%40ss%2Fw0rd again"
     assert storage.scrub(text, url) == "failed for ***, *** and *** again"
     assert storage.scrub("nothing secret", "sqlite:///x.db") == "nothing secret"
@@ -161,3 +163,54 @@ def test_unreachable_server_fails_fast_without_the_password():
     assert time.monotonic() - began < 10
     assert "cannot open storage postgresql+psycopg://me:***@127.0.0.1:1/db" in str(e.value)
     assert "hunter2" not in str(e.value)
+
+
+def test_a_url_file_others_can_read_is_refused(tmp_path, monkeypatch):
+    url_file = tmp_path / "url"
+    url_file.write_text("postgresql+psycopg://u:pw@db/x\n")
+    monkeypatch.setenv(storage.ENV_FILE, str(url_file))
+    for mode in (0o644, 0o640, 0o604):
+        url_file.chmod(mode)
+        with pytest.raises(UserError, match=rf"other users can read \(mode {mode:o}\); run "
+                                            rf"`chmod 600 {url_file}`") as e:
+            storage.resolve()
+        assert "pw" not in str(e.value)
+    url_file.chmod(0o600)
+    assert storage.resolve() == "postgresql+psycopg://u:pw@db/x"
+    url_file.write_bytes(b"\xff\xfe")
+    with pytest.raises(UserError, match="not UTF-8 text"):
+        storage.resolve()
+
+
+def test_the_hint_repeats_a_storage_flag_without_its_password():
+    assert storage.hint_command("best --study lr", None) == "python -m search best --study lr"
+    assert storage.hint_command("best --study lr", "sqlite:///my dir/s.db") == \
+        "python -m search best --study lr --storage 'sqlite:///my dir/s.db'"
+    hint = storage.hint_command("best --study lr", "postgresql+psycopg://me:s3cret@db/x")
+    assert "s3cret" not in hint and "SEARCH_STORAGE" in hint and "me:***@db" in hint
+
+
+@pytest.mark.parametrize("error, fault", [
+    (_operational(sqlite3.OperationalError("database or disk is full")),
+     "database or disk is full"),
+    (_wrapped(_operational(sqlite3.OperationalError("attempt to write a readonly database"))),
+     "attempt to write a readonly database"),
+    (_operational(psycopg.errors.ReadOnlySqlTransaction(
+        "cannot execute INSERT in a read-only transaction")),
+     "cannot execute INSERT in a read-only transaction"),
+    (_operational(psycopg.errors.DiskFull("could not extend file")), "could not extend file"),
+    (OSError(28, "No space left on device"), "No space left on device"),
+    (_operational(sqlite3.OperationalError("database is locked")), None),
+    (_operational(psycopg.OperationalError("server closed the connection")), None),
+    (ValueError("bad value"), None),
+])
+def test_write_faults_are_told_from_outages_and_bugs(error, fault):
+    assert storage.write_fault(error) == fault
+    assert storage.is_write_fault(error) is (fault is not None)
+    if fault is not None:
+        assert not storage.is_transient(error)  # no point waiting 10 minutes for disk space
+
+
+def test_user_errors_scrub_passwords_whatever_built_them():
+    e = UserError(f"bad value {['postgresql+psycopg://me:hunter2@db:5432/x']!r}\nand more")
+    assert "hunter2" not in str(e) and "me:***@db" in str(e) and "\n" not in str(e)

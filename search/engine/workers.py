@@ -196,9 +196,14 @@ def _claim(study: optuna.Study, target: int, orphans: dict[int, float]) -> int |
         trial_id = study._pop_waiting_trial_id()
         if trial_id is None:
             trial_id = store.create_new_trial(study._study_id)
-        if beats:
-            store.record_heartbeat(trial_id)
-        store.set_trial_system_attr(trial_id, "worker", WORKER_ID)
+        try:
+            if beats:
+                store.record_heartbeat(trial_id)
+            store.set_trial_system_attr(trial_id, "worker", WORKER_ID)
+        except Exception as e:  # a full disk: the trial just created must not stay RUNNING
+            if storage.is_write_fault(e):
+                storage.close_failed(store, trial_id, "storage_error")
+            raise
     return trial_id
 
 
@@ -228,6 +233,9 @@ def _run_trial(study: optuna.Study, trial_id: int, objective: Callable, sig: _Si
         error = e
     finally:
         beat.stop()
+    if error is not None and storage.is_write_fault(error):  # a full disk, a read-only file
+        closed = storage.close_failed(store, trial_id, "storage_error")
+        raise _refused(error, getattr(store, "url", None), closed)
     if isinstance(error, KeyboardInterrupt) or (error and storage.is_transient(error)):
         reason = "interrupted" if isinstance(error, KeyboardInterrupt) else "storage_error"
         try:
@@ -299,6 +307,8 @@ def work(
         if sig.received != signal.SIGTERM:
             raise
     except Exception as e:
+        if storage.is_write_fault(e):
+            raise _refused(e, url, None) from None
         if not storage.is_transient(e):
             raise
         raise UserError(f"lost the storage {storage.redact(url or '')}: "
@@ -311,6 +321,15 @@ def work(
     elif sig.received is not None:
         raise KeyboardInterrupt
     return study
+
+
+def _refused(e: BaseException, url: str | None, closed: bool | None) -> UserError:
+    trial = {True: "the trial in flight ended as FAIL (end_reason = storage_error); ",
+             False: "the trial in flight could not be closed (another worker fails it after "
+                    "the grace period); ", None: ""}[closed]
+    return UserError(f"storage {storage.redact(url or '')} refuses writes "
+                     f"({storage.scrub(storage.write_fault(e) or '', url)}); {trial}"
+                     "free disk space or make the store writable, then run again")
 
 
 # ---------------------------------------------------------------------------------------
