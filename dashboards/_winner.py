@@ -14,7 +14,6 @@ LR-sweep runs).
 from __future__ import annotations
 
 import math
-import re
 from typing import NamedTuple
 
 import optuna
@@ -117,10 +116,9 @@ def _baseline(key: str, meta: dict, runs: list[FrozenTrial], sweeps: list[Frozen
     tests = _at_length([t for t in runs if t.user_attrs.get("validate_key") == key], epochs)
     tests = [t for t in tests if t.state == TrialState.COMPLETE]
     label = str(meta.get("label", key))
-    # Where its LR came from: "... trials (trial 12) ..." (a searched trial) or a sweep.
-    borrowed = re.search(r"\(trial (\d+)\)", str(meta.get("lr_source") or ""))
-    if borrowed:
-        number = int(borrowed.group(1))
+    # Where its LR came from: a searched trial (`lr_trial`) or a sweep.
+    number = meta.get("lr_trial")
+    if isinstance(number, int):
         val_trial = next((t for t in snap.trials if t.number == number), None)
         val_source = f"trial {number}"
     else:

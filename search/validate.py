@@ -62,6 +62,7 @@ class Job:
     optimizer: str = "sgd"  # or "schedulefree"
     source_trial: int | None = None
     lr_source: str = ""  # baselines: where their LR comes from
+    lr_trial: int | None = None  # baselines: the searched trial that lent its LR
     slot: str = ""  # baselines and sweeps: which baseline (the same at every LR)
 
 
@@ -172,7 +173,7 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None) -> 
             if t.value is not None]
     done.sort(key=lambda t: (-t.value, t.number))
     if not done:
-        raise UserError(f"study {study.study_name!r} has no finished trial to validate; run "
+        raise UserError(f"study {study.study_name!r} has no complete trial to validate; run "
                         f"`python -m search run --study {study.study_name}` first")
     searched = int(done[0].user_attrs.get("epochs", cfg.epochs))
     target = epochs or searched
@@ -210,7 +211,7 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None) -> 
         _add_baseline(jobs, _job(
             b.label, ("baseline",), b.schedule(lr, knobs), b.optimizer, slot=b.slot,
             lr_source=f"LR of the best of the study's {b.family} trials (trial {src.number})"
-                      f"{worth}"))
+                      f"{worth}", lr_trial=src.number))
     return Plan(list(jobs.values()), target, searched, notes, sweeps, knobs)
 
 
@@ -219,7 +220,7 @@ def _add_baseline(jobs: dict[str, Job], b: Job) -> None:
         j = jobs[b.key]
         jobs[b.key] = dataclasses.replace(
             j, roles=(*j.roles, "baseline"), label=f"{j.label} (= {b.label})",
-            lr_source=b.lr_source, slot=b.slot)
+            lr_source=b.lr_source, lr_trial=b.lr_trial, slot=b.slot)
     else:
         jobs[b.key] = b
 
@@ -394,7 +395,9 @@ def run(
         attrs[f"schedule.{j.key}"] = {"label": j.label, "family": j.schedule.family,
                                       "roles": sorted({*old.get("roles", ()), *j.roles}),
                                       "source_trial": src, "lr": j.schedule.lr,
-                                      "lr_source": j.lr_source or old.get("lr_source", "")}
+                                      "lr_source": j.lr_source or old.get("lr_source", ""),
+                                      "lr_trial": (j.lr_trial if j.lr_trial is not None
+                                                   else old.get("lr_trial"))}
     for k, v in attrs.items():
         study.set_user_attr(k, v)
     jobs = {j.key: j for j in the_plan.jobs}

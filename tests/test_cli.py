@@ -130,7 +130,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
 def test_best_on_a_study_with_no_finished_trial(tmp_path, capsys):
     optuna.create_study(study_name="empty", storage="sqlite:///search.db")
     assert cli.main(["best", "--study", "empty"]) == 2
-    assert "has no finished trial yet" in capsys.readouterr().err
+    assert "has no complete trial yet" in capsys.readouterr().err
 
 
 def test_offline_cifar_stops_with_the_data_message(tmp_path, monkeypatch):

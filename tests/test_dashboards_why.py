@@ -48,7 +48,7 @@ def with_companion(study, tests=True):
     comp.set_user_attr("schedule.const", {
         "label": "Constant (LR of trial 1)", "family": "Constant", "roles": ["baseline"],
         "source_trial": None, "lr": 0.05,
-        "lr_source": "LR of the best of the study's Constant trials (trial 1)"})
+        "lr_source": "LR of the best of the study's Constant trials (trial 1)", "lr_trial": 1})
     sweep = {"sweep_for": "cosine", "holdout": "val", "label": "CosineAnnealingLR (whole run)",
              "roles": ["sweep"]}
     trials = [

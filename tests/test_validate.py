@@ -296,7 +296,7 @@ def test_a_study_without_its_file_or_without_trials_is_a_user_error(here, capsys
     (here / "empty.toml").write_text(FAKE.replace("trials = 8", "name = 'empty'"))
     optuna.create_study(study_name="empty", storage="sqlite:///search.db")
     assert cli.main(["validate", "--study", "empty.toml"]) == 2
-    assert "has no finished trial to validate" in capsys.readouterr().err
+    assert "has no complete trial to validate" in capsys.readouterr().err
     assert "empty.validate" not in optuna.get_all_study_names("sqlite:///search.db")
 
 
