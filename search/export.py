@@ -138,8 +138,9 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not trials:
         raise UserError(
-            f"study {study.study_name!r} has no complete trial yet (pruned ones can be exported with --trial N); run "
-            f"`python -m search run --study {study.study_name}` first"
+            f"study {study.study_name!r} has no complete trial yet; run "
+            f"`python -m search run --study {study.study_name}` first (a pruned trial "
+            "exports with `--trial N`)"
         )
     return max(trials, key=lambda t: t.value)
 
