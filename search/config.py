@@ -269,8 +269,20 @@ def _train(t: _Table, objective: str, file: Path) -> Any:
         elif name == "val_fraction":
             if not isinstance(v, _NUM) or not 0 < v < 1:
                 raise t.error(name, "between 0 and 1 (exclusive)", v)
-        elif name in ("holdout", "optimizer"):
+        elif name == "holdout":
             raise t.error(name, "set by `validate`, not in a study file", v)
+        elif name == "optimizer":  # the schedule-free ones are `validate`'s baselines only
+            if v not in ("sgd", "adamw"):
+                raise t.error(name, '"sgd" or "adamw"', v)
+        elif name == "betas":
+            if not (isinstance(v, list) and len(v) == 2 and all(
+                    isinstance(b, _NUM) and not isinstance(b, bool) and 0 <= b < 1 for b in v)):
+                raise t.error(name, "two numbers in [0, 1), e.g. [0.9, 0.999]", v)
+            v = (float(v[0]), float(v[1]))
+        elif name == "eps":
+            if not isinstance(v, _NUM) or isinstance(v, bool) or not v > 0:
+                raise t.error(name, "a number > 0", v)
+            v = float(v)
         elif name == "label_smoothing":
             if not isinstance(v, _NUM) or not 0 <= v < 1:
                 raise t.error(name, "in [0, 1)", v)

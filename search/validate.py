@@ -33,8 +33,10 @@ __all__ = ["COMPANION_SUFFIX", "HELP", "SEED_BASE", "Job", "Plan", "add_argument
 HELP = "re-train the top schedules and baselines on new seeds, scored on the test set"
 COMPANION_SUFFIX = ".validate"
 SEED_BASE = 10_000  # validation seeds are SEED_BASE + i: never a seed the search trained with
-# Schedule-free SGD wants a larger LR than SGD under a schedule (its authors suggest 10-50x).
-SCHEDULEFREE_LR_FACTOR = 10.0
+# The study's optimizer -> its schedule-free variant (TrainConfig.optimizer), its label, and
+# the LR factor over the scheduled LR: its authors suggest 10-50x for SGD, 1-10x for AdamW.
+SCHEDULEFREE = {"sgd": ("schedulefree", "schedule-free SGD", 10.0),
+                "adamw": ("schedulefree_adamw", "schedule-free AdamW", 3.0)}
 ONE_CYCLE_STANDARD = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4}
 
 
@@ -51,7 +53,7 @@ class Job:
     label: str
     roles: tuple[str, ...]  # "candidate", "baseline"
     schedule: schedules.ScheduleConfig
-    optimizer: str = "sgd"  # or "schedulefree"
+    optimizer: str = "sgd"  # "sgd": the study's own optimizer; else a schedule-free one
     source_trial: int | None = None
 
 
@@ -75,7 +77,8 @@ def schedule_of(trial: FrozenTrial, cfg: Any) -> schedules.ScheduleConfig:
         s = space.suggest(optuna.trial.FixedTrial(trial.params), cfg.space, epochs)
     applied = trial.user_attrs.get("optimizer")  # what the optimizer got, where recorded
     if isinstance(applied, dict):
-        s = dataclasses.replace(s, lr=float(applied["lr"]), momentum=float(applied["momentum"]),
+        s = dataclasses.replace(s, lr=float(applied["lr"]),  # AdamW records no momentum
+                                momentum=float(applied.get("momentum", s.momentum)),
                                 weight_decay=float(applied["weight_decay"]))
     return s
 
@@ -122,16 +125,16 @@ def _baselines(cfg: Any, done: list[FrozenTrial], epochs: int) -> tuple[list[Job
     from search.config import DEFAULT_OBJECTIVE
 
     fields = {f.name for f in dataclasses.fields(cfg.train)}
+    free_opt, free_label, factor = SCHEDULEFREE[getattr(cfg.train, "optimizer", "sgd")]
     if cfg.objective != DEFAULT_OBJECTIVE or "optimizer" not in fields:
-        notes.append("schedule-free SGD baseline not run: the objective has no schedule-free "
+        notes.append(f"{free_label} baseline not run: the objective has no schedule-free "
                      "optimizer")
     elif importlib.util.find_spec("schedulefree") is None:
-        notes.append("schedule-free SGD baseline not run: the `schedulefree` package is not "
+        notes.append(f"{free_label} baseline not run: the `schedulefree` package is not "
                      "installed (pip install schedulefree)")
     else:
-        free = dict(knobs, lr=knobs["lr"] * SCHEDULEFREE_LR_FACTOR)
-        out.append(("schedule-free SGD", schedules.ScheduleConfig("Constant", {}, **free),
-                    "schedulefree"))
+        free = dict(knobs, lr=knobs["lr"] * factor)
+        out.append((free_label, schedules.ScheduleConfig("Constant", {}, **free), free_opt))
     return [Job(_key(s, o), lbl, ("baseline",), s, o) for lbl, s, o in out], notes
 
 
@@ -196,6 +199,7 @@ def _record_params(trial: optuna.Trial, s: schedules.ScheduleConfig) -> None:
 
 def _objective(cfg: Any, jobs: dict[str, Job]) -> tuple[Any, type[Exception]]:
     """The Optuna objective: trains the run its (enqueued) trial names, on the test split."""
+    from objectives.classify import OPTIMIZERS
     from search.config import load_objective
     from search.runner import Recorder, TrialFailed, record_optimizer, train_recorded
 
@@ -208,10 +212,10 @@ def _objective(cfg: Any, jobs: dict[str, Job]) -> tuple[Any, type[Exception]]:
             raise TrialFailed("a queued run that is not part of this validation")
         s = job.schedule
         _record_params(trial, s)
-        record_optimizer(trial, s, "SGDScheduleFree" if job.optimizer == "schedulefree" else "SGD")
         extra = {"optimizer": job.optimizer} if job.optimizer != "sgd" else {}
         train_cfg = dataclasses.replace(cfg.train, epochs=int(a["epochs"]), seed=int(a["seed"]),
                                         holdout="test", **extra)
+        record_optimizer(trial, s, OPTIMIZERS[train_cfg.optimizer][1])
         rec = Recorder(trial)  # curves named val_*: here they are measured on the test split
         return train_recorded(func, train_cfg, s, rec)
 
