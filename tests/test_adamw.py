@@ -126,6 +126,12 @@ def test_adamw_study_end_to_end(tmp_path, cifar_dir, capsys, one_thread):
     hf = best_in("hf")
     assert ('optim="adamw_torch"' in hf and "adam_beta1=0.85" in hf) or \
         "torch.optim.AdamW(params" in hf
+    capsys.readouterr()  # 10 batches an epoch, 4 per optimizer step: 3 optimizer steps
+    assert cli.main(["best", "--study", study_file, "--format", "hf", "--epochs", "3",
+                     "--steps-per-epoch", "10", "--grad-accum", "4"]) == 0
+    hf = capsys.readouterr().out
+    assert "max_steps=9," in hf and "gradient_accumulation_steps=4," in hf
+    assert "3 epochs x 3 optimizer steps" in hf
     out = json.loads(best_in("json"))
     assert out["optimizer"]["name"] == "AdamW"
     assert out["frameworks"]["optimizer"]["class"] == "torch.optim.AdamW"
