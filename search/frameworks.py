@@ -84,7 +84,8 @@ def describe(rec: Recommendation) -> dict[str, Any]:
 
     cls, kwargs = optimizer_call(rec.optimizer)
     plateau = rec.interval == schedules.PLATEAU
-    builtin = HF_BUILTIN[rec.family](rec) if rec.family in HF_BUILTIN else None
+    known = rec.optimizer.get("name", "SGD") in HF_OPTIM  # the Trainer can build it itself
+    builtin = HF_BUILTIN[rec.family](rec) if rec.family in HF_BUILTIN and known else None
     total = rec.epochs * rec.steps_per_epoch
     hf_fields: dict[str, Any] = {"max_steps": total}  # E x S: the Trainer stops there
     if plateau:  # the Trainer steps it after every evaluation, with eval_loss
@@ -99,7 +100,8 @@ def describe(rec: Recommendation) -> dict[str, Any]:
                       "monitor": MONITOR if plateau else None},
         "hf": {
             "form": "training_arguments" if builtin is not None else "optimizers",
-            "reason": _hf_reason(rec, builtin),
+            "reason": _hf_reason(rec, builtin) if known else (
+                f"the Trainer has no optim name for {rec.optimizer.get('name')}"),
             # the Trainer steps after every optimizer step; the scheduler wants one step per
             # this many of them (StepPerEpoch) or is stepped by evaluations (plateau: 0)
             "step_every": 0 if plateau else (

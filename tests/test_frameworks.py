@@ -246,3 +246,11 @@ def test_sgd_in_every_format():
             export.render(rec, fmt), fmt
     hf = export.render(rec, "hf")
     assert 'optim="sgd"' in hf and 'optim_args="momentum=0.9,nesterov=True"' in hf
+
+
+def test_an_optimizer_the_trainer_cannot_name_goes_through_optimizers():
+    rec, _ = case("Constant", False)
+    other = dataclasses.replace(rec, optimizer={"name": "Adam", "lr": 0.01})
+    d = frameworks.describe(other)["hf"]
+    assert d["form"] == "optimizers" and "no optim name for Adam" in d["reason"]
+    assert "torch.optim.Adam(params, lr=0.01" in export.render(other, "hf")
