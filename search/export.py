@@ -23,8 +23,8 @@ from search import frameworks, schedules, stats
 from search.errors import UserError
 from search.stats import Validation
 
-__all__ = ["FORMATS", "Recommendation", "Validation", "best_trial", "recommend", "render",
-           "validation"]
+__all__ = ["FORMATS", "Recommendation", "Validation", "best_trial", "optimizer_call",
+           "optimizer_line", "recommend", "render", "validation"]
 
 FORMATS = ("text", "json", "python", "lightning", "hf")
 STEP_WORDS = {
