@@ -146,3 +146,12 @@ def test_adamw_study_end_to_end(tmp_path, cifar_dir, capsys, one_thread):
     assert len(names) == 1 + 3 + free
     assert names.pop("schedule-free AdamW", "AdamWScheduleFree") == "AdamWScheduleFree"
     assert set(names.values()) == {"AdamW"}
+
+
+def test_fused_arrays_train_sgd_only(tmp_path):
+    from search.engine import array
+
+    adamw = load_study(_write(tmp_path, ADAMW))
+    with pytest.raises(UserError, match="`--array` trains SGD only"):
+        array.array_size(adamw, 3)
+    assert array.array_size(adamw) is None  # the sequential engine, even on a GPU
