@@ -10,6 +10,8 @@ trial of a study is scored on the same images; the test split is read only with
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -28,7 +30,10 @@ __all__ = [
     "EVAL_BATCH",
     "SPLIT_SEED",
     "TrainConfig",
+    "OPTIMIZERS",
     "augment",
+    "make_optimizer",
+    "optimizer_record",
     "resolve_device",
     "steps_per_epoch",
     "train",
@@ -59,9 +64,12 @@ class TrainConfig:
     # "test": train on the whole training part incl. that carve, score on the test split
     # (validation of finished searches only; the search never reads the test split).
     holdout: str = "val"
-    # "sgd": torch.optim.SGD (Nesterov when momentum > 0); "schedulefree": schedule-free SGD
-    # from the optional `schedulefree` package (`validate`'s no-schedule baseline).
+    # A key of OPTIMIZERS: "sgd" (Nesterov when momentum > 0), "adamw"; "schedulefree" and
+    # "schedulefree_adamw" (optional `schedulefree` package) are `validate`'s no-schedule
+    # baselines. betas and eps reach the Adam-type optimizers only.
     optimizer: str = "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -76,6 +84,51 @@ def _devices_here() -> str:
     names = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(cuda)] if cuda else [])
     names += ["mps"] if torch.backends.mps.is_available() else []
     return ", ".join(names)
+
+
+# TrainConfig.optimizer -> (module, class): the one table of optimizers an objective trains with.
+OPTIMIZERS: dict[str, tuple[str, str]] = {
+    "sgd": ("torch.optim", "SGD"),
+    "adamw": ("torch.optim", "AdamW"),
+    "schedulefree": ("schedulefree", "SGDScheduleFree"),
+    "schedulefree_adamw": ("schedulefree", "AdamWScheduleFree"),
+}
+
+
+def make_optimizer(
+    params: Any, cfg: TrainConfig, schedule: schedules.ScheduleConfig, total_steps: int
+) -> torch.optim.Optimizer:
+    """The optimizer `cfg.optimizer` names, with the trial's shared knobs (lr, weight decay;
+    momentum for SGD, cfg.betas/eps for Adam types). `total_steps`: optimizer steps of the run."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} "
+                         f"but got {cfg.optimizer!r}")
+    module, name = OPTIMIZERS[cfg.optimizer]
+    cls = getattr(importlib.import_module(module), name)
+    kwargs: dict[str, Any] = {"lr": schedule.lr, "weight_decay": schedule.weight_decay}
+    if cfg.optimizer.startswith("schedulefree"):
+        kwargs["warmup_steps"] = round(SCHEDULEFREE_WARMUP * total_steps)
+    if "adamw" in cfg.optimizer:
+        kwargs |= {"betas": tuple(cfg.betas), "eps": cfg.eps}
+    else:
+        kwargs["momentum"] = schedule.momentum
+        if cfg.optimizer == "sgd":
+            kwargs["nesterov"] = schedule.momentum > 0
+    return cls(params, **kwargs)
+
+
+def optimizer_record(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """What torch received: the class name and every constructor argument as the optimizer
+    holds it (its `defaults`, torch's own defaults filled in), JSON-able."""
+    accepted = inspect.signature(type(optimizer)).parameters
+    out: dict[str, Any] = {"name": type(optimizer).__name__}
+    for k, v in optimizer.defaults.items():
+        if k not in accepted:  # schedule-free keeps running state in `defaults` too
+            continue
+        if isinstance(v, torch.Tensor):
+            v = v.item() if v.numel() == 1 else v.tolist()
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def resolve_device(name: str) -> torch.device:
@@ -244,20 +297,8 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     n, bs = len(train_y), cfg.batch_size
     steps = _steps(n, bs)
-    if cfg.optimizer == "schedulefree":
-        import schedulefree
-
-        optimizer = schedulefree.SGDScheduleFree(
-            params, lr=schedule.lr, momentum=schedule.momentum,
-            weight_decay=schedule.weight_decay,
-            warmup_steps=round(SCHEDULEFREE_WARMUP * steps * cfg.epochs),
-        )
-    else:
-        optimizer = torch.optim.SGD(
-            params, lr=schedule.lr, momentum=schedule.momentum,
-            nesterov=schedule.momentum > 0, weight_decay=schedule.weight_decay,
-        )
-    free = cfg.optimizer == "schedulefree"
+    optimizer = make_optimizer(params, cfg, schedule, steps * cfg.epochs)
+    free = cfg.optimizer.startswith("schedulefree")
     built = schedules.build(optimizer, schedule, steps, cfg.epochs)
     pad, flip = AUGMENT.get(cfg.dataset, (0, False))
     gen = torch.Generator(device=device).manual_seed(cfg.seed)

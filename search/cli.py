@@ -200,6 +200,9 @@ def _best_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trial", type=int, metavar="N",
                    help="export finished trial N (complete or pruned) instead of the winner")
     p.add_argument("--format", choices=FORMATS, default="text")
+    p.add_argument("--grad-accum", type=positive_int, default=1, metavar="K",
+                   help="gradient accumulation: K batches per optimizer step; "
+                        "--steps-per-epoch then counts batches")
     p.epilog = ("Where `validate` has run, the winner is the schedule with the best mean test "
                 "accuracy over seeds, shown with its margin over the best baseline.")
 
@@ -208,8 +211,11 @@ def _best(args: argparse.Namespace) -> int:
     from search import export
 
     _, study = open_study(args)
-    rec = export.recommend(study, args.epochs, args.steps_per_epoch, args.trial)
-    print(export.render(rec, args.format))
+    steps = args.steps_per_epoch
+    if steps and args.grad_accum > 1:  # optimizer steps an epoch, counted as the Trainer does
+        steps = -(-steps // args.grad_accum)
+    rec = export.recommend(study, args.epochs, steps, args.trial)
+    print(export.render(rec, args.format, grad_accum=args.grad_accum))
     return 0
 
 

@@ -195,7 +195,8 @@ def _raise_hint(k: str, path: Path | None, v: Any) -> str:
 
 
 _CHECKED = ("epochs", "batch_size", "train_subset", "seed", "width", "val_fraction",
-            "label_smoothing", "device", "data_dir", "augment", "dataset")
+            "label_smoothing", "device", "data_dir", "augment", "dataset", "optimizer", "betas",
+            "eps")
 
 
 def _train_problem(k: str, v: Any, limits: Mapping[str, Any]) -> str | None:
@@ -226,6 +227,14 @@ def _train_problem(k: str, v: Any, limits: Mapping[str, Any]) -> str | None:
         return None if isinstance(v, str) and v and "\0" not in v else "a directory path"
     if k == "augment":
         return None if isinstance(v, bool) else "true or false"
+    if k == "optimizer":  # the schedule-free ones are `validate`'s baselines only
+        return None if v in ("sgd", "adamw") else '"sgd" or "adamw"'
+    if k == "betas":
+        ok = isinstance(v, list | tuple) and len(v) == 2 and all(
+            _finite(b) and 0 <= b < 1 for b in v)
+        return None if ok else "two numbers in [0, 1), e.g. [0.9, 0.999]"
+    if k == "eps":
+        return None if _finite(v) and 0 < v < 1 else "a number in (0, 1)"
     return None
 
 
@@ -235,7 +244,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "": ("name", "description", "trials", "seed", "storage", "objective", "space", "sampler",
          "pruner", "workers", "limits"),
     "objective": ("function", "dataset", "data_dir", "epochs", "batch_size", "width",
-                  "val_fraction", "train_subset", "label_smoothing", "seed", "device", "augment"),
+                  "val_fraction", "train_subset", "label_smoothing", "seed", "device", "augment",
+                  "optimizer", "betas", "eps"),
     "space": ("families", "lr", "momentum", "weight_decay", "warmup_epochs", "default_lr",
               "enqueue_defaults"),
     "sampler": ("name", "n_startup_trials", "multivariate", "group"),
@@ -410,7 +420,7 @@ def _train(t: _Table, objective: str, file: Path, limits: Mapping[str, Any]) -> 
     for name in [n for n in known if n in t.data]:  # in the fields' order
         v = t.data[name]
         t.used.add(name)
-        if name in ("holdout", "optimizer"):
+        if name == "holdout":
             raise t.error(name, "set by `validate`, not in a study file", v)
         problem = _train_problem(name, v, limits)
         if problem is None and name == "dataset":
@@ -426,7 +436,9 @@ def _train(t: _Table, objective: str, file: Path, limits: Mapping[str, Any]) -> 
                 f"{type(default).__name__}"  # a setting added to TrainConfig later
         if problem:
             raise t.error(name, problem, v, _raise_hint(name, file, v))
-        values[name] = tuple(v) if name == "width" else v
+        values[name] = (tuple(v) if name == "width" else
+                        tuple(float(b) for b in v) if name == "betas" else
+                        float(v) if name == "eps" else v)
     options = {k: v for k, v in t.data.items() if k not in known and k != "function"}
     if objective == DEFAULT_OBJECTIVE:
         t.done(valid=_SECTIONS["objective"])

@@ -7,6 +7,8 @@ best mean test accuracy over seeds, with its margin over the best baseline (`Val
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import math
 import textwrap
@@ -14,16 +16,17 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from search import runner, schedules, stats
+from search import frameworks, runner, schedules, stats
 from search.errors import UserError
 from search.stats import Validation
 
-__all__ = ["FORMATS", "Recommendation", "Validation", "best_trial", "recommend", "render",
-           "validation"]
+__all__ = ["FORMATS", "Recommendation", "Validation", "best_trial", "optimizer_call",
+           "optimizer_line", "recommend", "render", "validation"]
 
-FORMATS = ("text", "json", "python")
+FORMATS = ("text", "json", "python", "lightning", "hf")
 STEP_WORDS = {
     schedules.EPOCH: ("epoch", "call scheduler.step() once after each epoch"),
     schedules.ITERATION: ("batch", "call scheduler.step() after every optimizer.step()"),
@@ -74,12 +77,10 @@ class Recommendation:
         return acc
 
     def optimizer_code(self) -> str:
-        o = self.optimizer
-        return (
-            f"torch.optim.SGD(params, lr={schedules.lit(float(o['lr']))}, "
-            f"momentum={schedules.lit(float(o['momentum']))}, nesterov={bool(o['nesterov'])}, "
-            f"weight_decay={schedules.lit(float(o['weight_decay']))})"
-        )
+        """The optimizer the trial trained with, as torch received it, on `params`."""
+        name, kwargs = optimizer_call(self.optimizer)
+        args = ", ".join(f"{k}={_lit(v)}" for k, v in kwargs.items())
+        return f"{name}(params, {args})"
 
     def code(self) -> str:
         word, how = STEP_WORDS[self.interval]
@@ -131,7 +132,43 @@ def make_optimizer_and_scheduler(params):
         out["step"] = self.step
         out["code"] = self.code()
         out |= self.validation.fields() if self.validation else Validation.empty_fields()
+        out["frameworks"] = frameworks.describe(self)  # how it steps in Lightning / HF Trainer
         return out
+
+
+# Always printed where recorded, even at torch's default: the knobs a reader looks for.
+_SHOWN = ("lr", "momentum", "nesterov", "betas", "eps", "weight_decay")
+
+
+def _lit(v: Any) -> str:
+    if isinstance(v, list | tuple):  # betas: a tuple, as torch documents it
+        return "(" + ", ".join(_lit(x) for x in v) + ")"
+    return schedules.lit(v)
+
+
+def optimizer_call(o: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A recorded optimizer -> (qualified class name, the kwargs worth printing): the shown
+    knobs, and every other argument where it differs from the class's default."""
+    name = o.get("name", "SGD")  # trials recorded before the name was: SGD
+    module = "torch.optim" if hasattr(torch.optim, name) else "schedulefree"
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+    except (ImportError, AttributeError):  # schedulefree not installed here: print them all
+        defaults = {}
+
+    def differs(k: str, v: Any) -> bool:
+        d = defaults.get(k, inspect.Parameter.empty)
+        return list(d) != list(v) if isinstance(v, list) and isinstance(d, tuple) else d != v
+    keys = sorted(o, key=lambda k: _SHOWN.index(k) if k in _SHOWN else len(_SHOWN))
+    kwargs = {k: o[k] for k in keys if k != "name" and (k in _SHOWN or differs(k, o[k]))}
+    return f"{module}.{name}", kwargs
+
+
+def optimizer_line(o: dict[str, Any]) -> str:
+    """One line: `AdamW lr=0.003 betas=(0.9, 0.999) eps=1e-08 weight_decay=0.05`."""
+    name, kwargs = optimizer_call(o)
+    return " ".join([name.rsplit(".", 1)[1], *(f"{k}={_lit(v)}" for k, v in kwargs.items())])
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
@@ -267,7 +304,6 @@ def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
 
 
 def _text(rec: Recommendation) -> str:
-    o = rec.optimizer
     lines = [
         f"{'Best schedule' if rec.state == 'COMPLETE' else 'Schedule'} of study "
         f"{rec.study!r}: trial {rec.trial_number}, {rec.family}, {rec.outcome()}",
@@ -275,8 +311,7 @@ def _text(rec: Recommendation) -> str:
             f"  (not validated: `python -m search validate --study {rec.study}` re-trains it "
             "and baselines on new seeds, scored on the test set)"]),
         f"  scheduler kwargs : {json.dumps(rec.kwargs)}",
-        f"  optimizer        : SGD lr={o['lr']:.4g} momentum={o['momentum']:.3g} "
-        f"nesterov={o['nesterov']} weight_decay={o['weight_decay']:.3g}",
+        f"  optimizer        : {optimizer_line(rec.optimizer)}",
         f"  stepping         : {STEP_WORDS[rec.interval][1]}",
     ]
     if rec.warmup:
@@ -298,7 +333,12 @@ def _text(rec: Recommendation) -> str:
     return "\n".join(lines)
 
 
-def render(rec: Recommendation, fmt: str = "text") -> str:
+def render(rec: Recommendation, fmt: str = "text", grad_accum: int = 1) -> str:
+    """`rec` in a format of FORMATS; `grad_accum`: batches per optimizer step (hf only)."""
+    if fmt == "lightning":
+        return frameworks.lightning(rec)
+    if fmt == "hf":
+        return frameworks.hf(rec, grad_accum)
     if fmt == "json":
         return json.dumps(rec.to_dict(), indent=2)
     if fmt == "python":

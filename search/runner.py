@@ -187,6 +187,9 @@ class Recorder:
         set_attr("epochs", int(b.epochs))
         if b.warmup is not None:
             set_attr("warmup", b.warmup)
+        optimizer = getattr(b.scheduler, "optimizer", None)
+        if optimizer is not None:  # what torch received replaces what was asked for
+            record_optimizer(self.trial, optimizer)
 
     def __call__(self, epoch: int, val_loss: float, val_acc: float, lr_applied: float) -> None:
         for key, v in zip(self.curves, (lr_applied, val_acc, val_loss), strict=True):
@@ -239,16 +242,31 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         rec = Recorder(trial, on_epoch)
         schedule = space.suggest(trial, cfg.space, cfg.epochs)
-        record_optimizer(trial, schedule)
+        record_optimizer(trial, schedule, _optimizer_name(cfg.train))
         return train_recorded(func, cfg.train, schedule, rec)
 
     return objective
 
 
-def record_optimizer(trial: optuna.Trial, s: schedules.ScheduleConfig, name: str = "SGD") -> None:
-    trial.set_user_attr("optimizer", {
-        "name": name, "lr": s.lr, "momentum": s.momentum, "nesterov": s.momentum > 0,
-        "weight_decay": s.weight_decay})
+def _optimizer_name(train_cfg: Any) -> str:
+    from objectives.classify import OPTIMIZERS
+
+    return OPTIMIZERS.get(getattr(train_cfg, "optimizer", "sgd"), ("", "SGD"))[1]
+
+
+def record_optimizer(trial: optuna.Trial, s: Any, name: str = "SGD") -> None:
+    """The trial's `optimizer` attr. `s` a torch optimizer: exactly what it received (class and
+    every constructor argument, torch's defaults filled in). `s` a ScheduleConfig, before
+    training: the knobs asked for, until the objective builds its schedule on the real one."""
+    if isinstance(s, schedules.ScheduleConfig):
+        asked = {"name": name, "lr": s.lr, "weight_decay": s.weight_decay}
+        if "Adam" not in name:
+            asked |= {"momentum": s.momentum, "nesterov": s.momentum > 0}
+        trial.set_user_attr("optimizer", asked)
+    else:
+        from objectives.classify import optimizer_record
+
+        trial.set_user_attr("optimizer", optimizer_record(s))
 
 
 def train_recorded(

@@ -34,15 +34,17 @@ from optuna.trial import FrozenTrial, TrialState
 from search import schedules
 from search.errors import UserError
 
-__all__ = ["BASELINES", "COMPANION_SUFFIX", "HELP", "SEED_BASE", "Baseline", "Job", "Plan",
-           "add_arguments", "companion_name", "main", "open_companion", "plan", "run",
-           "sweep_lrs", "tune"]
+__all__ = ["BASELINES", "COMPANION_SUFFIX", "HELP", "SCHEDULEFREE", "SEED_BASE", "Baseline",
+           "Job", "Plan", "add_arguments", "baselines", "companion_name", "main",
+           "open_companion", "plan", "run", "sweep_lrs", "tune"]
 
 HELP = "re-train the top schedules and baselines on new seeds, scored on the test set"
 COMPANION_SUFFIX = ".validate"
 SEED_BASE = 10_000  # validation seeds are SEED_BASE + i: never a seed the search trained with
-# Schedule-free SGD wants a larger LR than SGD under a schedule (its authors suggest 10-50x).
-SCHEDULEFREE_LR_FACTOR = 10.0
+# The study's optimizer -> its schedule-free variant (TrainConfig.optimizer), its label, and
+# the LR factor over the scheduled LR: its authors suggest 10-50x for SGD, 1-10x for AdamW.
+SCHEDULEFREE = {"sgd": ("schedulefree", "schedule-free SGD", 10.0),
+                "adamw": ("schedulefree_adamw", "schedule-free AdamW", 3.0)}
 ONE_CYCLE_STANDARD = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4}
 
 
@@ -59,7 +61,7 @@ class Job:
     label: str
     roles: tuple[str, ...]  # "candidate", "baseline", "sweep"
     schedule: schedules.ScheduleConfig
-    optimizer: str = "sgd"  # or "schedulefree"
+    optimizer: str = "sgd"  # "sgd": the study's own optimizer; else a schedule-free one
     source_trial: int | None = None
     lr_source: str = ""  # baselines: where their LR comes from
     lr_trial: int | None = None  # baselines: the searched trial that lent its LR
@@ -93,15 +95,13 @@ class Baseline:
         return schedules.ScheduleConfig(self.family, dict(self.params), **dict(knobs, lr=lr))
 
 
-BASELINES = (
+BASELINES = (  # the schedule-free one is added per study optimizer (`baselines`)
     Baseline("constant", "Constant", "Constant", {}),
     Baseline("cosine", "CosineAnnealingLR (whole run)", "CosineAnnealingLR",
              {"T_max": 1.0, "eta_min_factor": 0.0}),
     Baseline("onecycle", "OneCycleLR (standard)", "OneCycleLR", dict(ONE_CYCLE_STANDARD)),
     # airbench's schedule; "Straight to Zero" (ICLR 2025) finds it beats cosine-to-10%
     Baseline("linear0", "linear to zero", "PolynomialLR", {"power": 1.0}),
-    Baseline("schedulefree", "schedule-free SGD", "Constant", {}, "schedulefree",
-             SCHEDULEFREE_LR_FACTOR, borrows=False),
 )
 MIN_STUDY_TRIALS = 5  # finished trials of a family before the study's best LR is trusted
 SWEEP_STEPS = (-2, -1, 0, 1, 2)  # sweep LRs: default_lr x 3 ** step
@@ -118,18 +118,26 @@ def _knobs(cfg: Any) -> dict[str, float]:
             "weight_decay": _shared(sp.weight_decay, base.weight_decay)}
 
 
+def baselines(cfg: Any) -> tuple[Baseline, ...]:
+    """The baselines for this study: BASELINES, then the schedule-free variant of its
+    optimizer (no schedule at all), at its own larger LR."""
+    free_opt, free_label, factor = SCHEDULEFREE[getattr(cfg.train, "optimizer", "sgd")]
+    return (*BASELINES, Baseline("schedulefree", free_label, "Constant", {}, free_opt, factor,
+                                 borrows=False))
+
+
 def _unavailable(cfg: Any, b: Baseline) -> str:
     """Why a baseline cannot run here ("" where it can)."""
-    if b.optimizer != "schedulefree":
+    if b.optimizer == "sgd":  # the study's own optimizer
         return ""
     from search.config import DEFAULT_OBJECTIVE
 
     fields = {f.name for f in dataclasses.fields(cfg.train)}
     if cfg.objective != DEFAULT_OBJECTIVE or "optimizer" not in fields:
-        return "schedule-free SGD baseline not run: the objective has no schedule-free optimizer"
+        return f"{b.label} baseline not run: the objective has no schedule-free optimizer"
     if importlib.util.find_spec("schedulefree") is None:
-        return ("schedule-free SGD baseline not run: the `schedulefree` package is not "
-                "installed (pip install schedulefree)")
+        return (f"{b.label} baseline not run: the `schedulefree` package is not installed "
+                "(pip install schedulefree)")
     return ""
 
 
@@ -193,7 +201,7 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None) -> 
     if unrecorded:
         notes.append(f"{unrecorded} trials without a schedule record were skipped")
     knobs, sweeps = _knobs(cfg), []
-    for b in BASELINES:
+    for b in baselines(cfg):
         why = _unavailable(cfg, b)
         if why:
             notes.append(why)
@@ -231,6 +239,7 @@ def _add_baseline(jobs: dict[str, Job], b: Job) -> None:
 def _objective(cfg: Any, jobs: dict[str, Job]) -> tuple[Any, type[Exception]]:
     """The Optuna objective: trains the run its (enqueued) trial names, on the split it names
     (the test split for the seeds, the validation split for LR sweeps)."""
+    from objectives.classify import OPTIMIZERS
     from search.config import load_objective
     from search.runner import Recorder, TrialFailed, record_optimizer, train_recorded
 
@@ -246,10 +255,11 @@ def _objective(cfg: Any, jobs: dict[str, Job]) -> tuple[Any, type[Exception]]:
         # value; one allowed value each: recorded, not sampled); `schedule` holds the rest
         trial.suggest_categorical("scheduler", list(schedules.SCHEDULES))
         trial.suggest_float("lr", s.lr, s.lr)
-        record_optimizer(trial, s, "SGDScheduleFree" if job.optimizer == "schedulefree" else "SGD")
         extra = {"optimizer": job.optimizer} if job.optimizer != "sgd" else {}
         train_cfg = dataclasses.replace(cfg.train, epochs=int(a["epochs"]), seed=int(a["seed"]),
                                         holdout=a.get("holdout", "test"), **extra)
+        # what was asked for, until the objective builds its schedule on the real optimizer
+        record_optimizer(trial, s, OPTIMIZERS[getattr(train_cfg, "optimizer", "sgd")][1])
         rec = Recorder(trial)  # curves named val_*: measured on the split `holdout` names
         return train_recorded(func, train_cfg, s, rec)
 

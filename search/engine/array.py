@@ -68,6 +68,9 @@ def _check(cfg: StudyConfig) -> None:
             f"`--array` needs the built-in objective {DEFAULT_OBJECTIVE} but the study uses "
             f"{cfg.objective}; run it without --array"
         )
+    if getattr(cfg.train, "optimizer", "sgd") != "sgd":  # FusedSGD is the arrays' optimizer
+        raise UserError(f"`--array` trains SGD only but the study's optimizer is "
+                        f"{cfg.train.optimizer!r}; run it without --array")
 
 
 def array_size(cfg: StudyConfig, requested: int | None = None) -> int | None:
@@ -75,7 +78,7 @@ def array_size(cfg: StudyConfig, requested: int | None = None) -> int | None:
     if requested is not None:
         _check(cfg)
         return requested
-    if cfg.objective != DEFAULT_OBJECTIVE:
+    if cfg.objective != DEFAULT_OBJECTIVE or getattr(cfg.train, "optimizer", "sgd") != "sgd":
         return None
     from objectives.classify import resolve_device
 

@@ -1,0 +1,238 @@
+"""A Recommendation -> code for PyTorch Lightning and the Hugging Face Trainer.
+
+Each framework decides itself when a scheduler steps, and translating by hand is where
+schedules go wrong. `describe(rec)` says, JSON-able, how the schedule steps in each framework
+(`--format json` carries it, so another tool can generate its own code); `lightning(rec)` and
+`hf(rec)` print paste-ready code from it. The kwargs are the recommendation's, already at its
+budget: nothing here rescales.
+
+Lightning steps a scheduler as its config dict says: `interval` "step" (after every optimizer
+step) or "epoch", and ReduceLROnPlateau with the logged metric named by `monitor`.
+The Hugging Face Trainer steps its scheduler after every optimizer step, and a
+ReduceLROnPlateau after every evaluation with `metric_for_best_model`. A schedule stepped per
+epoch is wrapped there (`StepPerEpoch`) so that it still changes the LR once per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from search import schedules
+
+if TYPE_CHECKING:
+    from search.export import Recommendation
+
+__all__ = ["HF_BUILTIN", "describe", "hf", "lightning"]
+
+MONITOR = "val_loss"  # the metric ReduceLROnPlateau reads: the search stepped it on val loss
+LIGHTNING_INTERVAL = {schedules.EPOCH: "epoch", schedules.ITERATION: "step",
+                      schedules.PLATEAU: "epoch"}
+# Recorded optimizer class -> the Trainer's `optim` name (TrainingArguments form only).
+HF_OPTIM = {"SGD": "sgd", "AdamW": "adamw_torch", "SGDScheduleFree": "schedule_free_sgd",
+            "AdamWScheduleFree": "schedule_free_adamw"}
+
+
+def _constant(rec: Recommendation) -> dict[str, Any] | None:
+    return None if rec.warmup else {"lr_scheduler_type": "constant", "lr_scheduler_kwargs": {}}
+
+
+def _plateau(rec: Recommendation) -> dict[str, Any]:
+    # The Trainer's reduce_lr_on_plateau is torch's ReduceLROnPlateau(optimizer, **kwargs),
+    # stepped with eval_<metric_for_best_model> after each evaluation.
+    return {"lr_scheduler_type": "reduce_lr_on_plateau", "lr_scheduler_kwargs": dict(rec.kwargs)}
+
+
+# Families with an exact built-in `lr_scheduler_type` (the same LR at every optimizer step, as
+# tests/test_frameworks.py checks with transformers' get_scheduler); None: not for this one.
+HF_BUILTIN: dict[str, Callable[[Recommendation], dict[str, Any] | None]] = {
+    "Constant": _constant,
+    "ReduceLROnPlateau": _plateau,
+}
+
+_NOT_BUILTIN = {
+    "OneCycleLR": "the Trainer has no one-cycle schedule",
+    "InverseTimeDecay": "the Trainer's inverse_sqrt decays as 1/sqrt(step), not "
+                        "1/(1 + decay * step)",
+    "WarmupCosine": "its warmup starts at {f} x the LR; the Trainer's cosine schedules warm up "
+                    "from 0",
+    "WarmupStableDecay": "its warmup starts at {f} x the LR; the Trainer's warmup_stable_decay "
+                         "warms up from 0",
+}
+
+
+def _hf_reason(rec: Recommendation, builtin: dict[str, Any] | None) -> str:
+    if builtin is not None:
+        return (f"{rec.family} is exactly the built-in lr_scheduler_type "
+                f"{builtin['lr_scheduler_type']!r}")
+    why = "no built-in lr_scheduler_type gives the same LR at every step: "
+    if rec.warmup:
+        return why + (f"its warmup starts at {rec.warmup['start_factor']:g} x the LR; the "
+                      "Trainer's warmups start from 0")
+    if rec.interval == schedules.EPOCH:
+        return why + ("it changes the LR once per epoch, the Trainer's built-ins at every "
+                      "optimizer step")
+    return why + _NOT_BUILTIN.get(rec.family, "the Trainer has none like it").format(
+        f=schedules.WARMUP_START_FACTOR)
+
+
+def describe(rec: Recommendation) -> dict[str, Any]:
+    """How the schedule steps in Lightning and in the Hugging Face Trainer, JSON-able."""
+    from search.export import optimizer_call
+
+    cls, kwargs = optimizer_call(rec.optimizer)
+    plateau = rec.interval == schedules.PLATEAU
+    known = rec.optimizer.get("name", "SGD") in HF_OPTIM  # the Trainer can build it itself
+    builtin = HF_BUILTIN[rec.family](rec) if rec.family in HF_BUILTIN and known else None
+    total = rec.epochs * rec.steps_per_epoch
+    hf_fields: dict[str, Any] = {"max_steps": total}  # E x S: the Trainer stops there
+    if plateau:  # the Trainer steps it after every evaluation, with eval_loss
+        hf_fields |= {"eval_strategy": "epoch", "metric_for_best_model": "loss"}
+    if builtin is not None:
+        hf_fields |= {"learning_rate": kwargs["lr"], **builtin, "warmup_steps": 0,
+                      "weight_decay": kwargs.get("weight_decay", 0.0)}
+        hf_fields |= _hf_optim(rec.optimizer)
+    return {
+        "optimizer": {"class": cls, "kwargs": kwargs},
+        "lightning": {"interval": LIGHTNING_INTERVAL[rec.interval], "frequency": 1,
+                      "monitor": MONITOR if plateau else None},
+        "hf": {
+            "form": "training_arguments" if builtin is not None else "optimizers",
+            "reason": _hf_reason(rec, builtin) if known else (
+                f"the Trainer has no optim name for {rec.optimizer.get('name')}"),
+            # the Trainer steps after every optimizer step; the scheduler wants one step per
+            # this many of them (StepPerEpoch) or is stepped by evaluations (plateau: 0)
+            "step_every": 0 if plateau else (
+                rec.steps_per_epoch if rec.interval == schedules.EPOCH else 1),
+            "training_arguments": hf_fields,
+        },
+    }
+
+
+def _hf_optim(o: dict[str, Any]) -> dict[str, Any]:
+    name = o.get("name", "SGD")
+    out: dict[str, Any] = {"optim": HF_OPTIM[name]}
+    if "betas" in o:
+        out |= {"adam_beta1": o["betas"][0], "adam_beta2": o["betas"][1]}
+    if "eps" in o:
+        out["adam_epsilon"] = o["eps"]
+    extra = {k: o[k] for k in ("momentum", "nesterov") if k in o}
+    if extra and name == "SGD":  # the Trainer's SGD reads these from optim_args
+        out["optim_args"] = ",".join(f"{k}={v}" for k, v in extra.items())
+    return out
+
+
+def _header(rec: Recommendation, what: str) -> str:
+    return (f"# {what}: study {rec.study!r}, trial {rec.trial_number}, {rec.family}, validation "
+            f"accuracy {rec.value:.4f}.\n# Computed for {rec.epochs} epochs x "
+            f"{rec.steps_per_epoch} optimizer steps = {rec.epochs * rec.steps_per_epoch} "
+            "steps; for another length run\n# `python -m search best --study "
+            f"{rec.study} --epochs N --steps-per-epoch M`.\n")
+
+
+def _body(rec: Recommendation, params: str) -> str:
+    return (f"params = {params}\noptimizer = {rec.optimizer_code()}\n"
+            f"scheduler = {rec.scheduler_code()}\n")
+
+
+def _py(v: Any) -> str:
+    """A Python literal, strings in double quotes, floats as the other exports print them."""
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_py(k)}: {_py(x)}" for k, x in v.items()) + "}"
+    return schedules.lit(v)
+
+
+def _comment(text: str) -> str:
+    return textwrap.fill(text, 97, initial_indent="# ", subsequent_indent="# ") + "\n"
+
+
+def lightning(rec: Recommendation) -> str:
+    """`configure_optimizers(self)` for a LightningModule."""
+    d = describe(rec)["lightning"]
+    lines = [f'"interval": {_py(d["interval"])},  # ' + (
+        "scheduler.step() after every optimizer step" if d["interval"] == "step"
+        else "scheduler.step() once after each epoch"), '"frequency": 1,']
+    if d["monitor"]:
+        lines.append(f'"monitor": {_py(d["monitor"])},  # needs self.log("{d["monitor"]}", loss) '
+                     "in validation_step (logged per epoch)")
+    config = textwrap.indent("\n".join(lines), " " * 16)
+    return (_header(rec, "PyTorch Lightning") + "# Paste into your LightningModule; "
+            f"Trainer(max_epochs={rec.epochs}), {rec.steps_per_epoch} optimizer steps an epoch."
+            "\nimport torch\n\n\n"
+            "    def configure_optimizers(self):\n"
+            + textwrap.indent(_body(rec, "self.parameters()"), " " * 8) +
+            "        return {\n"
+            '            "optimizer": optimizer,\n'
+            '            "lr_scheduler": {\n'
+            '                "scheduler": scheduler,\n'
+            f"{config}\n"
+            "            },\n"
+            "        }\n")
+
+
+_STEP_PER_EPOCH = '''
+
+class StepPerEpoch:
+    """The Trainer calls scheduler.step() after every optimizer step; this schedule steps once
+    per epoch, so the wrapped scheduler steps every `steps_per_epoch` calls."""
+
+    def __init__(self, scheduler, steps_per_epoch):
+        self.scheduler, self.steps_per_epoch, self.calls = scheduler, steps_per_epoch, 0
+        self.optimizer = scheduler.optimizer
+
+    def step(self):
+        self.calls += 1
+        if self.calls % self.steps_per_epoch == 0:
+            self.scheduler.step()
+
+    def get_last_lr(self):
+        return self.scheduler.get_last_lr()
+
+    def state_dict(self):
+        return {"calls": self.calls, "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"]
+        self.scheduler.load_state_dict(state["scheduler"])
+'''
+
+
+def _args(fields: dict[str, Any], grad_accum: int) -> str:
+    items = {"output_dir": "out", **fields, "gradient_accumulation_steps": grad_accum}
+    text = "".join(f"    {k}={_py(v)},\n" for k, v in items.items())
+    return f"args = TrainingArguments(\n{text})\n"
+
+
+def hf(rec: Recommendation, grad_accum: int = 1) -> str:
+    """For the Hugging Face Trainer: TrainingArguments fields where the schedule is a built-in
+    lr_scheduler_type exactly, else `optimizers=(optimizer, scheduler)` from torch classes.
+    Counts are optimizer steps; `grad_accum` batches make one optimizer step."""
+    d = describe(rec)["hf"]
+    head = _header(rec, "Hugging Face Trainer") + _comment(
+        f"Form: {d['form']}, because {d['reason']}.")
+    fields = d["training_arguments"]
+    if d["form"] == "training_arguments":
+        return (head + _comment("The Trainer exempts biases and LayerNorm weights from "
+                                "weight decay; the search decayed every parameter.")
+                + "from transformers import Trainer, "
+                "TrainingArguments\n\n" + _args(fields, grad_accum)
+                + "trainer = Trainer(model=model, args=args, train_dataset=train, "
+                "eval_dataset=val)\n")
+    every = d["step_every"]
+    wrap = every > 1
+    make = ("\n\ndef make_optimizer_and_scheduler(model):\n"
+            + textwrap.indent(_body(rec, "model.parameters()"), "    ")
+            + (f"    scheduler = StepPerEpoch(scheduler, {every})  # stepped once per epoch\n"
+               if wrap else "")
+            + "    return optimizer, scheduler\n\n\n")
+    note = ("# learning_rate and the scheduler in TrainingArguments are unused: the optimizer "
+            "and scheduler come\n# from `optimizers`. max_steps fixes the optimizer steps "
+            "the schedule was computed for.\n")
+    return (head + "import torch\nfrom transformers import Trainer, TrainingArguments\n"
+            + (_STEP_PER_EPOCH if wrap else "") + make + note + _args(fields, grad_accum)
+            + "trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,\n"
+            "                  optimizers=make_optimizer_and_scheduler(model))\n")

@@ -1,0 +1,256 @@
+"""The Lightning and Hugging Face exports, run in the real frameworks on a toy model.
+
+Truth is the search's own loop: torch's scheduler for the recommendation's schedule, stepped
+as `schedules.Built` says, on the optimizer the trial trained with. Each framework must apply
+the same LR at every optimizer step (read from the optimizer), for every family, with and
+without an added warmup, and ReduceLROnPlateau driven by the logged validation loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+import warnings
+
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+
+from objectives.classify import TrainConfig, make_optimizer, optimizer_record
+from search import export, frameworks, schedules, space
+from search.config import SpaceConfig
+
+lightning = pytest.importorskip("lightning")
+transformers = pytest.importorskip("transformers")
+
+E, S = 4, 3  # epochs, optimizer steps per epoch
+BATCH = 2
+PRINTED = 1e-7  # the printed code's float literals carry 8 significant digits (schedules.lit)
+# Validation losses per epoch: worse and worse after the first, so ReduceLROnPlateau cuts.
+VAL_LOSSES = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
+WARMUP_FAMILIES = [f for f, fam in schedules.SCHEDULES.items() if fam.warmup_ok]
+CASES = [(f, False) for f in schedules.SCHEDULES] + [(f, True) for f in WARMUP_FAMILIES]
+
+
+def _warm(s: schedules.ScheduleConfig) -> schedules.ScheduleConfig:
+    # an added warmup of a quarter of the run (ScheduleConfig.warmup, a fraction of the run;
+    # before the budget-free rewrite: warmup_epochs)
+    names = {f.name for f in dataclasses.fields(s)}
+    return dataclasses.replace(s, **({"warmup": 0.25} if "warmup" in names
+                                     else {"warmup_epochs": E / 4}))
+
+
+def schedule_for(family: str, warmup: bool, seed: int = 0) -> schedules.ScheduleConfig:
+    """A schedule of `family` with parameters drawn from the study space's ranges."""
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = space.suggest(trial, SpaceConfig(families=(family,)), E)
+    s = dataclasses.replace(s, lr=0.01, weight_decay=0.05)
+    return _warm(s) if warmup else s
+
+
+def reference(s: schedules.ScheduleConfig, cfg: TrainConfig):
+    """(Recommendation, LR at every optimizer step) as the search trains: torch's scheduler
+    stepped as Built says, on the optimizer `cfg` names."""
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg, s, E * S)
+    built = schedules.build(opt, s, S, E)
+    lrs = []
+    for epoch in range(E):
+        for _ in range(S):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            built.after_batch()
+        built.after_epoch(VAL_LOSSES[epoch])
+    rec = export.Recommendation(
+        study="toy", trial_number=0, value=0.5, family=built.family, kwargs=built.kwargs,
+        interval=built.interval, warmup=built.warmup,
+        optimizer=optimizer_record(opt), epochs=E, steps_per_epoch=S, searched_epochs=E,
+        searched_steps_per_epoch=S)
+    return rec, lrs
+
+
+def case(family: str, warmup: bool, optimizer: str = "adamw"):
+    s = schedule_for(family, warmup)
+    rec, want = reference(s, TrainConfig(optimizer=optimizer))
+    assert (rec.warmup is not None) == warmup
+    if family == "ReduceLROnPlateau":
+        assert len(set(want)) > 1  # the losses made it cut the LR: the test can tell
+    return rec, want
+
+
+def _data(n: int):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 2, generator=g), torch.randn(n, 1, generator=g)
+
+
+# -- Lightning ---------------------------------------------------------------------------
+
+
+class _Toy(lightning.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 1)
+        self.lrs: list[float] = []
+
+    def training_step(self, batch, i):
+        x, y = batch
+        return F.mse_loss(self.net(x), y)
+
+    def validation_step(self, batch, i):
+        self.log("val_loss", VAL_LOSSES[self.current_epoch], on_epoch=True)
+
+    def on_before_optimizer_step(self, optimizer):
+        self.lrs.append(optimizer.param_groups[0]["lr"])  # what this step applies
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*_data(S * BATCH)),
+                                           batch_size=BATCH)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*_data(BATCH)),
+                                           batch_size=BATCH)
+
+
+def run_lightning(code: str) -> list[float]:
+    """Paste the printed method into a LightningModule, train E epochs; LR of every step."""
+    head, method = code.split("    def configure_optimizers", 1)
+    ns: dict = {}
+    exec(head, ns)  # noqa: S102 - the imports the snippet asks for
+    exec(textwrap.dedent("    def configure_optimizers" + method), ns)  # noqa: S102
+    module = type("Pasted", (_Toy,), {"configure_optimizers": ns["configure_optimizers"]})()
+    trainer = lightning.Trainer(
+        max_epochs=E, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny data: "few batches", "no workers"
+        trainer.fit(module)
+    return module.lrs
+
+
+@pytest.mark.parametrize("family,warmup", CASES)
+def test_lightning_applies_the_recorded_lrs(family, warmup, one_thread):
+    rec, want = case(family, warmup)
+    code = export.render(rec, "lightning")
+    got = run_lightning(code)
+    assert got == pytest.approx(want, rel=PRINTED, abs=0)
+    assert "torch.optim.AdamW(" in code
+
+
+def test_lightning_plateau_names_the_metric():
+    rec, _ = case("ReduceLROnPlateau", False)
+    code = export.render(rec, "lightning")
+    assert '"monitor": "val_loss"' in code and 'self.log("val_loss"' in code
+    assert '"interval": "epoch"' in code
+
+
+# -- Hugging Face Trainer ----------------------------------------------------------------
+
+
+class _HFToy(torch.nn.Module):
+    """Train loss: MSE. Eval loss: VAL_LOSSES[evaluations so far], as a run's val loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 1)
+        self.evals = 0
+
+    def forward(self, x, labels):
+        out = self.net(x)
+        if self.training:
+            return {"loss": F.mse_loss(out, labels), "logits": out}
+        return {"loss": torch.tensor(VAL_LOSSES[self.evals]), "logits": out}
+
+
+class _Spy(transformers.TrainerCallback):
+    def __init__(self, model: _HFToy) -> None:
+        self.model, self.lrs = model, []
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kw):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+
+    def on_evaluate(self, args, state, control, **kw):
+        self.model.evals += 1
+
+
+def _rows(n: int) -> list[dict]:
+    x, y = _data(n)
+    return [{"x": a, "labels": b} for a, b in zip(x, y, strict=True)]
+
+
+def run_hf(code: str) -> list[float]:
+    """The printed code with a toy model and data set: S batches of 8 an epoch; LR per step."""
+    model = _HFToy()
+    ns = {"model": model, "train": _rows(8 * S), "val": _rows(8)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(code, ns)  # noqa: S102 - exactly as printed
+        trainer = ns["trainer"]
+        spy = _Spy(model)
+        trainer.add_callback(spy)
+        trainer.args.disable_tqdm = True
+        trainer.train()
+    return spy.lrs
+
+
+@pytest.mark.parametrize("family,warmup", CASES)
+def test_hf_trainer_applies_the_recorded_lrs(family, warmup, one_thread):
+    rec, want = case(family, warmup)
+    code = export.render(rec, "hf")
+    got = run_hf(code)
+    assert got == pytest.approx(want, rel=PRINTED, abs=0)
+    form = frameworks.describe(rec)["hf"]["form"]
+    assert f"# Form: {form}, because " in code
+    builtin = family in ("Constant", "ReduceLROnPlateau") and not warmup
+    assert (form == "training_arguments") == builtin
+    assert ('optim="adamw_torch"' in code) if builtin else ("torch.optim.AdamW(" in code)
+
+
+@pytest.mark.parametrize("family", list(frameworks.HF_BUILTIN))
+def test_hf_builtin_matches_torch_step_by_step(family):
+    """transformers' get_scheduler for the printed fields = torch's schedule, every step."""
+    rec, want = case(family, False)
+    fields = frameworks.describe(rec)["hf"]["training_arguments"]
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=fields["learning_rate"])
+    sched = transformers.get_scheduler(
+        fields["lr_scheduler_type"], opt, num_warmup_steps=fields["warmup_steps"],
+        num_training_steps=fields["max_steps"],
+        scheduler_specific_kwargs=fields["lr_scheduler_kwargs"])
+    got = []
+    for epoch in range(E):
+        for _ in range(S):
+            got.append(opt.param_groups[0]["lr"])
+            opt.step()
+            if not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step()  # the Trainer: after every optimizer step
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step(VAL_LOSSES[epoch])  # the Trainer: after every evaluation
+    assert got == pytest.approx(want, rel=1e-15, abs=0)
+
+
+def test_hf_epoch_schedule_is_held_for_the_epoch():
+    rec, _ = case("StepLR", False)
+    d = frameworks.describe(rec)["hf"]
+    assert d["form"] == "optimizers" and d["step_every"] == S
+    assert "once per epoch" in d["reason"]
+    code = export.render(rec, "hf", grad_accum=4)
+    assert "StepPerEpoch(scheduler, 3)" in code and "gradient_accumulation_steps=4" in code
+    assert f"max_steps={E * S}," in code
+
+
+def test_sgd_in_every_format():
+    rec, _ = case("Constant", False, optimizer="sgd")
+    for fmt in ("text", "python", "lightning"):
+        assert "torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True" in \
+            export.render(rec, fmt), fmt
+    hf = export.render(rec, "hf")
+    assert 'optim="sgd"' in hf and 'optim_args="momentum=0.9,nesterov=True"' in hf
+
+
+def test_an_optimizer_the_trainer_cannot_name_goes_through_optimizers():
+    rec, _ = case("Constant", False)
+    other = dataclasses.replace(rec, optimizer={"name": "Adam", "lr": 0.01})
+    d = frameworks.describe(other)["hf"]
+    assert d["form"] == "optimizers" and "no optim name for Adam" in d["reason"]
+    assert "torch.optim.Adam(params, lr=0.01" in export.render(other, "hf")
