@@ -92,7 +92,9 @@ def test_killed_workers_trials_fail_after_the_grace_period_and_are_retried(tmp_p
         dead = by_number[victim.number]
         assert dead.state == FAIL and dead.user_attrs["end_reason"] == "worker_lost"
         (retry,) = [t for t in ts if t.system_attrs.get("failed_trial") == victim.number]
-        assert retry.state in runner.FINISHED and retry.params == dead.params
+        # the retry keeps every parameter the dead trial had drawn (a trial killed right after
+        # it started has drawn only some: the retry draws the rest)
+        assert retry.state in runner.FINISHED and dead.params.items() <= retry.params.items()
     assert "exited with signal 9" in err
 
 
