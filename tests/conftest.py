@@ -81,3 +81,23 @@ def applied_lrs(code: str, losses, more: int = 0) -> list[float]:
         elif ns["STEP"] == "val_loss":
             sched.step(losses[epoch])
     return out
+
+
+def step_through(optimizer, schedule, epochs: int, steps: int, losses=None, report=None):
+    """A toy training loop stepping `schedule` on `optimizer` as the objectives do (no data):
+    the returned Built's `trace` holds the LR applied at every optimizer step (every 1 for runs
+    of up to schedules.TRACE_POINTS steps). `report(epoch, val_loss, val_acc, lr)` as classify
+    calls it, with a constant accuracy."""
+    from search import schedules
+
+    built = schedules.build(optimizer, schedule, steps, epochs)
+    for epoch in range(epochs):
+        lr = optimizer.param_groups[0]["lr"]
+        for _ in range(steps):
+            optimizer.step()
+            built.after_batch()
+        loss = losses[epoch] if losses else 1.0
+        built.after_epoch(loss)
+        if report is not None:
+            report(epoch, loss, 0.5, lr)
+    return built

@@ -16,6 +16,7 @@ import optuna
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import step_through
 
 from objectives.classify import TrainConfig, make_optimizer, optimizer_record
 from search import export, frameworks, schedules, space
@@ -55,14 +56,8 @@ def reference(s: schedules.ScheduleConfig, cfg: TrainConfig):
     """(Recommendation, LR at every optimizer step) as the search trains: torch's scheduler
     stepped as Built says, on the optimizer `cfg` names."""
     opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg, s, E * S)
-    built = schedules.build(opt, s, S, E)
-    lrs = []
-    for epoch in range(E):
-        for _ in range(S):
-            lrs.append(opt.param_groups[0]["lr"])
-            opt.step()
-            built.after_batch()
-        built.after_epoch(VAL_LOSSES[epoch])
+    built = step_through(opt, s, E, S, VAL_LOSSES)
+    lrs = built.trace
     rec = export.Recommendation(
         study="toy", trial_number=0, value=0.5, family=built.family, kwargs=built.kwargs,
         interval=built.interval, warmup=built.warmup,

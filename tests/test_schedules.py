@@ -7,6 +7,7 @@ from bisect import bisect_right
 
 import pytest
 import torch
+from conftest import step_through
 
 from search import schedules
 from search.schedules import ScheduleConfig
@@ -17,15 +18,9 @@ E, S, LR = 12, 5, 0.2  # epochs, optimizer steps per epoch, base LR
 def simulate(cfg: ScheduleConfig, losses=None, epochs=E, steps=S):
     """LR applied at every optimizer step, stepping the scheduler as `Built` says."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=cfg.lr, momentum=0.9)
-    built = schedules.build(opt, cfg, steps, epochs)
-    applied = []
-    for e in range(epochs):
-        for _ in range(steps):
-            applied.append(opt.param_groups[0]["lr"])
-            opt.step()
-            built.after_batch()
-        built.after_epoch(losses[e] if losses else 1.0)
-    return built, applied
+    built = step_through(opt, cfg, epochs, steps, losses)
+    assert built.every == 1
+    return built, built.trace
 
 
 def per_epoch(fn):
