@@ -205,9 +205,7 @@ def from_trial(
         study=study_name, trial_number=trial.number, value=value, state=trial.state.name,
         epochs_trained=len(a.get("val_acc_curve", ())),
         family=s.family, kwargs=built.kwargs, interval=built.interval, warmup=built.warmup,
-        optimizer=a.get("optimizer", {"name": "SGD", "lr": s.lr, "momentum": s.momentum,
-                                      "nesterov": s.momentum > 0,
-                                      "weight_decay": s.weight_decay}),
+        optimizer=a["optimizer"],  # recorded beside `schedule` by every trial loop
         epochs=e1, steps_per_epoch=s1, searched_epochs=e0, searched_steps_per_epoch=s0,
     )
 

@@ -33,6 +33,7 @@ __all__ = [
     "make_objective",
     "make_pruner",
     "make_sampler",
+    "optimizer_name",
     "record_optimizer",
     "train_recorded",
     "run",
@@ -173,7 +174,6 @@ class Recorder:
         self.curves: dict[str, list[float]] = {"lr_curve": [], "val_acc_curve": [],
                                                 "val_loss_curve": []}
         self._built: schedules.Built | None = None
-        self._last: tuple[int, float] = (0, math.nan)
 
     def built(self, b: schedules.Built) -> None:
         """Called by schedules.build: record exactly what torch received."""
@@ -201,7 +201,6 @@ class Recorder:
         if not math.isfinite(val_loss):
             raise Diverged(epoch, -1, val_loss)
         self.trial.report(float(val_acc), epoch + 1)
-        self._last = (epoch + 1, float(val_acc))
         if self.on_epoch is not None:
             self.on_epoch(self.trial.number, epoch + 1, float(val_acc))
         if not self.defer_prune:
@@ -212,8 +211,9 @@ class Recorder:
         if self.trial.user_attrs.get("default") or not self.trial.should_prune():
             return
         self.end("pruned")
-        done, acc = self._last
-        raise optuna.TrialPruned(f"pruned after {done} epochs (val acc {acc:.4f})")
+        accs = self.curves["val_acc_curve"]
+        acc = math.nan if accs[-1] is None else accs[-1]
+        raise optuna.TrialPruned(f"pruned after {len(accs)} epochs (val acc {acc:.4f})")
 
     def end(self, reason: str) -> None:
         self.trial.set_user_attr("end_reason", reason)
@@ -242,13 +242,14 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         rec = Recorder(trial, on_epoch)
         schedule = space.suggest(trial, cfg.space, cfg.epochs)
-        record_optimizer(trial, schedule, _optimizer_name(cfg.train))
+        record_optimizer(trial, schedule, optimizer_name(cfg.train))
         return train_recorded(func, cfg.train, schedule, rec)
 
     return objective
 
 
-def _optimizer_name(train_cfg: Any) -> str:
+def optimizer_name(train_cfg: Any) -> str:
+    """The torch class name of the optimizer `train_cfg` names (SGD where it names none)."""
     from objectives.classify import OPTIMIZERS
 
     return OPTIMIZERS.get(getattr(train_cfg, "optimizer", "sgd"), ("", "SGD"))[1]

@@ -299,7 +299,7 @@ def milestones(p: Mapping[str, Any], horizon: int) -> list[int]:
         return []  # no room for a milestone inside a one-step run
     n = min(int(p["n_milestones"]), horizon - 1)
     gaps = [float(p[f"gap_{i}"]) for i in range(int(p["n_milestones"]) + 1)]
-    total = sum(gaps[: n]) + sum(gaps[n:])
+    total = sum(gaps)  # gaps past a reduced n belong to the tail
     out, acc = [], 0.0
     for i in range(n):
         acc += gaps[i]

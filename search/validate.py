@@ -239,9 +239,14 @@ def _add_baseline(jobs: dict[str, Job], b: Job) -> None:
 def _objective(cfg: Any, jobs: dict[str, Job]) -> tuple[Any, type[Exception]]:
     """The Optuna objective: trains the run its (enqueued) trial names, on the split it names
     (the test split for the seeds, the validation split for LR sweeps)."""
-    from objectives.classify import OPTIMIZERS
     from search.config import load_objective
-    from search.runner import Recorder, TrialFailed, record_optimizer, train_recorded
+    from search.runner import (
+        Recorder,
+        TrialFailed,
+        optimizer_name,
+        record_optimizer,
+        train_recorded,
+    )
 
     func = load_objective(cfg.objective)
 
@@ -259,7 +264,7 @@ def _objective(cfg: Any, jobs: dict[str, Job]) -> tuple[Any, type[Exception]]:
         train_cfg = dataclasses.replace(cfg.train, epochs=int(a["epochs"]), seed=int(a["seed"]),
                                         holdout=a.get("holdout", "test"), **extra)
         # what was asked for, until the objective builds its schedule on the real optimizer
-        record_optimizer(trial, s, OPTIMIZERS[getattr(train_cfg, "optimizer", "sgd")][1])
+        record_optimizer(trial, s, optimizer_name(train_cfg))
         rec = Recorder(trial)  # curves named val_*: measured on the split `holdout` names
         return train_recorded(func, train_cfg, s, rec)
 
