@@ -24,7 +24,7 @@ HELP = "write a self-contained HTML report comparing the study's schedules"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from search.cli import add_study_args, positive_int
+    from search.options import add_study_args, positive_int
 
     add_study_args(parser)
     parser.add_argument(
@@ -90,7 +90,7 @@ def write_report(
 
 
 def main(args: argparse.Namespace) -> int:
-    from search.cli import open_study
+    from search.options import open_study
 
     _cfg, study = open_study(args)
     path = write_report(study, args.out, top=args.top, save=not args.no_save,

@@ -43,7 +43,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from search.cli import add_study_args
+    from search.options import add_study_args
 
     add_study_args(parser)
     parser.add_argument("--host", default=DEFAULT_HOST,
@@ -109,7 +109,7 @@ def serve(server: WSGIServer, out: TextIO = sys.stderr) -> int:
 def main(args: argparse.Namespace) -> int:
     from dashboards._common import storage_label
     from dashboards.figures import STORE_ERRORS, make_figures, save_figures
-    from search.cli import open_study
+    from search.options import open_study
 
     _cfg, study = open_study(args)
     if not args.no_refresh:

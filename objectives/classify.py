@@ -70,6 +70,10 @@ class TrainConfig:
     optimizer: str = "sgd"
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    # Also score the test split after the last epoch, handed to `report.test(loss, acc)`
+    # where the report callable has it. For recording learning-curve tables (benchmarks/);
+    # the search itself never reads the test split.
+    final_test: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -264,7 +268,8 @@ def train(
     schedule: schedules.ScheduleConfig,
     report: Callable[[int, float, float, float], None],
 ) -> float:
-    """Train, calling `report(epoch, val_loss, val_acc, lr_applied)` after every epoch.
+    """Train, calling `report(epoch, val_loss, val_acc, lr_applied)` after every epoch (and
+    `report.test(test_loss, test_acc)` at the end with `cfg.final_test`).
 
     Epochs count from 0. `lr_applied` is the LR of the epoch's first optimizer step. Returns
     the last epoch's validation accuracy in [0, 1]. Raises objectives.Diverged as soon as the
@@ -338,4 +343,8 @@ def train(
             raise Diverged(epoch, step, val_loss)
         built.after_epoch(val_loss)
         report(epoch, val_loss, val_acc, lr_applied)
+    on_test = getattr(report, "test", None)
+    if cfg.final_test and on_test is not None:
+        test_x, test_y = data.load(cfg.dataset, "test", cfg.data_dir)
+        on_test(*_evaluate(model, test_x.to(device), test_y.to(device), normalise, autocast))
     return val_acc

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from search.errors import UserError
+from search.options import add_study_args, load_cfg, open_study, positive_int, with_name
 
-__all__ = ["COMMANDS", "add_study_args", "main", "open_study", "positive_int"]
+__all__ = ["COMMANDS", "main"]
 
 # name -> module exposing HELP, add_arguments(parser), main(args) -> int
 COMMANDS: dict[str, str] = {
@@ -30,72 +31,6 @@ COMMANDS: dict[str, str] = {
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage block
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer but got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 but got {value}")
-    return value
-
-
-def add_study_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--study", required=required, metavar="NAME_OR_PATH",
-                        help="a study name from studies/ (e.g. lr) or a path to a .toml file")
-    parser.add_argument("--storage", metavar="URL",
-                        help="database URL (default: $SEARCH_STORAGE, the study file, "
-                        "then sqlite:///search.db)")
-    parser.add_argument("--study-name", metavar="NAME",
-                        help="the study's name in the storage, where it is not the file's own "
-                        "(run --study-name starts a separate study from the same file)")
-
-
-def _load_cfg(name: str) -> Any:
-    from search import config
-
-    return config.load_study(name)
-
-
-def _with_name(cfg: Any, name: str | None) -> Any:
-    """The study file's settings under another study name (`--study-name`)."""
-    if name is None:
-        return cfg
-    import dataclasses
-
-    from search import config
-
-    return dataclasses.replace(cfg, name=config.check_study_name(name, "--study-name"))
-
-
-def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(StudyConfig or None, the stored optuna.Study) for --study/--storage; must exist.
-
-    A name that is not a study file is looked up in the storage as a study name.
-    """
-    import optuna
-
-    from search import storage
-
-    try:
-        cfg = _with_name(_load_cfg(args.study), getattr(args, "study_name", None))
-        name = cfg.name
-    except UserError:
-        if args.study.endswith(".toml") or "/" in args.study:
-            raise
-        cfg, name = None, args.study
-    url = storage.resolve(args.storage, cfg.storage if cfg else None)
-    store = storage.open_storage(url)
-    try:
-        study = optuna.load_study(study_name=name, storage=store)
-    except KeyError:
-        there = ", ".join(optuna.get_all_study_names(store)) or "none"
-        hint = (f"run `python -m search run --study {args.study}` first" if cfg is not None
-                else f"studies there: {there}")
-        raise UserError(f"no study {name!r} in {storage.redact(url)}; {hint}") from None
-    return cfg, study
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     from search.engine import array, workers
     from search.progress import Progress
 
-    cfg = _with_name(_load_cfg(args.study), args.study_name).with_overrides(
+    cfg = with_name(load_cfg(args.study), args.study_name).with_overrides(
         epochs=args.epochs, train_subset=args.train_subset, data_dir=args.data_dir,
         device=args.device, seed=args.seed,
     )

@@ -245,7 +245,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
          "pruner", "workers", "limits"),
     "objective": ("function", "dataset", "data_dir", "epochs", "batch_size", "width",
                   "val_fraction", "train_subset", "label_smoothing", "seed", "device", "augment",
-                  "optimizer", "betas", "eps"),
+                  "optimizer", "betas", "eps", "final_test"),
     "space": ("families", "lr", "momentum", "weight_decay", "warmup_epochs", "default_lr",
               "enqueue_defaults"),
     "sampler": ("name", "n_startup_trials", "multivariate", "group"),

@@ -79,7 +79,7 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
 
 # What a study remembers of the settings that created it: everything that changes what its
 # values mean. Where to read data, which device, and the sampler seed do not.
-NOT_IDENTITY = ("data_dir", "device", "seed", "holdout")
+NOT_IDENTITY = ("data_dir", "device", "seed", "holdout", "final_test")
 
 
 def identity(cfg: StudyConfig) -> dict[str, Any]:
@@ -205,6 +205,11 @@ class Recorder:
             self.on_epoch(self.trial.number, epoch + 1, float(val_acc))
         if not self.defer_prune:
             self.prune_check()
+
+    def test(self, test_loss: float, test_acc: float) -> None:
+        """The test split's score after the last epoch (objective setting `final_test`)."""
+        self.trial.set_user_attr("test_loss", float(test_loss))
+        self.trial.set_user_attr("test_acc", float(test_acc))
 
     def prune_check(self) -> None:
         """Raise TrialPruned when the pruner says so (never for an enqueued default)."""

@@ -427,7 +427,7 @@ def run(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from search.cli import add_study_args, positive_int
+    from search.options import add_study_args, positive_int
 
     add_study_args(p)
     p.add_argument("--top", type=positive_int, default=5, metavar="K",
@@ -446,8 +446,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from search import export, storage
-    from search.cli import open_study
     from search.config import DEFAULT_OBJECTIVE
+    from search.options import open_study
 
     cfg, searched = open_study(args)
     if cfg is None:

@@ -148,7 +148,7 @@ def test_report_writes_default_name_in_working_directory(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------
-# `python -m search report` (needs the core's cli.py: search.cli.add_study_args/open_study)
+# `python -m search report` (search.options: add_study_args, open_study)
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

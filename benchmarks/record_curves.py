@@ -1,0 +1,138 @@
+"""Record the learning-curve table that benchmarks/search_efficiency.py replays.
+
+    .venv/bin/python benchmarks/record_curves.py record   # ~1 h on 2 CPU cores; resumable
+    .venv/bin/python benchmarks/record_curves.py export   # -> benchmarks/data/curves.json.gz
+
+`record` is two ordinary studies in their own store (default sqlite:///curves.db): `curves`
+(benchmarks/curves.toml: random draws from lr-fashion's space, pruning off, test accuracy at the
+end) and `curves-seed1`, the first quarter of those schedules again on a second seed, to know
+the noise. Interrupted, it resumes: the search counts finished trials and retries the rest.
+`export` writes every finished trial (parameters, recorded schedule, applied LR, per-epoch
+validation accuracy and loss, test accuracy) with the provenance of the recording.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+HERE = Path(__file__).resolve().parent
+STUDY_FILE = HERE / "curves.toml"
+DATA = HERE / "data" / "curves.json.gz"
+REPEAT = "curves-seed1"
+FORMAT = 1
+
+
+def _search(*args: str) -> None:
+    cmd = [sys.executable, "-m", "search", "run", "--study", str(STUDY_FILE), *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=HERE.parent)
+
+
+def record(storage: str, schedules: int, repeat: int) -> None:
+    _search("--storage", storage, "--trials", str(schedules))
+    first = optuna.load_study(study_name="curves", storage=storage)
+    done = sorted((t for t in first.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+                  key=lambda t: t.number)[:repeat]
+    again = optuna.create_study(study_name=REPEAT, storage=storage, direction="maximize",
+                                load_if_exists=True)
+    if not again.trials:  # the same schedules, enqueued once; the run below takes them first
+        for t in done:
+            again.enqueue_trial(t.params, user_attrs={"repeat_of": t.number})
+    _search("--storage", storage, "--study-name", REPEAT, "--seed", "1",
+            "--trials", str(len(done)))
+
+
+def _round(xs: list[float | None], digits: int = 6) -> list[float | None]:
+    return [None if x is None else float(f"{x:.{digits}g}") for x in xs]
+
+
+def _rows(study: optuna.Study, seed: int) -> list[dict]:
+    rows = []
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: t.number):
+        a = t.user_attrs
+        rows.append({
+            "trial": t.number, "seed": seed, "repeat_of": a.get("repeat_of"),
+            "family": t.params["scheduler"], "params": t.params, "schedule": a["schedule"],
+            "lr_trace": {"every": a["lr_trace"]["every"], "lr": _round(a["lr_trace"]["lr"])},
+            "val_acc": a["val_acc_curve"], "val_loss": _round(a["val_loss_curve"]),
+            "test_acc": a.get("test_acc"), "test_loss": a.get("test_loss"),
+            "seconds": (t.datetime_complete - t.datetime_start).total_seconds(),
+        })
+    return rows
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def export(storage: str, out: Path) -> None:
+    import torch
+
+    from search import config
+
+    cfg = config.load_study(str(STUDY_FILE))
+    first = optuna.load_study(study_name="curves", storage=storage)
+    rows = _rows(first, cfg.train.seed)
+    try:
+        rows += _rows(optuna.load_study(study_name=REPEAT, storage=storage), 1)
+    except KeyError:
+        pass
+    stamps = [t.datetime_start for t in first.trials if t.datetime_start]
+    doc = {
+        "format": FORMAT,
+        "provenance": {
+            "command": "benchmarks/record_curves.py record (benchmarks/curves.toml)",
+            "recorded": f"{min(stamps):%Y-%m-%d %H:%M} to {max(stamps):%Y-%m-%d %H:%M} UTC"
+            if stamps else None,
+            "device": _cpu(), "python": platform.python_version(),
+            "torch": torch.__version__, "optuna": optuna.__version__,
+            "exported": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+        },
+        "setting": {"epochs": cfg.epochs, "train_subset": cfg.train.train_subset,
+                    "val_fraction": cfg.train.val_fraction, "batch_size": cfg.train.batch_size,
+                    "width": list(cfg.train.width), "dataset": cfg.train.dataset},
+        "rows": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    with gzip.open(tmp, "wt", compresslevel=9) as f:
+        json.dump(doc, f, separators=(",", ":"))
+    tmp.replace(out)
+    print(f"{len(rows)} recorded trainings -> {out} ({out.stat().st_size / 1024:.0f} KiB)")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("command", choices=("record", "export"))
+    p.add_argument("--storage", default="sqlite:///curves.db")
+    p.add_argument("--schedules", type=int, default=200)
+    p.add_argument("--repeat", type=int, default=50, help="schedules trained on a second seed")
+    p.add_argument("--out", type=Path, default=DATA)
+    a = p.parse_args()
+    if a.command == "record":
+        record(a.storage, a.schedules, a.repeat)
+    else:
+        export(a.storage, a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
