@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import optuna
+from optuna.distributions import distribution_to_json
 from optuna.trial import TrialState
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +65,9 @@ def _rows(study: optuna.Study, seed: int) -> list[dict]:
         a = t.user_attrs
         rows.append({
             "trial": t.number, "seed": seed, "repeat_of": a.get("repeat_of"),
-            "family": t.params["scheduler"], "params": t.params, "schedule": a["schedule"],
+            "family": t.params["scheduler"], "params": t.params,
+            "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
+            "schedule": a["schedule"],
             "lr_trace": {"every": a["lr_trace"]["every"], "lr": _round(a["lr_trace"]["lr"])},
             "val_acc": a["val_acc_curve"], "val_loss": _round(a["val_loss_curve"]),
             "test_acc": a.get("test_acc"), "test_loss": a.get("test_loss"),
