@@ -34,6 +34,7 @@ from search.replay import (  # noqa: E402
     SameFamily,
     Surrogate,
     Table,
+    halving,
     replay_pruner,
     replay_search,
     spearman,
@@ -147,6 +148,45 @@ def pruner_replay(t: Table, cfg: config.StudyConfig, orders: int) -> None:
               f"{np.nanmean([test[r.best] for r in runs]):8.4f}")
 
 
+def length_halving(t: Table) -> None:
+    rows = [r for r in t.rows if r.short]
+    if not rows:
+        print("(the table has no shorter runs: `record_curves.py short`)")
+        return
+    E = t.epochs
+    lengths = sorted(set(rows[0].short) & set.intersection(*(set(r.short) for r in rows)))
+    rungs = [*lengths, E]
+    finals = np.array([r.final for r in rows])
+    curves = np.stack([r.val_acc for r in rows])
+    top = np.argsort(-finals)[: max(1, round(TOP * len(rows)))]
+    print(f"{len(rows)} schedules also trained as whole runs of {', '.join(map(str, lengths))} "
+          f"epochs (the same schedule resolved for the shorter run)")
+    for k in lengths:
+        whole = np.array([r.short[k][-1] for r in rows])
+        print(f"  Spearman with the {E}-epoch final: after {k} epochs of the {E}-epoch run "
+              f"{spearman(curves[:, k - 1], finals):.3f}; a whole {k}-epoch run "
+              f"{spearman(whole, finals):.3f}")
+    full = len(rows) * E
+    print(f"\nsynchronous successive halving, rungs {rungs} epochs; unpruned {full} epochs")
+    print(f"{'rungs are':44s} {'rf':>3s} {'epochs':>7s} {'% of full':>9s} {'top 5% kept':>11s} "
+          f"{'best left':>9s}")
+    for rf in (2, 3):
+        trunc = {r: curves[:, r - 1] for r in rungs}
+        prev = [0, *rungs[:-1]]
+        cases = {
+            f"the {E}-epoch run so far (truncated)": (
+                trunc, {r: r - p for r, p in zip(rungs, prev, strict=True)}),
+            "whole runs of the rung's length": (
+                {**{k: np.array([r.short[k][-1] for r in rows]) for k in lengths}, E: finals},
+                {r: r for r in rungs}),
+        }
+        for name, (scores, costs) in cases.items():
+            left, spent = halving(scores, costs, rf)
+            kept = len(set(top) & set(left.tolist()))
+            print(f"{name:44s} {rf:3d} {spent:7.0f} {100 * spent / full:8.1f}% "
+                  f"{kept:5d} of {len(top):<3d} {finals[left].max():9.4f}")
+
+
 def surrogate_error(t: Table) -> int:
     print("nearest-neighbour surrogate, leave-one-out on the table's schedules:")
     best_k, best_err = 1, math.inf
@@ -218,6 +258,8 @@ def main() -> int:
     horizon_bias(t)
     section(f"Pruners on the recorded curves (study {cfg.name}: {cfg.pruner})")
     pruner_replay(t, cfg, a.orders)
+    section("Successive halving over training length")
+    length_halving(t)
     section("Surrogate")
     k = surrogate_error(t)
     section("Samplers on the surrogate")

@@ -37,7 +37,8 @@ from optuna.trial import TrialState
 from search import space as search_space
 from search.config import StudyConfig
 
-__all__ = ["PrunerRun", "Row", "SameFamily", "SearchRun", "Surrogate", "Table", "replay_pruner",
+__all__ = ["PrunerRun", "Row", "SameFamily", "SearchRun", "Surrogate", "Table", "halving",
+           "replay_pruner",
            "replay_search", "spearman"]
 
 
@@ -53,6 +54,7 @@ class Row:
     val_acc: np.ndarray  # (epochs,)
     test_acc: float | None
     repeat_of: int | None = None
+    short: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)  # epochs -> curve
 
     @property
     def final(self) -> float:
@@ -94,8 +96,10 @@ class Table:
 
 def _row(r: dict[str, Any]) -> Row:
     dists = {k: json_to_distribution(v) for k, v in r["distributions"].items()}
+    short = {int(e): np.array(c, dtype=float) for e, c in r.get("short", {}).items()}
     return Row(r["trial"], r["seed"], r["family"], r["params"], dists,
-               np.array(r["val_acc"], dtype=float), r.get("test_acc"), r.get("repeat_of"))
+               np.array(r["val_acc"], dtype=float), r.get("test_acc"), r.get("repeat_of"),
+               short)
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -276,3 +280,23 @@ def replay_search(cfg: StudyConfig, surrogate: Surrogate, trials: int,
             best = max(best, float(curve[-1]))
         epochs[n], bests[n] = spent, best if best > -math.inf else math.nan
     return SearchRun(epochs, bests)
+
+
+def halving(scores: dict[int, np.ndarray], costs: dict[int, float],
+            reduction_factor: int) -> tuple[np.ndarray, float]:
+    """Synchronous successive halving over rungs (ascending keys of `scores`).
+
+    `scores[r][i]`: schedule i's score at rung r; `costs[r]`: epochs it costs one schedule to
+    reach rung r from the rung before. Every schedule enters the first rung; the best
+    1/reduction_factor (rounded up) of each rung go on. Returns (the schedules that reach the
+    last rung, the epochs spent).
+    """
+    alive = np.arange(len(next(iter(scores.values()))))
+    spent = 0.0
+    rungs = sorted(scores)
+    for j, r in enumerate(rungs):
+        spent += costs[r] * len(alive)
+        if j < len(rungs) - 1:
+            keep = max(1, math.ceil(len(alive) / reduction_factor))
+            alive = alive[np.argsort(-scores[r][alive], kind="stable")[:keep]]
+    return alive, spent

@@ -16,6 +16,7 @@ from search.replay import (
     SameFamily,
     Surrogate,
     Table,
+    halving,
     replay_pruner,
     replay_search,
     spearman,
@@ -140,3 +141,14 @@ def test_spearman():
     # ties take their average rank: ranks (0.5, 0.5, 2, 3) vs (0, 1, 2, 3)
     assert spearman([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_halving_keeps_the_best_third_of_each_rung_and_counts_epochs():
+    # 9 schedules; rung 2 ranks them 8..0, rung 4 reverses the top three's order.
+    r2 = np.arange(9, dtype=float)
+    r4 = np.array([0, 0, 0, 0, 0, 0, 3, 2, 1], dtype=float)
+    r8 = np.array([0, 0, 0, 0, 0, 0, 5, 5, 9], dtype=float)
+    left, spent = halving({2: r2, 4: r4, 8: r8}, {2: 2, 4: 4, 8: 8}, 3)
+    assert left.tolist() == [6] and spent == 9 * 2 + 3 * 4 + 1 * 8
+    left, spent = halving({2: r2, 8: r8}, {2: 2, 8: 6}, 2)  # ceil(9 / 2) = 5 go on
+    assert sorted(left.tolist()) == [4, 5, 6, 7, 8] and spent == 9 * 2 + 5 * 6
