@@ -14,9 +14,9 @@ import torch
 from optuna.trial import TrialState
 
 from objectives import Diverged, classify
+from objectives.fused_train import ArrayTrainer, Job
 from search import cli, config, runner, schedules, space
-from search.engine import array
-from search.engine.fused import ArrayTrainer, Job
+from search.engine import array, sequential
 from search.errors import UserError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -54,6 +54,12 @@ def lone_run(cfg, schedule) -> tuple[list[tuple], float | BaseException]:
     return reports, value
 
 
+def job(schedule: schedules.ScheduleConfig, report, tag=None, **more) -> Job:
+    """An array job for `schedule`, its scheduler built as the engine builds it."""
+    return Job(schedule, lambda opt, steps, epochs: schedules.build(opt, schedule, steps, epochs),
+               report, tag, **more)
+
+
 class Pruned(Exception):
     pass
 
@@ -85,7 +91,7 @@ def arrayed(cifar_dir):
             return None
         i = queue.pop(0)
         started[i] = rounds[0]
-        return Job(jobs[i], report_for(i), i)
+        return job(jobs[i], report_for(i), i)
 
     trainer = ArrayTrainer(cfg, 4)
     original = trainer._epoch
@@ -139,7 +145,7 @@ def test_after_a_round_where_every_member_diverged_the_next_trial_is_still_exact
     reports: list[tuple] = []
     outcomes: list = []
     ArrayTrainer(cfg, 1).run(
-        lambda: Job(queue.pop(0), lambda *r: reports.append(r)) if queue else None,
+        lambda: job(queue.pop(0), lambda *r: reports.append(r)) if queue else None,
         lambda job, out: outcomes.append(out))
     assert isinstance(outcomes[0], Diverged) and isinstance(outcomes[1], float)
     want, value = lone_run(cfg, good)
@@ -172,7 +178,7 @@ def smoke(cifar_dir, epochs=None):
 
 def test_array_study_reaches_the_target_with_the_sequential_attributes(tmp_path, cifar_dir):
     cfg = smoke(cifar_dir)
-    seq = runner.run(cfg, f"sqlite:///{tmp_path / 'seq.db'}", 1)
+    seq = sequential.run(cfg, f"sqlite:///{tmp_path / 'seq.db'}", 1)
     arr = array.run(cfg, f"sqlite:///{tmp_path / 'arr.db'}", 5, k=3)
     assert runner.count(arr) == 5 and len(arr.trials) == 5  # no overshoot past the target
     assert not arr.get_trials(states=(TrialState.RUNNING, TrialState.FAIL))
@@ -295,7 +301,7 @@ def test_cuda_array_trains_in_bf16_near_the_lone_trial_and_picks_k(cifar_dir):
     got: list[tuple] = []
     queue = [schedule, schedule]
     trainer = ArrayTrainer(cfg, 2)
-    trainer.run(lambda: Job(queue.pop(), lambda *r: got.append(r)) if queue else None,
+    trainer.run(lambda: job(queue.pop(), lambda *r: got.append(r)) if queue else None,
                 lambda job, out: None)
     assert len(got) == 2 * EPOCHS
     for g, w in zip(got[::2], want, strict=True):  # bf16: close, not equal
@@ -332,7 +338,7 @@ def _pruning_outcomes(cifar_dir, slots: list[int]) -> dict[int, tuple[str, int]]
         n = queue.pop(0)
         rec = recs[n]
         s = dataclasses.replace(schedules.ScheduleConfig("Constant", lr=0.1), listener=rec.built)
-        return Job(s, report_for(n), n, decide=rec.prune_check, order=n)
+        return job(s, report_for(n), n, decide=rec.prune_check, order=n)
 
     out: dict[int, tuple[str, int]] = {}
 
