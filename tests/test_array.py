@@ -205,27 +205,31 @@ def test_array_study_reaches_the_target_with_the_sequential_attributes(tmp_path,
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_closes_every_running_trial(tmp_path, cifar_dir, how):
+    """Either signal ends every trial in flight as interrupted; SIGTERM then returns (the
+    process exits 0), Ctrl-C raises KeyboardInterrupt (exit 130)."""
     class Interrupting:
         def start(self, study, target):
             pass
 
         def epoch(self, number, epoch, val_acc):
-            if how == "sigterm":
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)  # the handler raises KeyboardInterrupt in here
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+            time.sleep(5)  # the handler raises KeyboardInterrupt in here
 
         def trial_finished(self, study, trial):
             pass
 
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    with pytest.raises(KeyboardInterrupt):
+    if how == "sigterm":
         array.run(smoke(cifar_dir, epochs=1), url, 4, Interrupting(), k=3)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            array.run(smoke(cifar_dir, epochs=1), url, 4, Interrupting(), k=3)
     study = optuna.load_study(study_name="smoke", storage=url)
     assert len(study.trials) == 3
     assert {t.state for t in study.trials} == {TrialState.FAIL}
     assert {t.user_attrs["end_reason"] for t in study.trials} == {"interrupted"}
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers were put back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_divergence_prunes_one_trial_and_a_failed_report_fails_the_run(tmp_path, cifar_dir):

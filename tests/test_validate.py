@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import cli, schedules, validate
+from search import cli, schedules, validate, validate_plan
 from search.config import load_study
 from search.validate import SEED_BASE
 
@@ -234,7 +234,7 @@ def test_a_queued_run_of_another_plan_is_not_trained_and_does_not_stop_this_one(
 def test_a_searched_schedule_equal_to_a_baseline_is_trained_once_with_both_roles(
     here, monkeypatch
 ):
-    monkeypatch.setattr(validate, "MIN_STUDY_TRIALS", 1)  # every family lends its best LR
+    monkeypatch.setattr(validate_plan, "MIN_STUDY_TRIALS", 1)  # every family lends its best LR
     cfg = load_study("fake.toml")
     p = validate.plan(cfg, _load("fake"), top=10)
     keys = [j.key for j in p.jobs]
