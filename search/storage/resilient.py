@@ -219,14 +219,15 @@ def _retried(name: str) -> Callable[..., Any]:
 
 
 # Every call that reaches the database (creating or deleting a study is left to fail at once).
-for _name in (
+RETRIED = (
     "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
     "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
     "get_study_system_attrs", "get_all_studies", "create_new_trial", "set_trial_param",
     "get_trial_id_from_study_id_trial_number", "get_best_trial", "set_trial_state_values",
     "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
     "get_trial", "get_all_trials", "record_heartbeat",
-):
+)
+for _name in RETRIED:
     setattr(Resilient, _name, _retried(_name))
 
 
