@@ -26,6 +26,8 @@ from optuna.trial import TrialState
 
 from search import runner, storage
 from search.config import StudyConfig, load_objective
+from search.engine import array as arrays
+from search.engine import sequential
 from search.engine.claim import join, open_for
 from search.engine.signals import Signals
 from search.errors import UserError
@@ -116,9 +118,6 @@ def search_worker(cfg: StudyConfig, url: str, target: int, array: int | None,
                   share: int = 1) -> None:
     """One worker of `run --jobs`: an array where one is asked for or fits a GPU, else the
     sequential loop. K is picked here, after CUDA_VISIBLE_DEVICES gave the worker its GPU."""
-    from search.engine import array as arrays
-    from search.engine import sequential
-
     k = arrays.array_size(cfg, array, share)
     if k is None:
         sequential.work(cfg, url, target)
