@@ -11,8 +11,9 @@ schedule, N trials one at a time into a SQLite store (or memory with --storage m
 - baseline: as Optuna's examples/pytorch/pytorch_simple.py: a torch Dataset whose
   __getitem__ augments and normalises one image (random crop with reflect padding, flip for
   CIFAR), a DataLoader(shuffle=True), trial.report + trial.should_prune after every epoch;
-- ours: the project's runner (search.runner.run: claim, heartbeats, curves recorded on the
-  trial) around objectives.classify.train (uint8 data in memory, batched augmentation).
+- ours: the project's engine (search.engine.sequential.run: claim, heartbeats, curves
+  recorded on the trial) around objectives.classify.train (uint8 data in memory, batched
+  augmentation).
 
 The trials alternate between the loops, so a neighbour's load on a shared machine falls on
 both alike. Printed: per-trial wall time (claim to tell), time inside training, time outside
@@ -40,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from objectives import classify, data, models  # noqa: E402
-from search import config, runner  # noqa: E402
+from search import config  # noqa: E402
+from search.engine import sequential  # noqa: E402
 from search.schedules import ScheduleConfig  # noqa: E402
 
 ETA_MIN_FACTOR = 0.01  # cosine to 1% of the base LR over the run, in both loops
@@ -189,7 +191,7 @@ def ours(cfg: classify.TrainConfig, args, storage) -> tuple[Timing, Callable]:
     def one_trial(k: int) -> None:
         classify.train = timed_train  # the runner looks the objective up as a study starts
         try:
-            runner.run(study_cfg, storage, k, progress=Progress())  # until k trials finished
+            sequential.run(study_cfg, storage, k, progress=Progress())  # until k trials finished
         finally:
             classify.train = real_train
 

@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from search import runner, storage
-    from search.engine import array, workers
+    from search.engine import array, claim, sequential, workers
     from search.progress import Progress
 
     cfg = with_name(load_cfg(args.study), args.study_name).with_overrides(
@@ -86,11 +86,11 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             progress.close()
         return _summary(args, cfg, study, url, code)
-    store = workers.open_for(cfg, url)  # heartbeats, dead workers' trials retried
+    store = claim.open_for(cfg.workers, url)  # heartbeats, dead workers' trials retried
     try:
         k = array.array_size(cfg, args.array)  # None: the sequential engine
         if k is None:
-            study = runner.run(cfg, store, target, progress)
+            study = sequential.run(cfg, store, target, progress)
         else:
             study = array.run(cfg, store, target, progress, k=k)
     finally:

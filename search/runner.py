@@ -33,10 +33,10 @@ __all__ = [
     "make_objective",
     "make_pruner",
     "make_sampler",
+    "prepare",
     "optimizer_name",
     "record_optimizer",
     "train_recorded",
-    "run",
     "schedule_of",
 ]
 
@@ -311,23 +311,3 @@ def prepare(cfg: StudyConfig) -> None:
         from objectives import data
 
         data.load(cfg.train.dataset, "train", cfg.train.data_dir)
-
-
-def run(
-    cfg: StudyConfig,
-    storage: optuna.storages.BaseStorage | str,
-    n_trials: int,
-    progress: Any = None,
-    worker: int | None = None,
-) -> optuna.Study:
-    """Run trials until the study holds `n_trials` finished (complete + pruned) trials.
-
-    The target counts every worker's trials, on any machine (see search.engine.workers);
-    `worker` picks the sampler's seed stream (default: the study's next free one).
-    """
-    from search.engine import workers
-
-    if n_trials < 1:
-        raise UserError(f"`--trials` must be >= 1 but got {n_trials}")
-    prepare(cfg)
-    return workers.work(cfg, storage, n_trials, progress, worker)

@@ -8,21 +8,18 @@ the held-out test split. Every schedule is resolved for that budget by `schedule
 the same path `best` prints from, so what is validated is what `best --epochs E
 --steps-per-epoch S` prints for that budget.
 
-Baselines are tuned as the candidates were: a baseline takes the LR of the study's best
-finished trial of its family where the study has MIN_STUDY_TRIALS of them at the same
-budget; otherwise its LR is swept first (SWEEP_STEPS around the study's default LR, on the
-validation split, the search's seed and budget). Results go to the companion study
-`<study>.validate` in the same store: a second run skips every run already finished there,
-and optuna-dashboard shows it like any study. `best` reads the companion (search.export).
+What is trained, and how baselines are tuned: `search.validate_plan`. Every run trains
+through the engine's claim protocol (search.engine.claim): runs are claimed under the study's
+lock, so `--jobs N` worker processes share the work and nothing trains twice; SIGTERM ends
+the run in flight as `interrupted` and exits 0, Ctrl-C exits 130. Results go to the companion
+study `<study>.validate` in the same store: a second run trains exactly what is missing, and
+optuna-dashboard shows it like any study. `best` reads the companion (search.export).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import importlib.util
-import json
 import math
 import sys
 import time
@@ -31,206 +28,28 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import schedules
+from search import schedules, storage
+from search.engine import claim, sequential, workers
+from search.engine.signals import Signals
 from search.errors import UserError
+from search.validate_plan import (
+    COMPANION_SUFFIX,
+    SWEEP_EXTEND,
+    SWEEP_STEPS,
+    Job,
+    Plan,
+    add_baseline,
+    companion_name,
+    job,
+    plan,
+    sweep_lrs,
+)
 
-__all__ = ["BASELINES", "COMPANION_SUFFIX", "HELP", "SCHEDULEFREE", "SEED_BASE", "Baseline",
-           "Job", "Plan", "add_arguments", "baselines", "companion_name", "main",
-           "open_companion", "plan", "run", "sweep_lrs", "tune"]
+__all__ = ["COMPANION_SUFFIX", "HELP", "SEED_BASE", "add_arguments", "companion_name", "main",
+           "open_companion", "plan", "run", "tune", "work"]
 
 HELP = "re-train the top schedules and baselines on new seeds, scored on the test set"
-COMPANION_SUFFIX = ".validate"
 SEED_BASE = 10_000  # validation seeds are SEED_BASE + i: never a seed the search trained with
-# The study's optimizer -> its schedule-free variant (TrainConfig.optimizer), its label, and
-# the LR factor over the scheduled LR: its authors suggest 10-50x for SGD, 1-10x for AdamW.
-SCHEDULEFREE = {"sgd": ("schedulefree", "schedule-free SGD", 10.0),
-                "adamw": ("schedulefree_adamw", "schedule-free AdamW", 3.0)}
-ONE_CYCLE_STANDARD = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4}
-
-
-def companion_name(study_name: str) -> str:
-    """The study holding the validation of `study_name`."""
-    return study_name + COMPANION_SUFFIX
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """One schedule to train: a candidate, a baseline, or one point of a baseline's LR sweep."""
-
-    key: str  # hash of what is trained: the budget-free schedule and the optimizer
-    label: str
-    roles: tuple[str, ...]  # "candidate", "baseline", "sweep"
-    schedule: schedules.ScheduleConfig
-    optimizer: str = "sgd"  # "sgd": the study's own optimizer; else a schedule-free one
-    source_trial: int | None = None
-    lr_source: str = ""  # baselines: where their LR comes from
-    lr_trial: int | None = None  # baselines: the searched trial that lent its LR
-    slot: str = ""  # baselines and sweeps: which baseline (the same at every LR)
-
-
-def _key(s: schedules.ScheduleConfig, optimizer: str) -> str:
-    what = {**s.to_dict(), "optimizer": optimizer}
-    return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _job(label: str, roles: tuple[str, ...], s: schedules.ScheduleConfig, optimizer: str = "sgd",
-         **more: Any) -> Job:
-    return Job(_key(s, optimizer), label, roles, s, optimizer, **more)
-
-
-# 1. Baselines, each with its LR tuned as the candidates' LRs were.
-
-
-@dataclasses.dataclass(frozen=True)
-class Baseline:
-    slot: str
-    label: str
-    family: str  # the family it trains, whose searched trials can lend it an LR
-    params: dict[str, Any]  # budget-free, as schedules.ScheduleConfig holds them
-    optimizer: str = "sgd"
-    lr_factor: float = 1.0  # its LR relative to an SGD-with-schedule LR (the sweep's centre)
-    borrows: bool = True  # may take its LR from the study's trials of `family`
-
-    def schedule(self, lr: float, knobs: dict[str, float]) -> schedules.ScheduleConfig:
-        return schedules.ScheduleConfig(self.family, dict(self.params), **dict(knobs, lr=lr))
-
-
-BASELINES = (  # the schedule-free one is added per study optimizer (`baselines`)
-    Baseline("constant", "Constant", "Constant", {}),
-    Baseline("cosine", "CosineAnnealingLR (whole run)", "CosineAnnealingLR",
-             {"T_max": 1.0, "eta_min_factor": 0.0}),
-    Baseline("onecycle", "OneCycleLR (standard)", "OneCycleLR", dict(ONE_CYCLE_STANDARD)),
-    # airbench's schedule; "Straight to Zero" (ICLR 2025) finds it beats cosine-to-10%
-    Baseline("linear0", "linear to zero", "PolynomialLR", {"power": 1.0}),
-)
-MIN_STUDY_TRIALS = 5  # finished trials of a family before the study's best LR is trusted
-SWEEP_STEPS = (-2, -1, 0, 1, 2)  # sweep LRs: default_lr x 3 ** step
-SWEEP_EXTEND = 2  # steps added past an edge of the sweep where the best LR sits there
-
-
-def _shared(spec: Any, default: float) -> float:
-    return spec.low if spec.fixed else min(max(default, spec.low), spec.high)
-
-
-def _knobs(cfg: Any) -> dict[str, float]:
-    sp, base = cfg.space, schedules.ScheduleConfig("Constant")
-    return {"momentum": _shared(sp.momentum, base.momentum),
-            "weight_decay": _shared(sp.weight_decay, base.weight_decay)}
-
-
-def baselines(cfg: Any) -> tuple[Baseline, ...]:
-    """The baselines for this study: BASELINES, then the schedule-free variant of its
-    optimizer (no schedule at all), at its own larger LR."""
-    free_opt, free_label, factor = SCHEDULEFREE[getattr(cfg.train, "optimizer", "sgd")]
-    return (*BASELINES, Baseline("schedulefree", free_label, "Constant", {}, free_opt, factor,
-                                 borrows=False))
-
-
-def _unavailable(cfg: Any, b: Baseline) -> str:
-    """Why a baseline cannot run here ("" where it can)."""
-    if b.optimizer == "sgd":  # the study's own optimizer
-        return ""
-    from search.config import DEFAULT_OBJECTIVE
-
-    fields = {f.name for f in dataclasses.fields(cfg.train)}
-    if cfg.objective != DEFAULT_OBJECTIVE or "optimizer" not in fields:
-        return f"{b.label} baseline not run: the objective has no schedule-free optimizer"
-    if importlib.util.find_spec("schedulefree") is None:
-        return (f"{b.label} baseline not run: the `schedulefree` package is not installed "
-                "(pip install schedulefree)")
-    return ""
-
-
-def sweep_lrs(cfg: Any, b: Baseline, steps: tuple[int, ...] = SWEEP_STEPS) -> list[float]:
-    """Log-spaced LRs around the study's default LR (x3 apart): inside the study's LR range
-    for SGD baselines, around its own larger default for schedule-free SGD."""
-    sp = cfg.space
-    out = set()
-    for k in steps:
-        lr = sp.default_lr * b.lr_factor * 3.0**k
-        out.add(min(max(lr, sp.lr.low), sp.lr.high) if b.optimizer == "sgd" else lr)
-    return sorted(out)
-
-
-def _study_lr(done: list[FrozenTrial], b: Baseline, epochs: int) -> FrozenTrial | None:
-    """The best finished trial of the baseline's family at this budget, where the study has
-    at least MIN_STUDY_TRIALS of them (`done` is best first)."""
-    if not b.borrows:
-        return None
-    same = [t for t in done if t.params.get("scheduler") == b.family
-            and int(t.user_attrs.get("epochs", -1)) == epochs]
-    return same[0] if len(same) >= MIN_STUDY_TRIALS else None
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    jobs: list[Job]  # top-k distinct candidates, then the baselines whose LR is known
-    epochs: int  # the length they are trained for
-    searched_epochs: int  # the best searched trial's length
-    notes: list[str]  # for the person: what was left out and why
-    sweeps: list[Baseline] = dataclasses.field(default_factory=list)  # LRs still to tune
-    knobs: dict[str, float] = dataclasses.field(default_factory=dict)
-
-
-def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None) -> Plan:
-    """What to validate: the top-k distinct schedules of `study` (exactly as their trials
-    recorded them) and the baselines, at `epochs` (default: the best trial's length)."""
-    from search.runner import schedule_of
-
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None]
-    done.sort(key=lambda t: (-t.value, t.number))
-    if not done:
-        raise UserError(f"study {study.study_name!r} has no complete trial to validate; run "
-                        f"`python -m search run --study {study.study_name}` first")
-    searched = int(done[0].user_attrs.get("epochs", cfg.epochs))
-    target = epochs or searched
-    jobs: dict[str, Job] = {}
-    unrecorded = 0
-    for t in done:
-        if len(jobs) == top:
-            break
-        try:
-            s = schedule_of(t)
-        except UserError:  # recorded by an older schedsearch: nothing exact to re-train
-            unrecorded += 1
-            continue
-        job = _job(f"trial {t.number} {s.family}", ("candidate",), s, source_trial=t.number)
-        jobs.setdefault(job.key, job)
-    notes = [] if len(jobs) == top else [f"only {len(jobs)} distinct finished schedules"]
-    if unrecorded:
-        notes.append(f"{unrecorded} trials without a schedule record were skipped")
-    knobs, sweeps = _knobs(cfg), []
-    for b in baselines(cfg):
-        why = _unavailable(cfg, b)
-        if why:
-            notes.append(why)
-            continue
-        src = _study_lr(done, b, searched)
-        if src is None:
-            sweeps.append(b)
-            continue
-        lr = float(src.user_attrs.get("optimizer", {}).get("lr", src.params.get("lr")))
-        # what tuning the LR was worth: the best trial against the study's own default-LR run
-        default = next((t for t in done if t.user_attrs.get("default")
-                        and t.params.get("scheduler") == b.family), None)
-        worth = (f", {src.value - default.value:+.4f} over the study's default-LR trial "
-                 f"{default.number}" if default is not None else "")
-        _add_baseline(jobs, _job(
-            b.label, ("baseline",), b.schedule(lr, knobs), b.optimizer, slot=b.slot,
-            lr_source=f"LR of the best of the study's {b.family} trials (trial {src.number})"
-                      f"{worth}", lr_trial=src.number))
-    return Plan(list(jobs.values()), target, searched, notes, sweeps, knobs)
-
-
-def _add_baseline(jobs: dict[str, Job], b: Job) -> None:
-    if b.key in jobs:  # a searched schedule that is a baseline too: trained once, both roles
-        j = jobs[b.key]
-        jobs[b.key] = dataclasses.replace(
-            j, roles=(*j.roles, "baseline"), label=f"{j.label} (= {b.label})",
-            lr_source=b.lr_source, lr_trial=b.lr_trial, slot=b.slot)
-    else:
-        jobs[b.key] = b
 
 
 # 2. Training into the companion study.
@@ -301,46 +120,67 @@ def _runs(study: optuna.Study, states: tuple[TrialState, ...]) -> set[Run]:
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
+class _Runs:
+    """The claim policy of a validation: the wanted runs not done yet, in order.
+
+    Done: complete, pruned, or running now in another worker. A run this worker tried and
+    that failed is not tried again in this invocation. While only other workers' runs are
+    left, wait for them (a dead worker's run fails after the grace period and is due again).
+    """
+
+    def __init__(self, jobs: dict[str, Job], wanted: list[Run], searched: str) -> None:
+        self.jobs, self.wanted, self.searched = jobs, wanted, searched
+        self.tried: set[Run] = set()
+        self.todo: list[Run] = []
+
+    def __call__(self, study: optuna.Study, live: bool) -> str | None:
+        done = _runs(study, _DONE)
+        self.todo = [w for w in self.wanted if w not in done and w not in self.tried]
+        if self.todo:
+            return None
+        others = _runs(study, (TrialState.RUNNING,)) & (set(self.wanted) - self.tried)
+        return claim.WAIT if live and others else claim.DONE
+
+    def prepare(self, study: optuna.Study) -> None:
+        """Queue the next run, unless one of the runs to do is queued already."""
+        if _runs(study, (TrialState.WAITING,)) & set(self.todo):
+            return
+        key, seed, epochs, holdout = self.todo[0]
+        j = self.jobs[key]
+        sweep = {"sweep_for": j.slot} if holdout == "val" else {}
+        study.enqueue_trial({"scheduler": j.schedule.family}, user_attrs={
+            "validate_key": key, "seed": seed, "epochs": epochs, "label": j.label,
+            "roles": list(j.roles), "source_trial": j.source_trial, "holdout": holdout,
+            "searched_study": self.searched, **sweep})
+
+
 def _train(cfg: Any, study: optuna.Study, jobs: dict[str, Job], wanted: list[Run],
-           searched: str, what: str, log: Any) -> None:
+           searched: str, what: str, log: Any, sig: Signals) -> None:
     """Train every wanted run not done yet, in order, into the companion study."""
-    objective, failed = _objective(cfg, jobs)
-    tried: set[Run] = set()  # a run that fails is tried once per invocation
-    ran: list[FrozenTrial] = []  # what optimize finished: the oldest queued run, maybe not ours
-
-    def keep(_: optuna.Study, trial: FrozenTrial) -> None:
-        ran.append(trial)
-
+    objective, _ = _objective(cfg, jobs)
+    runs = _Runs(jobs, wanted, searched)
     total = len(set(wanted) - _runs(study, _DONE))
     print(f"{what}: {len(set(wanted)) - total} runs done, {total} to train", file=log,
           flush=True)
-    while True:
-        done = _runs(study, _DONE)
-        todo = [w for w in wanted if w not in done and w not in tried]
-        if not todo:
-            return
-        if not _runs(study, (TrialState.WAITING,)) & set(todo):
-            key, seed, epochs, holdout = todo[0]
-            j = jobs[key]
-            sweep = {"sweep_for": j.slot} if holdout == "val" else {}
-            study.enqueue_trial({"scheduler": j.schedule.family}, user_attrs={
-                "validate_key": key, "seed": seed, "epochs": epochs, "label": j.label,
-                "roles": list(j.roles), "source_trial": j.source_trial, "holdout": holdout,
-                "searched_study": searched, **sweep})
-        start = time.monotonic()
-        study.optimize(objective, n_trials=1, catch=(failed,), gc_after_trial=False,
-                       callbacks=[keep])
-        t = ran.pop()
+    started = [time.monotonic()]
+
+    def timed(trial: optuna.Trial) -> float:
+        started[0] = time.monotonic()
+        return objective(trial)
+
+    def shown(_: optuna.Study, t: FrozenTrial) -> None:
         a = t.user_attrs
-        tried.add((a.get("validate_key"), int(a.get("seed", -1)), int(a.get("epochs", -1)),
-                   a.get("holdout", "test")))
+        runs.tried.add((a.get("validate_key"), int(a.get("seed", -1)), int(a.get("epochs", -1)),
+                        a.get("holdout", "test")))
         split = "val" if a.get("holdout") == "val" else "test"
-        shown = (f"{split} acc {t.value:.4f}" if t.value is not None
-                 else a.get("end_reason", t.state.name.lower()))
-        job = jobs.get(a.get("validate_key"))
-        lr = f" at LR {job.schedule.lr:.3g}" if job is not None and split == "val" else ""
-        print(f"[{len(tried)}/{total}] {a.get('label')}{lr}, seed {a.get('seed')}: {shown} "
-              f"({time.monotonic() - start:.0f} s)", file=log, flush=True)
+        result = (f"{split} acc {t.value:.4f}" if t.value is not None
+                  else a.get("end_reason", t.state.name.lower()))
+        j = jobs.get(a.get("validate_key"))
+        lr = f" at LR {j.schedule.lr:.3g}" if j is not None and split == "val" else ""
+        print(f"[{len(runs.tried)}/{total}] {a.get('label')}{lr}, seed {a.get('seed')}: "
+              f"{result} ({time.monotonic() - started[0]:.0f} s)", file=log, flush=True)
+
+    sequential.loop(study, timed, runs, sig, cfg.workers.grace_period, shown)
 
 
 def _scores(study: optuna.Study, jobs: dict[str, Job], epochs: int, seed: int) -> dict[str, float]:
@@ -354,7 +194,8 @@ def _scores(study: optuna.Study, jobs: dict[str, Job], epochs: int, seed: int) -
     return out
 
 
-def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any) -> Plan:
+def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
+         sig: Signals) -> Plan:
     """Sweep the LR of every baseline the study cannot lend one, as the search scored its
     trials (validation split, the search's seed and budget), and add it at its best LR.
 
@@ -365,11 +206,14 @@ def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any)
     for b in the_plan.sweeps:
         steps, scored = SWEEP_STEPS, {}
         for _ in range(SWEEP_EXTEND + 1):
-            points = {lr: _job(b.label, ("sweep",), b.schedule(lr, the_plan.knobs), b.optimizer,
+            points = {lr: job(b.label, ("sweep",), b.schedule(lr, the_plan.knobs), b.optimizer,
                                slot=b.slot) for lr in sweep_lrs(cfg, b, steps)}
             sweep = {j.key: j for j in points.values()}
             _train(cfg, study, sweep, [(k, cfg.seed, the_plan.epochs, "val") for k in sweep],
-                   searched, f"tuning the LR of {b.label} ({len(scored) + len(sweep)} LRs)", log)
+                   searched, f"tuning the LR of {b.label} ({len(scored) + len(sweep)} LRs)",
+                   log, sig)
+            if sig.received is not None:
+                return the_plan
             got = _scores(study, sweep, the_plan.epochs, cfg.seed)
             scored |= {lr: got.get(j.key, -math.inf) for lr, j in points.items()}
             best = max(scored, key=lambda lr: (scored[lr], -lr))
@@ -383,7 +227,7 @@ def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any)
         centre = cfg.space.default_lr * b.lr_factor
         default = min(scored, key=lambda lr: abs(math.log(lr / centre)))
         gain = scored[best] - scored[default]
-        _add_baseline(jobs, _job(
+        add_baseline(jobs, job(
             b.label, ("baseline",), b.schedule(best, the_plan.knobs), b.optimizer, slot=b.slot,
             lr_source=(f"sweep of {len(scored)} LRs on the validation split: {best:.3g}, "
                        f"{gain:+.4f} over the default {default:.3g}")))
@@ -396,11 +240,32 @@ def run(
 ) -> optuna.Study:
     """Tune the baselines' LRs where needed, then train every (schedule, seed) run not done
     yet, seed by seed (an interrupted validation then already holds complete pairs), into the
-    companion study; returns the companion."""
+    companion study; returns the companion. SIGTERM ends the run in flight as `interrupted`
+    and returns; Ctrl-C does the same and raises KeyboardInterrupt."""
     log = log or sys.stderr
-    study = open_companion(store, searched)
-    optuna.storages.fail_stale_trials(study)  # a killed run's trial: trained again below
-    the_plan = tune(cfg, study, the_plan, searched, log)
+    store = storage.resilient(store)
+    sig = Signals(store).install()
+    opened: list[optuna.Study] = []
+
+    def body() -> None:
+        study = open_companion(store, searched)
+        opened.append(study)
+        tuned = tune(cfg, study, the_plan, searched, log, sig)
+        if sig.received is not None:
+            return
+        _describe(study, cfg, searched, tuned)
+        jobs = {j.key: j for j in tuned.jobs}
+        wanted = [(j.key, s, tuned.epochs, "test") for s in seeds for j in tuned.jobs]
+        _train(cfg, study, jobs, wanted, searched,
+               f"validating {len(jobs)} schedules x {len(seeds)} seeds at {tuned.epochs} "
+               "epochs", log, sig)
+
+    sequential.guarded(store, sig, body)
+    return opened[0] if opened else open_companion(store, searched)
+
+
+def _describe(study: optuna.Study, cfg: Any, searched: str, the_plan: Plan) -> None:
+    """What the companion study validates, in its user attributes (for `best`, dashboards)."""
     attrs = {"searched_study": searched, "objective": cfg.objective, "holdout": "test",
              "dataset": getattr(cfg.train, "dataset", None), "notes": the_plan.notes,
              "searched_epochs": the_plan.searched_epochs}
@@ -415,12 +280,13 @@ def run(
                                                    else old.get("lr_trial"))}
     for k, v in attrs.items():
         study.set_user_attr(k, v)
-    jobs = {j.key: j for j in the_plan.jobs}
-    wanted = [(j.key, s, the_plan.epochs, "test") for s in seeds for j in the_plan.jobs]
-    _train(cfg, study, jobs, wanted, searched,
-           f"validating {len(jobs)} schedules x {len(seeds)} seeds at {the_plan.epochs} epochs",
-           log)
-    return study
+
+
+def work(cfg: Any, url: str, searched: str, the_plan: Plan, seeds: list[int],
+         share: int = 1) -> None:
+    """One worker process of `validate --jobs`: the whole validation, shared through the
+    claim protocol with the other workers."""
+    run(cfg, claim.open_for(cfg.workers, url, retry_stale=False), searched, the_plan, seeds)
 
 
 # 3. The command.
@@ -440,12 +306,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="as for run: the first N training examples (plus the val carve)")
     p.add_argument("--data-dir", help="where the data set lies (else $SEARCH_DATA_DIR, cache)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="worker processes sharing the runs (spread over the GPUs)")
     p.epilog = (f"Results go to the study <name>{COMPANION_SUFFIX} in the same storage; "
                 "running again trains only what is missing. Then: python -m search best.")
 
 
 def main(args: argparse.Namespace) -> int:
-    from search import export, storage
+    from search import export
     from search.config import DEFAULT_OBJECTIVE
     from search.options import open_study
 
@@ -469,11 +337,24 @@ def main(args: argparse.Namespace) -> int:
         for split in ("train", "test"):
             data.load(cfg.train.dataset, split, cfg.train.data_dir)
     the_plan = plan(cfg, searched, args.top, args.epochs)
-    url, w = storage.resolve(args.storage, cfg.storage), cfg.workers
-    store = storage.open_storage(url, heartbeat_interval=w.heartbeat_interval,
-                                 grace_period=w.grace_period)  # a killed run's trial is freed
-    run(cfg, store, searched.study_name, the_plan, [SEED_BASE + i for i in range(args.seeds)])
+    url = storage.resolve(args.storage, cfg.storage)
+    seeds = [SEED_BASE + i for i in range(args.seeds)]
+    code = 0
+    if args.jobs > 1:
+        gpus = workers.gpu_plan(args.jobs, args.jobs,
+                                workers.visible_gpus(getattr(cfg.train, "device", "auto")))
+        store = claim.open_for(cfg.workers, url, retry_stale=False)
+        open_companion(store, searched.study_name)  # created once, before the workers start
+        with Signals(store) as sig:
+            codes = workers.supervise(work, (cfg, url, searched.study_name, the_plan, seeds),
+                                      args.jobs, gpus, sig)
+        if sig.received is not None and not sig.terminated:
+            raise KeyboardInterrupt
+        code = 0 if sig.terminated else workers.exit_code(codes)
+    else:  # heartbeats: a killed run's trial is freed after the grace period
+        run(cfg, claim.open_for(cfg.workers, url, retry_stale=False), searched.study_name,
+            the_plan, seeds)
     found = export.validation(searched, the_plan.epochs)
     print(f"study {companion_name(searched.study_name)!r} in {storage.redact(url)}")
     print("\n".join(found.lines()) if found else "nothing validated yet")
-    return 0
+    return code

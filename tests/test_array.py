@@ -14,9 +14,9 @@ import torch
 from optuna.trial import TrialState
 
 from objectives import Diverged, classify
+from objectives.fused_train import ArrayTrainer, Job
 from search import cli, config, runner, schedules, space
-from search.engine import array
-from search.engine.fused import ArrayTrainer, Job
+from search.engine import array, sequential
 from search.errors import UserError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -54,6 +54,12 @@ def lone_run(cfg, schedule) -> tuple[list[tuple], float | BaseException]:
     return reports, value
 
 
+def job(schedule: schedules.ScheduleConfig, report, tag=None, **more) -> Job:
+    """An array job for `schedule`, its scheduler built as the engine builds it."""
+    return Job(schedule, lambda opt, steps, epochs: schedules.build(opt, schedule, steps, epochs),
+               report, tag, **more)
+
+
 class Pruned(Exception):
     pass
 
@@ -85,7 +91,7 @@ def arrayed(cifar_dir):
             return None
         i = queue.pop(0)
         started[i] = rounds[0]
-        return Job(jobs[i], report_for(i), i)
+        return job(jobs[i], report_for(i), i)
 
     trainer = ArrayTrainer(cfg, 4)
     original = trainer._epoch
@@ -139,7 +145,7 @@ def test_after_a_round_where_every_member_diverged_the_next_trial_is_still_exact
     reports: list[tuple] = []
     outcomes: list = []
     ArrayTrainer(cfg, 1).run(
-        lambda: Job(queue.pop(0), lambda *r: reports.append(r)) if queue else None,
+        lambda: job(queue.pop(0), lambda *r: reports.append(r)) if queue else None,
         lambda job, out: outcomes.append(out))
     assert isinstance(outcomes[0], Diverged) and isinstance(outcomes[1], float)
     want, value = lone_run(cfg, good)
@@ -172,7 +178,7 @@ def smoke(cifar_dir, epochs=None):
 
 def test_array_study_reaches_the_target_with_the_sequential_attributes(tmp_path, cifar_dir):
     cfg = smoke(cifar_dir)
-    seq = runner.run(cfg, f"sqlite:///{tmp_path / 'seq.db'}", 1)
+    seq = sequential.run(cfg, f"sqlite:///{tmp_path / 'seq.db'}", 1)
     arr = array.run(cfg, f"sqlite:///{tmp_path / 'arr.db'}", 5, k=3)
     assert runner.count(arr) == 5 and len(arr.trials) == 5  # no overshoot past the target
     assert not arr.get_trials(states=(TrialState.RUNNING, TrialState.FAIL))
@@ -199,27 +205,31 @@ def test_array_study_reaches_the_target_with_the_sequential_attributes(tmp_path,
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_closes_every_running_trial(tmp_path, cifar_dir, how):
+    """Either signal ends every trial in flight as interrupted; SIGTERM then returns (the
+    process exits 0), Ctrl-C raises KeyboardInterrupt (exit 130)."""
     class Interrupting:
         def start(self, study, target):
             pass
 
         def epoch(self, number, epoch, val_acc):
-            if how == "sigterm":
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)  # the handler raises KeyboardInterrupt in here
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+            time.sleep(5)  # the handler raises KeyboardInterrupt in here
 
         def trial_finished(self, study, trial):
             pass
 
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    with pytest.raises(KeyboardInterrupt):
+    if how == "sigterm":
         array.run(smoke(cifar_dir, epochs=1), url, 4, Interrupting(), k=3)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            array.run(smoke(cifar_dir, epochs=1), url, 4, Interrupting(), k=3)
     study = optuna.load_study(study_name="smoke", storage=url)
     assert len(study.trials) == 3
     assert {t.state for t in study.trials} == {TrialState.FAIL}
     assert {t.user_attrs["end_reason"] for t in study.trials} == {"interrupted"}
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers were put back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_divergence_prunes_one_trial_and_a_failed_report_fails_the_run(tmp_path, cifar_dir):
@@ -295,7 +305,7 @@ def test_cuda_array_trains_in_bf16_near_the_lone_trial_and_picks_k(cifar_dir):
     got: list[tuple] = []
     queue = [schedule, schedule]
     trainer = ArrayTrainer(cfg, 2)
-    trainer.run(lambda: Job(queue.pop(), lambda *r: got.append(r)) if queue else None,
+    trainer.run(lambda: job(queue.pop(), lambda *r: got.append(r)) if queue else None,
                 lambda job, out: None)
     assert len(got) == 2 * EPOCHS
     for g, w in zip(got[::2], want, strict=True):  # bf16: close, not equal
@@ -332,7 +342,7 @@ def _pruning_outcomes(cifar_dir, slots: list[int]) -> dict[int, tuple[str, int]]
         n = queue.pop(0)
         rec = recs[n]
         s = dataclasses.replace(schedules.ScheduleConfig("Constant", lr=0.1), listener=rec.built)
-        return Job(s, report_for(n), n, decide=rec.prune_check, order=n)
+        return job(s, report_for(n), n, decide=rec.prune_check, order=n)
 
     out: dict[int, tuple[str, int]] = {}
 

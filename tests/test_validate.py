@@ -9,6 +9,8 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
+import signal
 import sqlite3
 import statistics
 import time
@@ -17,7 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import cli, schedules, validate
+from search import cli, schedules, validate, validate_plan
 from search.config import load_study
 from search.validate import SEED_BASE
 
@@ -26,6 +28,7 @@ N_SWEEP = 5 * N_BASE
 
 CALLS: list[tuple] = []  # (family, seed, epochs, holdout, params) per fake training
 STOP_AFTER: list[int] = []  # the fake raises KeyboardInterrupt once CALLS reaches this length
+TERM_AFTER: list[int] = []  # the fake sends itself SIGTERM in its first epoch at this length
 
 FAKE = """
 trials = 8
@@ -62,6 +65,8 @@ def fake_train(cfg, schedule, report) -> float:
     acc += 0.02 * _noise(cfg.seed) + 0.01 * _noise(schedule, cfg.seed, cfg.holdout)
     for epoch in range(cfg.epochs):
         report(epoch, 1 - acc, acc, schedule.lr)
+        if TERM_AFTER and len(CALLS) == TERM_AFTER[0] + 1 and epoch == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `docker compose stop` mid-trial
     return acc
 
 
@@ -92,6 +97,7 @@ def here(searched, tmp_path):
         src.backup(dst)
     CALLS.clear()
     STOP_AFTER.clear()
+    TERM_AFTER.clear()
     return tmp_path
 
 
@@ -196,6 +202,36 @@ def test_rerunning_a_half_done_or_finished_validation_trains_only_what_is_missin
     assert len(runs) == len(set(runs)) == total + 2 + N_BASE  # nothing trained twice
 
 
+def test_sigterm_mid_run_ends_it_as_interrupted_exits_0_and_a_rerun_trains_the_rest(here):
+    TERM_AFTER.append(7)  # SIGTERM during the 8th training, after its first epoch
+    assert _validate("--top", "2", "--seeds", "3") == 0
+    comp = _load("fake.validate")
+    assert not comp.get_trials(states=(TrialState.RUNNING,))
+    assert len(comp.get_trials(states=(TrialState.COMPLETE,))) == 7
+    (stopped,) = comp.get_trials(states=(TrialState.FAIL,))
+    assert stopped.user_attrs["end_reason"] == "interrupted"
+    assert len(stopped.intermediate_values) == 1  # stopped in its first epoch, not after
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
+    TERM_AFTER.clear()
+    CALLS.clear()
+    assert _validate("--top", "2", "--seeds", "3") == 0
+    assert len(CALLS) == N_SWEEP + (2 + N_BASE) * 3 - 7  # exactly what is missing
+
+
+def test_jobs_share_the_runs_and_train_each_once(here, monkeypatch):
+    from conftest import ROOT
+
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT}:{ROOT / 'tests'}")  # the workers import the fake
+    assert _validate("--top", "2", "--seeds", "2", "--jobs", "2") == 0
+    comp = _load("fake.validate")
+    assert {t.state for t in comp.trials} == {TrialState.COMPLETE}
+    runs = [(t.user_attrs["validate_key"], t.user_attrs["seed"], t.user_attrs["holdout"])
+            for t in comp.trials]
+    assert len(runs) == len(set(runs)) == N_SWEEP + (2 + N_BASE) * 2  # nothing trained twice
+    assert len({t.system_attrs["worker"] for t in comp.trials}) == 2  # both workers trained
+    assert CALLS == []  # trained in the worker processes, not here
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test's own ask(), below
 def test_a_run_left_running_by_a_killed_process_is_trained_again(here):
     from search import storage
@@ -234,7 +270,7 @@ def test_a_queued_run_of_another_plan_is_not_trained_and_does_not_stop_this_one(
 def test_a_searched_schedule_equal_to_a_baseline_is_trained_once_with_both_roles(
     here, monkeypatch
 ):
-    monkeypatch.setattr(validate, "MIN_STUDY_TRIALS", 1)  # every family lends its best LR
+    monkeypatch.setattr(validate_plan, "MIN_STUDY_TRIALS", 1)  # every family lends its best LR
     cfg = load_study("fake.toml")
     p = validate.plan(cfg, _load("fake"), top=10)
     keys = [j.key for j in p.jobs]

@@ -17,7 +17,7 @@ from workers_support import check_exact, finish, start, write_study
 
 from search import runner, space
 from search.config import load_study
-from search.engine import workers
+from search.engine import claim, sequential, workers
 from search.errors import UserError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -46,7 +46,7 @@ def test_cpu_device_uses_no_gpu():
 def _setup(tmp_path, trials: int, grace: int = 2):
     cfg = load_study(str(write_study(tmp_path, trials=trials, sleep=0.01, grace=grace)))
     url = f"sqlite:///{tmp_path / 'search.db'}"
-    store = workers.open_for(cfg, url)
+    store = claim.open_for(cfg.workers, url)
     return cfg, url, store, runner.create_or_load(cfg, store)
 
 
@@ -67,7 +67,7 @@ def test_a_dead_workers_trial_is_failed_and_retried_and_the_total_stays_exact(
     cfg, url, store, study = _setup(tmp_path, trials=3)
     dead = _running_trial(study, cfg, heartbeat)
     began = time.monotonic()
-    runner.run(cfg, store, 3)
+    sequential.run(cfg, store, 3)
     # it waited for the grace period (2 s; twice that without any heartbeat) instead of
     # giving up on a trial that might still be alive
     assert time.monotonic() - began > (2 if heartbeat else 4)
@@ -107,7 +107,7 @@ def test_a_trial_failed_by_another_worker_does_not_crash_this_one(
 
     monkeypatch.setattr(runner, "make_objective", make_objective)
     with caplog.at_level(logging.WARNING):
-        runner.run(cfg, store, 3)
+        sequential.run(cfg, store, 3)
     ts = check_exact(url, 3)
     assert [t.number for t in ts if t.state == TrialState.FAIL] == stolen
     assert f"trial {stolen[0]} was failed by another worker" in caplog.text
@@ -115,10 +115,10 @@ def test_a_trial_failed_by_another_worker_does_not_crash_this_one(
 
 def test_runs_resume_to_the_total_counting_every_worker(tmp_path):
     cfg, url, store, study = _setup(tmp_path, trials=2)
-    runner.run(cfg, store, 2)
-    runner.run(cfg, store, 2)  # already there: nothing more
+    sequential.run(cfg, store, 2)
+    sequential.run(cfg, store, 2)  # already there: nothing more
     check_exact(url, 2)
-    runner.run(cfg, store, 4)
+    sequential.run(cfg, store, 4)
     ts = check_exact(url, 4)
     # each run drew its own sampler stream, so a second worker never repeats the first
     attrs = store.get_study_system_attrs(study._study_id)

@@ -1,37 +1,42 @@
-"""Run a study as fused trial arrays: Optuna ask/tell around `engine.fused.ArrayTrainer`.
+"""Run a study as fused trial arrays: the claim protocol around `objectives.fused_train`.
 
 K trials train at once as one model on one device; as soon as one ends (complete, pruned,
-diverged) it is told to the study and its slot gets a newly asked trial, until the study
-holds its target of finished trials. Each trial carries the user attributes a sequential
-trial carries (`runner.Recorder` records them), and ends the same way: pruned with
-end_reason `pruned` or `non_finite_loss`, failed with `oom` or `interrupted`.
+diverged) it is told to the study and its slot gets a newly claimed trial, until the study
+holds its target of finished trials. Claiming, seeding, heartbeats, signals and the failure
+streak are the sequential loop's (`engine.claim`); only training K at once differs. Each trial
+carries the user attributes a sequential trial carries (`runner.Recorder` records them), and
+ends the same way: pruned with end_reason `pruned` or `non_finite_loss`, failed with `oom` or
+`interrupted`.
 
-K: `--array K`, else on a GPU as many members as fit in 80% of its free memory (at most
-MAX_K); CPU runs keep the sequential engine unless `--array` asks for an array. One worker
-process per GPU, each running an array, composes: every array asks and tells the shared
-study, and `runner.count` of the study is the global target check.
+K: `--array K`, else on a GPU as many members as fit in 80% of this worker's share of the
+free memory (workers sharing a GPU split it), at most MAX_K; CPU runs keep the sequential
+engine unless `--array` asks for an array.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import signal
-import threading
-import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from objectives import Diverged
-from search import runner, space, storage
+from objectives.fused_train import ArrayTrainer, Job, member_bytes
+from search import runner, schedules, space, storage
 from search.config import DEFAULT_OBJECTIVE, StudyConfig
-from search.engine.fused import ArrayTrainer, Job, member_bytes
-from search.engine.workers import WORKER_ID
+from search.engine.claim import (
+    DONE,
+    Claimer,
+    Count,
+    FailureStreak,
+    Heartbeat,
+    conclude,
+    join,
+    open_for,
+)
+from search.engine.sequential import POLL_S, guarded
+from search.engine.signals import Signals
 from search.errors import UserError
 from search.progress import notify
 
@@ -39,17 +44,22 @@ __all__ = ["MAX_K", "array_size", "k_from_memory", "pick_k", "run"]
 
 MAX_K = 32  # beyond this a small net's array is compute-bound; the benchmark tries 4..32
 MEMORY_HEADROOM = 0.8  # of the free GPU memory; the rest is left for allocator slack
-POLL_S = 1.0  # how often an idle array looks again while other workers' trials run
 
 
 def k_from_memory(free_bytes: int, per_member: int, cap: int = MAX_K,
-                  headroom: float = MEMORY_HEADROOM) -> int:
-    """Members that fit in `headroom` of `free_bytes`, between 1 and `cap`."""
-    return max(1, min(cap, int(free_bytes * headroom) // max(1, per_member)))
+                  headroom: float = MEMORY_HEADROOM, share: int = 1) -> int:
+    """Members that fit in `headroom` of `free_bytes / share`, between 1 and `cap`.
+
+    `share`: workers on this GPU. Each takes its share of what is free when it starts, so the
+    workers together never ask for more than was free (a later one sees less and takes less).
+    """
+    budget = int(free_bytes * headroom) // max(1, share)
+    return max(1, min(cap, budget // max(1, per_member)))
 
 
-def pick_k(cfg: StudyConfig) -> int:
-    """K for a GPU from its free memory and one probe step; 1 on a CPU."""
+def pick_k(cfg: StudyConfig, share: int = 1) -> int:
+    """K for a GPU from its free memory, this worker's share of it, and one probe step; 1 on
+    a CPU."""
     import torch
 
     from objectives.classify import resolve_device
@@ -59,7 +69,7 @@ def pick_k(cfg: StudyConfig) -> int:
         return 1
     per = member_bytes(cfg.train, device)
     free, _ = torch.cuda.mem_get_info(device)
-    return k_from_memory(free, per)
+    return k_from_memory(free, per, share=share)
 
 
 def _check(cfg: StudyConfig) -> None:
@@ -73,7 +83,7 @@ def _check(cfg: StudyConfig) -> None:
                         f"{cfg.train.optimizer!r}; run it without --array")
 
 
-def array_size(cfg: StudyConfig, requested: int | None = None) -> int | None:
+def array_size(cfg: StudyConfig, requested: int | None = None, share: int = 1) -> int | None:
     """K for this run, or None for the sequential engine (a CPU, or a user objective)."""
     if requested is not None:
         _check(cfg)
@@ -84,81 +94,78 @@ def array_size(cfg: StudyConfig, requested: int | None = None) -> int | None:
 
     if resolve_device(cfg.train.device).type != "cuda":
         return None
-    return pick_k(cfg)
+    return pick_k(cfg, share)
 
 
 @dataclasses.dataclass
 class _Live:
     trial: optuna.Trial
     recorder: runner.Recorder
-    heartbeat: Any
+    heartbeat: Heartbeat
 
 
 class _Array:
-    """The study side of one array: asks trials for empty slots and tells them as they end."""
+    """The study side of one array: claims trials for empty slots and concludes them."""
 
-    def __init__(self, cfg: StudyConfig, study: optuna.Study, n_trials: int, progress: Any):
-        self.cfg, self.study, self.n_trials, self.progress = cfg, study, n_trials, progress
+    def __init__(self, cfg: StudyConfig, study: optuna.Study, n_trials: int, progress: Any,
+                 sig: Signals | None = None):
+        self.cfg, self.study, self.progress = cfg, study, progress
+        self.sig = sig or Signals()
         self.live: dict[int, _Live] = {}
+        self.policy = Count(n_trials, own=lambda: len(self.live))
+        self.claimer = Claimer(study, cfg.workers.grace_period, self.sig)
+        self.streak = FailureStreak()
 
     def next_job(self) -> Job | None:
-        """A new trial for an empty slot, or None while the target is covered.
-
-        Counted under the study's claim lock, as every worker counts: finished trials plus
-        running ones (every worker's where heartbeats tell live from dead, else this
-        array's), so arrays in many processes stop at the global target together.
-        """
-        study = self.study
-        beats = is_heartbeat_enabled(study._storage)
-        with storage.claim_lock(study._storage, study.study_name), warnings.catch_warnings():
-            # optuna warns that heartbeats belong to study.optimize: here they are kept below
-            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if beats:  # as study.optimize does before each trial
-                optuna.storages.fail_stale_trials(study)
-            done, running = runner.finished_and_running(study)
-            if done + max(running if beats else 0, len(self.live)) >= self.n_trials:
+        """A new trial for an empty slot, or None while the target is covered."""
+        if self.sig.received is not None:
+            return None
+        with self.sig.shielded():
+            trial = self.claimer.claim(self.policy, {"engine": "array"})
+            if isinstance(trial, str):
                 return None
-            trial = study.ask()
-            for key, value in (("worker", WORKER_ID), ("engine", "array")):  # who trains it
-                study._storage.set_trial_system_attr(trial._trial_id, key, value)
-        rec = runner.Recorder(trial, self.progress.epoch if self.progress else None,
-                              defer_prune=True)
-        schedule = space.suggest(trial, self.cfg.space, self.cfg.epochs)
-        runner.record_optimizer(trial, schedule)
-        notify(self.progress, "trial_started", trial)
-        heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)
-        heartbeat.start()
-        self.live[trial.number] = _Live(trial, rec, heartbeat)
-        return Job(dataclasses.replace(schedule, listener=rec.built), rec, trial,
-                   decide=rec.prune_check, order=trial.number)
+            rec = runner.Recorder(trial, self.progress.epoch if self.progress else None,
+                                  defer_prune=True)
+            schedule = space.suggest(trial, self.cfg.space, self.cfg.epochs)
+            runner.record_optimizer(trial, schedule)
+            notify(self.progress, "trial_started", trial)
+            self.live[trial.number] = _Live(trial, rec,
+                                            Heartbeat(self.study._storage, trial._trial_id))
+        schedule = dataclasses.replace(schedule, listener=rec.built)
+
+        def build(optimizer: Any, steps: int, epochs: int) -> schedules.Built:
+            return schedules.build(optimizer, schedule, steps, epochs)
+
+        return Job(schedule, build, rec, trial, decide=rec.prune_check, order=trial.number)
 
     def finish(self, job: Job, outcome: float | BaseException) -> None:
         live = self.live[job.tag.number]
-        if isinstance(outcome, float):
-            self._tell(live, TrialState.COMPLETE, outcome)
-        elif isinstance(outcome, Diverged):
-            live.recorder.end("non_finite_loss")
-            self._tell(live, TrialState.PRUNED)
-        elif isinstance(outcome, optuna.TrialPruned):
-            self._tell(live, TrialState.PRUNED)  # the recorder set end_reason "pruned"
-        else:  # the trial's report failed: as in a sequential run, the trial fails and so
-            self._tell(live, TrialState.FAIL)  # does the run
-            raise outcome
+        with self.sig.shielded():
+            if isinstance(outcome, float):
+                self._end(live, TrialState.COMPLETE, outcome)
+            elif isinstance(outcome, Diverged):
+                live.recorder.end("non_finite_loss")
+                self._end(live, TrialState.PRUNED)
+            elif isinstance(outcome, optuna.TrialPruned):
+                self._end(live, TrialState.PRUNED)  # the recorder set end_reason "pruned"
+            else:  # the trial's report failed: as in a sequential run, the trial fails and
+                self._end(live, TrialState.FAIL, error=outcome)  # so does the run
 
-    def fail_all(self, reason: str | None) -> None:
-        """Close every running trial as failed (the array is stopping)."""
+    def fail_all(self, reason: str) -> None:
+        """Close every running trial as failed with `reason` (the array is stopping)."""
         for live in list(self.live.values()):
-            if reason:
-                live.recorder.end(reason)
-            self._tell(live, TrialState.FAIL)
+            live.recorder.end(reason)
+            self._end(live, TrialState.FAIL, counted=False)
 
-    def _tell(self, live: _Live, state: TrialState, value: float | None = None) -> None:
-        live.heartbeat.join()
+    def _end(self, live: _Live, state: TrialState, value: float | None = None,
+             error: BaseException | None = None, counted: bool = True) -> None:
+        live.heartbeat.stop()
         del self.live[live.trial.number]
-        frozen = self.study.tell(live.trial, value, state=state)
-        if self.progress is not None:
+        frozen = conclude(self.study, live.trial._trial_id, state, value, error)
+        if frozen is not None and self.progress is not None:
             self.progress.trial_finished(self.study, frozen)
+        if frozen is not None and counted:
+            self.streak.count(frozen)
 
 
 def run(
@@ -172,9 +179,11 @@ def run(
 ) -> optuna.Study:
     """Run fused arrays of `k` trials until the study holds `n_trials` finished trials.
 
-    The array counterpart of `runner.run` (same arguments, same result). `k` None picks it
-    from free GPU memory (1 on a CPU). Out of memory fails the running trials (end_reason
-    `oom`) and retries with half the members; at K=1 it is a UserError.
+    The array counterpart of `sequential.run` (same arguments, same result). `k` None picks
+    it from free GPU memory (1 on a CPU). Out of memory fails the running trials (end_reason
+    `oom`) and retries with half the members; at K=1 it is a UserError. SIGTERM ends the
+    running trials as `interrupted` and returns; Ctrl-C does the same and raises
+    KeyboardInterrupt.
     """
     if n_trials < 1:
         raise UserError(f"`--trials` must be >= 1 but got {n_trials}")
@@ -183,40 +192,28 @@ def run(
     _check(cfg)
     notify(progress, "phase", "loading data")
     runner.prepare(cfg)
-    study = runner.create_or_load(cfg, store, worker or 0)
-    k = k or pick_k(cfg)
-    if progress is not None:
-        progress.start(study, n_trials)
-    array = _Array(cfg, study, n_trials, progress)
-    with _sigterm_interrupts():
-        _loop(cfg, study, n_trials, array, k, compile)
-    return study
+    store = open_for(cfg.workers, store) if isinstance(store, str) else storage.resilient(store)
+    sig = Signals(store).install()
+    opened: list[optuna.Study] = []
+
+    def body() -> None:
+        study, _ = join(cfg, store, worker)
+        opened.append(study)
+        if progress is not None:
+            progress.start(study, n_trials)
+        _loop(cfg, _Array(cfg, study, n_trials, progress, sig), k or pick_k(cfg), compile)
+
+    guarded(store, sig, body)
+    return opened[0] if opened else optuna.load_study(study_name=cfg.name, storage=store)
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (a worker's parent leaving, a scheduler) closes the trials as Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-def _loop(cfg: StudyConfig, study: optuna.Study, n_trials: int, array: _Array, k: int,
-          compile: bool) -> None:
-    trainer = None
-    while runner.count(study) < n_trials:
+def _loop(cfg: StudyConfig, array: _Array, k: int, compile: bool) -> None:
+    trainer, sig = None, array.sig
+    while sig.received is None:
         try:
             trainer = trainer or ArrayTrainer(cfg.train, k, compile=compile)
-            trainer.run(array.next_job, array.finish)
+            with sig.interruptible():
+                trainer.run(array.next_job, array.finish)
         except KeyboardInterrupt:
             array.fail_all("interrupted")
             raise
@@ -236,8 +233,9 @@ def _loop(cfg: StudyConfig, study: optuna.Study, n_trials: int, array: _Array, k
         except BaseException:
             array.fail_all("interrupted")
             raise
-        if runner.count(study) < n_trials:  # other workers' running trials cover the target
-            time.sleep(POLL_S)
+        if array.policy(array.study, False) == DONE:
+            return
+        sig.sleep(POLL_S)  # other workers' running trials cover the target for now
 
 
 def _empty_cache() -> None:

@@ -1,7 +1,8 @@
 """Train K trials at once as one fused model, refilling a slot as soon as its trial ends.
 
-The array counterpart of `objectives.classify.train`; it knows nothing of Optuna (the caller
-hands in jobs and is told how each ended). A member trained here is the lone trial of
+The array counterpart of `objectives.classify.train`; it knows nothing of Optuna or of the
+search (the caller hands in jobs, each with its schedule's knobs and a function that builds
+its torch scheduler, and is told how each ended). A member trained here is the lone trial of
 `classify.train`, up to float rounding:
 
 - Weights: every trial starts from the net that `torch.manual_seed(cfg.seed)` then
@@ -12,7 +13,7 @@ hands in jobs and is told how each ended). A member trained here is the lone tri
   gets exactly those batches whenever it started. Members at the same epoch index (all of
   them, until a slot is refilled) share one batch; otherwise each gets its own.
 - Optimizer: one shadow torch.optim.SGD per member, over a dummy parameter, carries the
-  member's real torch scheduler (`schedules.build`); its param_groups[0]["lr"] is the LR
+  member's real torch scheduler (built by the job's `build`); its param_groups[0]["lr"] is the LR
   that `FusedSGD` applies to the member's rows. ReduceLROnPlateau steps on the member's own
   validation loss.
 - Independence: each member's loss is its own mean cross entropy; the summed loss gives each
@@ -35,19 +36,23 @@ import torch.nn.functional as F
 from objectives import Diverged, data, models
 from objectives import classify as lone
 from objectives.fused import FusedAirbench, FusedSGD, member_losses
-from search import schedules
 
 __all__ = ["ArrayTrainer", "Job", "member_bytes"]
 
 Report = Callable[[int, float, float, float], None]
+# (optimizer, steps per epoch, epochs) -> the built schedule: `after_batch()` after every
+# optimizer step, `after_epoch(val_loss)` after every epoch
+Build = Callable[[torch.optim.Optimizer, int, int], Any]
 _IDLE = {"lr": 0.0, "momentum": 0.0}  # an empty slot's hyperparameters (it does not move)
 
 
 @dataclass
 class Job:
-    """One trial for a slot: its schedule, its `report`, and the caller's handle."""
+    """One trial for a slot: its schedule's knobs (`lr`, `momentum`, `weight_decay`), how to
+    build its scheduler, its `report`, and the caller's handle."""
 
-    schedule: schedules.ScheduleConfig
+    schedule: Any
+    build: Build
     report: Report
     tag: Any = None
     # Called once every member has reported an epoch, in ascending `order`: the pruning
@@ -60,7 +65,7 @@ class Job:
 class _Member:
     job: Job
     shadow: torch.optim.SGD  # carries the member's LR; never holds real weights
-    built: schedules.Built
+    built: Any  # what job.build returned
     epoch: int = 0
     lr_applied: float = math.nan
     stepped: bool = False  # its shadow optimizer has stepped once
@@ -89,7 +94,7 @@ class ArrayTrainer:
         self.inv_std = (1.0 / split.std).to(dev)[None, :, None, None]
         self.memory = torch.channels_last if channels_last else torch.contiguous_format
         self.n, self.bs = len(self.train_y), cfg.batch_size
-        self.steps = lone._steps(self.n, self.bs)
+        self.steps = lone.steps_per_epoch(cfg)
         pad, flip = lone.AUGMENT.get(cfg.dataset, (0, False))
         self.pad, self.flip = (pad, flip) if cfg.augment else (0, False)
 
@@ -128,7 +133,7 @@ class ArrayTrainer:
             [torch.nn.Parameter(torch.zeros(1))], lr=s.lr, momentum=s.momentum,
             nesterov=s.momentum > 0, weight_decay=s.weight_decay,
         )
-        built = schedules.build(shadow, s, self.steps, self.cfg.epochs)
+        built = job.build(shadow, self.steps, self.cfg.epochs)
         self.model.load_member(slot, self.init)
         self.sgd.set_member(slot, s.weight_decay, s.momentum > 0)
         self.members[slot] = _Member(job, shadow, built)

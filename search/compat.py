@@ -1,0 +1,38 @@
+"""Every use of Optuna's private API, in one place; each has a test in tests/test_compat.py
+that fails loudly when an Optuna release changes it (pyproject pins the tested major range).
+
+- `CachedStorage`: optuna's cached RDB storage, which `storage.Resilient` extends so that
+  every database call survives an outage (Optuna has no public hook for that).
+- `stale_trial_ids`: RUNNING trials whose heartbeat is older than the grace period. The public
+  `optuna.storages.fail_stale_trials` fails them, but leaves no way to record why
+  (`end_reason` must be set before the trial is finished), so the claim sweep fails them itself.
+- `trials_without_heartbeat`: RUNNING trials that never recorded a heartbeat (their worker died
+  before its first beat), read from optuna's RDB tables; Optuna never fails those.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.storages import _CachedStorage as CachedStorage
+
+__all__ = ["CachedStorage", "stale_trial_ids", "trials_without_heartbeat"]
+
+
+def stale_trial_ids(store: Any, study_id: int) -> list[int]:
+    """RUNNING trials of the study whose last heartbeat is older than the grace period."""
+    return list(store._get_stale_trial_ids(study_id))
+
+
+def trials_without_heartbeat(rdb: optuna.storages.RDBStorage, study_id: int) -> set[int]:
+    """RUNNING trials of the study without any heartbeat row."""
+    from optuna.storages._rdb import models
+
+    t, h = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+    query = (sqlalchemy.select(t.c.trial_id)
+             .select_from(t.outerjoin(h, h.c.trial_id == t.c.trial_id))
+             .where(t.c.study_id == study_id, t.c.state == "RUNNING", h.c.trial_id.is_(None)))
+    with rdb.engine.connect() as conn:
+        return {row[0] for row in conn.execute(query)}

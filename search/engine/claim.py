@@ -1,0 +1,270 @@
+"""The claim protocol every trial loop follows (sequential, fused arrays, `validate`).
+
+1. join: create or load the study under the claim lock (no two workers enqueue the defaults)
+   and take the next sampler seed index of the study, so every worker process ever started
+   draws its own stream (an array's refills all draw from its process's stream);
+2. claim, under a lock shared by all workers of the study on any machine: fail trials whose
+   worker died (no heartbeat for the grace period; RetryStale queues them again with the same
+   parameters), then ask the loop's policy whether a trial is due (`Count`: the exact global
+   target of finished trials); if so, `study.ask()` (a queued trial first);
+3. train with a `Heartbeat`; `Signals` turn SIGTERM/Ctrl-C into end_reason `interrupted`;
+4. `conclude`: tell the result, unless another worker already failed it as stale (then its
+   retry runs); a lost connection is retried, a store that refuses writes is one line;
+5. `FailureStreak` stops the loop after MAX_FAILURES_IN_A_ROW failed trials.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from search import compat, runner, storage
+from search.errors import UserError
+
+__all__ = ["DONE", "WAIT", "WORKER_ID", "Claimer", "Count", "FailureStreak", "Heartbeat",
+           "RetryStale", "beats", "conclude", "join", "lost", "open_for", "refused"]
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+DONE, WAIT = "done", "wait"
+log = logging.getLogger("search.engine")
+
+
+class RetryStale(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a dead worker's trial; the retry starts without the old curves."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {}
+        super().__call__(study, trial)
+
+
+def open_for(workers: Any, url: str, retry_stale: bool = True) -> optuna.storages.BaseStorage:
+    """The storage a worker uses: heartbeats from `workers` ([workers] of the study file), dead
+    workers' trials retried (`retry_stale`), every call riding out an outage."""
+    with warnings.catch_warnings():  # heartbeats and retries are "experimental" in optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = RetryStale(max_retry=workers.max_retry) if retry_stale else None
+        return storage.resilient(storage.open_storage(
+            url, heartbeat_interval=workers.heartbeat_interval,
+            grace_period=workers.grace_period, stale_trial_callback=callback))
+
+
+def beats(store: Any) -> bool:
+    """Whether the store records heartbeats (else a RUNNING trial may be a dead one)."""
+    get = getattr(store, "get_heartbeat_interval", None)
+    return bool(get and get())
+
+
+def _direct(store: Any):
+    return store.direct() if isinstance(store, storage.Resilient) else nullcontext()
+
+
+def join(cfg: Any, store: Any, worker: int | None = None) -> tuple[optuna.Study, int]:
+    """The study, its sampler on this worker's own seed stream, and that stream's index.
+
+    `worker` None takes the study's next free index (every process ever started gets one).
+    """
+    def create() -> tuple[optuna.Study, int]:
+        with _direct(store), storage.claim_lock(store, cfg.name):
+            study = runner.create_or_load(cfg, store)
+            if worker is not None:
+                return study, worker
+            attrs = store.get_study_system_attrs(study._study_id)
+            index = int(attrs.get("workers_started", 0))
+            store.set_study_system_attr(study._study_id, "workers_started", index + 1)
+            return study, index
+
+    study, index = storage.retry(create, url=getattr(store, "url", None))
+    study.sampler = runner.make_sampler(cfg, index)
+    return study, index
+
+
+class Count:
+    """Claim until the study holds `target` finished trials, counting every worker's.
+
+    With heartbeats, running trials count too (a dead worker's fails after the grace period
+    and is retried); without, only `own()` running trials do.
+    """
+
+    def __init__(self, target: int, own: Callable[[], int] = lambda: 0) -> None:
+        self.target, self.own = target, own
+
+    def __call__(self, study: optuna.Study, live: bool) -> str | None:
+        done, running = runner.finished_and_running(study)
+        if done >= self.target:
+            return DONE
+        if done + max(running if live else 0, self.own()) >= self.target:
+            return WAIT
+        return None
+
+    def prepare(self, study: optuna.Study) -> None:
+        """Called under the lock just before a trial is asked for (nothing to queue here)."""
+
+
+class Claimer:
+    """Claims trials of one study for this worker (see the module docstring)."""
+
+    def __init__(self, study: optuna.Study, grace_s: float, signals: Any = None) -> None:
+        self.study, self.grace_s, self.signals = study, grace_s, signals
+        self.orphans: dict[int, float] = {}  # RUNNING without any heartbeat: first seen at
+
+    def claim(self, policy: Any, attrs: dict[str, Any] | None = None) -> optuna.Trial | str:
+        """A trial to train (RUNNING, heartbeat recorded), or DONE or WAIT from `policy`."""
+        store = self.study._storage
+        abort = getattr(store, "abort", None)
+        return storage.retry(lambda: self._claim(policy, attrs or {}),
+                             url=getattr(store, "url", None), abort=abort)
+
+    def _claim(self, policy: Any, attrs: dict[str, Any]) -> optuna.Trial | str:
+        study, store = self.study, self.study._storage
+        live = beats(store)
+        with _direct(store), storage.claim_lock(store, study.study_name):
+            if live:
+                self.sweep()
+            verdict = policy(study, live)
+            if verdict is not None:
+                return verdict
+            policy.prepare(study)
+            with warnings.catch_warnings():  # ask/tell with heartbeats is what we do here
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                trial = study.ask()
+            try:
+                if live:
+                    store.record_heartbeat(trial._trial_id)
+                for key, value in {"worker": WORKER_ID, **attrs}.items():
+                    store.set_trial_system_attr(trial._trial_id, key, value)
+            except Exception as e:  # a full disk: the trial just created must not stay RUNNING
+                if storage.is_write_fault(e):
+                    storage.close_failed(store, trial._trial_id, "storage_error")
+                raise
+        return trial
+
+    def sweep(self) -> None:
+        """Fail trials whose worker died, and queue their retries (same parameters)."""
+        study, store = self.study, self.study._storage
+        sid = study._study_id
+        stale = set(compat.stale_trial_ids(store, sid))
+        rdb = storage.rdb_of(store)
+        current = compat.trials_without_heartbeat(rdb, sid) if rdb is not None else set()
+        now = time.monotonic()
+        for tid in list(self.orphans):
+            if tid not in current:
+                del self.orphans[tid]
+        for tid in current:  # died before its first heartbeat
+            if now - self.orphans.setdefault(tid, now) > 2 * self.grace_s:
+                stale.add(tid)
+        callback = store.get_heartbeat_stale_trial_callback()
+        for tid in sorted(stale):
+            try:
+                store.set_trial_user_attr(tid, "end_reason", "worker_lost")
+                if not store.set_trial_state_values(tid, TrialState.FAIL):
+                    continue
+            except UpdateFinishedTrialError:
+                continue  # another worker failed it first
+            if callback is not None:
+                callback(study, copy.deepcopy(store.get_trial(tid)))
+
+
+class Heartbeat:
+    """Records the trial's heartbeat every interval; a failed beat is simply tried again."""
+
+    def __init__(self, store: Any, trial_id: int) -> None:
+        self.store, self.trial_id, self.stop_event = store, trial_id, threading.Event()
+        interval = store.get_heartbeat_interval() if beats(store) else None
+        if interval:
+            threading.Thread(target=self._beat, args=(interval,), daemon=True,
+                             name=f"heartbeat-{trial_id}").start()
+
+    def _beat(self, interval: float) -> None:
+        while not self.stop_event.wait(interval):
+            try:
+                self.store.record_heartbeat(self.trial_id)
+            except Exception:
+                pass  # logged by the storage; a long gap lets another worker retry the trial
+
+    def stop(self) -> None:
+        self.stop_event.set()  # no join: a beat stuck on the database must not hold the tell
+
+
+def conclude(study: optuna.Study, trial_id: int, state: TrialState, value: float | None,
+             error: BaseException | None = None) -> FrozenTrial | None:
+    """End a claimed trial in the store: the finished trial, or None where another worker
+    failed it first (its retry runs). `error`: what ended it (KeyboardInterrupt: interrupted).
+
+    Raises what must stop the loop: a store that refuses writes (one line), or `error` where
+    it is neither a lost connection nor a runner.TrialFailed.
+    """
+    store = study._storage
+    if error is not None and storage.is_write_fault(error):  # a full disk, a read-only file
+        closed = storage.close_failed(store, trial_id, "storage_error")
+        raise refused(error, getattr(store, "url", None), closed)
+    if isinstance(error, KeyboardInterrupt) or (error and storage.is_transient(error)):
+        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else "storage_error"
+        try:
+            store.set_trial_user_attr(trial_id, "end_reason", reason)
+        except UpdateFinishedTrialError:
+            pass
+    frozen = None
+    if not isinstance(error, UpdateFinishedTrialError):  # failed by another worker meanwhile
+        number = store.get_trial(trial_id).number
+        try:
+            frozen = study.tell(number, value if state == TrialState.COMPLETE else None,
+                                state=state, skip_if_finished=True)
+        except UpdateFinishedTrialError:
+            frozen = store.get_trial(trial_id)
+        frozen = frozen if frozen.state == state else None
+    if frozen is None:
+        log.warning("trial %d was failed by another worker (no heartbeat for the grace "
+                    "period); its retry runs instead", store.get_trial(trial_id).number)
+        return None
+    if error is not None and storage.is_transient(error):
+        callback = store.get_heartbeat_stale_trial_callback()
+        if callback is not None:  # a lost connection is no verdict on the schedule
+            callback(study, copy.deepcopy(frozen))
+    elif error is not None and not isinstance(error, runner.TrialFailed):
+        raise error  # KeyboardInterrupt included: the loop ends (see Signals)
+    return frozen
+
+
+class FailureStreak:
+    """Stops the loop after MAX_FAILURES_IN_A_ROW failed trials: beyond one schedule."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def count(self, trial: FrozenTrial) -> None:
+        self.failures = self.failures + 1 if trial.state == TrialState.FAIL else 0
+        if self.failures >= runner.MAX_FAILURES_IN_A_ROW:
+            raise UserError(
+                f"{self.failures} trials in a row failed (see `end_reason` on the trials); "
+                "try a smaller --batch-size or width, or another --device")
+
+
+def refused(e: BaseException, url: str | None, closed: bool | None) -> UserError:
+    """The one line for a store that refuses writes, saying what became of the trial."""
+    trial = {True: "the trial in flight ended as FAIL (end_reason = storage_error); ",
+             False: "the trial in flight could not be closed (another worker fails it after "
+                    "the grace period); ", None: ""}[closed]
+    return UserError(f"storage {storage.redact(url or '')} refuses writes "
+                     f"({storage.scrub(storage.write_fault(e) or '', url)}); {trial}"
+                     "free disk space or make the store writable, then run again")
+
+
+def lost(e: BaseException, url: str | None) -> UserError:
+    """The one line for a store that stayed away past the patience of every retry."""
+    return UserError(f"lost the storage {storage.redact(url or '')}: "
+                     f"{storage.scrub(str(e).splitlines()[0], url)}; a running trial is "
+                     "retried by the other workers after the grace period")

@@ -1,0 +1,163 @@
+"""The sequential trial loop: one trial at a time through the claim protocol (`claim`).
+
+`run` is a study run in this process (the CLI's `run` without --jobs, every --jobs worker
+whose trials are not fused); `loop` is the bare loop, also `validate`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search import runner, storage
+from search.engine.claim import (
+    DONE,
+    WAIT,
+    Claimer,
+    Count,
+    FailureStreak,
+    Heartbeat,
+    conclude,
+    join,
+    lost,
+    open_for,
+    refused,
+)
+from search.engine.signals import Signals
+from search.errors import UserError
+from search.progress import notify
+
+__all__ = ["POLL_S", "loop", "run", "run_trial", "work"]
+
+POLL_S = 1.0  # how often a worker with nothing to claim looks again
+WAIT_NOTICE_S = 10.0  # a wait longer than this is explained once
+log = logging.getLogger("search.engine")
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
+              sig: Signals) -> FrozenTrial | None:
+    """Train one claimed trial with its heartbeat, and conclude it in the store."""
+    beat = Heartbeat(study._storage, trial._trial_id)
+    state, value, error = TrialState.FAIL, None, None
+    try:
+        with sig.interruptible():
+            value = objective(trial)
+        state = TrialState.COMPLETE
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except (Exception, KeyboardInterrupt) as e:
+        error = e
+    finally:
+        beat.stop()
+    return conclude(study, trial._trial_id, state, value, error)
+
+
+def loop(study: optuna.Study, objective: Callable[[optuna.Trial], float], policy: Any,
+         sig: Signals, grace_s: float,
+         on_finished: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
+    """Claim and train trials until `policy` says DONE or a signal arrives."""
+    claimer, streak, waited = Claimer(study, grace_s, sig), FailureStreak(), 0.0
+    while sig.received is None:
+        claimed = claimer.claim(policy)
+        if claimed == DONE:
+            return
+        if claimed == WAIT:
+            waited += POLL_S
+            if waited >= WAIT_NOTICE_S > waited - POLL_S:
+                log.warning("waiting for trials running in other workers; a dead worker's "
+                            "trial is retried after grace_period = %d s", grace_s)
+            sig.sleep(POLL_S)
+            continue
+        waited = 0.0
+        frozen = run_trial(study, claimed, objective, sig)
+        if frozen is None:
+            continue
+        if on_finished is not None:
+            on_finished(study, frozen)
+        streak.count(frozen)
+
+
+def guarded(store: Any, sig: Signals, body: Callable[[], Any]) -> Any:
+    """`body()` with the loops' endings: SIGTERM returns (None), Ctrl-C raises
+    KeyboardInterrupt, a store that refuses writes or stays away is one UserError line."""
+    url = getattr(store, "url", None)
+    try:
+        return body()
+    except KeyboardInterrupt:
+        if not sig.terminated:
+            raise
+    except UserError:
+        raise
+    except Exception as e:
+        if storage.is_write_fault(e):
+            raise refused(e, url, None) from None
+        if not storage.is_transient(e):
+            raise
+        raise lost(e, url) from None
+    finally:
+        sig.restore()
+    if sig.terminated:
+        log.warning("stopped by SIGTERM; the running trial was closed in the store")
+    sig.reraise()
+    return None
+
+
+def work(
+    cfg: Any,
+    store: optuna.storages.BaseStorage | str,
+    target: int,
+    progress: Any = None,
+    worker: int | None = None,
+) -> optuna.Study:
+    """Run trials until the study holds `target` finished trials, counting every worker's."""
+    store = open_for(cfg.workers, store) if isinstance(store, str) else storage.resilient(store)
+    sig = Signals(store).install()
+    opened: list[optuna.Study] = []
+
+    def body() -> None:
+        notify(progress, "phase", "opening the study")
+        study, _ = join(cfg, store, worker)
+        opened.append(study)
+        objective = runner.make_objective(cfg, progress.epoch if progress else None)
+        if progress is not None:
+            progress.start(study, target)
+            objective = _announced(objective, progress)
+        loop(study, objective, Count(target), sig, cfg.workers.grace_period,
+             progress.trial_finished if progress is not None else None)
+
+    guarded(store, sig, body)
+    if not opened:  # stopped by SIGTERM before the study was open
+        return optuna.load_study(study_name=cfg.name, storage=store)
+    return opened[0]
+
+
+def run(
+    cfg: Any,
+    store: optuna.storages.BaseStorage | str,
+    n_trials: int,
+    progress: Any = None,
+    worker: int | None = None,
+) -> optuna.Study:
+    """Run trials until the study holds `n_trials` finished (complete + pruned) trials.
+
+    The target counts every worker's trials, on any machine; `worker` picks the sampler's
+    seed stream (default: the study's next free one).
+    """
+    if n_trials < 1:
+        raise UserError(f"`--trials` must be >= 1 but got {n_trials}")
+    runner.prepare(cfg)
+    return work(cfg, store, n_trials, progress, worker)
+
+
+def _announced(objective: Any, progress: Any) -> Any:
+    """The objective, telling the progress display when each trial starts."""
+
+    def announce(trial: optuna.Trial) -> float:
+        notify(progress, "trial_started", trial)
+        return objective(trial)
+
+    return announce

@@ -1,0 +1,93 @@
+"""Signals in every trial loop: SIGTERM ends the trial in flight as `interrupted` and the loop
+returns (the process exits 0: a scheduler or `docker compose stop`); Ctrl-C does the same and
+the process exits 130 (KeyboardInterrupt reaches the CLI).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["Signals"]
+
+
+class Signals:
+    """SIGTERM/SIGINT interrupt the training at once; bookkeeping in the store is shielded.
+
+    Inside `interruptible()` the first signal raises KeyboardInterrupt where the training is;
+    elsewhere (claiming, telling) it is only noted, and the loop stops at its next check.
+    `store.abort` (storage.Resilient) is set so that a wait for a database that is away is cut
+    short.
+    """
+
+    def __init__(self, store: Any = None) -> None:
+        self.received: int | None = None
+        self._inside, self._old, self._store = False, {}, store
+
+    def install(self) -> Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def __enter__(self) -> Signals:
+        return self.install()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.restore()
+
+    @property
+    def terminated(self) -> bool:
+        """SIGTERM was received: the loop ends cleanly (exit 0)."""
+        return self.received == signal.SIGTERM
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.received is None
+        self.received = self.received or signum
+        if isinstance(getattr(self._store, "abort", None), threading.Event):
+            self._store.abort.set()  # stop waiting long for a database that is away
+        if first and self._inside:
+            self._inside = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        if self.received:
+            raise KeyboardInterrupt
+        self._inside = True
+        try:
+            yield
+        finally:
+            self._inside = False
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """A store update inside `interruptible()` that a signal must not cut in half; a
+        signal received meanwhile interrupts right after it."""
+        was, self._inside = self._inside, False
+        try:
+            yield
+        finally:
+            self._inside = was
+        if was and self.received:
+            self._inside = False
+            raise KeyboardInterrupt
+
+    def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while self.received is None and time.monotonic() < end:
+            time.sleep(min(0.1, seconds))
+
+    def reraise(self) -> None:
+        """After the loop: Ctrl-C goes on to the CLI (exit 130); SIGTERM ends quietly."""
+        if self.received is not None and not self.terminated:
+            raise KeyboardInterrupt

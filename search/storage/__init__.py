@@ -1,0 +1,39 @@
+"""The study store: URLs and redaction (`urls`), surviving outages (`resilient`), the claim
+lock (`locks`). Callers use this package: `storage.resolve`, `storage.open_storage`, ...
+"""
+
+from __future__ import annotations
+
+from search.storage.locks import LOCK_TIMEOUT_S, claim_lock
+from search.storage.resilient import (
+    ABORT_PATIENCE_S,
+    RECONNECT_PATIENCE_S,
+    Resilient,
+    close_failed,
+    is_transient,
+    is_write_fault,
+    rdb_of,
+    resilient,
+    retry,
+    write_fault,
+)
+from search.storage.urls import (
+    DEFAULT_URL,
+    ENV,
+    ENV_FILE,
+    check,
+    engine_kwargs,
+    hint_command,
+    open_storage,
+    redact,
+    resolve,
+    scrub,
+    sqlite_path,
+)
+
+__all__ = [
+    "ABORT_PATIENCE_S", "DEFAULT_URL", "ENV", "ENV_FILE", "LOCK_TIMEOUT_S",
+    "RECONNECT_PATIENCE_S", "Resilient", "check", "claim_lock", "close_failed",
+    "engine_kwargs", "hint_command", "is_transient", "is_write_fault", "open_storage",
+    "rdb_of", "redact", "resilient", "resolve", "retry", "scrub", "sqlite_path", "write_fault",
+]
