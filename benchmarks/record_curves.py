@@ -41,7 +41,9 @@ FORMAT = 1
 
 
 def _search(*args: str) -> None:
-    cmd = [sys.executable, "-m", "search", "run", "--study", str(STUDY_FILE), *args]
+    jobs = os.environ.get("RECORD_JOBS", "1")  # worker processes, e.g. one per core
+    cmd = [sys.executable, "-m", "search", "run", "--study", str(STUDY_FILE), "--jobs", jobs,
+           *args]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=HERE.parent)
 
