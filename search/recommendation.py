@@ -51,7 +51,7 @@ class Recommendation:
         return STEP_WORDS[self.interval][0]
 
     def scheduler_code(self) -> str:
-        main = schedules.family(self.family).code(self.kwargs)
+        main = schedules.code(self.family, self.kwargs)
         if self.warmup is None:
             return main
         w = self.warmup
