@@ -1,12 +1,16 @@
 """Record the learning-curve table that benchmarks/search_efficiency.py replays.
 
     .venv/bin/python benchmarks/record_curves.py record   # ~1 h on 2 CPU cores; resumable
+    .venv/bin/python benchmarks/record_curves.py short    # ~10 min more: shorter runs
     .venv/bin/python benchmarks/record_curves.py export   # -> benchmarks/data/curves.json.gz
 
 `record` is two ordinary studies in their own store (default sqlite:///curves.db): `curves`
 (benchmarks/curves.toml: random draws from lr-fashion's space, pruning off, test accuracy at the
 end) and `curves-seed1`, the first quarter of those schedules again on a second seed, to know
 the noise. Interrupted, it resumes: the search counts finished trials and retries the rest.
+`short` trains the first schedules again as whole runs of fewer epochs (the same budget-free
+schedule resolved for the shorter run, as `best --epochs` would print it), for successive
+halving over training length; one JSON line per run in SHORT, skipped when already there.
 `export` writes every finished trial (parameters, recorded schedule, applied LR, per-epoch
 validation accuracy and loss, test accuracy) with the provenance of the recording.
 """
@@ -24,12 +28,15 @@ import sys
 from pathlib import Path
 
 import optuna
+from optuna.distributions import distribution_to_json
 from optuna.trial import TrialState
 
 HERE = Path(__file__).resolve().parent
 STUDY_FILE = HERE / "curves.toml"
 DATA = HERE / "data" / "curves.json.gz"
 REPEAT = "curves-seed1"
+SHORT = Path("curves-short.jsonl")
+SHORT_EPOCHS = (2, 4)
 FORMAT = 1
 
 
@@ -53,6 +60,32 @@ def record(storage: str, schedules: int, repeat: int) -> None:
             "--trials", str(len(done)))
 
 
+def short(storage: str, n: int, path: Path = SHORT) -> None:
+    import dataclasses
+
+    from objectives import classify
+    from search import config, runner
+
+    cfg = config.load_study(str(STUDY_FILE))
+    done = set()
+    if path.exists():
+        done = {(r["trial"], r["epochs"]) for r in map(json.loads, path.read_text().splitlines())}
+    study = optuna.load_study(study_name="curves", storage=storage)
+    first = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                   key=lambda t: t.number)[:n]
+    for epochs in SHORT_EPOCHS:
+        train = dataclasses.replace(cfg.train, epochs=epochs, final_test=False)
+        for t in first:
+            if (t.number, epochs) in done:
+                continue
+            accs: list[float] = []
+            classify.train(train, runner.schedule_of(t),
+                           lambda _e, _loss, acc, _lr, a=accs: a.append(float(acc)))
+            with path.open("a") as f:
+                f.write(json.dumps({"trial": t.number, "epochs": epochs, "val_acc": accs}) + "\n")
+            print(f"trial {t.number} in {epochs} epochs: {accs[-1]:.4f}", flush=True)
+
+
 def _round(xs: list[float | None], digits: int = 6) -> list[float | None]:
     return [None if x is None else float(f"{x:.{digits}g}") for x in xs]
 
@@ -64,7 +97,9 @@ def _rows(study: optuna.Study, seed: int) -> list[dict]:
         a = t.user_attrs
         rows.append({
             "trial": t.number, "seed": seed, "repeat_of": a.get("repeat_of"),
-            "family": t.params["scheduler"], "params": t.params, "schedule": a["schedule"],
+            "family": t.params["scheduler"], "params": t.params,
+            "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
+            "schedule": a["schedule"],
             "lr_trace": {"every": a["lr_trace"]["every"], "lr": _round(a["lr_trace"]["lr"])},
             "val_acc": a["val_acc_curve"], "val_loss": _round(a["val_loss_curve"]),
             "test_acc": a.get("test_acc"), "test_loss": a.get("test_loss"),
@@ -83,7 +118,7 @@ def _cpu() -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
-def export(storage: str, out: Path) -> None:
+def export(storage: str, out: Path, short_path: Path = SHORT) -> None:
     import torch
 
     from search import config
@@ -95,6 +130,13 @@ def export(storage: str, out: Path) -> None:
         rows += _rows(optuna.load_study(study_name=REPEAT, storage=storage), 1)
     except KeyError:
         pass
+    if short_path.exists():  # {epochs: curve} of the whole shorter runs, per schedule
+        runs = [json.loads(line) for line in short_path.read_text().splitlines()]
+        for row in rows:
+            mine = {str(r["epochs"]): r["val_acc"] for r in runs
+                    if r["trial"] == row["trial"] and row["repeat_of"] is None}
+            if mine:
+                row["short"] = mine
     stamps = [t.datetime_start for t in first.trials if t.datetime_start]
     doc = {
         "format": FORMAT,
@@ -121,14 +163,17 @@ def export(storage: str, out: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("record", "export"))
+    p.add_argument("command", choices=("record", "short", "export"))
     p.add_argument("--storage", default="sqlite:///curves.db")
     p.add_argument("--schedules", type=int, default=200)
     p.add_argument("--repeat", type=int, default=50, help="schedules trained on a second seed")
+    p.add_argument("--short", type=int, default=60, help="schedules trained shorter")
     p.add_argument("--out", type=Path, default=DATA)
     a = p.parse_args()
     if a.command == "record":
         record(a.storage, a.schedules, a.repeat)
+    elif a.command == "short":
+        short(a.storage, a.short)
     else:
         export(a.storage, a.out)
     return 0
