@@ -129,15 +129,15 @@ def _study(pruner: optuna.pruners.BasePruner,
 
 
 def _train_on(study: optuna.Study, trial: optuna.Trial, curve: np.ndarray,
-              never_prune: bool = False) -> int:
-    """Report `curve` as the Recorder does; tell the end. Returns the epochs trained."""
+              never_prune: bool = False) -> tuple[int, bool]:
+    """Report `curve` as the Recorder does; tell the end. Returns (epochs trained, pruned)."""
     for k, acc in enumerate(curve):
         trial.report(float(acc), k + 1)
         if not never_prune and trial.should_prune():
             study.tell(trial, state=TrialState.PRUNED)
-            return k + 1
+            return k + 1, True
     study.tell(trial, float(curve[-1]))
-    return len(curve)
+    return len(curve), False
 
 
 class SameFamily(optuna.pruners.BasePruner):
@@ -184,9 +184,8 @@ def replay_pruner(table: Table, pruner: optuna.pruners.BasePruner,
     for i in order:  # each row enqueued as a fixed trial: the pruner sees its parameters
         study.enqueue_trial(table.rows[i].params)
         trial = study.ask(fixed_distributions=table.rows[i].distributions)
-        trained = _train_on(study, trial, curves[i])
+        trained, pruned[i] = _train_on(study, trial, curves[i])
         spent += trained
-        pruned[i] = study.trials[-1].state == TrialState.PRUNED
     done = [i for i in order if not pruned[i]]
     best = max(done, key=lambda i: curves[i][-1]) if done else -1
     return PrunerRun(spent, pruned, best)
@@ -274,9 +273,10 @@ def replay_search(cfg: StudyConfig, surrogate: Surrogate, trials: int,
         trial = study.ask()
         search_space.suggest(trial, cfg.space, cfg.epochs)
         curve = surrogate.curve(trial.params, trial.distributions)
-        spent += _train_on(study, trial, curve, never_prune=bool(
+        trained, pruned = _train_on(study, trial, curve, never_prune=bool(
             trial.user_attrs.get("default")))
-        if study.trials[-1].state == TrialState.COMPLETE:
+        spent += trained
+        if not pruned:
             best = max(best, float(curve[-1]))
         epochs[n], bests[n] = spent, best if best > -math.inf else math.nan
     return SearchRun(epochs, bests)
