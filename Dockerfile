@@ -1,5 +1,5 @@
 # The image of docker-compose.yml's workers and dashboard. The project runs from /app, so
-# studies/ (and objectives you copy in) are found as in a checkout.
+# objectives you copy in are found as in a checkout; the shipped studies are in search/studies.
 #   docker build -t schedsearch .
 #   docker run --rm -e SEARCH_STORAGE schedsearch python -m search run --study smoke
 # PyPI's torch wheel for Linux carries CUDA: the same image runs on CPU-only and GPU hosts.
@@ -24,7 +24,6 @@ RUN mkdir -p search objectives dashboards \
 COPY search search
 COPY objectives objectives
 COPY dashboards dashboards
-COPY studies studies
 
 # 3. No root at run time; data sets and caches go to /data (a volume in docker-compose.yml).
 RUN useradd --create-home --uid 10001 search && mkdir -p /data && chown search /data

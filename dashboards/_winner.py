@@ -36,6 +36,7 @@ from dashboards._common import (
     no_complete_reason,
     snapshot,
 )
+from search.companion import companion_name, is_companion
 
 __all__ = ["Schedule", "WinnerInfo"]
 
@@ -81,12 +82,8 @@ def _mean_curve(trials: list[FrozenTrial]) -> tuple[list[float], list[float | No
 
 
 def _companion(snap: Snapshot) -> optuna.Study | None:
-    try:
-        from search.validate import COMPANION_SUFFIX, companion_name
-    except ImportError:
-        return None
     name = snap.study.study_name
-    if name.endswith(COMPANION_SUFFIX):
+    if is_companion(name):
         return None
     try:
         return optuna.load_study(study_name=companion_name(name), storage=snap.study._storage)

@@ -9,11 +9,14 @@ memory) and a drawing `_plot(info) -> go.Figure` step, as in optuna's visualizat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import optuna
 import plotly.graph_objects as go
+import sqlalchemy
 import sqlalchemy.exc
 
 from dashboards import (
@@ -139,11 +142,51 @@ def for_tile(fig: go.Figure) -> go.Figure:
 def save_figures(study: optuna.Study, figures: dict[str, go.Figure]) -> list[str]:
     """Store the figures in the study, where optuna-dashboard shows them beside its own plots.
 
-    Ids are fixed (`schedsearch-<name>`), so saving again replaces the previous version.
-    Each is laid out for the dashboard's tile (`for_tile`); the figures handed in are left as
-    they were.
+    Ids are fixed (`schedsearch-<name>`), so saving again replaces the previous version. All
+    figures are replaced in one step: optuna-dashboard's own writer lays each figure out as
+    study system attributes, collected here first, and a database store then writes them in
+    one transaction, so an interrupted save leaves the previous figures whole. Each is laid
+    out for the dashboard's tile (`for_tile`); the figures handed in are left as they were.
     """
     from optuna_dashboard import save_plotly_graph_object
 
-    return [save_plotly_graph_object(study, for_tile(fig), graph_object_id=GRAPH_ID_PREFIX + name)
-            for name, fig in figures.items()]
+    collected = _Collected(study._storage)
+    stand_in = SimpleNamespace(_storage=collected, _study_id=study._study_id)  # all it reads
+    ids = [save_plotly_graph_object(stand_in, for_tile(fig),
+                                    graph_object_id=GRAPH_ID_PREFIX + name)
+           for name, fig in figures.items()]
+    _write_system_attrs(study, collected.attrs)
+    return ids
+
+
+class _Collected:
+    """A study's storage as optuna-dashboard's writer sees it: reads go to the store, writes
+    are collected (in order; a later write of a key wins) instead of made."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage, self.attrs = storage, {}
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return {**self.storage.get_study_system_attrs(study_id), **self.attrs}
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self.attrs[key] = value
+
+
+def _write_system_attrs(study: optuna.Study, attrs: dict[str, Any]) -> None:
+    """Set every study system attribute of `attrs`: in one transaction on a database."""
+    store = study._storage
+    rdb = getattr(store, "_backend", store)  # optuna wraps a database store in a cache
+    if not isinstance(rdb, optuna.storages.RDBStorage):  # in memory: nothing to interrupt
+        for key, value in attrs.items():
+            store.set_study_system_attr(study._study_id, key, value)
+        return
+    table = sqlalchemy.Table("study_system_attributes", sqlalchemy.MetaData(),
+                             autoload_with=rdb.engine)
+    with rdb.engine.begin() as conn:  # committed at the end, rolled back on any exception
+        for key, value in attrs.items():
+            where = (table.c.study_id == study._study_id) & (table.c.key == key)
+            row = {"value_json": json.dumps(value)}  # as optuna stores an attribute
+            if not conn.execute(sqlalchemy.update(table).where(where).values(row)).rowcount:
+                conn.execute(sqlalchemy.insert(table).values(
+                    study_id=study._study_id, key=key, **row))

@@ -8,7 +8,10 @@ untouched, e.g. with a read-only database user).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -18,7 +21,7 @@ from dashboards._common import snapshot, storage_label
 from dashboards._page import render_page
 from dashboards.figures import STORE_ERRORS, make_figures, save_figures
 
-__all__ = ["HELP", "add_arguments", "default_path", "main", "write_report"]
+__all__ = ["HELP", "add_arguments", "default_path", "main", "write_atomically", "write_report"]
 
 HELP = "write a self-contained HTML report comparing the study's schedules"
 
@@ -51,6 +54,26 @@ def default_path(study_name: str) -> Path:
     return Path(f"{safe}-report.html")
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """`text` into `path` in one step: written to a temporary file beside it, flushed to disk,
+    then renamed over it. An interruption leaves the previous file as it was, and no
+    temporary file behind."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as readable as a file written in place (mkstemp: 0600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_report(
     study: optuna.Study,
     path: str | Path | None = None,
@@ -65,7 +88,8 @@ def write_report(
     1. read the trials once and build every figure from that one snapshot;
     2. ask `search.export` for the recommendation (optuna's storage cache serves the finished
        trials it reads, so this is no second read of the store);
-    3. write the page, then (with `save`) store the figures in the study for optuna-dashboard.
+    3. write the page (in one step: an interrupted write leaves the previous report), then
+       (with `save`) store the figures in the study for optuna-dashboard, all in one step.
     """
     from search.errors import UserError, must
 
@@ -77,7 +101,7 @@ def write_report(
     snap = snapshot(study)
     figures = make_figures(snap, top=top)
     rec = _recommendation._info(study, epochs=epochs, steps_per_epoch=steps_per_epoch)
-    out.write_text(render_page(snap, rec, figures, storage_label(study)), encoding="utf-8")
+    write_atomically(out, render_page(snap, rec, figures, storage_label(study)))
     if save:
         try:
             save_figures(study, figures)

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboards._common import BOTTOM_LEGEND, TEMPLATE, Snapshot, empty_figure, floats, snapshot
+from search.companion import companion_name, validation
 
 __all__ = ["Panel", "Row", "ValidationInfo"]
 
@@ -49,12 +50,6 @@ def _info(study: optuna.Study | Snapshot) -> ValidationInfo:
     snap = snapshot(study)
     if snap.reason:
         return ValidationInfo("", [], snap.reason)
-    # Imported here: the rest of the report must render if export is broken or missing.
-    try:
-        from search.export import validation
-        from search.validate import companion_name
-    except ImportError as e:
-        return ValidationInfo("", [], f"search.validate is not available ({e})")
     name = snap.study.study_name
     hint = f"not validated yet: run `python -m search validate --study {name}`"
     first = validation(snap.study)

@@ -1,8 +1,38 @@
-"""Training objectives: `train(cfg, schedule, report) -> validation accuracy`. No optuna here."""
+"""Training objectives: `train(cfg, schedule, report) -> validation accuracy`.
+
+No optuna here, and nothing from `search`: an objective receives the trial's schedule as an
+object (`Schedule`) that builds its own torch scheduler, and raises `UserError` for bad input
+(a data set, a device, a setting), which `python -m search` shows as one line (exit 2).
+"""
 
 from __future__ import annotations
 
-__all__ = ["Diverged"]
+import re
+from typing import Any, Protocol
+
+__all__ = ["Diverged", "Schedule", "Stepper", "UserError", "hide_secrets"]
+
+# user:password@ in any URL; password=... in key-value connection strings (libpq DSNs)
+_URL_SECRET = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@'\"]*:)[^\s@'\"]*@")
+_KV_SECRET = re.compile(r"(\bpassword\s*=\s*)[^\s'\"&;]+", re.IGNORECASE)
+
+
+def hide_secrets(text: str) -> str:
+    """`text` with URL passwords and `password=...` values replaced by ***."""
+    return _KV_SECRET.sub(r"\1***", _URL_SECRET.sub(r"\1***@", text))
+
+
+class UserError(ValueError):
+    """Bad input from the user. The CLI prints `error: <message>` and exits with code 2.
+
+    The message is one line, and a password in it is replaced by *** before anyone sees it
+    (whatever built it, a repr of a wrong-typed value included). `search.errors.UserError`
+    is this class: objectives and the search raise the same error.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        one_line = " ".join(hide_secrets(str(message)).split())
+        super().__init__(one_line)
 
 
 class Diverged(RuntimeError):
@@ -11,3 +41,26 @@ class Diverged(RuntimeError):
     def __init__(self, epoch: int, step: int, loss: float) -> None:
         super().__init__(f"loss became {loss} at epoch {epoch}, step {step}")
         self.epoch, self.step, self.loss = epoch, step, loss
+
+
+class Stepper(Protocol):
+    """A built schedule: the training loop tells it when an optimizer step and an epoch end."""
+
+    def after_batch(self) -> None:
+        """After every optimizer.step(), before anything else changes the LR."""
+
+    def after_epoch(self, val_loss: float) -> None:
+        """Once after every epoch's validation."""
+
+
+class Schedule(Protocol):
+    """The trial's schedule as an objective receives it (search.schedules.ScheduleConfig):
+    the optimizer's shared knobs, and the scheduler built on an optimizer for a budget."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+
+    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int) -> Stepper:
+        """torch's scheduler on `optimizer` for `epochs` x `steps_per_epoch` optimizer steps."""
+        ...

@@ -21,9 +21,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from objectives import Diverged, data, models
-from search import schedules
-from search.errors import UserError
+from objectives import Diverged, Schedule, UserError, data, models
 
 __all__ = [
     "AUGMENT",
@@ -100,7 +98,7 @@ OPTIMIZERS: dict[str, tuple[str, str]] = {
 
 
 def make_optimizer(
-    params: Any, cfg: TrainConfig, schedule: schedules.ScheduleConfig, total_steps: int
+    params: Any, cfg: TrainConfig, schedule: Schedule, total_steps: int
 ) -> torch.optim.Optimizer:
     """The optimizer `cfg.optimizer` names, with the trial's shared knobs (lr, weight decay;
     momentum for SGD, cfg.betas/eps for Adam types). `total_steps`: optimizer steps of the run."""
@@ -265,7 +263,7 @@ def _evaluate(model, x, y, normalise, autocast) -> tuple[float, float]:
 
 def train(
     cfg: TrainConfig,
-    schedule: schedules.ScheduleConfig,
+    schedule: Schedule,
     report: Callable[[int, float, float, float], None],
 ) -> float:
     """Train, calling `report(epoch, val_loss, val_acc, lr_applied)` after every epoch (and
@@ -304,7 +302,7 @@ def train(
     steps = _steps(n, bs)
     optimizer = make_optimizer(params, cfg, schedule, steps * cfg.epochs)
     free = cfg.optimizer.startswith("schedulefree")
-    built = schedules.build(optimizer, schedule, steps, cfg.epochs)
+    built = schedule.build(optimizer, steps, cfg.epochs)
     pad, flip = AUGMENT.get(cfg.dataset, (0, False))
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 

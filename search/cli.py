@@ -167,7 +167,7 @@ def _studies(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
     from search import storage
-    from search.validate import COMPANION_SUFFIX
+    from search.companion import is_companion, searched_name
 
     url = storage.resolve(args.storage)
     store = storage.open_storage(url)
@@ -182,8 +182,8 @@ def _studies(args: argparse.Namespace) -> int:
         n = {st: store.get_n_trials(sid, st) for st in TrialState}
         best = (f"{s.best_trial.value:.4f} {s.best_trial.params.get('scheduler', '')}"
                 if s.best_trial else "-")
-        if s.study_name.endswith(COMPANION_SUFFIX):  # not a search: its trials are seeds
-            best = _validated(store, s.study_name.removesuffix(COMPANION_SUFFIX))
+        if is_companion(s.study_name):  # not a search: its trials are seeds
+            best = _validated(store, searched_name(s.study_name))
         print(f"{s.study_name:<24} {n[TrialState.COMPLETE]:>8} {n[TrialState.PRUNED]:>7} "
               f"{n[TrialState.FAIL]:>7} {n[TrialState.RUNNING]:>8}  {best}")
     return 0
@@ -193,7 +193,7 @@ def _validated(store: Any, searched: str) -> str:
     """A validation study's line: the winner's mean test accuracy over its seeds."""
     import optuna
 
-    from search.export import validation
+    from search.companion import validation
 
     try:
         v = validation(optuna.load_study(study_name=searched, storage=store))

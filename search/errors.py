@@ -1,36 +1,21 @@
 """The one error a user sees: a single line saying what is wrong and how to fix it (exit 2).
 
 Whatever built the message (a repr of a wrong-typed value included), a password in it is
-replaced by *** before anyone sees it: `UserError` scrubs its own text.
+replaced by *** before anyone sees it: `UserError` scrubs its own text. The class is the
+objectives' own (`objectives.UserError`), so an objective's bad input reads the same; this
+module adds how messages name a bad value.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable
+
+from objectives import UserError, hide_secrets
 
 __all__ = ["MAX_SHOWN", "UserError", "closest", "hide_secrets", "must", "shown"]
 
 MAX_SHOWN = 80  # characters of a bad value repeated in a message (a 5,000-char name is cut)
-
-# user:password@ in any URL; password=... in key-value connection strings (libpq DSNs)
-_URL_SECRET = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@'\"]*:)[^\s@'\"]*@")
-_KV_SECRET = re.compile(r"(\bpassword\s*=\s*)[^\s'\"&;]+", re.IGNORECASE)
-
-
-def hide_secrets(text: str) -> str:
-    """`text` with URL passwords and `password=...` values replaced by ***."""
-    return _KV_SECRET.sub(r"\1***", _URL_SECRET.sub(r"\1***@", text))
-
-
-class UserError(ValueError):
-    """Bad input from the user. The CLI prints `error: <message>` and exits with code 2."""
-
-    def __init__(self, message: str = "") -> None:
-        one_line = " ".join(hide_secrets(str(message)).split())
-        super().__init__(one_line)
-
 
 def shown(value: object) -> str:
     """A bad value as a message repeats it: its repr, cut to MAX_SHOWN characters."""

@@ -18,12 +18,10 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from search import schedules
-
-if TYPE_CHECKING:
-    from search.export import Recommendation
+from search.recommendation import Recommendation, optimizer_call
 
 __all__ = ["HF_BUILTIN", "describe", "hf", "lightning"]
 
@@ -80,8 +78,6 @@ def _hf_reason(rec: Recommendation, builtin: dict[str, Any] | None) -> str:
 
 def describe(rec: Recommendation) -> dict[str, Any]:
     """How the schedule steps in Lightning and in the Hugging Face Trainer, JSON-able."""
-    from search.export import optimizer_call
-
     cls, kwargs = optimizer_call(rec.optimizer)
     plateau = rec.interval == schedules.PLATEAU
     known = rec.optimizer.get("name", "SGD") in HF_OPTIM  # the Trainer can build it itself

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from objectives import data
+from cifar_fixture import write_cifar_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +36,7 @@ def one_thread():
 def cifar_dir(tmp_path_factory) -> Path:
     """A small data set in the real CIFAR-10 python-pickle format."""
     root = tmp_path_factory.mktemp("cifar")
-    data.write_cifar_fixture(root, n_train=600, n_test=200)
+    write_cifar_fixture(root, n_train=600, n_test=200)
     return root
 
 

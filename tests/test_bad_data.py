@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cifar_fixture import write_cifar_fixture
 
 from objectives import data
 from search.errors import UserError
@@ -37,7 +38,7 @@ def _fresh_cache():
 
 
 def _cifar(root: Path) -> Path:
-    return data.write_cifar_fixture(root, n_train=50, n_test=10)
+    return write_cifar_fixture(root, n_train=50, n_test=10)
 
 
 def _idx(array: np.ndarray, header: bytes | None = None) -> bytes:

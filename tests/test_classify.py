@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from cifar_fixture import write_cifar_fixture
 
 from objectives import Diverged, classify, data
-from search import schedules
 from search.schedules import ScheduleConfig
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def fixture_dir(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("cifar")
-    data.write_cifar_fixture(root, n_train=330, n_test=10)
+    write_cifar_fixture(root, n_train=330, n_test=10)
     return str(root)
 
 
@@ -110,18 +110,18 @@ def test_lr_applied_is_read_at_each_epochs_first_step(fixture_dir):
                                                         for e in range(3)])
 
 
-def test_steps_per_epoch_is_the_number_of_optimizer_steps(fixture_dir, monkeypatch):
+def test_steps_per_epoch_is_the_number_of_optimizer_steps(fixture_dir):
     seen: dict[str, int] = {"steps": 0}
-    build = schedules.build
 
-    def spy(optimizer, schedule, steps_per_epoch, epochs):
-        seen["declared"], seen["epochs"] = steps_per_epoch, epochs
-        optimizer.register_step_post_hook(lambda *a: seen.__setitem__("steps", seen["steps"] + 1))
-        return build(optimizer, schedule, steps_per_epoch, epochs)
+    class Spied(ScheduleConfig):  # the objective builds its scheduler through the schedule
+        def build(self, optimizer, steps_per_epoch, epochs):
+            seen["declared"], seen["epochs"] = steps_per_epoch, epochs
+            optimizer.register_step_post_hook(
+                lambda *a: seen.__setitem__("steps", seen["steps"] + 1))
+            return super().build(optimizer, steps_per_epoch, epochs)
 
-    monkeypatch.setattr(schedules, "build", spy)
     cfg = tiny(fixture_dir, epochs=2, batch_size=50)
-    classify.train(cfg, ScheduleConfig("Constant", lr=0.1), Recorder())
+    classify.train(cfg, Spied("Constant", lr=0.1), Recorder())
     # 330 images, 33 of them validation: 297 for training, 5 full batches of 50
     assert seen["declared"] == classify.steps_per_epoch(cfg) == 5
     assert seen["steps"] == 2 * 5 and seen["epochs"] == 2

@@ -149,7 +149,7 @@ def test_offline_cifar_stops_with_the_data_message(tmp_path, monkeypatch):
 
 def test_huge_lr_diverges_is_pruned_with_its_reason_and_the_study_goes_on(tmp_path, cifar_dir):
     study_file = tmp_path / "wild.toml"
-    study_file.write_text((ROOT / "studies" / "smoke.toml").read_text().replace(
+    study_file.write_text((ROOT / "search" / "studies" / "smoke.toml").read_text().replace(
         'families = "all"', 'families = ["Constant", "StepLR"]').replace(
         "lr = { low = 0.01, high = 0.5, log = true }", "lr = { low = 0.01, high = 1e9 }")
         + "[limits]\nlr = 1e9\n")  # past the sane LR bound, knowingly
@@ -168,7 +168,7 @@ def test_huge_lr_diverges_is_pruned_with_its_reason_and_the_study_goes_on(tmp_pa
 
 def test_ctrl_c_closes_the_running_trial_and_exits_130(tmp_path, cifar_dir):
     study_file = tmp_path / "slow.toml"
-    study_file.write_text((ROOT / "studies" / "smoke.toml").read_text().replace(
+    study_file.write_text((ROOT / "search" / "studies" / "smoke.toml").read_text().replace(
         "epochs = 2", "epochs = 50"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "search", "run", "--study", str(study_file), "--data-dir",

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cifar_fixture import write_cifar_fixture
 
 from objectives import data
 from search.errors import UserError
@@ -40,7 +41,7 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
 @pytest.mark.parametrize(("classes", "name", "key"), [(10, "cifar10", b"labels"),
                                                        (100, "cifar100", b"fine_labels")])
 def test_fixture_round_trip(tmp_path, classes, name, key):
-    folder = data.write_cifar_fixture(tmp_path, n_train=60, n_test=20, classes=classes)
+    folder = write_cifar_fixture(tmp_path, n_train=60, n_test=20, classes=classes)
     x, y = data.load(name, "train", tmp_path)
     assert x.shape == (60, 3, 32, 32) and x.dtype == torch.uint8
     assert y.shape == (60,) and y.dtype == torch.int64
@@ -56,7 +57,7 @@ def test_fixture_round_trip(tmp_path, classes, name, key):
 
 
 def test_fixture_is_learnable_by_colour(tmp_path):
-    data.write_cifar_fixture(tmp_path, n_train=200, n_test=10)
+    write_cifar_fixture(tmp_path, n_train=200, n_test=10)
     x, y = data.load("cifar10", "train", tmp_path)
     means = x.float().mean(dim=(2, 3))
     centroids = torch.stack([means[y == c].mean(0) for c in range(10)])
@@ -65,7 +66,7 @@ def test_fixture_is_learnable_by_colour(tmp_path):
 
 
 def test_batches_dir_itself_and_env(tmp_path, monkeypatch):
-    folder = data.write_cifar_fixture(tmp_path, n_train=10, n_test=5)
+    folder = write_cifar_fixture(tmp_path, n_train=10, n_test=5)
     assert data.locate("cifar10", "train", folder) == folder
     assert data.load("cifar10", "test", folder)[0].shape[0] == 5
     monkeypatch.setenv(data.ENV, str(tmp_path))
@@ -75,7 +76,7 @@ def test_batches_dir_itself_and_env(tmp_path, monkeypatch):
 
 
 def test_load_is_cached_in_process(tmp_path):
-    data.write_cifar_fixture(tmp_path, n_train=10, n_test=5)
+    write_cifar_fixture(tmp_path, n_train=10, n_test=5)
     assert data.load("cifar10", "train", tmp_path)[0] is data.load("cifar10", "train", tmp_path)[0]
 
 
@@ -111,7 +112,7 @@ def _serve(monkeypatch, name: str, folder: Path, md5: dict | None = None) -> Non
 
 
 def _cifar_archive(tmp_path: Path) -> tuple[Path, str]:
-    data.write_cifar_fixture(tmp_path / "src", n_train=20, n_test=10)
+    write_cifar_fixture(tmp_path / "src", n_train=20, n_test=10)
     served = tmp_path / "served"
     served.mkdir()
     with tarfile.open(served / "cifar-10-python.tar.gz", "w:gz") as tf:

@@ -77,6 +77,58 @@ def test_report_refreshes_the_figures_in_the_study(tmp_path):
     assert after[GRAPH_ID_PREFIX + "history"]["data"][1]["x"] != before
 
 
+def test_interrupted_report_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    study = populated_study()
+    out = tmp_path / "r.html"
+    report.write_report(study, out, save=False)
+    previous = out.read_bytes()
+    study.add_trial(make_trial("StepLR", 0.99))  # the next report differs
+
+    def interrupted(fd):  # the page is written, not yet on disk nor renamed: Ctrl-C now
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_report(study, out, save=False)
+    assert out.read_bytes() == previous
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no temporary left behind
+    monkeypatch.undo()
+    report.write_report(study, out, save=False)
+    assert out.read_bytes() != previous
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # as a file written in place
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_interrupted_figure_save_leaves_the_previous_figures_whole(tmp_path, monkeypatch):
+    import sqlalchemy
+
+    study = populated_study(f"sqlite:///{tmp_path / 's.db'}")
+    report.write_report(study, tmp_path / "a.html")
+    saved = _saved(study)
+    study.add_trial(make_trial("StepLR", 0.99))  # every figure changes
+    real, calls = sqlalchemy.update, []
+
+    def interrupted_after_two(*args, **kwargs):  # two attributes rewritten, then Ctrl-C
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sqlalchemy, "update", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_report(study, tmp_path / "b.html")
+    assert len(calls) == 3
+    assert _saved(study) == saved  # none of the new figures, and the old ones whole
+    monkeypatch.undo()
+    report.write_report(study, tmp_path / "b.html")
+    assert _saved(study) != saved and set(_saved(study)) == set(saved)
+
+
 def test_report_on_a_store_it_cannot_write_says_so_in_one_line(tmp_path, monkeypatch):
     import optuna_dashboard
 

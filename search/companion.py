@@ -1,0 +1,87 @@
+"""The companion study that `validate` writes next to a searched study, and reading it back.
+
+`validate` re-trains a search's winners and baselines on new seeds and records every run in
+the study `<searched>.validate` of the same storage. Everything that shows validation
+results (`best`, `studies`, the report, the dashboard) names that study through
+`companion_name` and reads it through `validation`; nothing here trains.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search import stats
+from search.stats import Validation
+
+__all__ = ["COMPANION_SUFFIX", "companion_name", "is_companion", "searched_name", "validation"]
+
+COMPANION_SUFFIX = ".validate"
+
+
+def companion_name(study_name: str) -> str:
+    """The study holding the validation of `study_name`."""
+    return study_name + COMPANION_SUFFIX
+
+
+def is_companion(study_name: str) -> bool:
+    """Whether `study_name` is a validation study (its trials are seeds, not a search)."""
+    return study_name.endswith(COMPANION_SUFFIX)
+
+
+def searched_name(companion: str) -> str:
+    """The searched study a validation study belongs to."""
+    return companion.removesuffix(COMPANION_SUFFIX)
+
+
+def validation(study: optuna.Study, epochs: int | None = None) -> Validation | None:
+    """What `validate` found for `study` in its companion study: the runs at `epochs` where
+    there are any, else at the searched length. None where it never ran."""
+    if is_companion(study.study_name):
+        return None  # a validation study is not validated itself
+    try:
+        study = optuna.load_study(study_name=companion_name(study.study_name),
+                                  storage=study._storage)
+    except KeyError:
+        return None
+    by_length: dict[int, list[FrozenTrial]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if "validate_key" in t.user_attrs and t.user_attrs.get("holdout", "test") == "test":
+            by_length.setdefault(int(t.user_attrs["epochs"]), []).append(t)  # not LR sweeps
+    if not by_length:
+        return None
+    attrs = study.user_attrs
+    searched = attrs.get("searched_epochs")
+    length = next((e for e in (epochs, searched) if e in by_length),
+                  max(by_length, key=lambda e: (len(by_length[e]), -e)))
+    meta = {k.removeprefix("schedule."): v for k, v in attrs.items()
+            if k.startswith("schedule.")}
+    runs: dict[str, dict[str, Any]] = {}
+    for t in sorted(by_length[length], key=lambda t: t.number):
+        a = t.user_attrs
+        r = runs.setdefault(a["validate_key"], {"trial": a, "scores": {}, "diverged": []})
+        seed = int(a["seed"])
+        if seed in r["scores"] or seed in r["diverged"]:
+            continue  # the first finished run of a (schedule, seed) counts
+        if t.state == TrialState.COMPLETE and math.isfinite(t.value):
+            r["scores"][seed] = float(t.value)
+        elif a.get("end_reason") == "non_finite_loss":
+            r["diverged"].append(seed)
+    results = []
+    for key, r in runs.items():
+        m, a = meta.get(key, {}), r["trial"]
+        results.append(stats.Result(
+            key=key, label=m.get("label", a.get("label", key)),
+            roles=tuple(m.get("roles", a.get("roles", ()))), scores=r["scores"],
+            source_trial=m.get("source_trial", a.get("source_trial")),
+            diverged=tuple(r["diverged"]), family=m.get("family", ""),
+            extra={"lr": m.get("lr"), "lr_source": m.get("lr_source", "")}))
+    steps = sorted({int(t.user_attrs["steps_per_epoch"]) for t in by_length[length]
+                    if "steps_per_epoch" in t.user_attrs})
+    return Validation(
+        study=study.study_name, epochs=length, ranked=tuple(stats.rank(results)),
+        other_epochs=tuple(sorted(set(by_length) - {length})),
+        notes=tuple(attrs.get("notes", ())), steps_per_epoch=steps[0] if len(steps) == 1 else 0)

@@ -1,0 +1,93 @@
+"""What each objective setting must be, and the limits past which a value is refused.
+
+Shared by the study-file reader (search.config.tables) and the command-line overrides of a
+loaded study (`StudyConfig.with_overrides`): "`<key>` must be <constraint> but got <value>".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CHECKED", "LIMITS", "LR_FLOOR", "MAX_SEED", "MIN_SUBSET", "NUM", "finite",
+           "number_text", "raise_hint", "train_problem"]
+
+NUM = (int, float)
+
+# Upper bounds past which a value hangs a machine, exhausts its memory or overflows a float.
+# A study file raises one knowingly: `[limits]` with e.g. `epochs = 50000`.
+LIMITS: dict[str, int | float] = {
+    "trials": 100_000,  # finished trials of one study
+    "epochs": 10_000,  # epochs of one trial
+    "batch_size": 65_536,  # images per optimizer step
+    "width": 4_096,  # channels of one block of the default net
+    "train_subset": 10_000_000,  # training images (CIFAR has 50,000)
+    "lr": 100.0,  # the highest learning rate searched (SGD diverges long before)
+}
+LR_FLOOR = 1e-10  # a lower learning rate trains nothing; lower still underflows in float32
+MIN_SUBSET = 10  # training images: fewer than one per class of CIFAR-10 trains nothing
+MAX_SEED = 2**31 - 1  # numpy's and torch's generators take seeds up to here on every platform
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
+
+
+def number_text(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def finite(v: Any) -> bool:
+    return isinstance(v, NUM) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def raise_hint(k: str, path: Path | None, v: Any) -> str:
+    """For a value above its LIMITS bound: how to raise the bound knowingly."""
+    values = v if isinstance(v, list | tuple) else [v]
+    if k not in LIMITS or not any(finite(x) and x > LIMITS[k] for x in values):
+        return ""
+    return f"to go higher knowingly, set `[limits] {k} = ...` in {path.name if path else 'it'}"
+
+
+CHECKED = ("epochs", "batch_size", "train_subset", "seed", "width", "val_fraction",
+            "label_smoothing", "device", "data_dir", "augment", "dataset", "optimizer", "betas",
+            "eps")
+
+
+def train_problem(k: str, v: Any, limits: Mapping[str, Any]) -> str | None:
+    """What objective setting `k` must be where `v` is wrong for it (None: `v` is fine)."""
+    def count(low: int, high: int | float, why: str = "") -> str | None:
+        ok = isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+        return None if ok else f"an integer in [{low}, {number_text(high)}]{why}"
+
+    if k in ("epochs", "batch_size"):
+        return count(1, limits[k])
+    if k == "train_subset":
+        return count(MIN_SUBSET, limits[k])
+    if k == "seed":
+        return count(0, MAX_SEED)
+    if k == "width":
+        ok = isinstance(v, list | tuple) and len(v) == 3 and all(
+            isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= limits["width"]
+            for c in v)
+        return None if ok else f"a list of 3 channel counts in [1, {number_text(limits['width'])}]"
+    if k == "val_fraction":
+        return None if finite(v) and 0 < v < 1 else "a number between 0 and 1 (exclusive)"
+    if k == "label_smoothing":
+        return None if finite(v) and 0 <= v < 1 else "a number in [0, 1)"
+    if k == "device":
+        ok = isinstance(v, str) and DEVICE.fullmatch(v)
+        return None if ok else '"auto", "cpu", "cuda", "cuda:N" or "mps"'
+    if k == "data_dir":
+        return None if isinstance(v, str) and v and "\0" not in v else "a directory path"
+    if k == "augment":
+        return None if isinstance(v, bool) else "true or false"
+    if k == "optimizer":  # the schedule-free ones are `validate`'s baselines only
+        return None if v in ("sgd", "adamw") else '"sgd" or "adamw"'
+    if k == "betas":
+        ok = isinstance(v, list | tuple) and len(v) == 2 and all(
+            finite(b) and 0 <= b < 1 for b in v)
+        return None if ok else "two numbers in [0, 1), e.g. [0.9, 0.999]"
+    if k == "eps":
+        return None if finite(v) and 0 < v < 1 else "a number in (0, 1)"
+    return None

@@ -1,0 +1,196 @@
+"""Study files -> a validated StudyConfig; the objective a study names, imported and checked.
+
+The shipped study files live in the package (search/studies/*.toml, found through
+importlib.resources, so an installed schedsearch has them); any other .toml file is given by
+its path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import inspect
+import re
+import tomllib
+from collections.abc import Callable
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+from search.config.limits import LIMITS, MAX_SEED, NUM, finite
+from search.config.settings import (
+    DEFAULT_OBJECTIVE,
+    PrunerConfig,
+    SamplerConfig,
+    StudyConfig,
+    WorkersConfig,
+)
+from search.config.tables import Table, families_of, space_of, train_of
+from search.errors import UserError, must, shown
+
+__all__ = ["MAX_FILE_BYTES", "MAX_NAME", "STUDIES_DIR", "check_study_name", "load_objective",
+           "load_study", "study_names"]
+
+STUDIES_DIR = importlib.resources.files("search") / "studies"  # shipped with the package
+MAX_FILE_BYTES = 1 << 20  # a study file is a page of TOML, not a data set
+MAX_NAME = 100  # characters of a study name: file names (`<name>-report.html`), every backend
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SECONDS = {"heartbeat_interval": 3600, "grace_period": 7 * 86400}  # an hour, a week
+MAX_RETRY = 100
+MIN_TABLE = ('a study file needs at least an [objective] table naming `dataset` (e.g. '
+             '"fashion_mnist") or `function` ("package.module:function"); see '
+             'search/studies/smoke.toml')
+
+
+def study_names() -> list[str]:
+    """The shipped studies, by name (`--study NAME`)."""
+    return sorted(p.name.removesuffix(".toml") for p in STUDIES_DIR.iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def check_study_name(name: str, key: str = "name") -> str:
+    """`name` where it is a safe study name (file names, SQLite, PostgreSQL); else one line."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME:
+        raise must(key, f"1 to {MAX_NAME} letters, digits, '.', '_' or '-', starting with a "
+                   "letter or digit", name, "it names files and database rows")
+    return name
+
+
+def _locate(name_or_path: str) -> Path | Traversable:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or "/" in name_or_path:
+        if not path.is_file():
+            raise UserError(f"study file {shown(name_or_path)} does not exist")
+        return path
+    path = STUDIES_DIR / f"{name_or_path}.toml"
+    if not _NAME.fullmatch(name_or_path) or not path.is_file():
+        raise UserError(
+            f"unknown study {shown(name_or_path)}; known studies: {', '.join(study_names())} "
+            "(or pass a path to a .toml file)"
+        )
+    return path
+
+
+def load_objective(spec: str) -> Callable[..., float]:
+    """Import "package.module:function" and check it takes (cfg, schedule, report).
+
+    Called before a study is created, so a typo leaves nothing behind in the store.
+    """
+    module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise UserError(
+            f"`objective.function` must look like package.module:function but got {shown(spec)}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UserError(f"objective module {module_name!r} cannot be imported: {e}") from None
+    except Exception as e:  # SyntaxError, or the module's own code failing on import
+        raise UserError(f"objective module {module_name!r} fails on import: "
+                        f"{type(e).__name__}: {e}") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise UserError(f"objective {spec!r}: {module_name} has no function {func_name!r}")
+    try:
+        inspect.signature(func).bind(None, None, None)
+    except TypeError:
+        raise UserError(f"objective {spec!r} must take (cfg, schedule, report) but its "
+                        f"signature is {func_name}{inspect.signature(func)}") from None
+    except ValueError:  # a builtin without a signature: let the call itself tell
+        pass
+    return func
+
+
+def _read(path: Path | Traversable) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise UserError(f"{path}: is over {MAX_FILE_BYTES // 1024} KiB; a study file is a page "
+                        "of TOML (is this the right file?)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: is not UTF-8 text (byte {e.start}); a study file is TOML "
+                        "text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: malformed TOML: {e}") from None
+    except RecursionError:
+        raise UserError(f"{path}: malformed TOML: nested too deeply") from None
+
+
+def load_study(name_or_path: str) -> StudyConfig:
+    """Read and validate a study file (a name from studies/ or a path)."""
+    path = _locate(name_or_path)
+    raw = _read(path)
+    top = Table(raw, "", path)
+    lim = top.table("limits")
+    limits = dict(LIMITS)
+    for k, default in LIMITS.items():
+        kind = int if isinstance(default, int) else NUM
+        limits[k] = lim.get(k, default, kind, lambda v: finite(v) and v > 0, "a number > 0")
+    lim.done()
+    obj = top.table("objective")
+    objective = obj.get("function", DEFAULT_OBJECTIVE, str)
+    train = train_of(obj, objective, path, limits)
+    space_table = top.table("space")
+    space = space_of(space_table, families_of(space_table), train.epochs, limits)
+    samp = top.table("sampler")
+    trials_max = limits["trials"]
+    sampler = SamplerConfig(
+        name=samp.get("name", "tpe", str, lambda v: v in ("tpe", "random"), '"tpe" or "random"'),
+        n_startup_trials=samp.count("n_startup_trials", 10, 0, trials_max),
+        multivariate=samp.get("multivariate", True, bool),
+        group=samp.get("group", True, bool),
+    )
+    samp.done()
+    pr = top.table("pruner")
+    pruner = PrunerConfig(
+        name=pr.get("name", "hyperband", str, lambda v: v in ("hyperband", "median", "none"),
+                    '"hyperband", "median" or "none"'),
+        n_startup_trials=pr.count("n_startup_trials", 5, 0, trials_max),
+        n_warmup_steps=pr.count("n_warmup_steps", 1, 0, train.epochs),
+        min_resource=pr.count("min_resource", 1, 1, train.epochs),
+        reduction_factor=pr.count("reduction_factor", 3, 2, 100),
+    )
+    pr.done()
+    wk = top.table("workers")
+    workers = WorkersConfig(
+        heartbeat_interval=wk.count("heartbeat_interval", 30, 1, _SECONDS["heartbeat_interval"]),
+        grace_period=wk.count("grace_period", 120, 1, _SECONDS["grace_period"]),
+        max_retry=wk.count("max_retry", 3, 0, MAX_RETRY),
+    )
+    wk.done()
+    if workers.grace_period <= workers.heartbeat_interval:
+        raise wk.error("grace_period", f"> heartbeat_interval ({workers.heartbeat_interval})",
+                       workers.grace_period)
+    name = top.get("name", Path(path.name).stem, str)
+    try:
+        check_study_name(name)
+    except UserError as e:
+        unnamed = "" if "name" in raw else "; without `name` the file's name is the study's"
+        raise UserError(f"{path}: {e}{unnamed}") from None
+    cfg = StudyConfig(
+        name=name,
+        path=path,
+        objective=objective,
+        train=train,
+        space=space,
+        trials=top.count("trials", 50, 1, trials_max),
+        seed=top.count("seed", 0, 0, MAX_SEED),
+        storage=top.get("storage", None, str) or None,
+        description=top.get("description", "", str),
+        sampler=sampler,
+        pruner=pruner,
+        workers=workers,
+        limits=limits,
+    )
+    top.done()
+    if not ({"dataset", "function"} & set(obj.data)):
+        raise UserError(f"{path}: no [objective] table with `dataset` or `function`; "
+                        f"{MIN_TABLE}")
+    return cfg

@@ -1,0 +1,103 @@
+"""A study's settings as frozen dataclasses: what a loaded study file holds."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+from search.config.limits import LIMITS, raise_hint, train_problem
+from search.errors import must
+
+__all__ = ["DEFAULT_OBJECTIVE", "ParamSpec", "PrunerConfig", "SamplerConfig", "SpaceConfig",
+           "StudyConfig", "WorkersConfig"]
+
+DEFAULT_OBJECTIVE = "objectives.classify:train"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A searched range, or a fixed value when low == high."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    families: tuple[str, ...]
+    lr: ParamSpec = ParamSpec(1e-3, 1.0, log=True)
+    momentum: ParamSpec = ParamSpec(0.9, 0.9)
+    weight_decay: ParamSpec = ParamSpec(5e-4, 5e-4)
+    warmup_epochs: ParamSpec = ParamSpec(0.0, 0.0)
+    # per family, overrides of the catalog's default ranges: {"StepLR": {"gamma": ParamSpec}}
+    ranges: Mapping[str, Mapping[str, ParamSpec]] = field(default_factory=dict)
+    default_lr: float = 0.1  # base LR of the known-good schedules enqueued first
+    enqueue_defaults: bool = True
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "tpe"  # tpe | random
+    n_startup_trials: int = 10
+    multivariate: bool = True
+    group: bool = True
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    name: str = "hyperband"  # hyperband | median | none
+    n_startup_trials: int = 5  # median: trials finished before pruning starts
+    n_warmup_steps: int = 1  # median: epochs reported before a trial can be pruned
+    min_resource: int = 1  # hyperband: epochs
+    reduction_factor: int = 3  # hyperband
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
+    grace_period: int = 120  # seconds without heartbeat before a trial counts as dead
+    max_retry: int = 3  # how often a dead worker's trial is re-queued
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    path: Path | Traversable  # the study file (shipped ones are package resources)
+    objective: str  # "package.module:function"
+    train: Any  # objectives.classify.TrainConfig (kept Any: config does not import torch)
+    space: SpaceConfig
+    trials: int = 50
+    seed: int = 0
+    storage: str | None = None
+    description: str = ""
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    workers: WorkersConfig = WorkersConfig()
+    limits: Mapping[str, int | float] = field(default_factory=lambda: dict(LIMITS))
+
+    @property
+    def epochs(self) -> int:
+        return self.train.epochs
+
+    def with_overrides(self, **train_changes: Any) -> StudyConfig:
+        """A copy with objective settings replaced (CLI flags: --epochs, --data-dir, ...).
+
+        Each value is checked as in a study file, named by its flag.
+        """
+        changes = {k: v for k, v in train_changes.items() if v is not None}
+        if not changes:
+            return self
+        for k, v in changes.items():
+            problem = train_problem(k, v, self.limits)
+            if problem:
+                raise must(f"--{k.replace('_', '-')}", problem, v, raise_hint(k, self.path, v))
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))

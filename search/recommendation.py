@@ -1,0 +1,156 @@
+"""A recommended schedule: the exact torch kwargs of one trial at one budget, and its code.
+
+`Recommendation` holds what `best` prints; its methods write the paste-ready PyTorch (the
+scheduler as the trial built it, the optimizer as torch received it). Building one from a
+trial and rendering it in a format is search.export's; the framework forms are
+search.frameworks'.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from search import schedules
+from search.stats import Validation
+
+__all__ = ["STEP_WORDS", "Recommendation", "optimizer_call", "optimizer_line"]
+
+STEP_WORDS = {
+    schedules.EPOCH: ("epoch", "call scheduler.step() once after each epoch"),
+    schedules.ITERATION: ("batch", "call scheduler.step() after every optimizer.step()"),
+    schedules.PLATEAU: ("val_loss", "call scheduler.step(val_loss) after each epoch's validation"),
+}
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    study: str
+    trial_number: int
+    value: float | None  # validation accuracy of the searched trial (last reported if pruned)
+    family: str
+    kwargs: dict[str, Any]  # exact kwargs for `epochs` x `steps_per_epoch`
+    interval: str  # epoch | iteration | plateau
+    warmup: dict[str, Any] | None
+    optimizer: dict[str, Any]
+    epochs: int
+    steps_per_epoch: int
+    searched_epochs: int
+    searched_steps_per_epoch: int
+    validation: Validation | None = None  # the test-set results, where `validate` has run
+    state: str = "COMPLETE"  # or PRUNED (`best --trial N` of a pruned trial)
+    epochs_trained: int = 0
+
+    @property
+    def step(self) -> str:
+        return STEP_WORDS[self.interval][0]
+
+    def scheduler_code(self) -> str:
+        main = schedules.code(self.family, self.kwargs)
+        if self.warmup is None:
+            return main
+        w = self.warmup
+        return (
+            f"torch.optim.lr_scheduler.SequentialLR(optimizer, [\n"
+            f"    torch.optim.lr_scheduler.LinearLR(optimizer, start_factor="
+            f"{schedules.lit(w['start_factor'])}, total_iters={w['total_iters']}),\n"
+            f"{textwrap.indent(main, '    ')},\n"
+            f"], milestones=[{w['total_iters']}])"
+        )
+
+    def outcome(self) -> str:
+        acc = "no validation accuracy" if self.value is None else (
+            f"validation accuracy {self.value:.4f}")
+        if self.state == "PRUNED":
+            return f"pruned after {self.epochs_trained} of {self.searched_epochs} epochs ({acc})"
+        return acc
+
+    def optimizer_code(self) -> str:
+        """The optimizer the trial trained with, as torch received it, on `params`."""
+        name, kwargs = optimizer_call(self.optimizer)
+        args = ", ".join(f"{k}={_lit(v)}" for k, v in kwargs.items())
+        return f"{name}(params, {args})"
+
+    def code(self) -> str:
+        word, how = STEP_WORDS[self.interval]
+        loop_step = {
+            "epoch": "        scheduler.step()                          # once per epoch",
+            "batch": "            scheduler.step()                      # once per batch",
+            "val_loss": "        scheduler.step(val_loss)                  # after validation",
+        }[word]
+        inner_after = loop_step if word == "batch" else ""
+        outer_after = "" if word == "batch" else loop_step
+        sched = textwrap.indent(self.scheduler_code(), "    ").lstrip()
+        return f'''"""Learning-rate schedule found by schedsearch.
+
+Study {self.study!r}, trial {self.trial_number}: {self.family}, {self.outcome()}.
+Stepping: {how}.
+Computed for {self.epochs} epochs of {self.steps_per_epoch} optimizer steps each; for another
+length run `python -m search best --study {self.study} --epochs N --steps-per-epoch M`.
+"""
+import torch
+
+EPOCHS = {self.epochs}
+STEPS_PER_EPOCH = {self.steps_per_epoch}
+STEP = {word!r}  # when to call scheduler.step(): "epoch", "batch" or "val_loss"
+
+
+def make_optimizer_and_scheduler(params):
+    optimizer = {self.optimizer_code()}
+    scheduler = {sched}
+    return optimizer, scheduler
+
+
+# In your training loop:
+#
+#     optimizer, scheduler = make_optimizer_and_scheduler(model.parameters())
+#     for epoch in range(EPOCHS):
+#         for inputs, targets in train_loader:          # STEPS_PER_EPOCH batches
+#             loss = criterion(model(inputs), targets)
+#             optimizer.zero_grad()
+#             loss.backward()
+#             optimizer.step()
+{textwrap.indent(inner_after, "# ") if inner_after else "#"}
+#         val_loss = evaluate(model, val_loader)
+{textwrap.indent(outer_after, "# ") if outer_after else "#"}
+'''
+
+
+# Always printed where recorded, even at torch's default: the knobs a reader looks for.
+_SHOWN = ("lr", "momentum", "nesterov", "betas", "eps", "weight_decay")
+
+
+def _lit(v: Any) -> str:
+    if isinstance(v, list | tuple):  # betas: a tuple, as torch documents it
+        return "(" + ", ".join(_lit(x) for x in v) + ")"
+    return schedules.lit(v)
+
+
+def optimizer_call(o: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A recorded optimizer -> (qualified class name, the kwargs worth printing): the shown
+    knobs, and every other argument where it differs from the class's default."""
+    name = o.get("name", "SGD")  # trials recorded before the name was: SGD
+    module = "torch.optim" if hasattr(torch.optim, name) else "schedulefree"
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+    except (ImportError, AttributeError):  # schedulefree not installed here: print them all
+        defaults = {}
+
+    def differs(k: str, v: Any) -> bool:
+        d = defaults.get(k, inspect.Parameter.empty)
+        return list(d) != list(v) if isinstance(v, list) and isinstance(d, tuple) else d != v
+    keys = sorted(o, key=lambda k: _SHOWN.index(k) if k in _SHOWN else len(_SHOWN))
+    kwargs = {k: o[k] for k in keys if k != "name" and (k in _SHOWN or differs(k, o[k]))}
+    return f"{module}.{name}", kwargs
+
+
+def optimizer_line(o: dict[str, Any]) -> str:
+    """One line: `AdamW lr=0.003 betas=(0.9, 0.999) eps=1e-08 weight_decay=0.05`."""
+    name, kwargs = optimizer_call(o)
+    return " ".join([name.rsplit(".", 1)[1], *(f"{k}={_lit(v)}" for k, v in kwargs.items())])

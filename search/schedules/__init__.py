@@ -1,0 +1,46 @@
+"""Learning-rate schedules: the catalog of families, rescaling to a budget, and their code.
+
+- search.schedules.catalog: family name -> torch construction, stepping, searched parameters.
+- search.schedules.rescale: a budget-free `ScheduleConfig` -> exact torch kwargs (`resolve`)
+  and the scheduler itself (`build`), for any number of epochs and steps per epoch.
+- search.schedules.codegen: exact kwargs -> the Python code that builds the same scheduler.
+
+Nothing here imports optuna. The names below are the package's interface.
+"""
+
+from search.schedules.catalog import (
+    EPOCH,
+    ITERATION,
+    MAX_MILESTONES,
+    PLATEAU,
+    SCHEDULES,
+    WARMUP_START_FACTOR,
+    Bounds,
+    Family,
+    Param,
+    family,
+    milestones,
+)
+from search.schedules.codegen import code, lit
+from search.schedules.rescale import TRACE_POINTS, Built, ScheduleConfig, build, resolve
+
+__all__ = [
+    "EPOCH",
+    "ITERATION",
+    "MAX_MILESTONES",
+    "PLATEAU",
+    "SCHEDULES",
+    "TRACE_POINTS",
+    "WARMUP_START_FACTOR",
+    "Bounds",
+    "Built",
+    "Family",
+    "Param",
+    "ScheduleConfig",
+    "build",
+    "code",
+    "family",
+    "lit",
+    "milestones",
+    "resolve",
+]
