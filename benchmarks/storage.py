@@ -90,7 +90,7 @@ def storage_share(url: str, trials: int) -> tuple[float, float]:
 
     from search import storage
     from search.config import load_study
-    from search.engine import workers as engine
+    from search.engine import claim, sequential
 
     spent, depth, real = [0.0], threading.local(), storage.Resilient._call
 
@@ -108,12 +108,12 @@ def storage_share(url: str, trials: int) -> tuple[float, float]:
         path = Path(d) / "bench.toml"
         path.write_text(STUDY)
         cfg = load_study(str(path))
-        store = engine.open_for(cfg, url)
-        engine.work(cfg, store, 2)  # warm up: imports, tables, first queries
+        store = claim.open_for(cfg.workers, url)
+        sequential.work(cfg, store, 2)  # warm up: imports, tables, first queries
         storage.Resilient._call, spent[0] = timed, 0.0
         try:
             began = time.perf_counter()
-            engine.work(cfg, store, 2 + trials)
+            sequential.work(cfg, store, 2 + trials)
             total = time.perf_counter() - began
         finally:
             storage.Resilient._call = real

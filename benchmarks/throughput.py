@@ -5,16 +5,17 @@
         --batch-size 512 --n-train 50000 --trials 128 --baseline-trials 6 --arrays 4 8 16 32
 
 (a) the plain Optuna PyTorch example loop: a Dataset with per-sample transforms, a DataLoader,
-    fp32, `study.optimize`; (b) our sequential engine (`runner.run`); (c) K worker processes
+    fp32, `study.optimize`; (b) our sequential engine
+    (`search.engine.sequential.run`); (c) K worker processes
     on the same device (`workers.run_many`); (d) fused arrays of K trials (`array.run`), with
-    `--compile` also torch.compile'd. Every mode runs the study of studies/lr.toml (TPE, the
+    `--compile` also torch.compile'd. Every mode runs the study of search/studies/lr.toml (TPE, the
     same seed and space; pruning off unless --pruner) on a fresh SQLite store until it holds
     its trials; wall time includes everything a user waits for. Before them, one training
     step of K members is timed three ways (K lone nets, grouped convs, torch.func.vmap): the
     measurement behind fusing with grouped convs.
 
 Data: CIFAR-10 from --data-dir when given, else synthetic CIFAR-10-shaped pixels (written by
-objectives.data.write_cifar_fixture; the output says so). TFLOP/s counts the matmul and conv
+tests/cifar_fixture.py; the output says so). TFLOP/s counts the matmul and conv
 FLOPs of the epochs trained (torch.utils.flop_counter), against the device's dense bf16 peak.
 """
 
@@ -43,10 +44,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import optuna  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from trial_loop import PerSampleDataset  # noqa: E402  (benchmarks/, issue 2's baseline)
+from trial_loop import PerSampleDataset  # noqa: E402  (benchmarks/: the per-sample loop)
 
 from objectives import classify, data, fused, models  # noqa: E402
 from search import config, runner, schedules, space  # noqa: E402
+from search.engine import sequential  # noqa: E402
+from tests.cifar_fixture import write_cifar_fixture  # noqa: E402
 
 # Dense bf16 tensor-core peaks (vendor data sheets), by a substring of the device name.
 PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12,
@@ -67,7 +70,7 @@ def study_config(a: argparse.Namespace, data_dir: str) -> config.StudyConfig:
 
 
 def synthetic(n_train: int, root: Path) -> str:
-    data.write_cifar_fixture(root / "data", n_train=n_train, n_test=10)
+    write_cifar_fixture(root / "data", n_train=n_train, n_test=10)
     return str(root / "data")
 
 
@@ -78,7 +81,7 @@ def synthetic(n_train: int, root: Path) -> str:
 def example_loop(cfg: config.StudyConfig, url: str, n: int, loader_workers: int) -> None:
     t = cfg.train
     device = classify.resolve_device(t.device)
-    split = classify._split(t)
+    split = classify.split(t)
     pad, flip = classify.AUGMENT.get(t.dataset, (0, False))
     args = (split.mean, split.std)
     train_set = PerSampleDataset(split.train_x, split.train_y, *args, pad, flip, train=True)
@@ -143,8 +146,8 @@ def flops_per_epoch(cfg: config.StudyConfig) -> float:
         model(x).sum().backward()
     with FlopCounterMode(display=False) as evaluate, torch.no_grad():
         model(x)
-    split = classify._split(t)
-    steps = classify._steps(len(split.train_y), t.batch_size)
+    split = classify.split(t)
+    steps = classify.steps_per_epoch(t)
     return (steps * t.batch_size * train.get_total_flops()
             + len(split.val_y) * evaluate.get_total_flops()) / 2
 
@@ -276,7 +279,7 @@ def bench(a: argparse.Namespace, tmp: Path) -> int:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     label = f"CIFAR-10 from {a.data_dir}" if real else \
         f"synthetic CIFAR-10-shaped pixels ({a.n_train} training images, write_cifar_fixture)"
-    n_train = len(classify._split(cfg.train).train_y)
+    n_train = len(classify.split(cfg.train).train_y)
     print(f"# Throughput, {when}\n\ndevice: {name}; torch {torch.__version__}\n"
           f"data: {label}\nstudy: lr.toml space, TPE seed {a.seed}, pruner {a.pruner}; "
           f"net airbench width {tuple(a.width)}, {a.epochs} epochs, batch {a.batch_size}, "
@@ -304,7 +307,7 @@ def bench(a: argparse.Namespace, tmp: Path) -> int:
     if "b" not in a.skip:
         u = url("b")
         rows.append(measure("(b) sequential engine", None,
-                            lambda: runner.run(cfg, u, a.baseline_trials), u, flops, peak))
+                            lambda: sequential.run(cfg, u, a.baseline_trials), u, flops, peak))
     if "c" not in a.skip:
         from search.engine import workers
 

@@ -44,6 +44,7 @@ from objectives import classify, data, models  # noqa: E402
 from search import config  # noqa: E402
 from search.engine import sequential  # noqa: E402
 from search.schedules import ScheduleConfig  # noqa: E402
+from tests.cifar_fixture import write_cifar_fixture  # noqa: E402
 
 ETA_MIN_FACTOR = 0.01  # cosine to 1% of the base LR over the run, in both loops
 
@@ -91,7 +92,7 @@ class PerSampleDataset(torch.utils.data.Dataset):
 
 
 def baseline(cfg: classify.TrainConfig, args, storage) -> tuple[Timing, Callable]:
-    split = classify._split(cfg)  # the same images as ours
+    split = classify.split(cfg)  # the same images as ours
     pad, flip = classify.AUGMENT[cfg.dataset]
     train_set = PerSampleDataset(split.train_x, split.train_y, split.mean, split.std, pad, flip,
                                  True)
@@ -220,14 +221,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.data == "fixture":
-            data.write_cifar_fixture(tmp, n_train=max(2000, args.subset + 500), n_test=10)
+            write_cifar_fixture(tmp, n_train=max(2000, args.subset + 500), n_test=10)
         cfg = classify.TrainConfig(
             dataset="cifar10" if args.data == "fixture" else "fashion_mnist",
             data_dir=tmp if args.data == "fixture" else None, epochs=args.epochs,
             batch_size=args.batch_size, width=tuple(int(c) for c in args.width.split(",")),
             val_fraction=args.val_fraction, train_subset=args.subset, device=args.device,
         )
-        split = classify._split(cfg)
+        split = classify.split(cfg)
         print(f"{cfg.dataset}: {len(split.train_y)} training, {len(split.val_y)} validation "
               f"images; width {cfg.width}, batch {cfg.batch_size}, {cfg.epochs} epochs, "
               f"{args.trials} trials each, {args.device}, {torch.get_num_threads()} threads, "

@@ -28,6 +28,7 @@ __all__ = [
     "EVAL_BATCH",
     "SPLIT_SEED",
     "TrainConfig",
+    "split",
     "OPTIMIZERS",
     "augment",
     "make_optimizer",
@@ -191,15 +192,16 @@ def _split_of(x: torch.Tensor, y: torch.Tensor, val_fraction: float, subset: int
     return _Split(train_x, y[train], x[val], y[val], *_channel_stats(train_x))
 
 
-def _split(cfg: TrainConfig) -> _Split:
+def split(cfg: TrainConfig) -> _Split:
+    """The data a run of `cfg` trains on and is scored on (cached in-process)."""
     x, y = data.load(cfg.dataset, "train", cfg.data_dir)
-    split = _split_of(x, y, cfg.val_fraction, cfg.train_subset)
+    carved = _split_of(x, y, cfg.val_fraction, cfg.train_subset)
     if cfg.holdout == "val":
-        return split
+        return carved
     if cfg.holdout != "test":
         raise ValueError(f"holdout must be 'val' or 'test' but got {cfg.holdout!r}")
     test_x, test_y = data.load(cfg.dataset, "test", cfg.data_dir)
-    return _with_test(split, test_x, test_y)
+    return _with_test(carved, test_x, test_y)
 
 
 @functools.lru_cache(maxsize=2)
@@ -218,7 +220,7 @@ def _steps(n_train: int, batch_size: int) -> int:
 
 def steps_per_epoch(cfg: TrainConfig) -> int:
     """Optimizer steps per epoch for `cfg` (loads the data set, cached in-process)."""
-    return _steps(len(_split(cfg).train_y), cfg.batch_size)
+    return _steps(len(split(cfg).train_y), cfg.batch_size)
 
 
 def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
@@ -277,11 +279,11 @@ def train(
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
-    split = _split(cfg)
-    train_x, train_y = split.train_x.to(device), split.train_y.to(device)
-    val_x, val_y = split.val_x.to(device), split.val_y.to(device)
-    mean = split.mean.to(device)[None, :, None, None]
-    inv_std = (1.0 / split.std).to(device)[None, :, None, None]
+    part = split(cfg)
+    train_x, train_y = part.train_x.to(device), part.train_y.to(device)
+    val_x, val_y = part.val_x.to(device), part.val_y.to(device)
+    mean = part.mean.to(device)[None, :, None, None]
+    inv_std = (1.0 / part.std).to(device)[None, :, None, None]
     # channels_last: faster on GPUs and, measured here, 1.3-2x faster on CPUs too (oneDNN).
     memory = torch.channels_last
 

@@ -87,7 +87,7 @@ class ArrayTrainer:
         self.cfg, self.k = cfg, k
         self.device = dev = lone.resolve_device(cfg.device)
         self.cuda = dev.type == "cuda"
-        split = lone._split(cfg)
+        split = lone.split(cfg)
         self.train_x, self.train_y = split.train_x.to(dev), split.train_y.to(dev)
         self.val_x, self.val_y = split.val_x.to(dev), split.val_y.to(dev)
         self.mean = split.mean.to(dev)[None, :, None, None]

@@ -18,23 +18,18 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import schedules
+from search.companion import COMPANION_SUFFIX, companion_name
 from search.errors import UserError
 
 __all__ = ["BASELINES", "COMPANION_SUFFIX", "MIN_STUDY_TRIALS", "SCHEDULEFREE", "SWEEP_EXTEND",
            "SWEEP_STEPS", "Baseline", "Job", "Plan", "add_baseline", "baselines",
            "companion_name", "job", "plan", "sweep_lrs"]
 
-COMPANION_SUFFIX = ".validate"
 # The study's optimizer -> its schedule-free variant (TrainConfig.optimizer), its label, and
 # the LR factor over the scheduled LR: its authors suggest 10-50x for SGD, 1-10x for AdamW.
 SCHEDULEFREE = {"sgd": ("schedulefree", "schedule-free SGD", 10.0),
                 "adamw": ("schedulefree_adamw", "schedule-free AdamW", 3.0)}
 ONE_CYCLE_STANDARD = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4}
-
-
-def companion_name(study_name: str) -> str:
-    """The study holding the validation of `study_name`."""
-    return study_name + COMPANION_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)

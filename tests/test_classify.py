@@ -167,8 +167,8 @@ def test_same_seed_same_run_and_fixed_validation_split(fixture_dir):
         classify.train(tiny(fixture_dir, epochs=1, seed=seed), ScheduleConfig("Constant"), rec)
         runs.append(rec.calls)
     assert runs[0] == runs[1] and runs[0] != runs[2]
-    a = classify._split(tiny(fixture_dir, seed=0))
-    b = classify._split(tiny(fixture_dir, seed=5, train_subset=50))
+    a = classify.split(tiny(fixture_dir, seed=0))
+    b = classify.split(tiny(fixture_dir, seed=5, train_subset=50))
     assert torch.equal(a.val_x, b.val_x) and len(b.train_y) == 50
 
 
@@ -184,8 +184,8 @@ def test_fashion_mnist_learns():
 
 
 def test_holdout_test_trains_on_train_and_val_and_scores_the_test_split(fixture_dir):
-    val = classify._split(tiny(fixture_dir))
-    test = classify._split(tiny(fixture_dir, holdout="test"))
+    val = classify.split(tiny(fixture_dir))
+    test = classify.split(tiny(fixture_dir, holdout="test"))
     x_test, y_test = data.load("cifar10", "test", fixture_dir)
     assert len(test.train_y) == len(val.train_y) + len(val.val_y)
     assert torch.equal(test.val_x, x_test) and torch.equal(test.val_y, y_test)
@@ -194,4 +194,4 @@ def test_holdout_test_trains_on_train_and_val_and_scores_the_test_split(fixture_
                    ScheduleConfig("Constant", {}, lr=0.1), lambda *a: seen.append(a))
     assert len(seen) == 1
     with pytest.raises(ValueError, match="holdout"):
-        classify._split(tiny(fixture_dir, holdout="train"))
+        classify.split(tiny(fixture_dir, holdout="train"))
