@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/record_curves.py record   # ~1 h on 2 CPU cores; resumable
     .venv/bin/python benchmarks/record_curves.py short    # ~10 min more: shorter runs
     .venv/bin/python benchmarks/record_curves.py export   # -> benchmarks/data/curves.json.gz
+    .venv/bin/python benchmarks/record_curves.py slice    # -> tests/data/curves-slice.json.gz
 
 `record` is two ordinary studies in their own store (default sqlite:///curves.db): `curves`
 (benchmarks/curves.toml: random draws from lr-fashion's space, pruning off, test accuracy at the
@@ -34,6 +35,7 @@ from optuna.trial import TrialState
 HERE = Path(__file__).resolve().parent
 STUDY_FILE = HERE / "curves.toml"
 DATA = HERE / "data" / "curves.json.gz"
+SLICE = HERE.parent / "tests" / "data" / "curves-slice.json.gz"
 REPEAT = "curves-seed1"
 SHORT = Path("curves-short.jsonl")
 SHORT_EPOCHS = (2, 4)
@@ -163,21 +165,41 @@ def export(storage: str, out: Path, short_path: Path = SHORT) -> None:
     print(f"{len(rows)} recorded trainings -> {out} ({out.stat().st_size / 1024:.0f} KiB)")
 
 
+def slice_table(src: Path, out: Path, n: int) -> None:
+    """A random `n` of the table's first-seed schedules (seeded), for the regression test."""
+    import random
+
+    with gzip.open(src, "rt") as f:
+        doc = json.load(f)
+    first = [r for r in doc["rows"] if r["repeat_of"] is None]
+    keep = sorted(random.Random(0).sample(range(len(first)), min(n, len(first))))
+    doc["rows"] = [{k: v for k, v in first[i].items() if k not in ("lr_trace", "short")}
+                   for i in keep]
+    doc["provenance"]["slice"] = f"{len(keep)} of {len(first)} schedules (random, seed 0)"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(out, "wt", compresslevel=9) as f:
+        json.dump(doc, f, separators=(",", ":"))
+    print(f"{len(keep)} schedules -> {out} ({out.stat().st_size / 1024:.0f} KiB)")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("record", "short", "export"))
+    p.add_argument("command", choices=("record", "short", "export", "slice"))
     p.add_argument("--storage", default="sqlite:///curves.db")
     p.add_argument("--schedules", type=int, default=200)
     p.add_argument("--repeat", type=int, default=50, help="schedules trained on a second seed")
     p.add_argument("--short", type=int, default=60, help="schedules trained shorter")
-    p.add_argument("--out", type=Path, default=DATA)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--rows", type=int, default=60, help="slice: schedules kept")
     a = p.parse_args()
     if a.command == "record":
         record(a.storage, a.schedules, a.repeat)
     elif a.command == "short":
         short(a.storage, a.short)
+    elif a.command == "export":
+        export(a.storage, a.out or DATA)
     else:
-        export(a.storage, a.out)
+        slice_table(DATA, a.out or SLICE, a.rows)
     return 0
 
 

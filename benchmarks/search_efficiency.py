@@ -111,9 +111,9 @@ def _pruners(cfg: config.StudyConfig) -> dict[str, Callable[[], optuna.pruners.B
     for w in (1, 2, 3, 4, 6):
         out[f"median, warmup {w}"] = study_pruner(name="median", n_startup_trials=5,
                                                   n_warmup_steps=w)
-    for w in (2, 4):
-        out[f"median per family, warmup {w}"] = (
-            lambda w=w: SameFamily(optuna.pruners.MedianPruner(5, w)))
+    for n, w in ((5, 2), (2, 2), (2, 1)):
+        out[f"median per family, startup {n}, warmup {w}"] = (
+            lambda n=n, w=w: SameFamily(optuna.pruners.MedianPruner(n, w)))
     out["percentile 25, warmup 2"] = lambda: optuna.pruners.PercentilePruner(25, 5, 2)
     for m, rf in ((1, 3), (2, 3), (2, 2), (4, 2)):
         out[f"hyperband min {m} rf {rf}"] = study_pruner(name="hyperband", min_resource=m,

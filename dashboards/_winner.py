@@ -36,6 +36,7 @@ from dashboards._common import (
     no_complete_reason,
     snapshot,
 )
+from search import compat
 from search.companion import companion_name, is_companion
 
 __all__ = ["Schedule", "WinnerInfo"]
@@ -86,7 +87,8 @@ def _companion(snap: Snapshot) -> optuna.Study | None:
     if is_companion(name):
         return None
     try:
-        return optuna.load_study(study_name=companion_name(name), storage=snap.study._storage)
+        return optuna.load_study(study_name=companion_name(name),
+                                 storage=compat.storage_of(snap.study))
     except KeyError:
         return None
 

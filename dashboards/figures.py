@@ -31,6 +31,7 @@ from dashboards import (
     validation,
 )
 from dashboards._common import BOTTOM_LEGEND, Snapshot, snapshot
+from search import compat
 
 __all__ = [
     "FIGURES",
@@ -150,8 +151,9 @@ def save_figures(study: optuna.Study, figures: dict[str, go.Figure]) -> list[str
     """
     from optuna_dashboard import save_plotly_graph_object
 
-    collected = _Collected(study._storage)
-    stand_in = SimpleNamespace(_storage=collected, _study_id=study._study_id)  # all it reads
+    collected = _Collected(compat.storage_of(study))
+    # all optuna-dashboard's writer reads of a study
+    stand_in = SimpleNamespace(_storage=collected, _study_id=compat.study_id(study))
     ids = [save_plotly_graph_object(stand_in, for_tile(fig),
                                     graph_object_id=GRAPH_ID_PREFIX + name)
            for name, fig in figures.items()]
@@ -175,18 +177,18 @@ class _Collected:
 
 def _write_system_attrs(study: optuna.Study, attrs: dict[str, Any]) -> None:
     """Set every study system attribute of `attrs`: in one transaction on a database."""
-    store = study._storage
+    store = compat.storage_of(study)
     rdb = getattr(store, "_backend", store)  # optuna wraps a database store in a cache
     if not isinstance(rdb, optuna.storages.RDBStorage):  # in memory: nothing to interrupt
         for key, value in attrs.items():
-            store.set_study_system_attr(study._study_id, key, value)
+            store.set_study_system_attr(compat.study_id(study), key, value)
         return
     table = sqlalchemy.Table("study_system_attributes", sqlalchemy.MetaData(),
                              autoload_with=rdb.engine)
     with rdb.engine.begin() as conn:  # committed at the end, rolled back on any exception
         for key, value in attrs.items():
-            where = (table.c.study_id == study._study_id) & (table.c.key == key)
+            where = (table.c.study_id == compat.study_id(study)) & (table.c.key == key)
             row = {"value_json": json.dumps(value)}  # as optuna stores an attribute
             if not conn.execute(sqlalchemy.update(table).where(where).values(row)).rowcount:
                 conn.execute(sqlalchemy.insert(table).values(
-                    study_id=study._study_id, key=key, **row))
+                    study_id=compat.study_id(study), key=key, **row))

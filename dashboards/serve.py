@@ -109,6 +109,7 @@ def serve(server: WSGIServer, out: TextIO = sys.stderr) -> int:
 def main(args: argparse.Namespace) -> int:
     from dashboards._common import storage_label
     from dashboards.figures import STORE_ERRORS, make_figures, save_figures
+    from search import compat
     from search.options import open_study
 
     _cfg, study = open_study(args)
@@ -123,8 +124,8 @@ def main(args: argparse.Namespace) -> int:
             return 130
     quiet_importance()
     # The study's own storage object: the same engine options the core chose (timeouts).
-    server = start(study._storage, args.host, args.port)
-    print(url_of(server, study._study_id), flush=True)
+    server = start(compat.storage_of(study), args.host, args.port)
+    print(url_of(server, compat.study_id(study)), flush=True)
     where = storage_label(study)
     print(f"optuna-dashboard on {where or 'the study storage'}; Ctrl-C to stop",
           file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import stats
+from search import compat, stats
 from search.stats import Validation
 
 __all__ = ["COMPANION_SUFFIX", "companion_name", "is_companion", "searched_name", "validation"]
@@ -44,7 +44,7 @@ def validation(study: optuna.Study, epochs: int | None = None) -> Validation | N
         return None  # a validation study is not validated itself
     try:
         study = optuna.load_study(study_name=companion_name(study.study_name),
-                                  storage=study._storage)
+                                  storage=compat.storage_of(study))
     except KeyError:
         return None
     by_length: dict[int, list[FrozenTrial]] = {}

@@ -6,6 +6,8 @@ that fails loudly when an Optuna release changes it (pyproject pins the tested m
 - `stale_trial_ids`: RUNNING trials whose heartbeat is older than the grace period. The public
   `optuna.storages.fail_stale_trials` fails them, but leaves no way to record why
   (`end_reason` must be set before the trial is finished), so the claim sweep fails them itself.
+- `storage_of`, `study_id`, `trial_id`: a study's storage and the ids the storage API takes
+  (`optuna.Study` and `optuna.Trial` hold them as private attributes, with no public getter).
 - `trials_without_heartbeat`: RUNNING trials that never recorded a heartbeat (their worker died
   before its first beat), read from optuna's RDB tables; Optuna never fails those.
 """
@@ -18,7 +20,23 @@ import optuna
 import sqlalchemy
 from optuna.storages import _CachedStorage as CachedStorage
 
-__all__ = ["CachedStorage", "stale_trial_ids", "trials_without_heartbeat"]
+__all__ = ["CachedStorage", "stale_trial_ids", "storage_of", "study_id", "trial_id",
+           "trials_without_heartbeat"]
+
+
+def storage_of(study: Any) -> optuna.storages.BaseStorage:
+    """The storage an `optuna.Study` reads and writes."""
+    return study._storage
+
+
+def study_id(study: Any) -> int:
+    """The id a study has in its storage (what the storage API takes)."""
+    return study._study_id
+
+
+def trial_id(trial: Any) -> int:
+    """The storage id of an `optuna.Trial` (not its number)."""
+    return trial._trial_id
 
 
 def stale_trial_ids(store: Any, study_id: int) -> list[int]:

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import frameworks, runner, schedules
+from search import compat, frameworks, runner, schedules
 from search.companion import validation
 from search.errors import UserError
 from search.recommendation import STEP_WORDS, Recommendation, optimizer_call, optimizer_line
@@ -97,10 +97,10 @@ def recommend(
 
 
 def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
-    store = study._storage
+    store = compat.storage_of(study)
     try:
         return store.get_trial(store.get_trial_id_from_study_id_trial_number(
-            study._study_id, number))
+            compat.study_id(study), number))
     except KeyError:
         return None
 

@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from objectives import Diverged
-from search import schedules, space
+from search import compat, schedules, space
 from search.config import DEFAULT_OBJECTIVE, StudyConfig, load_objective
 from search.errors import UserError
 
@@ -136,7 +136,7 @@ def create_or_load(
         study.set_user_attr("objective", cfg.objective)
         study.set_user_attr("dataset", getattr(cfg.train, "dataset", None))
         study.set_user_attr("epochs", cfg.epochs)
-    if cfg.space.enqueue_defaults and not study._storage.get_n_trials(study._study_id):
+    if cfg.space.enqueue_defaults and not count(study, tuple(TrialState)):
         for params in space.defaults(cfg.space, cfg.epochs):
             # marked: a default is never pruned, so the search reports at least its result
             study.enqueue_trial(params, user_attrs={"default": True}, skip_if_exists=True)
@@ -145,13 +145,13 @@ def create_or_load(
 
 def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
     """Trials in these states, counted in the database (no trial is loaded)."""
-    return study._storage.get_n_trials(study._study_id, states)
+    return compat.storage_of(study).get_n_trials(compat.study_id(study), states)
 
 
 def finished_and_running(study: optuna.Study) -> tuple[int, int]:
     """Both counts from one read: a trial finishing between two reads would be in neither."""
-    states = [t.state for t in study._storage.get_all_trials(
-        study._study_id, deepcopy=False, states=(*FINISHED, TrialState.RUNNING))]
+    states = [t.state for t in compat.storage_of(study).get_all_trials(
+        compat.study_id(study), deepcopy=False, states=(*FINISHED, TrialState.RUNNING))]
     running = states.count(TrialState.RUNNING)
     return len(states) - running, running
 

@@ -58,3 +58,12 @@ def test_trials_without_heartbeat_are_the_running_ones_that_never_beat(hb_store)
     hb_store.record_heartbeat(beating)
     hb_store.set_trial_state_values(done, TrialState.FAIL)
     assert compat.trials_without_heartbeat(hb_store, sid) == {silent}
+
+
+def test_study_and_trial_ids_and_storage(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'i.db'}")
+    trial = study.ask()
+    store = compat.storage_of(study)
+    assert isinstance(store, optuna.storages.BaseStorage)
+    assert store.get_study_id_from_name(study.study_name) == compat.study_id(study)
+    assert store.get_trial(compat.trial_id(trial)).number == trial.number == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -152,3 +153,36 @@ def test_halving_keeps_the_best_third_of_each_rung_and_counts_epochs():
     assert left.tolist() == [6] and spent == 9 * 2 + 3 * 4 + 1 * 8
     left, spent = halving({2: r2, 8: r8}, {2: 2, 8: 6}, 2)  # ceil(9 / 2) = 5 go on
     assert sorted(left.tolist()) == [4, 5, 6, 7, 8] and spent == 9 * 2 + 5 * 6
+
+
+# The regression guard: a slice of the recorded table (benchmarks/record_curves.py slice),
+# replayed through lr-fashion's shipped pruner (exact) and its sampler + pruner (on the
+# slice's surrogate). Thresholds from benchmarks/search_efficiency.py on the same slice
+# (RESULTS.md, "What the search costs and what it misses").
+SLICE = Path(__file__).parent / "data" / "curves-slice.json.gz"
+PRUNED_MARGIN = 0.003  # the best surviving schedule: within 0.3 points of the slice's best
+PRUNED_COST = 0.55  # ... at most this share of the epochs of the unpruned search
+SEARCH_MARGIN = 0.003  # the default search (30 trials) on the surrogate
+SEARCH_COST = 0.75
+
+
+def test_default_pruner_keeps_a_near_best_schedule_at_a_fraction_of_the_epochs():
+    table = Table.load(SLICE)
+    cfg = config.load_study("lr-fashion")
+    finals, full = table.finals, len(table.rows) * table.epochs
+    rng = np.random.default_rng(0)
+    runs = [replay_pruner(table, runner.make_pruner(cfg), rng.permutation(len(finals)))
+            for _ in range(20)]
+    assert finals.max() - np.mean([finals[r.best] for r in runs]) <= PRUNED_MARGIN
+    assert np.mean([r.epochs for r in runs]) <= PRUNED_COST * full
+
+
+def test_default_search_finds_a_near_best_schedule_on_the_surrogate():
+    table = Table.load(SLICE)
+    cfg = config.load_study("lr-fashion")
+    sur = Surrogate(table.rows, k=1)
+    runs = [replay_search(cfg, sur, cfg.trials,
+                          lambda s=s: runner.make_sampler(dataclasses.replace(cfg, seed=s)),
+                          lambda: runner.make_pruner(cfg)) for s in range(5)]
+    assert table.finals.max() - np.mean([r.best[-1] for r in runs]) <= SEARCH_MARGIN
+    assert np.mean([r.epochs[-1] for r in runs]) <= SEARCH_COST * cfg.trials * cfg.epochs

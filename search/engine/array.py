@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from objectives import Diverged
 from objectives.fused_train import ArrayTrainer, Job, member_bytes
-from search import runner, schedules, space, storage
+from search import compat, runner, schedules, space, storage
 from search.config import DEFAULT_OBJECTIVE, StudyConfig
 from search.engine.claim import (
     DONE,
@@ -129,8 +129,8 @@ class _Array:
             schedule = space.suggest(trial, self.cfg.space, self.cfg.epochs)
             runner.record_optimizer(trial, schedule)
             notify(self.progress, "trial_started", trial)
-            self.live[trial.number] = _Live(trial, rec,
-                                            Heartbeat(self.study._storage, trial._trial_id))
+            beat = Heartbeat(compat.storage_of(self.study), compat.trial_id(trial))
+            self.live[trial.number] = _Live(trial, rec, beat)
         schedule = dataclasses.replace(schedule, listener=rec.built)
 
         def build(optimizer: Any, steps: int, epochs: int) -> schedules.Built:
@@ -161,7 +161,7 @@ class _Array:
              error: BaseException | None = None, counted: bool = True) -> None:
         live.heartbeat.stop()
         del self.live[live.trial.number]
-        frozen = conclude(self.study, live.trial._trial_id, state, value, error)
+        frozen = conclude(self.study, compat.trial_id(live.trial), state, value, error)
         if frozen is not None and self.progress is not None:
             self.progress.trial_finished(self.study, frozen)
         if frozen is not None and counted:

@@ -82,9 +82,9 @@ def join(cfg: Any, store: Any, worker: int | None = None) -> tuple[optuna.Study,
             study = runner.create_or_load(cfg, store)
             if worker is not None:
                 return study, worker
-            attrs = store.get_study_system_attrs(study._study_id)
+            attrs = store.get_study_system_attrs(compat.study_id(study))
             index = int(attrs.get("workers_started", 0))
-            store.set_study_system_attr(study._study_id, "workers_started", index + 1)
+            store.set_study_system_attr(compat.study_id(study), "workers_started", index + 1)
             return study, index
 
     study, index = storage.retry(create, url=getattr(store, "url", None))
@@ -123,13 +123,13 @@ class Claimer:
 
     def claim(self, policy: Any, attrs: dict[str, Any] | None = None) -> optuna.Trial | str:
         """A trial to train (RUNNING, heartbeat recorded), or DONE or WAIT from `policy`."""
-        store = self.study._storage
+        store = compat.storage_of(self.study)
         abort = getattr(store, "abort", None)
         return storage.retry(lambda: self._claim(policy, attrs or {}),
                              url=getattr(store, "url", None), abort=abort)
 
     def _claim(self, policy: Any, attrs: dict[str, Any]) -> optuna.Trial | str:
-        study, store = self.study, self.study._storage
+        study, store = self.study, compat.storage_of(self.study)
         live = beats(store)
         with _direct(store), storage.claim_lock(store, study.study_name):
             if live:
@@ -143,19 +143,19 @@ class Claimer:
                 trial = study.ask()
             try:
                 if live:
-                    store.record_heartbeat(trial._trial_id)
+                    store.record_heartbeat(compat.trial_id(trial))
                 for key, value in {"worker": WORKER_ID, **attrs}.items():
-                    store.set_trial_system_attr(trial._trial_id, key, value)
+                    store.set_trial_system_attr(compat.trial_id(trial), key, value)
             except Exception as e:  # a full disk: the trial just created must not stay RUNNING
                 if storage.is_write_fault(e):
-                    storage.close_failed(store, trial._trial_id, "storage_error")
+                    storage.close_failed(store, compat.trial_id(trial), "storage_error")
                 raise
         return trial
 
     def sweep(self) -> None:
         """Fail trials whose worker died, and queue their retries (same parameters)."""
-        study, store = self.study, self.study._storage
-        sid = study._study_id
+        study, store = self.study, compat.storage_of(self.study)
+        sid = compat.study_id(study)
         stale = set(compat.stale_trial_ids(store, sid))
         rdb = storage.rdb_of(store)
         current = compat.trials_without_heartbeat(rdb, sid) if rdb is not None else set()
@@ -207,7 +207,7 @@ def conclude(study: optuna.Study, trial_id: int, state: TrialState, value: float
     Raises what must stop the loop: a store that refuses writes (one line), or `error` where
     it is neither a lost connection nor a runner.TrialFailed.
     """
-    store = study._storage
+    store = compat.storage_of(study)
     if error is not None and storage.is_write_fault(error):  # a full disk, a read-only file
         closed = storage.close_failed(store, trial_id, "storage_error")
         raise refused(error, getattr(store, "url", None), closed)

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import runner, storage
+from search import compat, runner, storage
 from search.engine.claim import (
     DONE,
     WAIT,
@@ -41,7 +41,7 @@ log = logging.getLogger("search.engine")
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
               sig: Signals) -> FrozenTrial | None:
     """Train one claimed trial with its heartbeat, and conclude it in the store."""
-    beat = Heartbeat(study._storage, trial._trial_id)
+    beat = Heartbeat(compat.storage_of(study), compat.trial_id(trial))
     state, value, error = TrialState.FAIL, None, None
     try:
         with sig.interruptible():
@@ -53,7 +53,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
         error = e
     finally:
         beat.stop()
-    return conclude(study, trial._trial_id, state, value, error)
+    return conclude(study, compat.trial_id(trial), state, value, error)
 
 
 def loop(study: optuna.Study, objective: Callable[[optuna.Trial], float], policy: Any,
