@@ -122,7 +122,7 @@ def _cpu() -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
-def export(storage: str, out: Path, short_path: Path = SHORT) -> None:
+def export(storage: str, out: Path, short_path: Path = SHORT, note: str = "") -> None:
     import torch
 
     from search import config
@@ -151,10 +151,12 @@ def export(storage: str, out: Path, short_path: Path = SHORT) -> None:
             "device": _cpu(), "python": platform.python_version(),
             "torch": torch.__version__, "optuna": optuna.__version__,
             "exported": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+            "conditions": note,
         },
         "setting": {"epochs": cfg.epochs, "train_subset": cfg.train.train_subset,
                     "val_fraction": cfg.train.val_fraction, "batch_size": cfg.train.batch_size,
-                    "width": list(cfg.train.width), "dataset": cfg.train.dataset},
+                    "width": list(cfg.train.width), "dataset": cfg.train.dataset,
+                    "short_epochs": list(SHORT_EPOCHS) if short_path.exists() else []},
         "rows": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -191,13 +193,14 @@ def main() -> int:
     p.add_argument("--short", type=int, default=60, help="schedules trained shorter")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--rows", type=int, default=60, help="slice: schedules kept")
+    p.add_argument("--note", default="", help="export: the machine's load while recording")
     a = p.parse_args()
     if a.command == "record":
         record(a.storage, a.schedules, a.repeat)
     elif a.command == "short":
         short(a.storage, a.short)
     elif a.command == "export":
-        export(a.storage, a.out or DATA)
+        export(a.storage, a.out or DATA, note=a.note)
     else:
         slice_table(DATA, a.out or SLICE, a.rows)
     return 0

@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import multiprocessing
+import os
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,7 +47,14 @@ DATA = Path(__file__).resolve().parent / "data" / "curves.json.gz"
 TOP = 0.05  # "the winner": the table's top 5% by final validation accuracy
 
 
+_CLOCK = [time.perf_counter()]
+
+
 def section(title: str) -> None:
+    now = time.perf_counter()
+    if now - _CLOCK[0] > 1:
+        print(f"({now - _CLOCK[0]:.0f} s)")
+    _CLOCK[0] = now
     print(f"\n## {title}\n")
 
 
@@ -72,6 +82,12 @@ def table_summary(t: Table) -> None:
               f"accuracy differs by {np.mean(np.abs(d)):.4f} on average (sd of one run "
               f"{np.std(d, ddof=1) / math.sqrt(2):.4f}); rank correlation between seeds "
               f"{spearman(a, b):.3f}")
+        good = (a > np.quantile(finals, 0.75)) & (b > np.quantile(finals, 0.75))
+        if good.sum() > 2:
+            d = (a - b)[good]
+            print(f"  of the {int(good.sum())} in the table's top quarter on both seeds: "
+                  f"{np.mean(np.abs(d)):.4f} on average (sd of one run "
+                  f"{np.std(d, ddof=1) / math.sqrt(2):.4f})")
 
 
 def horizon_bias(t: Table) -> None:
@@ -108,13 +124,12 @@ def _pruners(cfg: config.StudyConfig) -> dict[str, Callable[[], optuna.pruners.B
 
     E = cfg.epochs
     out = {"none": study_pruner(name="none")}
-    for w in (1, 2, 3, 4, 6):
+    for w in (1, 2, 4, 6):
         out[f"median, warmup {w}"] = study_pruner(name="median", n_startup_trials=5,
                                                   n_warmup_steps=w)
     for n, w in ((5, 2), (2, 2), (2, 1)):
         out[f"median per family, startup {n}, warmup {w}"] = (
             lambda n=n, w=w: SameFamily(optuna.pruners.MedianPruner(n, w)))
-    out["percentile 25, warmup 2"] = lambda: optuna.pruners.PercentilePruner(25, 5, 2)
     for m, rf in ((1, 3), (2, 3), (2, 2), (4, 2)):
         out[f"hyperband min {m} rf {rf}"] = study_pruner(name="hyperband", min_resource=m,
                                                          reduction_factor=rf)
@@ -137,8 +152,9 @@ def pruner_replay(t: Table, cfg: config.StudyConfig, orders: int) -> None:
     print(f"{'pruner':36s} {'epochs':>7s} {'% of full':>9s} {'regret':>7s} "
           f"{'best left':>9s} {'= table best':>12s} {'test acc':>8s}")
     test = np.array([r.test_acc if r.test_acc is not None else math.nan for r in t.rows])
-    for name, make in _pruners(cfg).items():
-        runs = [replay_pruner(t, make(), p) for p in perms]
+    names = list(_pruners(cfg))
+    for name, runs in zip(names, _pmap(_pruner_runs, [(t, cfg, nm, perms) for nm in names]),
+                          strict=True):
         epochs = statistics.mean(r.epochs for r in runs)
         regret = statistics.mean(float(r.pruned[top].mean()) for r in runs)
         best = [finals[r.best] for r in runs]
@@ -146,6 +162,29 @@ def pruner_replay(t: Table, cfg: config.StudyConfig, orders: int) -> None:
         print(f"{name:36s} {epochs:7.0f} {100 * epochs / full:8.1f}% {100 * regret:6.1f}% "
               f"{statistics.mean(best):9.4f} {100 * hit:11.0f}% "
               f"{np.nanmean([test[r.best] for r in runs]):8.4f}")
+
+
+def _pmap(fn: Callable, jobs: list) -> list:
+    """fn over jobs on every core (fork: the workers inherit the loaded modules)."""
+    with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
+        return pool.map(fn, jobs, chunksize=1)
+
+
+def _pruner_runs(job: tuple) -> list:
+    t, cfg, name, perms = job
+    make = _pruners(cfg)[name]
+    return [replay_pruner(t, make(), p) for p in perms]
+
+
+def _search_runs(job: tuple) -> list:
+    """`repeats` replayed searches: the study's sampler or a named one, a pruner by name."""
+    t, cfg, k, sampler, pruner, repeats = job
+    sur = Surrogate(t.rows, k)
+    make_sampler = _samplers(cfg)[sampler]
+    make_pruner = _pruners(cfg)[pruner] if pruner != "study" else (
+        lambda: runner.make_pruner(cfg))
+    return [replay_search(cfg, sur, cfg.trials, lambda s=s: make_sampler(s), make_pruner)
+            for s in range(repeats)]
 
 
 def length_halving(t: Table) -> None:
@@ -205,10 +244,10 @@ def _samplers(cfg: config.StudyConfig) -> dict[str, Callable[[int], optuna.sampl
             cfg, seed=seed, sampler=dataclasses.replace(cfg.sampler, **kw)))
 
     return {
+        "the study's": lambda seed: runner.make_sampler(dataclasses.replace(cfg, seed=seed)),
         "random": study_sampler(name="random"),
         "tpe (the studies: multivariate, group)": study_sampler(name="tpe"),
         "tpe multivariate, no group": study_sampler(name="tpe", group=False),
-        "tpe independent": study_sampler(name="tpe", multivariate=False, group=False),
         # a genetic algorithm; parameters outside its fixed space are drawn at random
         "nsga-ii (population 10)": lambda seed: optuna.samplers.NSGAIISampler(
             population_size=10, seed=seed),
@@ -216,29 +255,43 @@ def _samplers(cfg: config.StudyConfig) -> dict[str, Callable[[int], optuna.sampl
 
 
 def sampler_efficiency(t: Table, cfg: config.StudyConfig, k: int, repeats: int) -> None:
-    sur = Surrogate(t.rows, k)
     trials = cfg.trials
     E = cfg.epochs
     budgets = [b for b in (30, 60, 120, trials * E) if b <= trials * E]
     best = t.finals.max()
-    pruner = lambda: runner.make_pruner(cfg)  # noqa: E731
-    nop = lambda: optuna.pruners.NopPruner()  # noqa: E731
     print(f"{trials} trials of lr-fashion's space, {repeats} repeats; table best {best:.4f}; "
           f"expected best final accuracy after E epochs spent (mean over repeats)")
     head = " ".join(f"{f'E<={b}':>8s}" for b in budgets)
     print(f"{'sampler':40s} {'pruner':7s} {head} {'epochs':>7s} {'within 0.3':>10s}")
-    for name, make in _samplers(cfg).items():
-        for pname, mp in (("study", pruner), ("none", nop)):
-            runs = [replay_search(cfg, sur, trials, lambda s=s, m=make: m(s), mp)
-                    for s in range(repeats)]
-            cells = []
-            for b in budgets:
-                vals = [np.nanmax(np.where(r.epochs <= b, r.best, np.nan), initial=-1)
-                        for r in runs]
-                cells.append(f"{np.mean(vals):8.4f}")
-            spent = statistics.mean(float(r.epochs[-1]) for r in runs)
-            near = statistics.mean(float(r.best[-1] >= best - 0.003) for r in runs)
-            print(f"{name:40s} {pname:7s} {' '.join(cells)} {spent:7.0f} {100 * near:9.0f}%")
+    jobs = [(t, cfg, k, name, pname, repeats) for name in _samplers(cfg) if name != "the study's"
+            for pname in ("study", "none") if pname == "study" or "nsga" not in name]
+    for (_, _, _, name, pname, _), runs in zip(jobs, _pmap(_search_runs, jobs), strict=True):
+        cells = []
+        for b in budgets:
+            vals = [np.nanmax(np.where(r.epochs <= b, r.best, np.nan), initial=-1)
+                    for r in runs]
+            cells.append(f"{np.mean(vals):8.4f}")
+        spent = statistics.mean(float(r.epochs[-1]) for r in runs)
+        near = statistics.mean(float(r.best[-1] >= best - 0.003) for r in runs)
+        print(f"{name:40s} {pname:7s} {' '.join(cells)} {spent:7.0f} {100 * near:9.0f}%")
+
+
+def pruners_in_a_search(t: Table, cfg: config.StudyConfig, k: int, repeats: int) -> None:
+    trials, best = cfg.trials, t.finals.max()
+    full = trials * cfg.epochs
+    print(f"the study's sampler, {trials} trials (its enqueued defaults first), {repeats} "
+          f"repeats; table best {best:.4f}")
+    print(f"{'pruner':40s} {'best final':>10s} {'epochs':>7s} {'% of full':>9s} "
+          f"{'within 0.3':>10s}")
+    names = [n for n in _pruners(cfg) if n in (
+        "none", "median, warmup 1", "median, warmup 2", "median per family, startup 2, warmup 1",
+        "hyperband min 1 rf 3", "hyperband min 2 rf 3", "successive halving min 1 rf 3")]
+    jobs = [(t, cfg, k, "the study's", name, repeats) for name in names]
+    for name, runs in zip(names, _pmap(_search_runs, jobs), strict=True):
+        spent = statistics.mean(float(r.epochs[-1]) for r in runs)
+        near = statistics.mean(float(r.best[-1] >= best - 0.003) for r in runs)
+        print(f"{name:40s} {np.mean([r.best[-1] for r in runs]):10.4f} {spent:7.0f} "
+              f"{100 * spent / full:8.1f}% {100 * near:9.0f}%")
 
 
 def main() -> int:
@@ -249,6 +302,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=30)
     a = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     t0 = time.perf_counter()
     t = Table.load(a.table)
     cfg = config.load_study(a.study)
@@ -264,6 +318,8 @@ def main() -> int:
     k = surrogate_error(t)
     section("Samplers on the surrogate")
     sampler_efficiency(t, cfg, k, a.repeats)
+    section("Pruners in a search of the study's size, on the surrogate")
+    pruners_in_a_search(t, cfg, k, a.repeats)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     return 0
 

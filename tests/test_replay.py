@@ -160,10 +160,14 @@ def test_halving_keeps_the_best_third_of_each_rung_and_counts_epochs():
 # slice's surrogate). Thresholds from benchmarks/search_efficiency.py on the same slice
 # (RESULTS.md, "What the search costs and what it misses").
 SLICE = Path(__file__).parent / "data" / "curves-slice.json.gz"
-PRUNED_MARGIN = 0.003  # the best surviving schedule: within 0.3 points of the slice's best
-PRUNED_COST = 0.55  # ... at most this share of the epochs of the unpruned search
-SEARCH_MARGIN = 0.003  # the default search (30 trials) on the surrogate
-SEARCH_COST = 0.75
+# Measured 2026-12-04 on the slice (best 0.9038) with lr-fashion's Hyperband(1, 3): the best
+# surviving schedule 0.0046 below it at 41% of the epochs (20 orders); the 30-trial search on
+# the slice's surrogate 0.011 below at 60% (5 seeds). The bounds leave room for those, not for
+# a pruner that drops the winners or one that prunes nothing.
+PRUNED_MARGIN = 0.006
+PRUNED_COST = 0.45
+SEARCH_MARGIN = 0.015
+SEARCH_COST = 0.65
 
 
 def test_default_pruner_keeps_a_near_best_schedule_at_a_fraction_of_the_epochs():
