@@ -111,8 +111,10 @@ def make_optimizer(
     kwargs: dict[str, Any] = {"lr": schedule.lr, "weight_decay": schedule.weight_decay}
     if cfg.optimizer.startswith("schedulefree"):
         kwargs["warmup_steps"] = round(SCHEDULEFREE_WARMUP * total_steps)
-    if "adamw" in cfg.optimizer:
-        kwargs |= {"betas": tuple(cfg.betas), "eps": cfg.eps}
+    if "adamw" in cfg.optimizer:  # the schedule's betas where the search drew them
+        drawn = (getattr(schedule, "beta1", None), getattr(schedule, "beta2", None))
+        betas = tuple(b if b is not None else c for b, c in zip(drawn, cfg.betas, strict=True))
+        kwargs |= {"betas": betas, "eps": cfg.eps}
     else:
         kwargs["momentum"] = schedule.momentum
         if cfg.optimizer == "sgd":

@@ -23,6 +23,7 @@ from search.config import ParamSpec, SpaceConfig
 __all__ = ["WARMUP_MIN_SHARE", "defaults", "param_name", "suggest"]
 
 WARMUP_MIN_SHARE = 0.05  # shortest warmup drawn, as a share of the range's high end
+ADAMW_BETAS = (0.9, 0.999)  # torch's; the enqueued defaults' betas where betas are searched
 
 
 def param_name(family: str, arg: str) -> str:
@@ -86,6 +87,8 @@ def suggest(
         else:
             params[p.name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
     warmup = _warmup_epochs(trial, space.warmup_epochs) if fam.warmup_ok else 0.0
+    betas = {b: _shared(trial, b, spec) for b in ("beta1", "beta2")
+             if (spec := getattr(space, b)) is not None}
     return schedules.ScheduleConfig(
         family=fam_name,
         params=params,
@@ -93,6 +96,7 @@ def suggest(
         momentum=_shared(trial, "momentum", space.momentum),
         weight_decay=_shared(trial, "weight_decay", space.weight_decay),
         warmup=warmup / epochs,
+        **betas,
     )
 
 
@@ -105,6 +109,10 @@ def defaults(space: SpaceConfig, epochs: int) -> list[dict[str, Any]]:
     shared: dict[str, Any] = {}
     if not space.lr.fixed:
         shared["lr"] = min(max(space.default_lr, space.lr.low), space.lr.high)
+    for name, standard in zip(("beta1", "beta2"), ADAMW_BETAS, strict=True):
+        spec = getattr(space, name)  # searched betas: AdamW's standard ones, inside the range
+        if spec is not None and not spec.fixed:
+            shared[name] = min(max(standard, spec.low), spec.high)
     out = []
     if "CosineAnnealingLR" in space.families:
         p = {"scheduler": "CosineAnnealingLR", **shared}

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import schedules
+from search import schedules, space
 from search.companion import COMPANION_SUFFIX, companion_name
 from search.errors import UserError
 
@@ -93,8 +93,13 @@ def _shared(spec: Any, default: float) -> float:
 
 def _knobs(cfg: Any) -> dict[str, float]:
     sp, base = cfg.space, schedules.ScheduleConfig("Constant")
-    return {"momentum": _shared(sp.momentum, base.momentum),
-            "weight_decay": _shared(sp.weight_decay, base.weight_decay)}
+    knobs = {"momentum": _shared(sp.momentum, base.momentum),
+             "weight_decay": _shared(sp.weight_decay, base.weight_decay)}
+    for name, standard in zip(("beta1", "beta2"), space.ADAMW_BETAS, strict=True):
+        spec = getattr(sp, name, None)  # searched betas: the standard ones, inside the range
+        if spec is not None:
+            knobs[name] = _shared(spec, standard)
+    return knobs
 
 
 def baselines(cfg: Any) -> tuple[Baseline, ...]:

@@ -155,3 +155,53 @@ def test_fused_arrays_train_sgd_only(tmp_path):
     with pytest.raises(UserError, match="`--array` trains SGD only"):
         array.array_size(adamw, 3)
     assert array.array_size(adamw) is None  # the sequential engine, even on a GPU
+
+
+SEARCHED_BETAS = ADAMW.replace(
+    "default_lr = 3e-3", "default_lr = 3e-3\nbeta1 = { low = 0.8, high = 0.95 }\nbeta2 = 0.995",
+).replace("trials = 3", "trials = 4")
+
+
+def test_searched_betas_reach_torch_the_record_and_every_export(tmp_path, cifar_dir, capsys,
+                                                                 one_thread):
+    study_file = _write(tmp_path, SEARCHED_BETAS)
+    assert cli.main(["run", "--study", study_file, "--data-dir", str(cifar_dir)]) == 0
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///search.db")
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 4
+    drawn = set()
+    for t in done:  # the drawn beta1 and the fixed beta2 are what torch.optim.AdamW received
+        assert t.user_attrs["optimizer"]["betas"] == [t.params["beta1"], 0.995]
+        assert runner.schedule_of(t).beta1 == t.params["beta1"]
+        if not t.user_attrs.get("default"):
+            drawn.add(t.params["beta1"])
+    defaults = [t for t in done if t.user_attrs.get("default")]
+    assert len(defaults) == 2 and all(t.params["beta1"] == 0.9 for t in defaults)  # standard
+    assert len(drawn) == 2 and all(0.8 <= b <= 0.95 for b in drawn) and 0.9 not in drawn
+    best = export.best_trial(study)
+    b1 = schedules.lit(best.params["beta1"])
+    capsys.readouterr()
+    assert cli.main(["best", "--study", study_file, "--format", "python"]) == 0
+    assert f"betas=({b1}, 0.995)" in capsys.readouterr().out
+    assert cli.main(["best", "--study", study_file, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["optimizer"]["betas"] == [
+        best.params["beta1"], 0.995]
+    # validate: candidates keep their drawn betas, baselines take the standard ones in range
+    from search import validate_plan
+
+    p = validate_plan.plan(load_study(study_file), study, top=1)
+    (cand,) = [j for j in p.jobs if "candidate" in j.roles]
+    assert cand.schedule.beta1 == best.params["beta1"]
+    assert (p.knobs["beta1"], p.knobs["beta2"]) == (0.9, 0.995)
+    base = [b.schedule(1e-3, p.knobs) for b in p.sweeps]  # 4 trials: every LR is swept
+    assert base and all((s.beta1, s.beta2) == (0.9, 0.995) for s in base)
+
+
+def test_searched_betas_need_adamw(tmp_path):
+    text = SEARCHED_BETAS.replace('optimizer = "adamw"\n', "")
+    with pytest.raises(UserError, match=re.escape(
+            'adamw.toml: `space.beta1` must be set with `objective.optimizer = "adamw"` only')):
+        load_study(_write(tmp_path, text))
+    s = schedules.ScheduleConfig("Constant", beta1=0.85)
+    assert schedules.ScheduleConfig.from_dict(s.to_dict()) == s
+    assert "beta1" not in schedules.ScheduleConfig("Constant").to_dict()

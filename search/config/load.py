@@ -139,6 +139,11 @@ def load_study(name_or_path: str) -> StudyConfig:
     train = train_of(obj, objective, path, limits)
     space_table = top.table("space")
     space = space_of(space_table, families_of(space_table), train.epochs, limits)
+    for beta in ("beta1", "beta2"):
+        if getattr(space, beta) is not None and getattr(train, "optimizer", "sgd") != "adamw":
+            raise space_table.error(
+                beta, 'set with `objective.optimizer = "adamw"` only (AdamW\'s betas)',
+                space_table.data[beta])
     samp = top.table("sampler")
     trials_max = limits["trials"]
     sampler = SamplerConfig(

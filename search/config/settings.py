@@ -38,6 +38,9 @@ class SpaceConfig:
     momentum: ParamSpec = ParamSpec(0.9, 0.9)
     weight_decay: ParamSpec = ParamSpec(5e-4, 5e-4)
     warmup_epochs: ParamSpec = ParamSpec(0.0, 0.0)
+    # AdamW's betas, searched (or fixed) where given; else the objective's `betas` apply
+    beta1: ParamSpec | None = None
+    beta2: ParamSpec | None = None
     # per family, overrides of the catalog's default ranges: {"StepLR": {"gamma": ParamSpec}}
     ranges: Mapping[str, Mapping[str, ParamSpec]] = field(default_factory=dict)
     default_lr: float = 0.1  # base LR of the known-good schedules enqueued first

@@ -46,19 +46,24 @@ class ScheduleConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup: float = 0.0
+    beta1: float | None = None  # AdamW's betas where the search draws them (else the objective's)
+    beta2: float | None = None
     listener: Callable[[Built], None] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; `from_dict` gives the same schedule back (the trial's record)."""
         return {"family": self.family, "params": dict(self.params), "lr": self.lr,
                 "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "warmup": self.warmup}
+                "warmup": self.warmup,
+                **{k: v for k, v in (("beta1", self.beta1), ("beta2", self.beta2))
+                   if v is not None}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ScheduleConfig:
         return cls(family=d["family"], params=dict(d["params"]), lr=float(d["lr"]),
                    momentum=float(d["momentum"]), weight_decay=float(d["weight_decay"]),
-                   warmup=float(d["warmup"]))
+                   warmup=float(d["warmup"]),
+                   **{k: float(d[k]) for k in ("beta1", "beta2") if d.get(k) is not None})
 
     def build(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> Built:
         """torch's scheduler for this schedule on `optimizer` (`build`): what an objective
