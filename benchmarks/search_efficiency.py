@@ -122,7 +122,6 @@ def _pruners(cfg: config.StudyConfig) -> dict[str, Callable[[], optuna.pruners.B
         c = dataclasses.replace(cfg, pruner=dataclasses.replace(cfg.pruner, **kw))
         return lambda: runner.make_pruner(c)
 
-    E = cfg.epochs
     out = {"none": study_pruner(name="none")}
     for w in (1, 2, 4, 6):
         out[f"median, warmup {w}"] = study_pruner(name="median", n_startup_trials=5,
@@ -136,7 +135,6 @@ def _pruners(cfg: config.StudyConfig) -> dict[str, Callable[[], optuna.pruners.B
     for m, rf in ((1, 3), (2, 2), (2, 3), (4, 2)):
         out[f"successive halving min {m} rf {rf}"] = (
             lambda m=m, rf=rf: optuna.pruners.SuccessiveHalvingPruner(m, rf, 0))
-    assert all(callable(f) for f in out.values()) and E > 0
     return out
 
 
@@ -193,7 +191,7 @@ def length_halving(t: Table) -> None:
         print("(the table has no shorter runs: `record_curves.py short`)")
         return
     E = t.epochs
-    lengths = sorted(set(rows[0].short) & set.intersection(*(set(r.short) for r in rows)))
+    lengths = sorted(set.intersection(*(set(r.short) for r in rows)))
     rungs = [*lengths, E]
     finals = np.array([r.final for r in rows])
     curves = np.stack([r.val_acc for r in rows])

@@ -20,7 +20,8 @@ import optuna
 from search import schedules
 from search.config import ParamSpec, SpaceConfig
 
-__all__ = ["WARMUP_MIN_SHARE", "defaults", "param_name", "suggest"]
+__all__ = ["ADAMW_BETAS", "WARMUP_MIN_SHARE", "defaults", "param_name", "standard_betas",
+           "suggest"]
 
 WARMUP_MIN_SHARE = 0.05  # shortest warmup drawn, as a share of the range's high end
 ADAMW_BETAS = (0.9, 0.999)  # torch's; the enqueued defaults' betas where betas are searched
@@ -100,6 +101,14 @@ def suggest(
     )
 
 
+def standard_betas(space: SpaceConfig) -> dict[str, float]:
+    """AdamW's standard betas inside the study's `beta1` / `beta2` specs, where it has them:
+    what its enqueued defaults and validate's baselines train with."""
+    specs = (getattr(space, "beta1", None), getattr(space, "beta2", None))
+    return {name: spec.clip(standard) for name, spec, standard
+            in zip(("beta1", "beta2"), specs, ADAMW_BETAS, strict=True) if spec is not None}
+
+
 def defaults(space: SpaceConfig, epochs: int) -> list[dict[str, Any]]:
     """Known-good schedules to enqueue first, as Optuna params (only enabled families).
 
@@ -108,11 +117,8 @@ def defaults(space: SpaceConfig, epochs: int) -> list[dict[str, Any]]:
     """
     shared: dict[str, Any] = {}
     if not space.lr.fixed:
-        shared["lr"] = min(max(space.default_lr, space.lr.low), space.lr.high)
-    for name, standard in zip(("beta1", "beta2"), ADAMW_BETAS, strict=True):
-        spec = getattr(space, name)  # searched betas: AdamW's standard ones, inside the range
-        if spec is not None and not spec.fixed:
-            shared[name] = min(max(standard, spec.low), spec.high)
+        shared["lr"] = space.lr.clip(space.default_lr)
+    shared |= {k: v for k, v in standard_betas(space).items() if not getattr(space, k).fixed}
     out = []
     if "CosineAnnealingLR" in space.families:
         p = {"scheduler": "CosineAnnealingLR", **shared}
@@ -135,7 +141,6 @@ def defaults(space: SpaceConfig, epochs: int) -> list[dict[str, Any]]:
         for prm in schedules.family("OneCycleLR").params:
             spec = _range(space, "OneCycleLR", prm)
             if not spec.fixed:
-                p[param_name("OneCycleLR", prm.name)] = min(max(standard[prm.name], spec.low),
-                                                            spec.high)
+                p[param_name("OneCycleLR", prm.name)] = spec.clip(standard[prm.name])
         out.append(p)
     return out

@@ -87,19 +87,10 @@ SWEEP_STEPS = (-2, -1, 0, 1, 2)  # sweep LRs: default_lr x 3 ** step
 SWEEP_EXTEND = 2  # steps added past an edge of the sweep where the best LR sits there
 
 
-def _shared(spec: Any, default: float) -> float:
-    return spec.low if spec.fixed else min(max(default, spec.low), spec.high)
-
-
 def _knobs(cfg: Any) -> dict[str, float]:
     sp, base = cfg.space, schedules.ScheduleConfig("Constant")
-    knobs = {"momentum": _shared(sp.momentum, base.momentum),
-             "weight_decay": _shared(sp.weight_decay, base.weight_decay)}
-    for name, standard in zip(("beta1", "beta2"), space.ADAMW_BETAS, strict=True):
-        spec = getattr(sp, name, None)  # searched betas: the standard ones, inside the range
-        if spec is not None:
-            knobs[name] = _shared(spec, standard)
-    return knobs
+    return {"momentum": sp.momentum.clip(base.momentum),
+            "weight_decay": sp.weight_decay.clip(base.weight_decay), **space.standard_betas(sp)}
 
 
 def baselines(cfg: Any) -> tuple[Baseline, ...]:
@@ -132,7 +123,7 @@ def sweep_lrs(cfg: Any, b: Baseline, steps: tuple[int, ...] = SWEEP_STEPS) -> li
     out = set()
     for k in steps:
         lr = sp.default_lr * b.lr_factor * 3.0**k
-        out.add(min(max(lr, sp.lr.low), sp.lr.high) if b.optimizer == "sgd" else lr)
+        out.add(sp.lr.clip(lr) if b.optimizer == "sgd" else lr)
     return sorted(out)
 
 

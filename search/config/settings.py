@@ -30,6 +30,10 @@ class ParamSpec:
     def fixed(self) -> bool:
         return self.low == self.high
 
+    def clip(self, value: float) -> float:
+        """`value` where the range holds it, else the nearer end (a fixed spec: its value)."""
+        return min(max(value, self.low), self.high)
+
 
 @dataclass(frozen=True)
 class SpaceConfig:
