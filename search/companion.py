@@ -37,9 +37,12 @@ def searched_name(companion: str) -> str:
     return companion.removesuffix(COMPANION_SUFFIX)
 
 
-def validation(study: optuna.Study, epochs: int | None = None) -> Validation | None:
+def validation(study: optuna.Study, epochs: int | None = None,
+               recommended: int | None = None) -> Validation | None:
     """What `validate` found for `study` in its companion study: the runs at `epochs` where
-    there are any, else at the searched length. None where it never ran."""
+    there are any, else at the searched length. None where it never ran. `recommended`: the
+    searched trial the study recommends (its validated result is the "winner" shown; the
+    test split never changes which one that is)."""
     if is_companion(study.study_name):
         return None  # a validation study is not validated itself
     try:
@@ -84,4 +87,5 @@ def validation(study: optuna.Study, epochs: int | None = None) -> Validation | N
     return Validation(
         study=study.study_name, epochs=length, ranked=tuple(stats.rank(results)),
         other_epochs=tuple(sorted(set(by_length) - {length})),
-        notes=tuple(attrs.get("notes", ())), steps_per_epoch=steps[0] if len(steps) == 1 else 0)
+        notes=tuple(attrs.get("notes", ())), steps_per_epoch=steps[0] if len(steps) == 1 else 0,
+        recommended_trial=recommended, searched_epochs=searched)

@@ -17,12 +17,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, frameworks, runner, schedules
 from search.companion import validation
+from search.contest.standing import Standing, standing
 from search.errors import UserError
-from search.recommendation import STEP_WORDS, Recommendation, optimizer_call, optimizer_line
+from search.recommendation import Recommendation, optimizer_call, optimizer_line
 from search.stats import Validation
 
 __all__ = ["FORMATS", "Recommendation", "Validation", "as_dict", "best_trial", "from_trial",
-           "optimizer_call", "optimizer_line", "recommend", "render", "trial_of", "validation"]
+           "optimizer_call", "optimizer_line", "recommend", "recommended_trial", "render",
+           "trial_of", "validation"]
 
 FORMATS = ("text", "json", "python", "lightning", "hf")
 
@@ -61,9 +63,19 @@ def from_trial(
         study=study_name, trial_number=trial.number, value=value, state=trial.state.name,
         epochs_trained=len(a.get("val_acc_curve", ())),
         family=s.family, kwargs=built.kwargs, interval=built.interval, warmup=built.warmup,
-        optimizer=a["optimizer"],  # recorded beside `schedule` by every trial loop
+        optimizer=_for_budget(a["optimizer"], e1 * s1),
         epochs=e1, steps_per_epoch=s1, searched_epochs=e0, searched_steps_per_epoch=s0,
     )
+
+
+def _for_budget(optimizer: dict[str, Any], total_steps: int) -> dict[str, Any]:
+    """The recorded optimizer (exactly what torch received, beside `schedule` in every trial
+    loop) for a budget: a schedule-free optimizer's warmup is a share of the run's steps."""
+    if "warmup_steps" not in optimizer or "ScheduleFree" not in str(optimizer.get("name")):
+        return optimizer
+    from objectives.classify import SCHEDULEFREE_WARMUP
+
+    return {**optimizer, "warmup_steps": round(SCHEDULEFREE_WARMUP * total_steps)}
 
 
 def trial_of(study: optuna.Study, number: int) -> FrozenTrial:
@@ -83,17 +95,30 @@ def recommend(
     study: optuna.Study, epochs: int | None = None, steps_per_epoch: int | None = None,
     trial_number: int | None = None,
 ) -> Recommendation:
-    """The recommended schedule: the validated winner (best mean test accuracy over seeds)
-    where `validate` has run, else the study's best finished trial; or trial `trial_number`."""
+    """The recommended schedule (`recommended_trial`), for `epochs` x `steps_per_epoch`, with
+    the contest's standing and what `validate` found on the test split; or trial
+    `trial_number`. Validation never changes which schedule is recommended."""
     if trial_number is not None:
         return from_trial(study.study_name, trial_of(study, trial_number), epochs,
                           steps_per_epoch)
-    val = validation(study, epochs)
-    trial = None
-    if val is not None and val.winner is not None and val.winner.source_trial is not None:
-        trial = _trial_by_number(study, val.winner.source_trial)
-    rec = from_trial(study.study_name, trial or best_trial(study), epochs, steps_per_epoch)
+    trial, st = recommended_trial(study)
+    rec = from_trial(study.study_name, trial, epochs, steps_per_epoch)
+    if st is not None and st.leader is not None:
+        rec = replace(rec, standing=st, label=st.leader.label)
+    val = validation(study, epochs, recommended=trial.number)
     return replace(rec, validation=val) if val is not None else rec
+
+
+def recommended_trial(study: optuna.Study) -> tuple[FrozenTrial, Standing | None]:
+    """The one answer to "which schedule does this study recommend", read by every reader:
+    the contest's leader (the best shared-seed mean on the validation split) where the study
+    runs a contest, else its best complete trial. Never chosen on the test split."""
+    st = standing(study)
+    if st is not None and st.leader is not None:
+        trial = _trial_by_number(study, st.leader.source_trial)
+        if trial is not None:
+            return trial, st
+    return best_trial(study), st
 
 
 def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
@@ -106,16 +131,25 @@ def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
 
 
 def _text(rec: Recommendation) -> str:
+    st = rec.standing
+    if st is not None:
+        head = (f"Recommended schedule of study {rec.study!r}: {rec.label} (trial "
+                f"{rec.trial_number}), {rec.outcome()}")
+    else:
+        head = (f"{'Best schedule' if rec.state == 'COMPLETE' else 'Schedule'} of study "
+                f"{rec.study!r}: trial {rec.trial_number}, {rec.family}, {rec.outcome()}")
     lines = [
-        f"{'Best schedule' if rec.state == 'COMPLETE' else 'Schedule'} of study "
-        f"{rec.study!r}: trial {rec.trial_number}, {rec.family}, {rec.outcome()}",
+        head,
+        *(st.lines() if st is not None else []),
         *(rec.validation.lines() if rec.validation else [
             f"  (not validated: `python -m search validate --study {rec.study}` re-trains it "
-            "and baselines on new seeds, scored on the test set)"]),
-        f"  scheduler kwargs : {json.dumps(rec.kwargs)}",
+            "and the tuned baselines on new seeds, scored on the test set)"]),
+        *([f"  scheduler kwargs : {json.dumps(rec.kwargs)}"] if not rec.schedule_free else []),
         f"  optimizer        : {optimizer_line(rec.optimizer)}",
-        f"  stepping         : {STEP_WORDS[rec.interval][1]}",
+        f"  stepping         : {rec.stepping()}",
     ]
+    if rec.schedule_free:
+        lines.append(f"  its LR           : {rec.schedule_free_note()}")
     if rec.warmup:
         steps = rec.warmup["total_iters"]
         lines.append(f"  warmup           : linear over {steps} optimizer steps")
@@ -137,8 +171,9 @@ def _text(rec: Recommendation) -> str:
 
 def as_dict(rec: Recommendation) -> dict[str, Any]:
     """`--format json`: every field, the code, the validation and how each framework steps it."""
-    out = asdict(replace(rec, validation=None))
-    del out["validation"]
+    out = asdict(replace(rec, validation=None, standing=None))
+    del out["validation"], out["standing"]
+    out["contest"] = rec.standing.fields() if rec.standing is not None else None
     out["step"] = rec.step
     out["code"] = rec.code()
     out |= rec.validation.fields() if rec.validation else Validation.empty_fields()

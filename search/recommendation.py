@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from search import schedules
-from search.stats import Validation
+from search.stats import Validation, mean_std
 
 __all__ = ["STEP_WORDS", "Recommendation", "optimizer_call", "optimizer_line"]
 
@@ -45,10 +45,31 @@ class Recommendation:
     validation: Validation | None = None  # the test-set results, where `validate` has run
     state: str = "COMPLETE"  # or PRUNED (`best --trial N` of a pruned trial)
     epochs_trained: int = 0
+    label: str = ""  # the contest's name for it ("linear to zero", "trial 17 OneCycleLR")
+    standing: Any = None  # search.contest.standing.Standing, where the study runs a contest
 
     @property
     def step(self) -> str:
         return STEP_WORDS[self.interval][0]
+
+    @property
+    def schedule_free(self) -> bool:
+        """A schedule-free optimizer: no scheduler at all (the optimizer averages its iterates
+        and needs optimizer.train() / optimizer.eval() around training and evaluation)."""
+        return "ScheduleFree" in str(self.optimizer.get("name", ""))
+
+    def stepping(self) -> str:
+        if self.schedule_free:
+            return ("no scheduler: call optimizer.train() before training and optimizer.eval() "
+                    "before evaluating (schedule-free)")
+        return STEP_WORDS[self.interval][1]
+
+    def schedule_free_note(self) -> str:
+        lr = self.optimizer.get("lr")
+        scale = "10-50x" if "SGD" in str(self.optimizer.get("name")) else "1-10x"
+        return (f"{lr:.4g} is the schedule-free optimizer's own LR; its authors use {scale} the "
+                "LR of the same optimizer with a schedule, and this one was tuned on the "
+                "validation split")
 
     def scheduler_code(self) -> str:
         main = schedules.code(self.family, self.kwargs)
@@ -64,6 +85,11 @@ class Recommendation:
         )
 
     def outcome(self) -> str:
+        lead = self.standing.leader if self.standing is not None else None
+        if lead is not None and lead.n > 1:
+            _, sd = mean_std(list(lead.scores.values()))
+            return (f"validation accuracy {lead.mean:.4f} ± {sd:.4f} (mean ± std over "
+                    f"{lead.n} seeds)")
         acc = "no validation accuracy" if self.value is None else (
             f"validation accuracy {self.value:.4f}")
         if self.state == "PRUNED":
@@ -77,6 +103,8 @@ class Recommendation:
         return f"{name}(params, {args})"
 
     def code(self) -> str:
+        if self.schedule_free:
+            return self._schedule_free_code()
         word, how = STEP_WORDS[self.interval]
         loop_step = {
             "epoch": "        scheduler.step()                          # once per epoch",
@@ -118,6 +146,45 @@ def make_optimizer_and_scheduler(params):
 {textwrap.indent(inner_after, "# ") if inner_after else "#"}
 #         val_loss = evaluate(model, val_loader)
 {textwrap.indent(outer_after, "# ") if outer_after else "#"}
+'''
+
+
+    def _schedule_free_code(self) -> str:
+        module = self.optimizer_code().split(".", 1)[0]
+        return f'''"""Optimizer found by schedsearch: schedule-free, no learning-rate scheduler.
+
+Study {self.study!r}, trial {self.trial_number}: {self.label or self.family}, {self.outcome()}.
+Schedule-free optimizers average their iterates instead of decaying the LR, so there is no
+scheduler to step; call optimizer.train() before training and optimizer.eval() before
+evaluating (BatchNorm statistics: run a few training batches in eval mode first).
+Tuned for {self.epochs} epochs of {self.steps_per_epoch} optimizer steps each.
+"""
+import {module}  # pip install schedulefree
+
+EPOCHS = {self.epochs}
+STEPS_PER_EPOCH = {self.steps_per_epoch}
+STEP = None  # no scheduler
+
+
+def make_optimizer_and_scheduler(params):
+    optimizer = {self.optimizer_code()}
+    return optimizer, None
+
+
+# In your training loop:
+#
+#     optimizer, _ = make_optimizer_and_scheduler(model.parameters())
+#     for epoch in range(EPOCHS):
+#         model.train()
+#         optimizer.train()
+#         for inputs, targets in train_loader:          # STEPS_PER_EPOCH batches
+#             loss = criterion(model(inputs), targets)
+#             optimizer.zero_grad()
+#             loss.backward()
+#             optimizer.step()
+#         model.eval()
+#         optimizer.eval()
+#         val_loss = evaluate(model, val_loader)
 '''
 
 

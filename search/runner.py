@@ -22,7 +22,13 @@ from search.config import DEFAULT_OBJECTIVE, StudyConfig, load_objective
 from search.errors import UserError
 
 __all__ = [
+    "DONE",
+    "WAIT",
     "FINISHED",
+    "FIXED",
+    "LR_SCALE",
+    "SEARCH_SEED",
+    "fixed_run",
     "identity",
     "Recorder",
     "TrialFailed",
@@ -41,6 +47,15 @@ __all__ = [
 ]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# What a claim policy answers when no trial is due (search.engine.claim): the loop ends, or
+# it waits for trials running elsewhere.
+DONE, WAIT = "done", "wait"
+# A fixed run (a contest's reference or race run, a validation run) is enqueued with the
+# schedule it trains in this user attribute, budget-free (ScheduleConfig.to_dict()); nothing of
+# it is sampled, and it is never pruned.
+FIXED = "fixed_schedule"
+LR_SCALE = "lr_scale"  # study user attr: the LR scale a contest's shapes are searched around
+SEARCH_SEED = "search_seed"  # study user attr: the contest's first training seed (race: +1, +2..)
 MAX_FAILURES_IN_A_ROW = 5  # then the study stops: something is wrong beyond one schedule
 
 
@@ -92,6 +107,11 @@ def identity(cfg: StudyConfig) -> dict[str, Any]:
                 v = getattr(train, f.name)
                 out[f.name] = list(v) if isinstance(v, tuple) else (
                     dict(v) if isinstance(v, Mapping) else v)
+    if cfg.contest is not None:  # how the answer is chosen changes what the trials mean
+        c = cfg.contest
+        out["contest"] = {"shape_trials": c.shape_trials, "finalists": c.finalists,
+                          "max_seeds": c.max_seeds, "noise_sd": c.noise_sd,
+                          "lr_factor": [c.lr_factor.low, c.lr_factor.high, c.lr_factor.log]}
     return out
 
 
@@ -102,6 +122,12 @@ def _check_identity(study: optuna.Study, cfg: StudyConfig) -> None:
         theirs = stored["identity"]
     else:  # a study created before identities were recorded: what it did record
         theirs = {k: stored[k] for k in ("objective", "dataset", "epochs") if k in stored}
+    if "contest" in mine and "contest" not in theirs:
+        raise UserError(
+            f"study {cfg.name!r} was created by a plain search (an earlier schedsearch, or a "
+            "study file without [contest]); its trials cannot race. Start the contest as a "
+            f"separate study with `--study-name {cfg.name}-contest`, or delete the old one "
+            f"(`optuna delete-study --study-name {cfg.name} --storage URL`)")
     for key in sorted(set(theirs) | set(mine)):
         if key in theirs and theirs.get(key) != mine.get(key):
             raise UserError(
@@ -136,7 +162,9 @@ def create_or_load(
         study.set_user_attr("objective", cfg.objective)
         study.set_user_attr("dataset", getattr(cfg.train, "dataset", None))
         study.set_user_attr("epochs", cfg.epochs)
-    if cfg.space.enqueue_defaults and not count(study, tuple(TrialState)):
+        if cfg.contest is not None:  # race seeds follow the first runs' training seed
+            study.set_user_attr(SEARCH_SEED, cfg.train.seed)
+    if cfg.contest is None and cfg.space.enqueue_defaults and not count(study, tuple(TrialState)):
         for params in space.defaults(cfg.space, cfg.epochs):
             # marked: a default is never pruned, so the search reports at least its result
             study.enqueue_trial(params, user_attrs={"default": True}, skip_if_exists=True)
@@ -212,8 +240,10 @@ class Recorder:
         self.trial.set_user_attr("test_acc", float(test_acc))
 
     def prune_check(self) -> None:
-        """Raise TrialPruned when the pruner says so (never for an enqueued default)."""
-        if self.trial.user_attrs.get("default") or not self.trial.should_prune():
+        """Raise TrialPruned when the pruner says so (never for an enqueued default or a
+        fixed run)."""
+        attrs = self.trial.user_attrs
+        if attrs.get("default") or FIXED in attrs or not self.trial.should_prune():
             return
         self.end("pruned")
         accs = self.curves["val_acc_curve"]
@@ -246,11 +276,31 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         rec = Recorder(trial, on_epoch)
-        schedule = space.suggest(trial, cfg.space, cfg.epochs)
-        record_optimizer(trial, schedule, optimizer_name(cfg.train))
-        return train_recorded(func, cfg.train, schedule, rec)
+        if FIXED in trial.user_attrs:
+            schedule, train_cfg = fixed_run(cfg.train, trial.user_attrs)
+        else:
+            scale = trial.study.user_attrs.get(LR_SCALE) if cfg.contest is not None else None
+            if cfg.contest is not None and scale is None:
+                raise TrialFailed("a shape trial before the contest's LR scale was tuned")
+            schedule = space.suggest(trial, cfg.space, cfg.epochs, lr_scale=scale,
+                                     lr_factor=cfg.contest.lr_factor if cfg.contest else None)
+            train_cfg = cfg.train
+            trial.set_user_attr("seed", train_cfg.seed)
+        record_optimizer(trial, schedule, optimizer_name(train_cfg))
+        return train_recorded(func, train_cfg, schedule, rec)
 
     return objective
+
+
+def fixed_run(train_cfg: Any, attrs: Mapping[str, Any]) -> tuple[schedules.ScheduleConfig, Any]:
+    """What a fixed run trains: its schedule, and the study's training settings with the run's
+    own `seed`, `epochs`, `holdout` and schedule-free `optimizer_name` where it sets them."""
+    changes = {k: attrs[k] for k in ("seed", "epochs", "holdout") if k in attrs}
+    if attrs.get("optimizer_name"):
+        changes["optimizer"] = attrs["optimizer_name"]
+    schedule = schedules.ScheduleConfig.from_dict(attrs[FIXED])
+    return schedule, dataclasses.replace(train_cfg, **{k: type(getattr(train_cfg, k))(v)
+                                                        for k, v in changes.items()})
 
 
 def optimizer_name(train_cfg: Any) -> str:

@@ -65,12 +65,15 @@ def _warmup_epochs(trial: optuna.trial.BaseTrial, spec: ParamSpec) -> float:
 
 
 def suggest(
-    trial: optuna.trial.BaseTrial, space: SpaceConfig, epochs: int
+    trial: optuna.trial.BaseTrial, space: SpaceConfig, epochs: int,
+    lr_scale: float | None = None, lr_factor: ParamSpec | None = None,
 ) -> schedules.ScheduleConfig:
     """Ask `trial` for one schedule: family first, then that family's parameters only.
 
     The result is budget-free (schedules.ScheduleConfig): epoch counts become fractions of
-    the `epochs` searched, so the schedule can be resolved for any other budget.
+    the `epochs` searched, so the schedule can be resolved for any other budget. With
+    `lr_scale` (a contest's tuned LR scale), the LR is not searched over the study's whole
+    range: `lr_factor` is, and the LR is lr_scale x lr_factor (inside the study's range).
     """
     fam_name = trial.suggest_categorical("scheduler", list(space.families))
     fam = schedules.family(fam_name)
@@ -90,10 +93,14 @@ def suggest(
     warmup = _warmup_epochs(trial, space.warmup_epochs) if fam.warmup_ok else 0.0
     betas = {b: _shared(trial, b, spec) for b in ("beta1", "beta2")
              if (spec := getattr(space, b)) is not None}
+    if lr_scale is not None and lr_factor is not None:
+        lr = space.lr.clip(lr_scale * _shared(trial, "lr_factor", lr_factor))
+    else:
+        lr = _shared(trial, "lr", space.lr)
     return schedules.ScheduleConfig(
         family=fam_name,
         params=params,
-        lr=_shared(trial, "lr", space.lr),
+        lr=lr,
         momentum=_shared(trial, "momentum", space.momentum),
         weight_decay=_shared(trial, "weight_decay", space.weight_decay),
         warmup=warmup / epochs,
@@ -137,7 +144,7 @@ def defaults(space: SpaceConfig, epochs: int) -> list[dict[str, Any]]:
         out.append(p)
     if "OneCycleLR" in space.families:
         p = {"scheduler": "OneCycleLR", **shared}
-        standard = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4}
+        standard = schedules.ONE_CYCLE_STANDARD
         for prm in schedules.family("OneCycleLR").params:
             spec = _range(space, "OneCycleLR", prm)
             if not spec.fixed:

@@ -195,24 +195,25 @@ def rank(results: Iterable[Result]) -> list[Result]:
 
 
 def verdict(winner: Result, baseline: Result | None, cmp: Paired | None) -> str:
-    """One plain sentence: is the winner better than the best baseline, on these seeds?"""
+    """One plain sentence: does the recommendation beat the best baseline, on these seeds?"""
     if baseline is None or cmp is None:
-        return "no baseline was validated at this length: nothing to compare the winner with"
+        return ("no baseline was validated at this length: nothing to compare the "
+                "recommendation with")
     name = baseline.label
     if cmp.n == 0:
-        return f"the winner and {name} share no seed yet: they cannot be compared"
+        return f"the recommendation and {name} share no seed yet: they cannot be compared"
     if cmp.n == 1:
-        return (f"only 1 seed in common with {name}: the winner cannot be told apart from it "
-                "(validate with --seeds 3 or more)")
+        return (f"only 1 seed in common with {name}: the recommendation cannot be told apart "
+                "from it (validate with --seeds 3 or more)")
     pct = f"{CONFIDENCE:.0%}"
     interval = f"{pct} interval [{cmp.low:+.4f}, {cmp.high:+.4f}]"
     if cmp.distinguishable and cmp.margin > 0:
-        return f"the winner beats {name} on these {cmp.n} seeds ({interval})"
+        return f"the recommendation beats {name} on these {cmp.n} test seeds ({interval})"
     if cmp.distinguishable:
-        return (f"{name} beats the winner on these {cmp.n} seeds ({interval}): prefer the "
-                "baseline")
-    return (f"the winner cannot be told apart from {name} on {cmp.n} seeds ({interval} "
-            "contains 0)")
+        return (f"{name} beats the recommendation on these {cmp.n} test seeds ({interval}): "
+                "the search's choice did not hold up on the test split")
+    return (f"the recommendation cannot be told apart from {name} on {cmp.n} test seeds "
+            f"({interval} contains 0)")
 
 
 # 4. One validation: the ranked schedules at one training length, and what they say.
@@ -232,11 +233,16 @@ class Validation:
     other_epochs: tuple[int, ...] = ()  # lengths also validated
     notes: tuple[str, ...] = ()
     steps_per_epoch: int = 0  # of the validation runs (0: unknown or mixed)
+    recommended_trial: int | None = None  # the searched trial the study recommends
+    searched_epochs: int | None = None  # the length the search ran (validation may differ)
 
     @property
     def winner(self) -> Result | None:
-        """The searched schedule with the best mean test accuracy."""
-        return next((r for r in self.ranked if r.is_candidate and r.n), None)
+        """The study's recommendation as validated: chosen on the validation split by the
+        search (`recommended_trial`), never here: the test split only scores it."""
+        return next((r for r in self.ranked if r.n and (
+            "recommended" in r.roles or (self.recommended_trial is not None
+                                         and r.source_trial == self.recommended_trial))), None)
 
     @property
     def baseline(self) -> Result | None:
@@ -254,7 +260,8 @@ class Validation:
     def verdict(self) -> str:
         w = self.winner
         if w is None:
-            return "no searched schedule has finished validation at this length yet"
+            return ("the recommended schedule has no finished validation run at this length "
+                    "yet")
         return verdict(w, self.baseline, self.comparison)
 
     @staticmethod
@@ -300,8 +307,10 @@ class Validation:
         shown = f"seeds {seeds[0]}-{seeds[-1]}" if seeds else "no seed finished"
         budget = f"{self.epochs} epochs" + (
             f" x {self.steps_per_epoch} steps" if self.steps_per_epoch else "")
-        out = [f"  validated on the test split ({self.study!r}, {budget} on the training and "
-               f"validation data, {shown}):",
+        other = (f"; NOT the searched {self.searched_epochs} epochs" if self.searched_epochs
+                 and self.searched_epochs != self.epochs else "")
+        out = [f"  validated on the test split ({self.study!r}, {budget}{other} on the "
+               f"training and validation data, {shown}):",
                f"    {'#':>2}  {'schedule':<44} {'role':<10} {'test accuracy':<17} seeds"]
         for i, r in enumerate(self.ranked, start=1):
             role = "both" if len(r.roles) > 1 else r.roles[0] if r.roles else "?"
@@ -310,8 +319,8 @@ class Validation:
             out.append(f"    {i:>2}  {r.label[:44]:<44} {role:<10} {acc:<17} {r.n}{tail}")
         w, b, c = self.winner, self.baseline, self.comparison
         if w is not None:
-            out.append(f"  winner   : {w.label}, test accuracy {w.mean:.4f} ± {w.std:.4f} "
-                       f"(mean ± std over {w.n} seeds)")
+            out.append(f"  recommended: {w.label}, test accuracy {w.mean:.4f} ± {w.std:.4f} "
+                       f"(mean ± std over {w.n} seeds; chosen on the validation split)")
         if b is not None and c is not None:
             out.append(f"  baseline : {b.label}, {b.mean:.4f} ± {b.std:.4f} (the best tuned "
                        "baseline)")

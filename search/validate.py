@@ -28,14 +28,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import schedules, storage
+from search import storage
+from search.config import ContestConfig
+from search.contest.contenders import next_lrs
+from search.contest.policy import drop_queued
 from search.engine import claim, sequential, workers
 from search.engine.signals import Signals
 from search.errors import UserError
+from search.runner import FIXED
 from search.validate_plan import (
     COMPANION_SUFFIX,
-    SWEEP_EXTEND,
-    SWEEP_STEPS,
     Job,
     Plan,
     add_baseline,
@@ -55,39 +57,13 @@ SEED_BASE = 10_000  # validation seeds are SEED_BASE + i: never a seed the searc
 # 2. Training into the companion study.
 
 
-def _objective(cfg: Any, jobs: dict[str, Job]) -> tuple[Any, type[Exception]]:
-    """The Optuna objective: trains the run its (enqueued) trial names, on the split it names
-    (the test split for the seeds, the validation split for LR sweeps)."""
-    from search.config import load_objective
-    from search.runner import (
-        Recorder,
-        TrialFailed,
-        optimizer_name,
-        record_optimizer,
-        train_recorded,
-    )
+def _objective(cfg: Any) -> Any:
+    """The Optuna objective: a fixed run (search.runner.fixed_run) of the schedule, seed,
+    length and split (the test split for the seeds, the validation split for LR sweeps) its
+    queued trial names."""
+    from search.runner import make_objective
 
-    func = load_objective(cfg.objective)
-
-    def objective(trial: optuna.Trial) -> float:
-        a = trial.user_attrs
-        job = jobs.get(a.get("validate_key"))
-        if job is None:  # queued by an older plan (other --top): not ours to train now
-            raise TrialFailed("a queued run that is not part of this validation")
-        s = job.schedule
-        # the family and LR as params named like the search's, for optuna-dashboard (the enqueued
-        # value; one allowed value each: recorded, not sampled); `schedule` holds the rest
-        trial.suggest_categorical("scheduler", list(schedules.SCHEDULES))
-        trial.suggest_float("lr", s.lr, s.lr)
-        extra = {"optimizer": job.optimizer} if job.optimizer != "sgd" else {}
-        train_cfg = dataclasses.replace(cfg.train, epochs=int(a["epochs"]), seed=int(a["seed"]),
-                                        holdout=a.get("holdout", "test"), **extra)
-        # what was asked for, until the objective builds its schedule on the real optimizer
-        record_optimizer(trial, s, optimizer_name(train_cfg))
-        rec = Recorder(trial)  # curves named val_*: measured on the split `holdout` names
-        return train_recorded(func, train_cfg, s, rec)
-
-    return objective, TrialFailed
+    return make_objective(cfg)
 
 
 def open_companion(store: optuna.storages.BaseStorage, searched: str) -> optuna.Study:
@@ -106,12 +82,17 @@ def open_companion(store: optuna.storages.BaseStorage, searched: str) -> optuna.
 Run = tuple[str, int, int, str]  # (key, seed, epochs, holdout)
 
 
+def _run(t: FrozenTrial) -> Run | None:
+    a = t.user_attrs
+    if "validate_key" not in a:
+        return None
+    return (a["validate_key"], int(a["seed"]), int(a["epochs"]), a.get("holdout", "test"))
+
+
 def _runs(study: optuna.Study, states: tuple[TrialState, ...]) -> set[Run]:
     """(key, seed, epochs, holdout) of the runs in these states."""
-    return {(t.user_attrs["validate_key"], int(t.user_attrs["seed"]),
-             int(t.user_attrs["epochs"]), t.user_attrs.get("holdout", "test"))
-            for t in study.get_trials(deepcopy=False, states=states)
-            if "validate_key" in t.user_attrs}
+    return {r for t in study.get_trials(deepcopy=False, states=states)
+            if (r := _run(t)) is not None}
 
 
 # Done: complete, or stopped by a non-finite loss (it would only diverge again), or running
@@ -142,13 +123,17 @@ class _Runs:
         return claim.WAIT if live and others else claim.DONE
 
     def prepare(self, study: optuna.Study) -> None:
-        """Queue the next run, unless one of the runs to do is queued already."""
-        if _runs(study, (TrialState.WAITING,)) & set(self.todo):
+        """Queue the next run, unless one of the runs to do is queued already; a queued run
+        that is not (an older plan's) is failed first, so `ask` takes one of ours."""
+        todo = set(self.todo)
+        if drop_queued(study, lambda t: _run(t) in todo) is not None:
             return
         key, seed, epochs, holdout = self.todo[0]
         j = self.jobs[key]
         sweep = {"sweep_for": j.slot} if holdout == "val" else {}
-        study.enqueue_trial({"scheduler": j.schedule.family}, user_attrs={
+        optimizer = {"optimizer_name": j.optimizer} if j.optimizer else {}
+        study.enqueue_trial({}, user_attrs={
+            FIXED: j.schedule.to_dict(), **optimizer,
             "validate_key": key, "seed": seed, "epochs": epochs, "label": j.label,
             "roles": list(j.roles), "source_trial": j.source_trial, "holdout": holdout,
             "searched_study": self.searched, **sweep})
@@ -157,7 +142,7 @@ class _Runs:
 def _train(cfg: Any, study: optuna.Study, jobs: dict[str, Job], wanted: list[Run],
            searched: str, what: str, log: Any, sig: Signals) -> None:
     """Train every wanted run not done yet, in order, into the companion study."""
-    objective, _ = _objective(cfg, jobs)
+    objective = _objective(cfg)
     runs = _Runs(jobs, wanted, searched)
     total = len(set(wanted) - _runs(study, _DONE))
     print(f"{what}: {len(set(wanted)) - total} runs done, {total} to train", file=log,
@@ -197,34 +182,32 @@ def _scores(study: optuna.Study, jobs: dict[str, Job], epochs: int, seed: int) -
 def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
          sig: Signals) -> Plan:
     """Sweep the LR of every baseline the study cannot lend one, as the search scored its
-    trials (validation split, the search's seed and budget), and add it at its best LR.
-
-    The sweep is SWEEP_STEPS around the default LR; where the best LR sits at an edge that
-    the study's LR range does not clip, up to SWEEP_EXTEND more steps go past it.
-    """
+    trials (validation split, the search's training seed and budget), and add it at its best
+    LR: the contest's grid rule (ContestConfig.SCALE_STEPS around the default LR, extended
+    past an edge where the best LR sits there and the study's LR range allows)."""
     jobs = {j.key: j for j in the_plan.jobs}
+    seed = cfg.train.seed
+    first = ContestConfig.SCALE_STEPS
     for b in the_plan.sweeps:
-        steps, scored = SWEEP_STEPS, {}
-        for _ in range(SWEEP_EXTEND + 1):
+        steps, scored, tried = first, {}, set(first)
+        centre = cfg.space.default_lr * b.lr_factor
+        clip = cfg.space.lr.clip if not b.optimizer else (lambda lr: lr)
+        while True:
             points = {lr: job(b.label, ("sweep",), b.schedule(lr, the_plan.knobs), b.optimizer,
-                               slot=b.slot) for lr in sweep_lrs(cfg, b, steps)}
+                              slot=b.slot) for lr in sweep_lrs(cfg, b, steps)}
             sweep = {j.key: j for j in points.values()}
-            _train(cfg, study, sweep, [(k, cfg.seed, the_plan.epochs, "val") for k in sweep],
+            _train(cfg, study, sweep, [(k, seed, the_plan.epochs, "val") for k in sweep],
                    searched, f"tuning the LR of {b.label} ({len(scored) + len(sweep)} LRs)",
                    log, sig)
             if sig.received is not None:
                 return the_plan
-            got = _scores(study, sweep, the_plan.epochs, cfg.seed)
+            got = _scores(study, sweep, the_plan.epochs, seed)
             scored |= {lr: got.get(j.key, -math.inf) for lr, j in points.items()}
-            best = max(scored, key=lambda lr: (scored[lr], -lr))
-            low, high = min(scored), max(scored)
-            if best == low and low > sweep_lrs(cfg, b, (min(steps) - 1,))[0]:
-                steps = (min(steps) - 1,)  # the best is the lowest tried, and lower is allowed
-            elif best == high and high < sweep_lrs(cfg, b, (max(steps) + 1,))[0]:
-                steps = (max(steps) + 1,)
-            else:
+            tried |= set(steps)
+            steps = next_lrs(scored, centre, clip, first, tuple(sorted(tried)))
+            if not steps:
                 break
-        centre = cfg.space.default_lr * b.lr_factor
+        best = max(scored, key=lambda lr: (scored[lr], -lr))
         default = min(scored, key=lambda lr: abs(math.log(lr / centre)))
         gain = scored[best] - scored[default]
         add_baseline(jobs, job(
@@ -321,9 +304,6 @@ def main(args: argparse.Namespace) -> int:
     if cfg is None:
         raise UserError(f"validate needs the study file of {args.study!r} (its objective and "
                         "training settings); pass --study path/to/the.toml")
-    if "holdout" not in {f.name for f in dataclasses.fields(cfg.train)}:
-        raise UserError("this version of objectives.classify cannot score on the test split "
-                        "(TrainConfig has no `holdout`)")
     # The settings the study was searched with (its identity: `run --epochs 2` and the like
     # included), then this command's own overrides.
     known = {f.name for f in dataclasses.fields(cfg.train)}

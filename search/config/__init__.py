@@ -24,6 +24,7 @@ from search.config.load import (
 )
 from search.config.settings import (
     DEFAULT_OBJECTIVE,
+    ContestConfig,
     ParamSpec,
     PrunerConfig,
     SamplerConfig,
@@ -33,6 +34,7 @@ from search.config.settings import (
 )
 
 __all__ = [
+    "ContestConfig",
     "DEFAULT_OBJECTIVE",
     "LIMITS",
     "LR_FLOOR",

@@ -17,15 +17,17 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from search import schedules
 from search.config.limits import LIMITS, MAX_SEED, NUM, finite
 from search.config.settings import (
     DEFAULT_OBJECTIVE,
+    ContestConfig,
     PrunerConfig,
     SamplerConfig,
     StudyConfig,
     WorkersConfig,
 )
-from search.config.tables import Table, families_of, space_of, train_of
+from search.config.tables import Table, families_of, range_spec, space_of, train_of
 from search.errors import UserError, must, shown
 
 __all__ = ["MAX_FILE_BYTES", "MAX_NAME", "STUDIES_DIR", "check_study_name", "load_objective",
@@ -123,6 +125,24 @@ def _read(path: Path | Traversable) -> dict[str, Any]:
         raise UserError(f"{path}: malformed TOML: nested too deeply") from None
 
 
+def _contest(top: Table, trials_max: int) -> ContestConfig:
+    t, d = top.table("contest"), ContestConfig()
+    out = ContestConfig(
+        shape_trials=t.count("shape_trials", d.shape_trials, 0, trials_max),
+        finalists=t.count("finalists", d.finalists, 0, 100),
+        max_seeds=t.count("max_seeds", d.max_seeds, 1, 100),
+        noise_sd=t.get("noise_sd", d.noise_sd, NUM, lambda v: finite(v) and 0 < v < 1,
+                       "a number in (0, 1)"),
+        lr_factor=range_spec(t, "lr_factor", d.lr_factor, True,
+                             schedules.Bounds(0.0, 1e3, low_open=True)),
+    )
+    t.done()
+    if not out.lr_factor.low <= 1.0 <= out.lr_factor.high:
+        raise t.error("lr_factor", "a range that holds 1 (the tuned scale itself)",
+                      f"{out.lr_factor.low:g}..{out.lr_factor.high:g}")
+    return out
+
+
 def load_study(name_or_path: str) -> StudyConfig:
     """Read and validate a study file (a name from studies/ or a path)."""
     path = _locate(name_or_path)
@@ -173,6 +193,7 @@ def load_study(name_or_path: str) -> StudyConfig:
     if workers.grace_period <= workers.heartbeat_interval:
         raise wk.error("grace_period", f"> heartbeat_interval ({workers.heartbeat_interval})",
                        workers.grace_period)
+    contest = _contest(top, trials_max) if "contest" in raw else None
     name = top.get("name", Path(path.name).stem, str)
     try:
         check_study_name(name)
@@ -192,9 +213,14 @@ def load_study(name_or_path: str) -> StudyConfig:
         sampler=sampler,
         pruner=pruner,
         workers=workers,
+        contest=contest,
         limits=limits,
     )
     top.done()
+    if contest is not None and cfg.trials < contest.min_trials():
+        raise top.error("trials", f">= {contest.min_trials()} with a [contest] (its reference "
+                        f"LR grids, {contest.shape_trials} shape trials and one race run a "
+                        "finalist)", cfg.trials)
     if not ({"dataset", "function"} & set(obj.data)):
         raise UserError(f"{path}: no [objective] table with `dataset` or `function`; "
                         f"{MIN_TABLE}")

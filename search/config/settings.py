@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from search.config.limits import LIMITS, raise_hint, train_problem
 from search.errors import must
 
-__all__ = ["DEFAULT_OBJECTIVE", "ParamSpec", "PrunerConfig", "SamplerConfig", "SpaceConfig",
-           "StudyConfig", "WorkersConfig"]
+__all__ = ["DEFAULT_OBJECTIVE", "ContestConfig", "ParamSpec", "PrunerConfig", "SamplerConfig",
+           "SpaceConfig", "StudyConfig", "WorkersConfig"]
 
 DEFAULT_OBJECTIVE = "objectives.classify:train"
 
@@ -69,6 +69,40 @@ class PrunerConfig:
 
 
 @dataclass(frozen=True)
+class ContestConfig:
+    """How the search earns its answer ([contest] of a study file; search.contest runs it).
+
+    1. The reference shapes' LRs are tuned on grids, the first (whole-run cosine) around
+       `space.default_lr`, which sets the LR scale of the problem.
+    2. `shape_trials` shapes are searched with their LR a factor (`lr_factor`) of that scale.
+    3. The tuned references and the `finalists` best shapes race over seeds (at most
+       `max_seeds` each) on the validation split; the leader is the recommendation.
+    `trials` bounds all three stages together.
+    """
+
+    shape_trials: int = 12
+    finalists: int = 3
+    max_seeds: int = 4
+    # One run's seed noise (sd of the validation accuracy) before the race has measured it:
+    # 0.0037 on lr-fashion's recorded table (benchmarks/RESULTS.md).
+    noise_sd: float = 0.004
+    lr_factor: ParamSpec = ParamSpec(1 / 3, 3.0, log=True)
+    # The LR grids, as steps of GRID_RATIO: the first reference's around the default LR, the
+    # others' around the scale it found. Their runs come out of `trials` first.
+    GRID_RATIO: ClassVar[float] = 3.0
+    SCALE_STEPS: ClassVar[tuple[int, ...]] = (-2, -1, 0, 1, 2)
+    SHAPE_STEPS: ClassVar[tuple[int, ...]] = (-1, 0, 1)
+    GRID_EXTEND: ClassVar[int] = 2  # steps added past an edge of a grid where its best sits
+    REFERENCES: ClassVar[int] = 5  # at most: cosine, constant, one-cycle, linear, schedule-free
+
+    def min_trials(self) -> int:
+        """The smallest `trials` that tunes every reference, searches the shapes and leaves
+        each finalist one race run."""
+        grids = len(self.SCALE_STEPS) + (self.REFERENCES - 1) * len(self.SHAPE_STEPS)
+        return grids + self.shape_trials + self.finalists
+
+
+@dataclass(frozen=True)
 class WorkersConfig:
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
     grace_period: int = 120  # seconds without heartbeat before a trial counts as dead
@@ -89,6 +123,7 @@ class StudyConfig:
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     workers: WorkersConfig = WorkersConfig()
+    contest: ContestConfig | None = None  # None: a plain search, its best trial the answer
     limits: Mapping[str, int | float] = field(default_factory=lambda: dict(LIMITS))
 
     @property

@@ -30,7 +30,7 @@ __all__ = ["SECTIONS", "Table", "families_of", "range_spec", "space_of", "train_
 # is most likely `objective.epochs`).
 SECTIONS: dict[str, tuple[str, ...]] = {
     "": ("name", "description", "trials", "seed", "storage", "objective", "space", "sampler",
-         "pruner", "workers", "limits"),
+         "pruner", "workers", "contest", "limits"),
     "objective": ("function", "dataset", "data_dir", "epochs", "batch_size", "width",
                   "val_fraction", "train_subset", "label_smoothing", "seed", "device", "augment",
                   "optimizer", "betas", "eps", "final_test"),
@@ -40,6 +40,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "sampler": ("name", "n_startup_trials", "multivariate", "group"),
     "pruner": ("name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"),
     "workers": ("heartbeat_interval", "grace_period", "max_retry"),
+    "contest": ("shape_trials", "finalists", "max_seeds", "noise_sd", "lr_factor"),
     "limits": tuple(LIMITS),
 }
 

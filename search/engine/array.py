@@ -84,7 +84,13 @@ def _check(cfg: StudyConfig) -> None:
 
 
 def array_size(cfg: StudyConfig, requested: int | None = None, share: int = 1) -> int | None:
-    """K for this run, or None for the sequential engine (a CPU, or a user objective)."""
+    """K for this run, or None for the sequential engine (a CPU, a user objective, a contest)."""
+    if cfg.contest is not None:  # fixed runs on their own seeds and optimizers: one at a time
+        if requested is not None:
+            raise UserError("`--array` does not run a [contest] study (its race trains each "
+                            "contender on its own seed, which a fused array cannot); run it "
+                            "without --array, with --jobs N to use more devices")
+        return None
     if requested is not None:
         _check(cfg)
         return requested

@@ -38,7 +38,7 @@ __all__ = ["DONE", "WAIT", "WORKER_ID", "Claimer", "Count", "FailureStreak", "He
            "RetryStale", "beats", "conclude", "join", "lost", "open_for", "refused"]
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-DONE, WAIT = "done", "wait"
+DONE, WAIT = runner.DONE, runner.WAIT
 log = logging.getLogger("search.engine")
 
 

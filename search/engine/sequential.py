@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, runner, storage
+from search.contest.policy import ContestPolicy
 from search.engine.claim import (
     DONE,
     WAIT,
@@ -126,7 +127,8 @@ def work(
         if progress is not None:
             progress.start(study, target)
             objective = _announced(objective, progress)
-        loop(study, objective, Count(target), sig, cfg.workers.grace_period,
+        policy = Count(target) if cfg.contest is None else ContestPolicy(cfg, target)
+        loop(study, objective, policy, sig, cfg.workers.grace_period,
              progress.trial_finished if progress is not None else None)
 
     guarded(store, sig, body)

@@ -16,8 +16,8 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as lrs
 
-__all__ = ["EPOCH", "ITERATION", "MAX_MILESTONES", "PLATEAU", "SCHEDULES", "WARMUP_START_FACTOR",
-           "Bounds", "Family", "Param", "family", "milestones"]
+__all__ = ["EPOCH", "ITERATION", "MAX_MILESTONES", "ONE_CYCLE_STANDARD", "PLATEAU", "SCHEDULES",
+           "WARMUP_START_FACTOR", "Bounds", "Family", "Param", "family", "milestones"]
 
 # How a scheduler is stepped.
 EPOCH = "epoch"  # scheduler.step() once after every epoch
@@ -25,6 +25,9 @@ ITERATION = "iteration"  # scheduler.step() after every optimizer.step()
 PLATEAU = "plateau"  # scheduler.step(val_loss) after every epoch
 
 WARMUP_START_FACTOR = 0.01  # LR at the first warmup step, as a fraction of the base LR
+# OneCycleLR at torch's own defaults: the "standard" one-cycle of the enqueued defaults and the
+# contest's reference shapes.
+ONE_CYCLE_STANDARD = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4}
 
 
 @dataclass(frozen=True)

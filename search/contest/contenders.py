@@ -1,0 +1,134 @@
+"""The contest's reference shapes (the tuned baselines every search must beat), what makes
+two runs the same contender, and the LR grid each reference is tuned on.
+
+A reference shape is a schedule whose only free knob is its LR: constant, cosine over the
+whole run, one-cycle at torch's standard settings, linear decay to zero, and the schedule-free
+variant of the study's optimizer (no schedule at all, its own larger LR). The contest tunes
+each one's LR on the validation split before any shape is searched, and races them with the
+searched shapes; `validate` confirms them on the test split with the LR the contest found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from search import schedules, space
+from search.config import ContestConfig
+
+__all__ = ["REFERENCES", "SCHEDULEFREE", "Reference", "at_edge", "contender_key", "grid_lrs",
+           "knobs", "next_lrs", "references", "unavailable"]
+
+# The study's optimizer -> its schedule-free variant (TrainConfig.optimizer), its label, and
+# its LR over the scheduled LR: its authors suggest 10-50x for SGD, 1-10x for AdamW.
+SCHEDULEFREE = {"sgd": ("schedulefree", "schedule-free SGD", 10.0),
+                "adamw": ("schedulefree_adamw", "schedule-free AdamW", 3.0)}
+# The grids' ratio and steps: search.config.ContestConfig (the study's contest settings).
+GRID_RATIO, GRID_EXTEND = ContestConfig.GRID_RATIO, ContestConfig.GRID_EXTEND
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    slot: str  # stable name: "cosine", "constant", ...
+    label: str
+    family: str
+    params: Mapping[str, Any]  # budget-free, as schedules.ScheduleConfig holds them
+    optimizer: str = ""  # "": the study's own optimizer; else a schedule-free one
+    lr_factor: float = 1.0  # its LR relative to a scheduled LR (the centre of its grid)
+
+    def schedule(self, lr: float, knob: Mapping[str, float]) -> schedules.ScheduleConfig:
+        return schedules.ScheduleConfig(self.family, dict(self.params), **dict(knob, lr=lr))
+
+
+# The first one sets the LR scale of the problem (the others' grids are centred on it).
+REFERENCES = (
+    Reference("cosine", "CosineAnnealingLR (whole run)", "CosineAnnealingLR",
+              {"T_max": 1.0, "eta_min_factor": 0.0}),
+    Reference("constant", "Constant", "Constant", {}),
+    Reference("onecycle", "OneCycleLR (standard)", "OneCycleLR",
+              dict(schedules.ONE_CYCLE_STANDARD)),
+    # airbench's schedule; "Straight to Zero" (ICLR 2025) finds it beats cosine-to-10%
+    Reference("linear0", "linear to zero", "PolynomialLR", {"power": 1.0}),
+)
+
+
+def unavailable(cfg: Any, ref: Reference) -> str:
+    """Why a reference cannot run in this study ("" where it can). A user objective trains a
+    schedule-free optimizer where its module says so: `TRAINS_OPTIMIZERS = True` (it builds
+    the optimizer `cfg.optimizer` names, as objectives.classify.make_optimizer does)."""
+    if not ref.optimizer:
+        return ""
+    from search.config import DEFAULT_OBJECTIVE
+
+    module = cfg.objective.partition(":")[0]
+    if cfg.objective != DEFAULT_OBJECTIVE and not getattr(
+            importlib.import_module(module), "TRAINS_OPTIMIZERS", False):
+        return f"{ref.label} not run: the objective has no schedule-free optimizer"
+    if importlib.util.find_spec("schedulefree") is None:
+        return (f"{ref.label} not run: the `schedulefree` package is not installed "
+                "(pip install schedulefree)")
+    return ""
+
+
+def references(cfg: Any, notes: list[str] | None = None) -> tuple[Reference, ...]:
+    """The references this study can run: REFERENCES, then the schedule-free variant of its
+    optimizer where the objective and the installed packages allow (else a note says why)."""
+    opt, label, factor = SCHEDULEFREE[cfg.train.optimizer]
+    out = []
+    for ref in (*REFERENCES, Reference("schedulefree", label, "Constant", {}, opt, factor)):
+        why = unavailable(cfg, ref)
+        if why and notes is not None:
+            notes.append(why)
+        if not why:
+            out.append(ref)
+    return tuple(out)
+
+
+def knobs(cfg: Any) -> dict[str, float]:
+    """The references' fixed knobs: the study's momentum and weight decay (the standard value
+    inside a searched range) and AdamW's standard betas."""
+    sp, base = cfg.space, schedules.ScheduleConfig("Constant")
+    return {"momentum": sp.momentum.clip(base.momentum),
+            "weight_decay": sp.weight_decay.clip(base.weight_decay), **space.standard_betas(sp)}
+
+
+def contender_key(s: schedules.ScheduleConfig, optimizer: str = "") -> str:
+    """What makes two runs the same contender: the budget-free schedule and the optimizer."""
+    what = {**s.to_dict(), "optimizer": optimizer or "sgd"}
+    return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def grid_lrs(centre: float, steps: tuple[int, ...], clip: Callable[[float], float]) -> list[float]:
+    """LRs centre x GRID_RATIO ** k for k in `steps`, each put through `clip` (the study's LR
+    range for a scheduled optimizer), distinct and sorted."""
+    return sorted({clip(centre * GRID_RATIO**k) for k in steps})
+
+
+def next_lrs(scored: Mapping[float, float], centre: float, clip: Callable[[float], float],
+             first: tuple[int, ...], tried: tuple[int, ...]) -> tuple[int, ...]:
+    """The grid step to add where the best LR sits on an edge that `clip` leaves room past,
+    at most GRID_EXTEND steps beyond the `first` grid; () where the grid is done."""
+    best = max(scored, key=lambda lr: (scored[lr], -lr))
+    low, high = min(tried), max(tried)
+    if best == min(scored) and low > min(first) - GRID_EXTEND:
+        if clip(centre * GRID_RATIO ** (low - 1)) < min(scored) * (1 - 1e-9):
+            return (low - 1,)
+    if best == max(scored) and high < max(first) + GRID_EXTEND:
+        if clip(centre * GRID_RATIO ** (high + 1)) > max(scored) * (1 + 1e-9):
+            return (high + 1,)
+    return ()
+
+
+def at_edge(scored: Mapping[float, float]) -> str:
+    """"low" or "high" where the best LR of a finished grid is its lowest or highest, else ""."""
+    finite = {lr: v for lr, v in scored.items() if not math.isinf(v)}
+    if len(finite) < 2:
+        return ""
+    best = max(finite, key=lambda lr: (finite[lr], -lr))
+    return "low" if best == min(scored) else "high" if best == max(scored) else ""

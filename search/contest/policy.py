@@ -1,0 +1,181 @@
+"""The contest as a claim policy (search.engine.claim): under the study's claim lock, decide
+what the next trial is, from the trials in the store alone.
+
+1. The first reference (whole-run cosine) runs its LR grid around the study's default LR;
+   its best LR is the problem's LR scale (study attr runner.LR_SCALE).
+2. The other references run their grids around that scale (x their own LR factor), and
+   `shape_trials` shapes are sampled (TPE, pruned as the study file says) with their LR a
+   factor of the scale (space.suggest with lr_scale).
+3. The tuned references and the best shapes race over seeds (search.contest.race) until the
+   race is decided or `trials` runs are spent.
+
+A grid whose best LR sits on an edge is extended past it (contenders.next_lrs); where the
+study's LR range stops it, the state says that reference is not tuned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search import compat, runner
+from search.contest import contenders as cn
+from search.contest.state import RACE, REFERENCE, SHAPE, Settings, State, derive
+from search.errors import UserError
+
+__all__ = ["ContestPolicy", "Due", "drop_queued", "plan"]
+
+DONE, WAIT = runner.DONE, runner.WAIT
+
+
+@dataclass(frozen=True)
+class Due:
+    """A fixed run to enqueue: its user attributes identify it (contender key and seed)."""
+
+    key: str
+    seed: int
+    attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    state: State
+    due: tuple[Due, ...]  # fixed runs to train next, in order
+    shapes_due: int  # shape trials still to sample
+    scale: float | None
+
+
+def _clip(cfg: Any, ref: cn.Reference):
+    return cfg.space.lr.clip if not ref.optimizer else (lambda lr: lr)
+
+
+def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
+              first: tuple[int, ...], seed: int) -> tuple[list[Due], bool, float | None]:
+    """A reference's grid: the points still to run, whether it is finished, its best LR."""
+    mine = [r for r in state_runs if r.stage == REFERENCE and r.slot == ref.slot]
+    clip, kn = _clip(cfg, ref), cn.knobs(cfg)
+    steps = tuple(sorted({*first, *(r.grid_step for r in mine if r.grid_step is not None)}))
+    have = {r.grid_step for r in mine if r.finished or r.state == TrialState.RUNNING}
+    lrs_done = {r.grid_step for r in mine if r.finished}
+    due = []
+    for k in steps:
+        if k in have:
+            continue
+        lr = clip(centre * cfg.contest.GRID_RATIO ** k)
+        if any(abs(r.lr / lr - 1) < 1e-9 and (r.finished or r.state == TrialState.RUNNING)
+               for r in mine):
+            continue  # clipped onto an LR already run
+        s = ref.schedule(lr, kn)
+        due.append(Due(cn.contender_key(s, ref.optimizer), seed, {
+            runner.FIXED: s.to_dict(), "stage": REFERENCE, "slot": ref.slot,
+            "label": ref.label, "grid_step": k, "seed": seed,
+            "contender": cn.contender_key(s, ref.optimizer),
+            **({"optimizer_name": ref.optimizer} if ref.optimizer else {})}))
+    if due or any(r.state == TrialState.RUNNING for r in mine) or not lrs_done:
+        return due, False, None
+    scored = {r.lr: r.score for r in mine if r.finished}
+    more = cn.next_lrs(scored, centre, clip, first, steps)
+    if more:
+        extra, _, _ = _grid_due(cfg, ref, state_runs, centre, (*first, *more), seed)
+        return extra, False, None
+    best = max(scored, key=lambda lr: (scored[lr], -lr))
+    return [], True, best
+
+
+def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
+    """What the contest needs next, from `trials` (the study's, WAITING ones included)."""
+    c = cfg.contest
+    settings = Settings(c.shape_trials, c.finalists, c.max_seeds, c.noise_sd, cfg.train.seed)
+    refs = cn.references(cfg)
+    state = derive(trials, settings, grids_done=False)
+    runs = list(state.runs)
+    if not live:  # without heartbeats a RUNNING trial may be a dead one: run it again
+        runs = [r for r in runs if r.state != TrialState.RUNNING]
+    seed = settings.seed
+    due, done_all = [], True
+    first_due, first_done, scale = _grid_due(cfg, refs[0], runs, cfg.space.default_lr,
+                                             c.SCALE_STEPS, seed)
+    due += first_due
+    done_all = first_done
+    shapes_due = 0
+    if scale is not None:
+        for ref in refs[1:]:
+            d, ok, _ = _grid_due(cfg, ref, runs, scale * ref.lr_factor, c.SHAPE_STEPS, seed)
+            due += d
+            done_all = done_all and ok
+        used = sum(1 for r in runs if r.stage == SHAPE and r.state in (
+            TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+        shapes_due = max(0, c.shape_trials - used)
+    shapes_running = any(r.stage == SHAPE and r.state == TrialState.RUNNING for r in runs)
+    if done_all and shapes_due == 0 and not shapes_running:
+        state = derive(trials, settings, grids_done=True)
+        by_key = {x.key: x for x in state.contenders}
+        for key, s in state.race.due:
+            x = by_key[key]
+            due.append(Due(key, s, {
+                runner.FIXED: x.schedule, "stage": RACE, "contender": key, "seed": s,
+                "label": x.label, "slot": x.slot, "source_trial": x.source_trial,
+                **({"optimizer_name": x.optimizer} if x.optimizer else {})}))
+    return Plan(state, tuple(due), shapes_due, scale)
+
+
+def _matches(t: FrozenTrial, p: Plan) -> bool:
+    """Whether a queued trial is one the plan wants next."""
+    a = t.user_attrs
+    if runner.FIXED in a:
+        return any(d.key == a.get("contender") and d.seed == a.get("seed")
+                   and d.attrs.get("stage") == a.get("stage") for d in p.due)
+    return not p.due and p.shapes_due > 0  # a retried shape, while shapes are wanted
+
+
+def drop_queued(study: optuna.Study, wanted: Any) -> FrozenTrial | None:
+    """Fail every queued (WAITING) trial ahead of the first one `wanted(trial)` accepts, so
+    that `study.ask()` takes that one (it takes the oldest queued trial); returns it, or None
+    where none is wanted (all queued trials are then failed: end_reason `not_due`)."""
+    store = compat.storage_of(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if wanted(t):
+            return t
+        tid = compat.trial_id(t)
+        store.set_trial_user_attr(tid, "end_reason", "not_due")
+        store.set_trial_state_values(tid, TrialState.FAIL)
+    return None
+
+
+class ContestPolicy:
+    """The claim policy of a contest study: `trials` runs in all, then done."""
+
+    def __init__(self, cfg: Any, target: int) -> None:
+        if target < cfg.contest.min_trials():
+            raise UserError(f"`--trials` must be >= {cfg.contest.min_trials()} for a study "
+                            f"with a [contest] (its reference LR grids, "
+                            f"{cfg.contest.shape_trials} shape trials and one race run a "
+                            f"finalist) but got {target}")
+        self.cfg, self.target = cfg, target
+        self.last: Plan | None = None
+
+    def __call__(self, study: optuna.Study, live: bool) -> str | None:
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(1 for t in trials if t.state in runner.FINISHED)
+        running = sum(1 for t in trials if t.state == TrialState.RUNNING) if live else 0
+        p = self.last = plan(self.cfg, trials, live)
+        if p.scale is not None and study.user_attrs.get(runner.LR_SCALE) != p.scale:
+            study.set_user_attr(runner.LR_SCALE, p.scale)
+        if finished >= self.target:
+            return DONE
+        if finished + running >= self.target:
+            return WAIT
+        if p.due or p.shapes_due > 0:
+            return None
+        return WAIT if running else DONE
+
+    def prepare(self, study: optuna.Study) -> None:
+        """Queue the next fixed run, unless it is queued already (see drop_queued)."""
+        p = self.last
+        assert p is not None  # __call__ runs first, under the same lock
+        if drop_queued(study, lambda t: _matches(t, p)) is None and p.due:
+            d = p.due[0]
+            study.enqueue_trial({}, user_attrs=d.attrs)

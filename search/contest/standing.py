@@ -1,0 +1,222 @@
+"""What a contest concluded, for every reader: the recommendation, its margin over the best
+tuned reference on shared validation seeds, who is within noise, the LR bands, a verdict.
+
+`standing(study)` is the one function that names the recommendation of a contest study;
+`best`, `studies`, the report, its figures and `validate` all ask it. Everything here is on
+the validation split (the test split is `validate`'s, and chooses nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from search import stats
+from search.contest import race as racing
+from search.contest.contenders import at_edge
+from search.contest.state import Contender, Grid, Settings, State, derive
+
+__all__ = ["Standing", "standing"]
+
+
+@dataclass(frozen=True)
+class Gap:
+    contender: Contender
+    gap: float  # its mean minus the leader's, over the seeds they share
+    n: int  # seeds shared with the leader
+    within: bool  # within noise of the leader (still in the race, or tied)
+
+
+@dataclass(frozen=True)
+class Standing:
+    study: str
+    state: State
+
+    @property
+    def leader(self) -> Contender | None:
+        return self.state.leader
+
+    @property
+    def decided(self) -> bool:
+        return self.state.racing and self.state.race.decided and not self.state.running
+
+    @property
+    def gaps(self) -> list[Gap]:
+        """Every other contender against the leader, closest first."""
+        r = self.state.race
+        out = []
+        for c in self.state.contenders:
+            if c.key == r.incumbent:
+                continue
+            gap, n = r.gaps.get(c.key, (math.nan, 0))
+            out.append(Gap(c, gap, n, c.key not in r.out))
+        return sorted(out, key=lambda g: (not g.within, -g.gap if not math.isnan(g.gap)
+                                          else math.inf))
+
+    @property
+    def best_reference(self) -> Contender | None:
+        """The best tuned reference other than the leader (by shared-seed gap to it)."""
+        refs = [g for g in self.gaps if g.contender.role == "reference"]
+        return refs[0].contender if refs else None
+
+    @property
+    def best_searched(self) -> Contender | None:
+        found = [g for g in self.gaps if g.contender.role == "searched"]
+        return found[0].contender if found else None
+
+    def versus(self, other: Contender | None) -> stats.Paired | None:
+        """The leader minus `other`, paired over the seeds both ran."""
+        lead = self.leader
+        if lead is None or other is None:
+            return None
+        return stats.paired(lead.scores, other.scores)
+
+    def lr_band(self, g: Grid) -> tuple[float, float, float] | None:
+        """(lowest, highest, best) LR of a grid whose score is within noise of its best run."""
+        b = g.best
+        if b is None:
+            return None
+        near = [lr for lr, v in g.scored.items()
+                if v >= b.score - racing.margin(self.state.race.sigma, 1)]
+        return min(near), max(near), b.lr
+
+    @property
+    def untuned(self) -> list[tuple[str, str]]:
+        """(label, "low" | "high") for references whose best LR sits on the edge of their
+        grid where the study's LR range stopped it."""
+        if not self.state.racing:
+            return []
+        return [(g.label, e) for g in self.state.grids.values() if (e := at_edge(g.scored))]
+
+    def verdict(self) -> str:
+        lead = self.leader
+        if lead is None:
+            return "nothing has finished yet"
+        sure = "" if self.decided else " (so far: the race is not finished)"
+        if lead.role == "reference":
+            other = self.best_searched
+            if other is None:
+                return f"a tuned reference leads: {lead.label}{sure}"
+            p = self.versus(other)
+            return (f"no searched shape beats the tuned references: {lead.label} leads, the "
+                    f"best searched shape ({other.label}) is {_points(-p.margin)} behind on "
+                    f"{_seeds(p.n)}{_interval(p)}{sure}")
+        ref = self.best_reference
+        if ref is None:
+            return f"{lead.label} leads; no tuned reference finished{sure}"
+        p = self.versus(ref)
+        if p.distinguishable and p.margin > 0:
+            return (f"{lead.label} beats the best tuned reference, {ref.label}, by "
+                    f"{_points(p.margin)} on {_seeds(p.n)}{_interval(p)}{sure}")
+        return (f"{lead.label} leads, but cannot be told apart from the best tuned reference, "
+                f"{ref.label} ({_points(p.margin, signed=True)} on {_seeds(p.n)}"
+                f"{_interval(p)}){sure}")
+
+    def mattered(self) -> list[str]:
+        """What a person should care about: who is within noise, who loses and by how much."""
+        lead = self.leader
+        if lead is None:
+            return []
+        gaps = self.gaps
+        tied = [g.contender.label for g in gaps if g.within]
+        lost = [f"{g.contender.label} {_points(-g.gap)}" for g in gaps
+                if not g.within and not math.isnan(g.gap)]
+        out = []
+        if tied:
+            out.append(f"within noise of it: {', '.join(tied)}")
+        if lost:
+            out.append(f"behind it: {', '.join(lost)}")
+        return out
+
+    def lines(self) -> list[str]:
+        """The contest for people, indented to sit in `best`'s output."""
+        st, lead = self.state, self.leader
+        if lead is None:
+            return ["  contest  : no contender has finished a run yet"]
+        stage = ("race decided" if self.decided else "race running" if st.racing
+                 else "tuning the references and searching shapes")
+        out = [f"  contest  : {stage}; seed noise {st.race.sigma:.4f} (sd of one run); "
+               "validation split"]
+        out.append(f"    {'#':>2}  {'contender':<40} {'role':<10} {'val accuracy':<17} seeds  LR")
+        ranked = [lead] + [g.contender for g in self.gaps]
+        for i, c in enumerate(ranked, start=1):
+            acc = f"{c.mean:.4f} ± {_sd(c):.4f}" if c.n > 1 else f"{c.mean:.4f}"
+            out.append(f"    {i:>2}  {c.label[:40]:<40} {c.role:<10} {acc:<17} {c.n:<5}  "
+                       f"{c.schedule.get('lr', math.nan):.3g}")
+        out.append(f"  verdict  : {self.verdict()}")
+        out += [f"  mattered : {line}" for line in self.mattered()]
+        for g in st.grids.values():
+            band = self.lr_band(g)
+            if band is not None:
+                lo, hi, best = band
+                span = f"{lo:.3g}" if lo == hi else f"{lo:.3g} to {hi:.3g}"
+                out.append(f"  LR band  : {g.label}: {span} within noise of its best "
+                           f"({best:.3g}; {len(g.scored)} LRs tried)")
+        for label, edge in self.untuned:
+            out.append(f"  not tuned: {label}: its best LR is the {edge}est tried, and the "
+                       "study's LR range stops the grid there (widen `space.lr`)")
+        return out
+
+    def fields(self) -> dict[str, Any]:
+        """The same facts for JSON."""
+        lead = self.leader
+        p = self.versus(self.best_reference) if lead is not None else None
+
+        def one(c: Contender) -> dict[str, Any]:
+            return {"label": c.label, "role": c.role, "key": c.key, "mean": _num(c.mean),
+                    "n_seeds": c.n, "scores": {str(s): v for s, v in sorted(c.scores.items())},
+                    "lr": c.schedule.get("lr"), "source_trial": c.source_trial,
+                    "optimizer": c.optimizer or None}
+
+        return {
+            "decided": self.decided,
+            "seed_noise": _num(self.state.race.sigma),
+            "recommendation": one(lead) if lead is not None else None,
+            "contenders": [one(g.contender) | {"gap": _num(g.gap), "shared_seeds": g.n,
+                                               "within_noise": g.within} for g in self.gaps],
+            "best_reference": self.best_reference.label if self.best_reference else None,
+            "margin": _num(p.margin) if p else None,
+            "margin_low": _num(p.low) if p else None,
+            "margin_high": _num(p.high) if p else None,
+            "p_value": _num(p.p_value) if p else None,
+            "paired_seeds": p.n if p else 0,
+            "verdict": self.verdict(),
+            "lr_bands": {g.label: list(b) for g in self.state.grids.values()
+                         if (b := self.lr_band(g)) is not None},
+            "not_tuned": [{"label": lb, "edge": e} for lb, e in self.untuned],
+        }
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else x
+
+
+def _sd(c: Contender) -> float:
+    return stats.mean_std(list(c.scores.values()))[1]
+
+
+def _points(x: float, signed: bool = False) -> str:
+    return f"{100 * x:+.2f} points" if signed else f"{100 * x:.2f} points"
+
+
+def _seeds(n: int) -> str:
+    return "1 seed" if n == 1 else f"{n} shared seeds"
+
+
+def _interval(p: stats.Paired) -> str:
+    if p.n < 2:
+        return ""
+    return (f"; {stats.CONFIDENCE:.0%} interval [{100 * p.low:+.2f}, {100 * p.high:+.2f}] "
+            f"points, p = {p.p_value:.2g}")
+
+
+def standing(study: optuna.Study, attrs: Mapping[str, Any] | None = None) -> Standing | None:
+    """The contest of `study`, or None where the study is a plain search."""
+    settings = Settings.of(attrs if attrs is not None else study.user_attrs)
+    if settings is None:
+        return None
+    return Standing(study.study_name, derive(study.get_trials(deepcopy=False), settings))

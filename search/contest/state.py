@@ -1,0 +1,230 @@
+"""The contest's state, derived from the trials in the store and nothing else.
+
+Every worker, on any machine, and every reader (`best`, `studies`, the report, the dashboard)
+derives the same state from the same trials: which reference LRs were tried and which won,
+the shapes searched, and the race between the contenders (search.contest.race). Nothing is
+kept in memory between claims, so a killed worker leaves nothing to repair.
+
+A trial's part in the contest is in its user attributes: fixed runs (search.runner.FIXED)
+carry `stage` ("reference": a point of a reference's LR grid; "race": a contender on another
+seed), `contender` (its key), `seed`, `label` and, for references, `slot` and `grid_step`.
+Every other trial is a searched shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from search import schedules
+from search.contest import race as racing
+from search.runner import FIXED, SEARCH_SEED
+
+__all__ = ["RACE", "REFERENCE", "SEARCH_SEED", "SHAPE", "Contender", "Grid", "Run", "Settings",
+           "State", "derive", "run_of"]
+
+REFERENCE, RACE, SHAPE = "reference", "race", "shape"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The contest's settings as a study records them (its identity's `contest`)."""
+
+    shape_trials: int
+    finalists: int
+    max_seeds: int
+    noise_sd: float
+    seed: int  # the training seed of the search; race seeds follow it
+
+    @classmethod
+    def of(cls, study_attrs: Mapping[str, Any]) -> Settings | None:
+        """From a study's user attributes: None where the study is a plain search."""
+        c = (study_attrs.get("identity") or {}).get("contest")
+        if not isinstance(c, Mapping):
+            return None
+        return cls(int(c["shape_trials"]), int(c["finalists"]), int(c["max_seeds"]),
+                   float(c["noise_sd"]), int(study_attrs.get(SEARCH_SEED, 0)))
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + k for k in range(self.max_seeds)]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trial of the contest."""
+
+    number: int
+    stage: str  # REFERENCE, RACE or SHAPE
+    key: str  # the contender it runs ("" for a shape before its schedule is recorded)
+    label: str
+    slot: str  # a reference's slot ("" for shapes)
+    seed: int
+    state: TrialState
+    score: float | None  # validation accuracy; -inf where a fixed run diverged
+    schedule: dict[str, Any] | None  # budget-free (ScheduleConfig.to_dict())
+    optimizer: str  # "" (the study's) or a schedule-free optimizer name
+    grid_step: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.score is not None
+
+    @property
+    def lr(self) -> float:
+        return float(self.schedule["lr"]) if self.schedule else math.nan
+
+
+def run_of(t: FrozenTrial, search_seed: int) -> Run:
+    """A trial's part in the contest (see the module docstring)."""
+    from search.contest.contenders import contender_key
+
+    a = t.user_attrs
+    score: float | None = None
+    if t.state == TrialState.COMPLETE and t.value is not None:
+        score = float(t.value)
+    elif t.state == TrialState.PRUNED and a.get("end_reason") == "non_finite_loss":
+        score = -math.inf  # a diverged LR: the grid and the race count it as the worst
+    if FIXED in a:
+        sched = dict(a[FIXED])
+        return Run(t.number, str(a.get("stage", RACE)), str(a.get("contender", "")),
+                   str(a.get("label", "")), str(a.get("slot", "")),
+                   int(a.get("seed", search_seed)), t.state, score, sched,
+                   str(a.get("optimizer_name", "")),
+                   int(a["grid_step"]) if "grid_step" in a else None)
+    sched = a.get("schedule") if isinstance(a.get("schedule"), dict) else None
+    key = contender_key(schedules.ScheduleConfig.from_dict(sched)) if sched else ""
+    label = f"trial {t.number} {sched['family']}" if sched else f"trial {t.number}"
+    return Run(t.number, SHAPE, key, label, "", int(a.get("seed", search_seed)), t.state, score,
+               sched, "")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A reference's LR grid: the finished points (LR -> score) and what is in flight."""
+
+    slot: str
+    label: str
+    scored: Mapping[float, float]
+    runs: tuple[Run, ...]
+
+    @property
+    def best(self) -> Run | None:
+        done = [r for r in self.runs if r.finished]
+        return max(done, key=lambda r: (r.score, -r.lr)) if done else None
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return tuple(sorted({r.grid_step for r in self.runs if r.grid_step is not None}))
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One contender of the race: a tuned reference or a searched finalist."""
+
+    key: str
+    label: str
+    role: str  # "reference" or "searched"
+    slot: str  # references: their slot
+    schedule: dict[str, Any]
+    optimizer: str
+    source_trial: int  # the trial that ran its first seed
+    scores: Mapping[int, float]  # seed -> validation accuracy
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def mean(self) -> float:
+        return math.fsum(self.scores.values()) / self.n if self.n else math.nan
+
+
+@dataclass(frozen=True)
+class State:
+    settings: Settings
+    runs: tuple[Run, ...]
+    grids: Mapping[str, Grid]  # slot -> grid, references in the order their runs began
+    shapes: tuple[Run, ...]
+    contenders: tuple[Contender, ...]
+    race: racing.Race
+    racing: bool  # the race has begun: the references are tuned and the shapes searched
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def running(self) -> list[Run]:
+        return [r for r in self.runs if r.state == TrialState.RUNNING]
+
+    def contender(self, key: str | None) -> Contender | None:
+        return next((c for c in self.contenders if c.key == key), None)
+
+    @property
+    def leader(self) -> Contender | None:
+        """The recommendation: the race's incumbent (the best shared-seed mean)."""
+        return self.contender(self.race.incumbent)
+
+
+def _grids(runs: Iterable[Run]) -> dict[str, Grid]:
+    by: dict[str, list[Run]] = {}
+    for r in runs:
+        if r.stage == REFERENCE:
+            by.setdefault(r.slot, []).append(r)
+    out = {}
+    for slot, rs in by.items():
+        scored = {r.lr: r.score for r in rs if r.finished}
+        out[slot] = Grid(slot, rs[0].label, scored, tuple(rs))
+    return out
+
+
+def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool | None = None,
+           ) -> State:
+    """The contest's state from the study's trials.
+
+    `grids_done`: whether every reference grid is finished (the policy knows which grids are
+    due; a reader passes None: the grids are done once a race run exists, or when nothing
+    reference-stage is in flight and the shapes are searched).
+    """
+    runs = tuple(run_of(t, settings.seed) for t in sorted(trials, key=lambda t: t.number)
+                 if t.state != TrialState.WAITING)
+    grids = _grids(runs)
+    shapes = tuple(r for r in runs if r.stage == SHAPE)
+    contenders: list[Contender] = []
+    for g in grids.values():  # 1. each reference at its best LR so far
+        b = g.best
+        if b is not None:
+            contenders.append(Contender(b.key, g.label, "reference", g.slot, b.schedule or {},
+                                        b.optimizer, b.number, {b.seed: b.score}))
+    known = {c.key for c in contenders}
+    done = sorted((r for r in shapes if r.finished and r.key and math.isfinite(r.score)),
+                  key=lambda r: (-r.score, r.number))
+    for r in done:  # 2. the best distinct searched shapes
+        if sum(c.role == "searched" for c in contenders) >= settings.finalists:
+            break
+        if r.key not in known:
+            known.add(r.key)
+            contenders.append(Contender(r.key, r.label, "searched", "", r.schedule or {}, "",
+                                        r.number, {r.seed: r.score}))
+    for r in runs:  # 3. every race run of a contender, its first run per seed
+        if r.stage == RACE and r.finished:
+            c = next((c for c in contenders if c.key == r.key), None)
+            if c is not None and r.seed not in c.scores:
+                i = contenders.index(c)
+                contenders[i] = Contender(c.key, c.label, c.role, c.slot, c.schedule,
+                                          c.optimizer, c.source_trial, {**c.scores,
+                                                                        r.seed: r.score})
+    if grids_done is None:
+        in_flight = any(r.stage in (REFERENCE, SHAPE) and r.state == TrialState.RUNNING
+                        for r in runs)
+        grids_done = any(r.stage == RACE for r in runs) or (
+            not in_flight and sum(1 for r in shapes if r.finished
+                                  or r.state == TrialState.PRUNED) >= settings.shape_trials)
+    began = bool(grids_done)
+    busy = [(r.key, r.seed) for r in runs if r.stage == RACE and r.state == TrialState.RUNNING]
+    race = racing.race([racing.Contender(c.key, c.scores) for c in contenders],
+                       settings.max_seeds if began else 1, settings.noise_sd,
+                       running=busy, seeds=settings.seeds)
+    return State(settings, runs, grids, shapes, tuple(contenders), race, began)
