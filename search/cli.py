@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from search.errors import UserError
+from search.errors import UserError, must
 from search.options import add_study_args, load_cfg, open_study, positive_int, with_name
 
 __all__ = ["COMMANDS", "main"]
@@ -75,6 +75,8 @@ def _run(args: argparse.Namespace) -> int:
     _check_before_store(cfg)
     runner.prepare(cfg)  # missing data fails here, before a store is created or opened
     target = args.trials or cfg.trials
+    if cfg.contest is not None and cfg.contest.budget_problem(target):
+        raise must("--trials", cfg.contest.budget_problem(target), target)
     if args.array is not None:
         array.array_size(cfg, args.array)  # a study that cannot be fused fails here, once
     progress = Progress()
@@ -176,32 +178,49 @@ def _studies(args: argparse.Namespace) -> int:
         print(f"no studies in {storage.redact(url)}")
         return 0
     print(f"{'study':<24} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8}  "
-          "best (search: val acc; validation: winner's mean test acc)")
+          "recommended (search: val acc; validation: its mean test acc)")
     for s in summaries:
         sid = store.get_study_id_from_name(s.study_name)
         n = {st: store.get_n_trials(sid, st) for st in TrialState}
-        best = (f"{s.best_trial.value:.4f} {s.best_trial.params.get('scheduler', '')}"
-                if s.best_trial else "-")
         if is_companion(s.study_name):  # not a search: its trials are seeds
             best = _validated(store, searched_name(s.study_name))
+        else:
+            best = _recommended(store, s) if s.best_trial else "-"
         print(f"{s.study_name:<24} {n[TrialState.COMPLETE]:>8} {n[TrialState.PRUNED]:>7} "
               f"{n[TrialState.FAIL]:>7} {n[TrialState.RUNNING]:>8}  {best}")
     return 0
+
+
+def _recommended(store: Any, summary: Any) -> str:
+    """A searched study's line: what `best` recommends (the contest's leader, or the best
+    trial of a plain search)."""
+    import optuna
+
+    from search import export
+
+    trial, st = export.recommended_trial(optuna.load_study(study_name=summary.study_name,
+                                                           storage=store))
+    lead = st.leader if st is not None else None
+    if lead is None:
+        return f"{trial.value:.4f} {trial.user_attrs.get('schedule', {}).get('family', '')}"
+    return f"{lead.mean:.4f} mean of {lead.n} seeds, {lead.label} (contest)"
 
 
 def _validated(store: Any, searched: str) -> str:
     """A validation study's line: the winner's mean test accuracy over its seeds."""
     import optuna
 
+    from search import export
     from search.companion import validation
 
     try:
-        v = validation(optuna.load_study(study_name=searched, storage=store))
-    except KeyError:  # the searched study was deleted
+        study = optuna.load_study(study_name=searched, storage=store)
+        v = validation(study, recommended=export.recommended_trial(study)[0].number)
+    except (KeyError, UserError):  # the searched study was deleted, or has no complete trial
         v = None
     w = v.winner if v is not None else None
     if w is None:
-        return "validation: no finished run"
+        return "validation: the recommendation has no finished run"
     return f"validation: test {w.mean:.4f} mean of {w.n} seeds, {w.label}"
 
 

@@ -5,8 +5,9 @@ Gaussian noise (sd `noise`, from the study file's [objective] table, default 0.0
 from the run's seed and the schedule, so a seed repeats its score and two seeds differ. The
 optimizer is the real one the run names (schedule-free too, from the `schedulefree`
 package), so what is recorded is what torch received. Options: `noise`, `best_lr` (where
-every scheduled family peaks), `test_flip` (the test split scores the reverse of the
-validation split: an adversarial test set).
+every scheduled family peaks), `schedulefree_quality`, `sleep` (seconds per epoch),
+`test_flip` (the test split scores the reverse of the validation split: an adversarial test
+set).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import json
 import math
 import random
+import time
 
 import torch
 
@@ -34,11 +36,12 @@ QUALITY = {  # the true accuracy of each family at its best LR
 SCHEDULEFREE_QUALITY = 0.894  # at 10x the scheduled families' best LR
 
 
-def quality(schedule, optimizer: str, best_lr: float = 0.1) -> float:
+def quality(schedule, optimizer: str, best_lr: float = 0.1,
+            schedulefree: float = SCHEDULEFREE_QUALITY) -> float:
     """True accuracy: the family's best, minus a penalty for the LR's distance from the best
     LR in decades (schedule-free peaks at 10x)."""
     if optimizer.startswith("schedulefree"):
-        top, peak = SCHEDULEFREE_QUALITY, best_lr * 10
+        top, peak = schedulefree, best_lr * 10
     else:
         top, peak = QUALITY[schedule.family], best_lr
     return top - 0.03 * math.log10(schedule.lr / peak) ** 2
@@ -52,9 +55,12 @@ def _noise(schedule, optimizer: str, seed: int, sd: float, split: str) -> float:
 def train(cfg, schedule, report) -> float:
     param = torch.nn.Parameter(torch.zeros(1))
     opt = make_optimizer([param], cfg, schedule, STEPS * cfg.epochs)
+    if hasattr(opt, "train"):  # schedule-free: train mode while stepping
+        opt.train()
     built = schedule.build(opt, STEPS, cfg.epochs)
     sd = float(cfg.options.get("noise", 0.003))
-    true = quality(schedule, cfg.optimizer, float(cfg.options.get("best_lr", 0.1)))
+    true = quality(schedule, cfg.optimizer, float(cfg.options.get("best_lr", 0.1)),
+                   float(cfg.options.get("schedulefree_quality", SCHEDULEFREE_QUALITY)))
     split = cfg.holdout
     acc = true + _noise(schedule, cfg.optimizer, cfg.seed, sd, split)
     if split == "test" and cfg.options.get("test_flip"):
@@ -66,6 +72,7 @@ def train(cfg, schedule, report) -> float:
             opt.step()
             built.after_batch()
         step_acc = acc - 0.01 * (cfg.epochs - 1 - epoch)
+        time.sleep(float(cfg.options.get("sleep", 0.0)))
         report(epoch, 1.0 - step_acc, step_acc, lr)
         built.after_epoch(1.0 - step_acc)
     return acc

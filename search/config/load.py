@@ -217,10 +217,8 @@ def load_study(name_or_path: str) -> StudyConfig:
         limits=limits,
     )
     top.done()
-    if contest is not None and cfg.trials < contest.min_trials():
-        raise top.error("trials", f">= {contest.min_trials()} with a [contest] (its reference "
-                        f"LR grids, {contest.shape_trials} shape trials and one race run a "
-                        "finalist)", cfg.trials)
+    if contest is not None and contest.budget_problem(cfg.trials):
+        raise top.error("trials", contest.budget_problem(cfg.trials), cfg.trials)
     if not ({"dataset", "function"} & set(obj.data)):
         raise UserError(f"{path}: no [objective] table with `dataset` or `function`; "
                         f"{MIN_TABLE}")

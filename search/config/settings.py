@@ -101,6 +101,14 @@ class ContestConfig:
         grids = len(self.SCALE_STEPS) + (self.REFERENCES - 1) * len(self.SHAPE_STEPS)
         return grids + self.shape_trials + self.finalists
 
+    def budget_problem(self, trials: int) -> str:
+        """Why `trials` cannot run this contest ("" where it can)."""
+        if trials >= self.min_trials():
+            return ""
+        return (f">= {self.min_trials()} for a study with a [contest] (its reference LR "
+                f"grids, {self.shape_trials} shape trials and one race run a finalist; or "
+                "lower `contest.shape_trials`)")
+
 
 @dataclass(frozen=True)
 class WorkersConfig:

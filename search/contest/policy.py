@@ -24,7 +24,6 @@ from optuna.trial import FrozenTrial, TrialState
 from search import compat, runner
 from search.contest import contenders as cn
 from search.contest.state import RACE, REFERENCE, SHAPE, Settings, State, derive
-from search.errors import UserError
 
 __all__ = ["ContestPolicy", "Due", "drop_queued", "plan"]
 
@@ -149,11 +148,6 @@ class ContestPolicy:
     """The claim policy of a contest study: `trials` runs in all, then done."""
 
     def __init__(self, cfg: Any, target: int) -> None:
-        if target < cfg.contest.min_trials():
-            raise UserError(f"`--trials` must be >= {cfg.contest.min_trials()} for a study "
-                            f"with a [contest] (its reference LR grids, "
-                            f"{cfg.contest.shape_trials} shape trials and one race run a "
-                            f"finalist) but got {target}")
         self.cfg, self.target = cfg, target
         self.last: Plan | None = None
 

@@ -96,7 +96,10 @@ class Standing:
         lead = self.leader
         if lead is None:
             return "nothing has finished yet"
-        sure = "" if self.decided else " (so far: the race is not finished)"
+        sure = "" if self.decided else (
+            " (so far: the race is running)" if self.state.running else
+            " (so far: the budget ended before the race was decided; run again with more "
+            "--trials to finish it)")
         if lead.role == "reference":
             other = self.best_searched
             if other is None:
@@ -137,8 +140,9 @@ class Standing:
         st, lead = self.state, self.leader
         if lead is None:
             return ["  contest  : no contender has finished a run yet"]
-        stage = ("race decided" if self.decided else "race running" if st.racing
-                 else "tuning the references and searching shapes")
+        stage = ("race decided" if self.decided else
+                 "race not decided" if st.racing and not st.running else
+                 "race running" if st.racing else "tuning the references and searching shapes")
         out = [f"  contest  : {stage}; seed noise {st.race.sigma:.4f} (sd of one run); "
                "validation split"]
         out.append(f"    {'#':>2}  {'contender':<40} {'role':<10} {'val accuracy':<17} seeds  LR")
