@@ -336,7 +336,7 @@ def race_share(gap_sds: float, layout: str = "spread", one_at_a_time: bool = Tru
 def race_table(races: int) -> None:
     print(f"8 contenders, max_seeds 4, prior_sd = noise sd = {NOISE_SD}; {races} fixed-seed "
           "races per row\n")
-    print("| gap (sds) | the others | runs taken | final incumbent is the true best | "
+    print("| gap (sds) | the others | driven | final incumbent is the true best | "
           "runs after seed 0 |")
     print("| --- | --- | --- | --- | --- |")
     for gap in (2.0, 3.0):

@@ -60,6 +60,10 @@ class Snapshot(NamedTuple):
     trials: tuple[FrozenTrial, ...]
     maximize: bool
     reason: str  # non-empty when no figure can be drawn at all (e.g. multi-objective)
+    # The trial `best` recommends (search.export.recommended_trial: the contest's leader, or a
+    # plain search's best trial): every figure names it first, as the winner.
+    recommended: int | None = None
+    label: str = ""  # its name in the contest ("linear to zero"), "" for a plain search
 
     def of_state(self, *states: TrialState) -> list[FrozenTrial]:
         return [t for t in self.trials if t.state in states]
@@ -69,10 +73,12 @@ class Snapshot(NamedTuple):
         return [t for t in self.trials if t.state == TrialState.COMPLETE and _finite(t.value)]
 
     def best_first(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-        """Trials with a score, best first (ties: lower trial number first)."""
+        """Trials with a score, the recommended one first, then best first (ties: lower trial
+        number first)."""
         scored = [t for t in trials if score(t) is not None]
         sign = -1.0 if self.maximize else 1.0
-        return sorted(scored, key=lambda t: (sign * (score(t) or 0.0), t.number))
+        return sorted(scored, key=lambda t: (t.number != self.recommended,
+                                             sign * (score(t) or 0.0), t.number))
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -88,7 +94,21 @@ def snapshot(study: optuna.Study | Snapshot) -> Snapshot:
     trials = tuple(study.get_trials(deepcopy=False))
     if len(study.directions) != 1:
         return Snapshot(study, trials, True, "multi-objective studies are not supported")
-    return Snapshot(study, trials, study.direction == StudyDirection.MAXIMIZE, "")
+    number, label = _recommended(study)
+    return Snapshot(study, trials, study.direction == StudyDirection.MAXIMIZE, "", number,
+                    label)
+
+
+def _recommended(study: optuna.Study) -> tuple[int | None, str]:
+    """The recommended trial and its contest label, as `best` has them (None: none yet)."""
+    from search.errors import UserError
+    from search.export import recommended_trial
+
+    try:
+        trial, st = recommended_trial(study)
+    except (UserError, ValueError):  # nothing complete yet, or a study of another shape
+        return None, ""
+    return trial.number, (st.leader.label if st is not None and st.leader else "")
 
 
 def _finite(x: Any) -> bool:
@@ -96,7 +116,13 @@ def _finite(x: Any) -> bool:
 
 
 def family_of(trial: FrozenTrial) -> str:
-    return str(trial.params.get("scheduler", UNKNOWN_FAMILY))
+    """The trial's family: its `scheduler` parameter, or for a fixed run (a contest's
+    reference or race run, nothing sampled) its schedule record."""
+    if "scheduler" in trial.params:
+        return str(trial.params["scheduler"])
+    record = trial.user_attrs.get("schedule") or trial.user_attrs.get("fixed_schedule") or {}
+    return str(record.get("family", UNKNOWN_FAMILY)) if isinstance(record, dict) else \
+        UNKNOWN_FAMILY
 
 
 def family_params(trial: FrozenTrial) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The winner against the tuned baselines: what its LR does differently, and what that buys.
 
-Top panel: the LR applied by the winner (the best complete trial) and by each baseline that
-`validate` tuned (Constant, cosine over the whole run, OneCycle, linear to zero,
+Top panel: the LR applied by the recommendation (search.export.recommended_trial: the contest's
+leader, or a plain search's best trial) and by each baseline (a contest's tuned references, or
+those `validate` tuned (Constant, cosine over the whole run, OneCycle, linear to zero,
 schedule-free), against the fraction of training, at the recorded per-step resolution. Bottom
 panel, same x axis: their validation accuracy (the winner's search trial; a baseline's LR
 source: the searched trial whose LR it took, or its best LR-sweep run) and, once `validate` has
@@ -14,7 +15,7 @@ LR-sweep runs).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import optuna
 import plotly.graph_objects as go
@@ -38,10 +39,11 @@ from dashboards._common import (
 )
 from search import compat
 from search.companion import companion_name, is_companion
+from search.contest.standing import standing
 
 __all__ = ["Schedule", "WinnerInfo"]
 
-TITLE = "The winner against the tuned baselines: LR and accuracy over training"
+TITLE = "The recommendation against the tuned baselines: LR and accuracy over training"
 BASELINE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf"]
 
 
@@ -69,6 +71,7 @@ class WinnerInfo(NamedTuple):
     schedules: list[Schedule]  # the winner first, then the baselines
     note: str  # what is missing and how to get it ("" when everything is there)
     reason: str
+    verdict: str = ""  # a contest's verdict over seeds (the headline where there is one)
 
 
 def _mean_curve(trials: list[FrozenTrial]) -> tuple[list[float], list[float | None]]:
@@ -142,7 +145,7 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
     done = snap.best_first(snap.complete)
     if not done:
         return WinnerInfo([], "", no_complete_reason(snap))
-    win = done[0]
+    win = done[0]  # the recommended trial (Snapshot.best_first names it first)
     epochs = win.user_attrs.get("epochs")
     companion = _companion(snap)
     ctrials = companion.get_trials(deepcopy=False) if companion is not None else []
@@ -152,30 +155,60 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
     meta = {k.removeprefix("schedule."): v for k, v in
             (companion.user_attrs.items() if companion is not None else ())
             if k.startswith("schedule.") and isinstance(v, dict)}
-    mine = [t for t in runs if t.user_attrs.get("source_trial") == win.number
-            and t.state == TrialState.COMPLETE]
-    test_x, test = _mean_curve(_at_length(mine, epochs))
+    st = standing(snap.study)
+    lead = st.leader if st is not None else None
+    mine = [t for t in runs if t.state == TrialState.COMPLETE and (
+        t.user_attrs.get("validate_key") == lead.key if lead is not None
+        else t.user_attrs.get("source_trial") == win.number)]
+    tested = _at_length(mine, epochs)
+    test_x, test = _mean_curve(tested)
     val = curve(win, "val_acc_curve")
-    out = [Schedule(f"winner: trial {win.number} {family_of(win)}", "winner", lr_points(win),
+    label = snap.label or f"trial {win.number} {family_of(win)}"
+    out = [Schedule(f"recommended: {label}", "winner", lr_points(win),
                     epoch_fractions(win, len(val)), val, f"trial {win.number}", test_x, test,
-                    len({t.user_attrs.get("seed") for t in _at_length(mine, epochs)}))]
-    for key, m in meta.items():
-        if "baseline" in (m.get("roles") or ()) and m.get("source_trial") != win.number:
-            b = _baseline(key, m, runs, sweeps, snap, epochs)
-            if b is not None:
-                out.append(b)
+                    len({t.user_attrs.get("seed") for t in tested}))]
+    if st is not None:  # a contest: its tuned references, from the study itself
+        for c in st.state.contenders:
+            if c.role == "reference" and (lead is None or c.key != lead.key):
+                out.append(_reference(c, snap, runs, epochs))
+    else:
+        for key, m in meta.items():
+            if "baseline" in (m.get("roles") or ()) and m.get("source_trial") != win.number:
+                b = _baseline(key, m, runs, sweeps, snap, epochs)
+                if b is not None:
+                    out.append(b)
     name = snap.study.study_name
+    lengths = sorted({int(t.user_attrs["epochs"]) for t in runs if "epochs" in t.user_attrs})
     if len(out) == 1:
         note = f"baselines appear after `python -m search validate --study {name}`"
     elif not any(s.test for s in out):
-        note = "test curves appear once `validate` has finished its runs"
+        note = (f"test curves appear after `python -m search validate --study {name}`"
+                if st is not None else "test curves appear once `validate` has finished its runs")
+    elif lengths and lengths != [epochs]:
+        note = (f"validation curves at the searched {epochs} epochs; test curves at "
+                f"{', '.join(map(str, lengths))} epochs (the validated length), each drawn "
+                "over its own run")
     else:
         note = ""
-    return WinnerInfo(out, note, "")
+    return WinnerInfo(out, note, "", st.verdict() if st is not None and lead else "")
+
+
+def _reference(c: Any, snap: Snapshot, runs: list[FrozenTrial], epochs: int | None) -> Schedule:
+    """A contest's tuned reference: its run at the tuned LR (validation split) and, once
+    `validate` has run, its test runs."""
+    src = next(t for t in snap.trials if t.number == c.source_trial)
+    tests = _at_length([t for t in runs if t.user_attrs.get("validate_key") == c.key
+                        and t.state == TrialState.COMPLETE], epochs)
+    val = curve(src, "val_acc_curve")
+    test_x, test = _mean_curve(tests)
+    return Schedule(c.label, "baseline", lr_points(src), epoch_fractions(src, len(val)), val,
+                    f"trial {src.number}", test_x, test,
+                    len({t.user_attrs.get("seed") for t in tests}))
 
 
 def headline(info: WinnerInfo) -> str:
-    """By how much the winner beats the best tuned baseline, on validation and on test."""
+    """By how much the recommendation beats the best tuned baseline, on validation and on
+    test (its first run's validation score; the contest compares means over seeds)."""
     win, rest = info.schedules[0], info.schedules[1:]
     parts = []
     for what, get in (("val", lambda s: s.final_val), ("test", lambda s: s.final_test)):
@@ -219,7 +252,7 @@ def _plot(info: WinnerInfo) -> go.Figure:
             ), row=2, col=1)
     coarse = [s.label for s in info.schedules if not s.lr.per_step]
     res = "LR per step" if not coarse else "LR per epoch for " + ", ".join(coarse)
-    sub = headline(info)
+    sub = info.verdict or headline(info)
     fig.update_yaxes(title_text="learning rate", type="log", row=1, col=1)
     fig.update_yaxes(title_text="accuracy", row=2, col=1)
     fig.update_xaxes(title_text="fraction of training (accuracy: solid validation, dashed "

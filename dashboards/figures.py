@@ -26,6 +26,7 @@ from dashboards import (
     _leaderboard,
     _learning_curves,
     _lr_curves,
+    _lr_scores,
     _params,
     _winner,
     validation,
@@ -61,6 +62,7 @@ FIGURES: dict[str, Figure] = {
     "leaderboard": Figure(_leaderboard.TITLE, _leaderboard._info, _leaderboard._plot, True),
     "validation": Figure(validation.TITLE, validation._info, validation._plot),
     "winner": Figure(_winner.TITLE, _winner._info, _winner._plot),
+    "lr-scores": Figure(_lr_scores.TITLE, _lr_scores._info, _lr_scores._plot),
     "families": Figure(_families.TITLE, _families._info, _families._plot),
     "lr-curves": Figure(_lr_curves.TITLE, _lr_curves._info, _lr_curves._plot, True),
     "learning-curves": Figure(

@@ -1,0 +1,136 @@
+"""Score against LR for each family: how much the LR matters, and where each family's is good.
+
+One point per finished run (validation accuracy at the end, against its LR, log axis), one
+colour per group: each reference shape of a contest (its LR grid drawn as a line, its band
+within noise of its best shaded) and each searched family. The recommendation is the red
+star. Seed repeats of a contender (race runs) are drawn as small marks at its LR. Pure data
+step `_info` (tested directly), drawing step `_plot`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import optuna
+import plotly.graph_objects as go
+
+from dashboards._common import (
+    BEST_COLOR,
+    BOTTOM_LEGEND,
+    TEMPLATE,
+    Snapshot,
+    empty_figure,
+    family_of,
+    no_complete_reason,
+    snapshot,
+)
+from search.contest.standing import standing
+
+__all__ = ["Group", "LRScoreInfo"]
+
+TITLE = "Score against learning rate, per family: does the LR or the shape matter?"
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#e377c2",
+          "#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+
+
+class Group(NamedTuple):
+    name: str  # a reference's label, or a family
+    kind: str  # "reference" (a contest's LR grid) or "searched"
+    lrs: list[float]
+    scores: list[float]
+    trials: list[int]
+    band: tuple[float, float] | None  # LRs within noise of the group's best (references)
+    repeats: list[tuple[float, float]]  # (lr, score) of race runs on other seeds
+
+
+class LRScoreInfo(NamedTuple):
+    groups: list[Group]
+    recommended: tuple[float, float, str] | None  # (lr, mean score over seeds, label)
+    reason: str
+
+
+def _lr(t: optuna.trial.FrozenTrial) -> float | None:
+    record = t.user_attrs.get("schedule") or t.user_attrs.get("fixed_schedule") or {}
+    lr = record.get("lr") if isinstance(record, dict) else None
+    return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
+
+
+def _info(study: optuna.Study | Snapshot) -> LRScoreInfo:
+    snap = snapshot(study)
+    if snap.reason:
+        return LRScoreInfo([], None, snap.reason)
+    done = [t for t in snap.complete if _lr(t) is not None]
+    if not done:
+        return LRScoreInfo([], None, no_complete_reason(snap))
+    st = standing(snap.study)
+    by: dict[tuple[str, str], list] = {}
+    repeats: dict[str, list[tuple[float, float]]] = {}
+    for t in sorted(done, key=lambda t: _lr(t)):
+        a = t.user_attrs
+        if a.get("stage") == "race":
+            repeats.setdefault(str(a.get("label", "")), []).append((_lr(t), float(t.value)))
+            continue
+        key = ((str(a["label"]), "reference") if a.get("stage") == "reference"
+               else (family_of(t), "searched"))
+        by.setdefault(key, []).append(t)
+    groups = []
+    for (name, kind), ts in sorted(by.items(), key=lambda kv: (kv[0][1] != "reference",
+                                                                kv[0][0])):
+        band = None
+        if st is not None and kind == "reference":
+            g = next((g for g in st.state.grids.values() if g.label == name), None)
+            b = st.lr_band(g) if g is not None else None
+            band = (b[0], b[1]) if b is not None else None
+        groups.append(Group(name, kind, [_lr(t) for t in ts], [float(t.value) for t in ts],
+                            [t.number for t in ts], band, repeats.get(name, [])))
+    rec = None
+    win = next((t for t in snap.trials if t.number == snap.recommended), None)
+    if win is not None and _lr(win) is not None:
+        lead = st.leader if st is not None else None
+        mean = lead.mean if lead is not None else float(win.value)
+        rec = (_lr(win), mean, snap.label or f"trial {win.number} {family_of(win)}")
+    return LRScoreInfo(groups, rec, "")
+
+
+def _plot(info: LRScoreInfo) -> go.Figure:
+    if info.reason:
+        return empty_figure(TITLE, info.reason)
+    fig = go.Figure()
+    for i, g in enumerate(info.groups):
+        color = COLORS[i % len(COLORS)]
+        ref = g.kind == "reference"
+        fig.add_trace(go.Scatter(
+            x=g.lrs, y=g.scores, mode="lines+markers" if ref else "markers",
+            name=f"{g.name}{' (LR grid)' if ref else ''}", legendgroup=g.name,
+            marker={"size": 9 if ref else 7, "color": color,
+                    "symbol": "diamond" if ref else "circle"},
+            line={"color": color, "width": 2}, customdata=g.trials,
+            hovertemplate=f"{g.name}<br>trial %{{customdata}}<br>lr %{{x:.3g}}<br>val acc "
+                          "%{y:.4f}<extra></extra>"))
+        if g.repeats:
+            fig.add_trace(go.Scatter(
+                x=[r[0] for r in g.repeats], y=[r[1] for r in g.repeats], mode="markers",
+                showlegend=False, legendgroup=g.name,
+                marker={"size": 5, "color": color, "symbol": "line-ew-open"},
+                hovertemplate=f"{g.name}: another seed<br>val acc %{{y:.4f}}<extra></extra>"))
+        if g.band is not None and g.band[0] < g.band[1]:
+            fig.add_vrect(x0=g.band[0], x1=g.band[1], fillcolor=color, opacity=0.07,
+                          line_width=0)
+    if info.recommended is not None:
+        lr, mean, label = info.recommended
+        fig.add_trace(go.Scatter(
+            x=[lr], y=[mean], mode="markers", name=f"recommended: {label}",
+            marker={"symbol": "star", "size": 16, "color": BEST_COLOR},
+            hovertemplate=f"{label}<br>lr %{{x:.3g}}<br>mean val acc %{{y:.4f}}"
+                          "<extra></extra>"))
+    scores = [s for g in info.groups for s in g.scores if math.isfinite(s)]
+    top = max(scores) if scores else 1.0
+    fig.update_xaxes(title_text="learning rate (peak or base)", type="log")
+    fig.update_yaxes(title_text="validation accuracy", range=[top - 0.1, top + 0.01])
+    fig.update_layout(
+        title={"text": f"{TITLE}<br><sup>shaded: LRs within one run's noise of a reference's "
+                       "best; small dashes: the same contender on other seeds</sup>"},
+        template=TEMPLATE, height=560, legend=BOTTOM_LEGEND, margin={"l": 10, "r": 10,
+                                                                     "t": 90})
+    return fig
