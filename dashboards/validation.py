@@ -14,7 +14,15 @@ import optuna
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboards._common import BOTTOM_LEGEND, TEMPLATE, Snapshot, empty_figure, floats, snapshot
+from dashboards._common import (
+    BEST_COLOR,
+    BOTTOM_LEGEND,
+    TEMPLATE,
+    Snapshot,
+    empty_figure,
+    floats,
+    snapshot,
+)
 from search.companion import companion_name, validation
 
 __all__ = ["Panel", "Row", "ValidationInfo"]
@@ -26,7 +34,7 @@ BASELINE_COLOR = "rgb(255, 127, 14)"
 
 class Row(NamedTuple):
     label: str
-    role: str  # "candidate", "baseline" or "both" (a searched schedule equal to a baseline)
+    role: str  # "recommended", "candidate", "baseline" or "both" (searched = a baseline)
     mean: float
     std: float
     seeds: list[int]
@@ -38,6 +46,7 @@ class Panel(NamedTuple):
     epochs: int
     rows: list[Row]  # best first
     verdict: str
+    searched_epochs: int | None = None  # the search's length, where validation ran another
 
 
 class ValidationInfo(NamedTuple):
@@ -52,45 +61,54 @@ def _info(study: optuna.Study | Snapshot) -> ValidationInfo:
         return ValidationInfo("", [], snap.reason)
     name = snap.study.study_name
     hint = f"not validated yet: run `python -m search validate --study {name}`"
-    first = validation(snap.study)
+    first = validation(snap.study, recommended=snap.recommended)
     if first is None:
         return ValidationInfo(companion_name(name), [], hint)
     panels = []
-    for v in [first, *(validation(snap.study, e) for e in first.other_epochs)]:
+    for v in [first, *(validation(snap.study, e, snap.recommended)
+                       for e in first.other_epochs)]:
         rows = [
-            Row(r.label, "both" if len(r.roles) > 1 else (r.roles or ("?",))[0], r.mean, r.std,
+            Row(r.label, r.role, r.mean, r.std,
                 sorted(r.scores), [r.scores[s] for s in sorted(r.scores)], len(r.diverged))
             for r in v.ranked
         ]
-        panels.append(Panel(v.epochs, rows, v.verdict))
+        panels.append(Panel(v.epochs, rows, v.verdict, v.searched_epochs))
     if not any(row.scores for p in panels for row in p.rows):
         return ValidationInfo(first.study, [], "no validation run has finished yet")
     return ValidationInfo(first.study, panels, "")
 
 
+def _group(role: str) -> str:
+    return {"recommended": "recommendation", "candidate": "searched schedule"}.get(role,
+                                                                                  "baseline")
+
+
 def _plot(info: ValidationInfo) -> go.Figure:
     if info.reason:
         return empty_figure(TITLE, info.reason)
-    titles = [f"{p.epochs} epochs: {p.verdict}" for p in info.panels]
+    titles = [f"{p.epochs} epochs"
+              + (f" (NOT the searched {p.searched_epochs})" if p.searched_epochs
+                 and p.searched_epochs != p.epochs else "") + f": {p.verdict}"
+              for p in info.panels]
     fig = make_subplots(rows=len(info.panels), cols=1, subplot_titles=titles,
                         vertical_spacing=0.16 if len(info.panels) > 1 else 0.0)
     shown: set[str] = set()
     for i, p in enumerate(info.panels, start=1):
         labels = [r.label + (f" ({r.diverged} diverged)" if r.diverged else "") for r in p.rows]
-        for baseline in (False, True):
+        for name, color, symbol in (("recommendation", BEST_COLOR, "star"),
+                                    ("searched schedule", CANDIDATE_COLOR, "circle"),
+                                    ("baseline", BASELINE_COLOR, "diamond")):
             picked = [(r, lab) for r, lab in zip(p.rows, labels, strict=True)
-                      if (r.role != "candidate") == baseline]
+                      if _group(r.role) == name]
             if not picked:
                 continue
-            name = "baseline" if baseline else "searched schedule"
-            color = BASELINE_COLOR if baseline else CANDIDATE_COLOR
             fig.add_trace(go.Scatter(
                 x=floats([r.mean for r, _ in picked]), y=[lab for _, lab in picked],
                 error_x={"type": "data", "array": floats([r.std for r, _ in picked]),
                          "thickness": 1.5, "width": 6},
                 mode="markers", name=f"{name}: mean ± std", legendgroup=name,
                 showlegend=name not in shown,
-                marker={"symbol": "diamond" if baseline else "circle", "size": 12,
+                marker={"symbol": symbol, "size": 14 if symbol == "star" else 12,
                         "color": color},
                 customdata=[[len(r.scores)] for r, _ in picked],
                 hovertemplate="%{y}<br>mean %{x:.4f} over %{customdata[0]} seeds<extra></extra>",

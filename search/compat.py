@@ -10,6 +10,9 @@ that fails loudly when an Optuna release changes it (pyproject pins the tested m
   (`optuna.Study` and `optuna.Trial` hold them as private attributes, with no public getter).
 - `trials_without_heartbeat`: RUNNING trials that never recorded a heartbeat (their worker died
   before its first beat), read from optuna's RDB tables; Optuna never fails those.
+- `TrialsView`: a study whose trials a sampler sees through a filter. Optuna's samplers read a
+  study's trials through the private `Study._get_trials` (TPE's startup count, its good/bad
+  split, the group search space), with no public hook to leave trials out.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import _CachedStorage as CachedStorage
 
-__all__ = ["CachedStorage", "stale_trial_ids", "storage_of", "study_id", "trial_id",
+__all__ = ["CachedStorage", "TrialsView", "stale_trial_ids", "storage_of", "study_id", "trial_id",
            "trials_without_heartbeat"]
 
 
@@ -54,3 +57,27 @@ def trials_without_heartbeat(rdb: optuna.storages.RDBStorage, study_id: int) -> 
              .where(t.c.study_id == study_id, t.c.state == "RUNNING", h.c.trial_id.is_(None)))
     with rdb.engine.connect() as conn:
         return {row[0] for row in conn.execute(query)}
+
+
+class TrialsView:
+    """`study`, except that its trials are only those `keep(trial)` accepts (what a sampler
+    reads through `_get_trials` and `get_trials`); everything else is the study's own."""
+
+    def __init__(self, study: Any, keep: Any) -> None:
+        self._study, self._keep = study, keep
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None,
+                    use_cache: bool = False) -> list[Any]:
+        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return [t for t in trials if self._keep(t)]
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if self._keep(t)]
+
+    @property
+    def trials(self) -> list[Any]:
+        return self.get_trials()

@@ -64,6 +64,45 @@ class TrialFailed(Exception):
 
 
 def make_sampler(cfg: StudyConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler; in a contest it sees the sampled shape trials only."""
+    base = _sampler(cfg, worker)
+    return base if cfg.contest is None else SampledOnly(base)
+
+
+class SampledOnly(optuna.samplers.BaseSampler):
+    """A sampler that learns from sampled trials only: a contest's fixed runs (references,
+    race runs; nothing of them is sampled) would otherwise fill TPE's startup count and its
+    good/bad split with trials that carry none of the parameters it models."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler) -> None:
+        self.base = base
+
+    @staticmethod
+    def _view(study: optuna.Study) -> Any:
+        return compat.TrialsView(study, lambda t: FIXED not in t.user_attrs)
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+        return self.base.infer_relative_search_space(self._view(study), trial)
+
+    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
+        return self.base.sample_relative(self._view(study), trial, search_space)
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str,
+                           param_distribution: Any) -> Any:
+        return self.base.sample_independent(self._view(study), trial, param_name,
+                                            param_distribution)
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        self.base.before_trial(self._view(study), trial)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        self.base.after_trial(self._view(study), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
+def _sampler(cfg: StudyConfig, worker: int) -> optuna.samplers.BaseSampler:
     # Each worker gets its own stream of suggestions; worker 0 reproduces a one-process run.
     seed = cfg.seed + 7919 * worker
     if cfg.sampler.name == "random":

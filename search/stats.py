@@ -173,6 +173,13 @@ class Result:
         return mean_std(list(self.scores.values()))[1]
 
     @property
+    def role(self) -> str:
+        """One word for a table: recommended, both (candidate and baseline), or its role."""
+        if "recommended" in self.roles:
+            return "recommended"
+        return "both" if len(self.roles) > 1 else self.roles[0] if self.roles else "?"
+
+    @property
     def is_candidate(self) -> bool:
         return "candidate" in self.roles
 
@@ -311,12 +318,12 @@ class Validation:
                  and self.searched_epochs != self.epochs else "")
         out = [f"  validated on the test split ({self.study!r}, {budget}{other} on the "
                f"training and validation data, {shown}):",
-               f"    {'#':>2}  {'schedule':<44} {'role':<10} {'test accuracy':<17} seeds"]
+               f"    {'#':>2}  {'schedule':<44} {'role':<11} {'test accuracy':<17} seeds"]
         for i, r in enumerate(self.ranked, start=1):
-            role = "both" if len(r.roles) > 1 else r.roles[0] if r.roles else "?"
+            role = r.role
             acc = f"{r.mean:.4f} ± {r.std:.4f}" if r.n else "-"
             tail = f"  diverged on {len(r.diverged)}" if r.diverged else ""
-            out.append(f"    {i:>2}  {r.label[:44]:<44} {role:<10} {acc:<17} {r.n}{tail}")
+            out.append(f"    {i:>2}  {r.label[:44]:<44} {role:<11} {acc:<17} {r.n}{tail}")
         w, b, c = self.winner, self.baseline, self.comparison
         if w is not None:
             out.append(f"  recommended: {w.label}, test accuracy {w.mean:.4f} ± {w.std:.4f} "

@@ -96,14 +96,18 @@ def test_rank_by_mean_diverged_and_empty_last_ties_by_trial():
     assert [r.label for r in ranked] == ["f", "d", "a", "c", "b", "e"]
 
 
-def test_validation_picks_winner_and_best_other_baseline_and_says_so():
-    v = Validation("s.validate", 10, tuple(stats.rank([
+def test_validation_shows_the_recommendation_and_the_best_other_baseline_and_says_so():
+    ranked = tuple(stats.rank([
         _r("trial 3 X", ("candidate", "baseline"), [0.91, 0.92, 0.93], source=3),
         _r("cosine", ("baseline",), [0.90, 0.90, 0.90]),
         _r("const", ("baseline",), [0.80, 0.81, 0.79]),
-        _r("trial 1 Y", ("candidate",), [0.85, 0.86, 0.84], source=1),
-    ])), notes=("schedule-free SGD baseline not run",))
+        _r("trial 1 Y", ("candidate",), [0.95, 0.96, 0.94], source=1),  # better on test
+    ]))
+    v = Validation("s.validate", 10, ranked, notes=("schedule-free SGD baseline not run",),
+                   recommended_trial=3)
+    # the search recommended trial 3: a higher test mean elsewhere changes nothing
     assert v.winner.label == "trial 3 X"
+    assert Validation("s.validate", 10, ranked).winner is None  # no recommendation: none
     assert v.baseline.label == "cosine"  # the winner is a baseline too, but not its own rival
     assert v.comparison.margin == pytest.approx(0.02)
     assert "cannot be told apart from cosine on 3 seeds" in v.verdict
@@ -121,10 +125,11 @@ def test_verdicts_in_plain_words():
     w = _r("w", ("candidate",), [0.9, 0.91, 0.92])
     b = _r("b", ("baseline",), [0.8, 0.8, 0.81])
     assert "beats b" in stats.verdict(w, b, stats.paired(w.scores, b.scores))
-    assert "prefer the baseline" in stats.verdict(b, w, stats.paired(b.scores, w.scores))
+    assert "did not hold up on the test split" in stats.verdict(
+        b, w, stats.paired(b.scores, w.scores))
     assert "no baseline" in stats.verdict(w, None, None)
     one = _r("o", ("baseline",), [0.85])
     assert "only 1 seed" in stats.verdict(w, one, stats.paired(w.scores, one.scores))
     empty = Validation("s.validate", 4, (b,))
-    assert empty.winner is None and "no searched schedule" in empty.verdict
+    assert empty.winner is None and "has no finished validation run" in empty.verdict
     assert empty.fields()["validated"] is False

@@ -106,7 +106,7 @@ class Standing:
                 return f"a tuned reference leads: {lead.label}{sure}"
             p = self.versus(other)
             return (f"no searched shape beats the tuned references: {lead.label} leads, the "
-                    f"best searched shape ({other.label}) is {_points(-p.margin)} behind on "
+                    f"best searched shape ({other.label}) is {_points(p.margin)} behind on "
                     f"{_seeds(p.n)}{_interval(p)}{sure}")
         ref = self.best_reference
         if ref is None:
