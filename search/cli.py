@@ -220,7 +220,7 @@ def _validated(store: Any, searched: str) -> str:
         v = None
     w = v.winner if v is not None else None
     if w is None:
-        return "validation: the recommendation has no finished run"
+        return "validation: no finished run"
     return f"validation: test {w.mean:.4f} mean of {w.n} seeds, {w.label}"
 
 

@@ -37,7 +37,8 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
             f"`python -m search run --study {study.study_name}` first (a pruned trial "
             "exports with `--trial N`)"
         )
-    return max(trials, key=lambda t: t.value)
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    return max(trials, key=lambda t: (sign * t.value, -t.number))
 
 
 def from_trial(

@@ -78,7 +78,7 @@ def searched():
 
 def test_winner_without_validate_shows_the_winner_and_says_how_to_get_baselines():
     info = _winner._info(searched())
-    assert [s.label for s in info.schedules] == ["winner: trial 0 StepLR"]
+    assert [s.label for s in info.schedules] == ["recommended: trial 0 StepLR"]
     win = info.schedules[0]
     assert win.lr.per_step and win.lr.fractions[:3] == [0, 3 / 60, 6 / 60]
     assert win.val == [0.5, 0.88] and win.val_x == [1 / 6, 2 / 6] and win.test == []
@@ -92,7 +92,7 @@ def test_winner_against_tuned_baselines_before_and_after_the_test_runs():
     with_companion(study, tests=False)
     info = _winner._info(study)
     by = {s.label: s for s in info.schedules}
-    assert list(by) == ["winner: trial 0 StepLR", "CosineAnnealingLR (whole run)",
+    assert list(by) == ["recommended: trial 0 StepLR", "CosineAnnealingLR (whole run)",
                         "Constant (LR of trial 1)"]
     cos = by["CosineAnnealingLR (whole run)"]
     # The sweep run at the chosen LR (0.2), not the other: its LR and validation curve.
@@ -117,7 +117,7 @@ def test_winner_test_curves_are_the_mean_over_seeds():
     assert "test 0.9100 vs 0.8200 (CosineAnnealingLR (whole run)): +9.0 points" in (
         _winner.headline(info))
     fig = _winner._plot(info)
-    assert [t.line.color for t in fig.data if t.name == "winner: trial 0 StepLR"] == [BEST_COLOR]
+    assert [t.line.color for t in fig.data if t.name == "recommended: trial 0 StepLR"] == [BEST_COLOR]
     assert sum(t.line.dash == "dash" for t in fig.data) == 2  # the two test means
 
 

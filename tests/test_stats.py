@@ -110,7 +110,7 @@ def test_validation_shows_the_recommendation_and_the_best_other_baseline_and_say
     assert Validation("s.validate", 10, ranked).winner is None  # no recommendation: none
     assert v.baseline.label == "cosine"  # the winner is a baseline too, but not its own rival
     assert v.comparison.margin == pytest.approx(0.02)
-    assert "cannot be told apart from cosine on 3 seeds" in v.verdict
+    assert "cannot be told apart from cosine on 3 test seeds" in v.verdict
     f = v.fields()
     json.dumps(f, allow_nan=False)  # no NaN reaches JSON
     assert f["validated"] and f["mean"] == pytest.approx(0.92) and f["std"] == pytest.approx(0.01)

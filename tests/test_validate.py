@@ -131,7 +131,8 @@ def test_companion_holds_k_plus_baselines_times_n_and_best_reads_it(here, capsys
     by_key: dict[str, dict[int, float]] = {}
     for t in trials:
         assert t.user_attrs["holdout"] == "test" and t.user_attrs["epochs"] == 4
-        assert t.params["scheduler"] in schedules.SCHEDULES and "lr" in t.user_attrs["schedule"]
+        assert t.user_attrs["fixed_schedule"]["family"] in schedules.SCHEDULES
+        assert t.user_attrs["schedule"] == t.user_attrs["fixed_schedule"]
         by_key.setdefault(t.user_attrs["validate_key"], {})[t.user_attrs["seed"]] = t.value
     roles = {t.user_attrs["validate_key"]: t.user_attrs["roles"] for t in trials}
     assert sorted(r for rs in roles.values() for r in rs).count("baseline") == N_BASE
@@ -294,7 +295,7 @@ def test_other_length_rescales_epoch_counts_and_best_shows_each_length(here, cap
     assert _validate("--top", "1", "--seeds", "1", "--epochs", "8") == 0
     comp = _load("fake.validate")
     assert {t.user_attrs["epochs"] for t in comp.trials} == {8}
-    step = next(t for t in comp.trials if t.params["scheduler"] == "StepLR")
+    step = next(t for t in comp.trials if t.user_attrs["schedule"]["family"] == "StepLR")
     src = _load("fake").trials[step.user_attrs["source_trial"]]
     assert step.user_attrs["scheduler_kwargs"]["step_size"] == (
         2 * src.user_attrs["scheduler_kwargs"]["step_size"])
@@ -346,7 +347,8 @@ def test_validation_figure_info_and_plot(here):
     info = fig._info(_load("fake"))
     (panel,) = info.panels
     assert info.study == "fake.validate" and panel.epochs == 4
-    assert sorted(r.role for r in panel.rows) == ["baseline"] * N_BASE + ["candidate"] * 2
+    assert sorted(r.role for r in panel.rows) == ["baseline"] * N_BASE + ["candidate",
+                                                                         "recommended"]
     assert all(len(r.scores) == 2 and r.seeds == [SEED_BASE, SEED_BASE + 1] for r in panel.rows)
     means = [r.mean for r in panel.rows]
     assert means == sorted(means, reverse=True)

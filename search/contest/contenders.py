@@ -69,9 +69,9 @@ def unavailable(cfg: Any, ref: Reference) -> str:
     module = cfg.objective.partition(":")[0]
     if cfg.objective != DEFAULT_OBJECTIVE and not getattr(
             importlib.import_module(module), "TRAINS_OPTIMIZERS", False):
-        return f"{ref.label} not run: the objective has no schedule-free optimizer"
+        return f"{ref.label} baseline not run: the objective has no schedule-free optimizer"
     if importlib.util.find_spec("schedulefree") is None:
-        return (f"{ref.label} not run: the `schedulefree` package is not installed "
+        return (f"{ref.label} baseline not run: the `schedulefree` package is not installed "
                 "(pip install schedulefree)")
     return ""
 
