@@ -5,8 +5,9 @@
    draws its own stream (an array's refills all draw from its process's stream);
 2. claim, under a lock shared by all workers of the study on any machine: fail trials whose
    worker died (no heartbeat for the grace period; RetryStale queues them again with the same
-   parameters), then ask the loop's policy whether a trial is due (`Count`: the exact global
-   target of finished trials); if so, `study.ask()` (a queued trial first);
+   parameters and the user attrs they were enqueued with), then ask the loop's policy whether
+   a trial is due (`Count`: the exact global target of finished trials); if so, `study.ask()`
+   (a queued trial first);
 3. train with a `Heartbeat`; `Signals` turn SIGTERM/Ctrl-C into end_reason `interrupted`;
 4. `conclude`: tell the result, unless another worker already failed it as stale (then its
    retry runs); a lost connection is retried, a store that refuses writes is one line;
@@ -34,20 +35,31 @@ from optuna.trial import FrozenTrial, TrialState
 from search import compat, runner, storage
 from search.errors import UserError
 
-__all__ = ["DONE", "WAIT", "WORKER_ID", "Claimer", "Count", "FailureStreak", "Heartbeat",
-           "RetryStale", "beats", "conclude", "join", "lost", "open_for", "refused"]
+__all__ = ["CLAIMED", "DONE", "WAIT", "WORKER_ID", "Claimer", "Count", "FailureStreak",
+           "Heartbeat", "RetryStale", "beats", "conclude", "join", "lost", "open_for", "refused"]
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 DONE, WAIT = "done", "wait"
 log = logging.getLogger("search.engine")
 
 
+# Trial system attr: the user attrs a trial had when it was claimed (those it was enqueued
+# with: a known-good `default`, a validation run's `validate_key` and `seed`, ...).
+CLAIMED = "claimed_user_attrs"
+
+
 class RetryStale(RetryHeartbeatStaleTrialCallback):
-    """Optuna's retry of a dead worker's trial; the retry starts without the old curves."""
+    """Optuna's retry of a dead worker's trial, with the same parameters: the retry keeps
+    exactly the user attrs the trial was claimed with and drops what its training wrote
+    (curves, the schedule record, `end_reason`, ...).
+
+    A trial without the record starts clean: it was claimed by an older schedsearch, or its
+    worker died between `ask()` and the record (the claim's first write, under the lock).
+    """
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trial = copy.deepcopy(trial)
-        trial.user_attrs = {}
+        trial.user_attrs = trial.system_attrs.get(CLAIMED, {})
         super().__call__(study, trial)
 
 
@@ -141,11 +153,12 @@ class Claimer:
             with warnings.catch_warnings():  # ask/tell with heartbeats is what we do here
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trial = study.ask()
-            try:
+            try:  # the CLAIMED record first: a trial that beat once has it (see RetryStale)
+                claimed = {CLAIMED: trial.user_attrs, "worker": WORKER_ID, **attrs}
+                for key, value in claimed.items():
+                    store.set_trial_system_attr(compat.trial_id(trial), key, value)
                 if live:
                     store.record_heartbeat(compat.trial_id(trial))
-                for key, value in {"worker": WORKER_ID, **attrs}.items():
-                    store.set_trial_system_attr(compat.trial_id(trial), key, value)
             except Exception as e:  # a full disk: the trial just created must not stay RUNNING
                 if storage.is_write_fault(e):
                     storage.close_failed(store, compat.trial_id(trial), "storage_error")
