@@ -10,18 +10,25 @@ that fails loudly when an Optuna release changes it (pyproject pins the tested m
   (`optuna.Study` and `optuna.Trial` hold them as private attributes, with no public getter).
 - `trials_without_heartbeat`: RUNNING trials that never recorded a heartbeat (their worker died
   before its first beat), read from optuna's RDB tables; Optuna never fails those.
+- `fail_running`: fail a RUNNING trial and record why, as one compare-and-set in optuna's RDB
+  tables. Through the public API the reason must be written before the state (a finished
+  trial refuses attributes), so an owner finishing in between would keep the sweep's reason.
+- `backend_of`, `rdb_of`: the storage under optuna's cache (`_CachedStorage._backend`).
 """
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
 import optuna
 import sqlalchemy
 from optuna.storages import _CachedStorage as CachedStorage
+from optuna.trial import TrialState
 
-__all__ = ["CachedStorage", "stale_trial_ids", "storage_of", "study_id", "trial_id",
-           "trials_without_heartbeat"]
+__all__ = ["CachedStorage", "backend_of", "fail_running", "rdb_of", "stale_trial_ids",
+           "storage_of", "study_id", "trial_id", "trials_without_heartbeat"]
 
 
 def storage_of(study: Any) -> optuna.storages.BaseStorage:
@@ -54,3 +61,49 @@ def trials_without_heartbeat(rdb: optuna.storages.RDBStorage, study_id: int) -> 
              .where(t.c.study_id == study_id, t.c.state == "RUNNING", h.c.trial_id.is_(None)))
     with rdb.engine.connect() as conn:
         return {row[0] for row in conn.execute(query)}
+
+
+def backend_of(store: Any) -> optuna.storages.BaseStorage:
+    """The storage under optuna's cache (which wraps every RDBStorage a study opens), or
+    `store` itself where it has no cache."""
+    return store._backend if isinstance(store, CachedStorage) else store
+
+
+def rdb_of(store: Any) -> optuna.storages.RDBStorage | None:
+    """The RDBStorage under `store` (cached, resilient or bare), or None."""
+    backend = backend_of(store)
+    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+
+
+def fail_running(store: Any, trial_id: int, user_attrs: dict[str, Any]) -> bool:
+    """Fail the trial and set `user_attrs` on it if it is still RUNNING, in one transaction;
+    False, and nothing written, where it is not (its owner finished it, or another worker
+    failed it first). The database decides: no one can finish the trial in between.
+
+    A store without a database is one process's (no worker of another process can finish the
+    trial meanwhile): the public API, reason first.
+    """
+    rdb = rdb_of(store)
+    if rdb is None:
+        try:
+            for key, value in user_attrs.items():
+                store.set_trial_user_attr(trial_id, key, value)
+            return bool(store.set_trial_state_values(trial_id, TrialState.FAIL))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+    from optuna.storages._rdb import models
+
+    t, a = models.TrialModel.__table__, models.TrialUserAttributeModel.__table__
+    with rdb.engine.begin() as conn:  # committed at the end, rolled back on any exception
+        failed = conn.execute(
+            sqlalchemy.update(t)
+            .where(t.c.trial_id == trial_id, t.c.state == TrialState.RUNNING)
+            .values(state=TrialState.FAIL, datetime_complete=datetime.now())  # as optuna does
+        ).rowcount
+        if not failed:
+            return False
+        for key, value in user_attrs.items():
+            conn.execute(sqlalchemy.delete(a).where(a.c.trial_id == trial_id, a.c.key == key))
+            conn.execute(sqlalchemy.insert(a).values(trial_id=trial_id, key=key,
+                                                     value_json=json.dumps(value)))
+    return True

@@ -69,3 +69,47 @@ def test_a_retry_keeps_the_enqueued_user_attrs_and_drops_what_training_wrote(
     assert study.trials[-1].user_attrs == enqueued
     if enqueued.get("default"):  # the pruner prunes everything, but never a default
         runner.Recorder(claimer.claim(claim.Count(1)))(0, 1.0, 0.5, 0.1)
+
+
+@pytest.mark.parametrize("owner_ends", ["before", "after"])
+def test_the_state_change_decides_between_the_sweep_and_a_slow_owner(
+    study, monkeypatch, owner_ends
+):
+    """The owner (slow, alive) ends its trial as pruned just before, or just after, the sweep
+    fails it as stale: whoever changes the state first keeps its state and its reason."""
+    claimer = claim.Claimer(study, grace_s=2)
+    trial = claimer.claim(claim.Count(1))
+    tid = compat.trial_id(trial)
+    runner.Recorder(trial).end("pruned")  # the owner's decision; its tell is under way
+    told: list = []
+
+    def owner() -> None:
+        told.append(claim.conclude(study, tid, TrialState.PRUNED, None))
+
+    def at_the_decision(decide):  # the sweep's state change, whichever call makes it
+        def call(*args, **kwargs):
+            if owner_ends == "before" and not told:
+                owner()
+            decided = decide(*args, **kwargs)
+            if owner_ends == "after" and not told:
+                owner()
+            return decided
+        return call
+
+    store = compat.storage_of(study)
+    set_state = store.set_trial_state_values
+    monkeypatch.setattr(store, "set_trial_state_values", lambda t, state, values=None: (
+        at_the_decision(set_state) if state == TrialState.FAIL else set_state)(t, state, values))
+    if hasattr(compat, "fail_running"):
+        monkeypatch.setattr(compat, "fail_running", at_the_decision(compat.fail_running))
+    _lost(monkeypatch, trial)
+    claimer.sweep()
+    ended = study.trials[trial.number]
+    if owner_ends == "before":  # the owner's tell won: no retry, its reason kept
+        assert told[0].state == TrialState.PRUNED
+        assert ended.state == TrialState.PRUNED and ended.user_attrs["end_reason"] == "pruned"
+        assert len(study.trials) == 1
+    else:  # the sweep won: the owner's tell is refused and the retry runs instead
+        assert told == [None]
+        assert ended.state == TrialState.FAIL and ended.user_attrs["end_reason"] == "worker_lost"
+        assert [t.state for t in study.trials[1:]] == [TrialState.WAITING]

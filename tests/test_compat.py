@@ -4,12 +4,14 @@ Optuna. A failure here means an Optuna release changed it: fix search/compat.py 
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 import warnings
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from workers_support import pg_url as pg_url  # noqa: F401 (fixture)
 
 from search import compat, storage
 
@@ -67,3 +69,63 @@ def test_study_and_trial_ids_and_storage(tmp_path):
     assert isinstance(store, optuna.storages.BaseStorage)
     assert store.get_study_id_from_name(study.study_name) == compat.study_id(study)
     assert store.get_trial(compat.trial_id(trial)).number == trial.number == 0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'f.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_fail_running_fails_only_a_running_trial_and_sets_its_reason_with_it(any_url):
+    store = storage.resilient(any_url)
+    study = optuna.create_study(storage=store)
+    running, finished = study.ask(), study.ask()
+    running.set_user_attr("default", True)
+    finished.set_user_attr("end_reason", "pruned")
+    study.tell(finished, state=TrialState.PRUNED)
+    assert compat.fail_running(store, compat.trial_id(running), {"end_reason": "worker_lost"})
+    t = store.get_trial(compat.trial_id(running))
+    assert t.state == TrialState.FAIL and t.datetime_complete is not None
+    assert t.user_attrs == {"default": True, "end_reason": "worker_lost"}
+    # no longer RUNNING: nothing is written, whoever ended it keeps its reason
+    assert not compat.fail_running(store, compat.trial_id(running), {"end_reason": "other"})
+    assert not compat.fail_running(store, compat.trial_id(finished), {"end_reason": "other"})
+    assert store.get_trial(compat.trial_id(running)).user_attrs["end_reason"] == "worker_lost"
+    f = store.get_trial(compat.trial_id(finished))
+    assert f.state == TrialState.PRUNED and f.user_attrs == {"end_reason": "pruned"}
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.PRUNED]
+    compat.rdb_of(store).engine.dispose()
+
+
+def test_fail_running_waits_for_a_tell_in_flight_and_then_leaves_the_trial(pg_url):  # noqa: F811
+    """PostgreSQL: the owner's tell holds the trial's row; the compare-and-set waits for it and
+    finds the trial finished, whenever it starts."""
+    store = storage.resilient(pg_url)
+    study = optuna.create_study(storage=store)
+    tid = compat.trial_id(study.ask())
+    rdb, result = compat.rdb_of(store), []
+    with rdb.engine.connect() as owner:
+        owner.exec_driver_sql(f"SELECT * FROM trials WHERE trial_id = {tid} FOR UPDATE")
+        owner.exec_driver_sql(f"UPDATE trials SET state = 'COMPLETE' WHERE trial_id = {tid}")
+        sweep = threading.Thread(target=lambda: result.append(
+            compat.fail_running(store, tid, {"end_reason": "worker_lost"})))
+        sweep.start()
+        sweep.join(0.5)  # blocked on the row (or not started yet): the outcome is the same
+        owner.commit()
+    sweep.join(10)
+    assert result == [False]
+    t = store.get_trial(tid)
+    assert t.state == TrialState.COMPLETE and "end_reason" not in t.user_attrs
+    rdb.engine.dispose()
+
+
+def test_backend_and_rdb_of_reach_under_optunas_cache(hb_store):
+    study = optuna.create_study(storage=hb_store)  # optuna wraps it in its cache
+    cached = compat.storage_of(study)
+    assert isinstance(cached, compat.CachedStorage) and cached is not hb_store
+    assert compat.backend_of(cached) is hb_store and compat.rdb_of(cached) is hb_store
+    assert compat.rdb_of(storage.resilient(hb_store)) is hb_store
+    memory = optuna.storages.InMemoryStorage()
+    assert compat.backend_of(memory) is memory and compat.rdb_of(memory) is None

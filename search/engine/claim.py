@@ -181,12 +181,11 @@ class Claimer:
                 stale.add(tid)
         callback = store.get_heartbeat_stale_trial_callback()
         for tid in sorted(stale):
-            try:
-                store.set_trial_user_attr(tid, "end_reason", "worker_lost")
-                if not store.set_trial_state_values(tid, TrialState.FAIL):
-                    continue
-            except UpdateFinishedTrialError:
-                continue  # another worker failed it first
+            # The state change decides, with the reason in the same transaction: a live owner
+            # that finished the trial meanwhile keeps its state and reason, and only the
+            # sweeper that failed the trial (not another one, nor the owner) queues its retry.
+            if not compat.fail_running(store, tid, {"end_reason": "worker_lost"}):
+                continue
             if callback is not None:
                 callback(study, copy.deepcopy(store.get_trial(tid)))
 
