@@ -7,8 +7,13 @@ interleaving they check happens in a fixed order, without waiting or timing luck
 
 from __future__ import annotations
 
+import errno
+import logging
+import threading
+
 import optuna
 import pytest
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from search import compat, runner, storage
@@ -113,3 +118,32 @@ def test_the_state_change_decides_between_the_sweep_and_a_slow_owner(
         assert told == [None]
         assert ended.state == TrialState.FAIL and ended.user_attrs["end_reason"] == "worker_lost"
         assert [t.state for t in study.trials[1:]] == [TrialState.WAITING]
+
+
+def test_failing_heartbeats_are_logged_once_per_kind_with_the_password_hidden(caplog):
+    url = "postgresql+psycopg://me:s3cret@db.example/search"
+    faults = [sqlalchemy.exc.OperationalError("UPDATE trial_heartbeats", {},
+                                              Exception(f"server at {url} closed the connection"))
+              ] * 3 + [OSError(errno.ENOSPC, "No space left on device")] * 3
+    beats, done = [], threading.Event()
+
+    class Store:  # beats every 10 ms; the first six writes fail, in two kinds
+        def get_heartbeat_interval(self):
+            return 0.01
+
+        def record_heartbeat(self, trial_id):
+            beats.append(trial_id)
+            if len(beats) <= len(faults):
+                raise faults[len(beats) - 1]
+            done.set()
+
+    Store.url = url
+    with caplog.at_level(logging.WARNING, logger="search.engine"):
+        beat = claim.Heartbeat(Store(), 7)
+        assert done.wait(10)
+        beat.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "OperationalError" in lines[0] and "OSError" in lines[1]
+    assert all("heartbeat" in line and "me:***@db.example" in line for line in lines)
+    assert "s3cret" not in caplog.text

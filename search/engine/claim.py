@@ -191,7 +191,9 @@ class Claimer:
 
 
 class Heartbeat:
-    """Records the trial's heartbeat every interval; a failed beat is simply tried again."""
+    """Records the trial's heartbeat every interval. A failed beat is tried again at the next
+    one, and logged once per kind of failure: beats that stop for the grace period let another
+    worker fail and retry the trial, and the log says why."""
 
     def __init__(self, store: Any, trial_id: int) -> None:
         self.store, self.trial_id, self.stop_event = store, trial_id, threading.Event()
@@ -201,11 +203,22 @@ class Heartbeat:
                              name=f"heartbeat-{trial_id}").start()
 
     def _beat(self, interval: float) -> None:
+        seen: set[str] = set()
         while not self.stop_event.wait(interval):
             try:
                 self.store.record_heartbeat(self.trial_id)
-            except Exception:
-                pass  # logged by the storage; a long gap lets another worker retry the trial
+            except Exception as e:
+                if type(e).__name__ not in seen:
+                    seen.add(type(e).__name__)
+                    self._failed(e)
+
+    def _failed(self, e: Exception) -> None:
+        url = getattr(self.store, "url", None)
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        log.warning("heartbeat of trial id %d failed%s (%s: %s); tried again every beat; after "
+                    "grace_period without one, another worker retries the trial", self.trial_id,
+                    f" on storage {storage.redact(url)}" if url else "", type(e).__name__,
+                    storage.scrub(text, url))
 
     def stop(self) -> None:
         self.stop_event.set()  # no join: a beat stuck on the database must not hold the tell
