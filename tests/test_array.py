@@ -247,6 +247,24 @@ def test_divergence_prunes_one_trial_and_a_failed_report_fails_the_run(tmp_path,
     assert study.trials[1].state == TrialState.FAIL and not arr.live
 
 
+def test_an_array_trial_beats_until_its_result_is_stored(tmp_path, cifar_dir, monkeypatch):
+    from test_sequential import spy_heartbeats
+
+    study = runner.create_or_load(smoke(cifar_dir), f"sqlite:///{tmp_path / 'x.db'}")
+    arr, beating = array._Array(smoke(cifar_dir), study, 10, None), []
+    beats = spy_heartbeats(monkeypatch, array)
+    real = array.conclude
+
+    def conclude(*args, **kwargs):
+        beating.append(not beats[0].stop_event.is_set())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(array, "conclude", conclude)
+    arr.finish(arr.next_job(), 0.5)
+    assert beating == [True] and beats[0].stop_event.is_set()
+    assert study.trials[0].state == TrialState.COMPLETE
+
+
 def test_out_of_memory_fails_the_array_and_retries_with_half(tmp_path, cifar_dir, monkeypatch):
     sizes = []
 

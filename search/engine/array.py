@@ -159,9 +159,11 @@ class _Array:
 
     def _end(self, live: _Live, state: TrialState, value: float | None = None,
              error: BaseException | None = None, counted: bool = True) -> None:
-        live.heartbeat.stop()
         del self.live[live.trial.number]
-        frozen = conclude(self.study, compat.trial_id(live.trial), state, value, error)
+        try:  # beating until the result is stored (as sequential.run_trial)
+            frozen = conclude(self.study, compat.trial_id(live.trial), state, value, error)
+        finally:
+            live.heartbeat.stop()
         if frozen is not None and self.progress is not None:
             self.progress.trial_finished(self.study, frozen)
         if frozen is not None and counted:
