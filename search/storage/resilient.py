@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import filelock
@@ -180,12 +180,14 @@ class Resilient(CachedStorage):
     """optuna's cached RDB storage whose every database call survives a short outage.
 
     `abort` (set on SIGTERM/Ctrl-C) shortens the wait; `direct()` turns retries off in this
-    thread, for steps that must fail and start over as a whole (claiming a trial).
+    thread, for steps that must fail and start over as a whole (claiming a trial); every call
+    runs inside `shield()` (the engine's Signals set it: a signal waits for the call to end).
     """
 
     def __init__(self, backend: optuna.storages.RDBStorage) -> None:
         super().__init__(backend)
         self.abort = threading.Event()
+        self.shield: Callable[[], AbstractContextManager[Any]] = nullcontext
         self.patience_s = RECONNECT_PATIENCE_S
         self._local = threading.local()
 
@@ -202,10 +204,11 @@ class Resilient(CachedStorage):
             self._local.direct = False
 
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if getattr(self._local, "direct", False):
-            return method(self, *args, **kwargs)
-        return retry(lambda: method(self, *args, **kwargs), patience_s=self.patience_s,
-                     abort=self.abort, url=self.url)
+        with self.shield():
+            if getattr(self._local, "direct", False):
+                return method(self, *args, **kwargs)
+            return retry(lambda: method(self, *args, **kwargs), patience_s=self.patience_s,
+                         abort=self.abort, url=self.url)
 
 
 def _retried(name: str) -> Callable[..., Any]:
