@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import signal
+import sqlite3
 import time
 
 import optuna
@@ -263,6 +264,51 @@ def test_an_array_trial_beats_until_its_result_is_stored(tmp_path, cifar_dir, mo
     arr.finish(arr.next_job(), 0.5)
     assert beating == [True] and beats[0].stop_event.is_set()
     assert study.trials[0].state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("where", ["claiming", "telling"])
+def test_a_store_that_refuses_writes_ends_every_array_trial_as_storage_error(
+    tmp_path, cifar_dir, monkeypatch, where
+):
+    """As in a sequential run: one line, and no trial left RUNNING until its heartbeat
+    expires, whether the write that failed was a new trial's or a finished one's."""
+    full = sqlite3.OperationalError("database or disk is full")
+
+    class Fake:
+        def __init__(self, train_cfg, k, compile=False):
+            pass
+
+        def run(self, next_job, finish):
+            first = next_job()
+            next_job()  # "claiming": its suggestion is refused
+            finish(first, 0.5)  # "telling": the result is refused
+
+    real_suggest, real_state = space.suggest, optuna.storages.RDBStorage.set_trial_state_values
+    if where == "claiming":
+        calls = []
+
+        def suggest(*args):
+            calls.append(1)
+            if len(calls) == 2:
+                raise full
+            return real_suggest(*args)
+
+        monkeypatch.setattr(space, "suggest", suggest)
+    else:
+        def set_state(self, trial_id, state, values=None):
+            if state == TrialState.COMPLETE:
+                raise full
+            return real_state(self, trial_id, state, values)
+
+        monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", set_state)
+    monkeypatch.setattr(array, "ArrayTrainer", Fake)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(UserError, match="refuses writes .*ended as FAIL"):
+        array.run(smoke(cifar_dir), url, 4, k=2)
+    study = optuna.load_study(study_name="smoke", storage=url)
+    assert len(study.trials) == 2
+    assert {t.state for t in study.trials} == {TrialState.FAIL}
+    assert {t.user_attrs["end_reason"] for t in study.trials} == {"storage_error"}
 
 
 def test_out_of_memory_fails_the_array_and_retries_with_half(tmp_path, cifar_dir, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sqlite3
 import threading
 
 import optuna
@@ -19,6 +20,7 @@ from optuna.trial import TrialState
 from search import compat, runner, storage
 from search.config import WorkersConfig
 from search.engine import claim
+from search.errors import UserError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -147,3 +149,15 @@ def test_failing_heartbeats_are_logged_once_per_kind_with_the_password_hidden(ca
     assert "OperationalError" in lines[0] and "OSError" in lines[1]
     assert all("heartbeat" in line and "me:***@db.example" in line for line in lines)
     assert "s3cret" not in caplog.text
+
+
+def test_a_store_that_refuses_the_result_ends_the_trial_as_storage_error(study, monkeypatch):
+    trial = claim.Claimer(study, grace_s=2).claim(claim.Count(1))
+    store = compat.storage_of(study)
+    refuse = sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(store, "set_trial_state_values", lambda *a, **k: (_ for _ in ()).throw(
+        refuse))  # the tell's write; the close goes around the cache, without retries
+    with pytest.raises(UserError, match="refuses writes .*the trial in flight ended as FAIL"):
+        claim.conclude(study, compat.trial_id(trial), TrialState.COMPLETE, 0.5)
+    t = study.trials[0]
+    assert t.state == TrialState.FAIL and t.user_attrs["end_reason"] == "storage_error"

@@ -229,13 +229,30 @@ def conclude(study: optuna.Study, trial_id: int, state: TrialState, value: float
     """End a claimed trial in the store: the finished trial, or None where another worker
     failed it first (its retry runs). `error`: what ended it (KeyboardInterrupt: interrupted).
 
-    Raises what must stop the loop: a store that refuses writes (one line), or `error` where
-    it is neither a lost connection nor a runner.TrialFailed.
+    Raises what must stop the loop: a store that refuses writes, during the training or now
+    (one line; the trial closed as FAIL, end_reason storage_error, where the store lets it),
+    or `error` where it is neither a lost connection nor a runner.TrialFailed.
     """
     store = compat.storage_of(study)
     if error is not None and storage.is_write_fault(error):  # a full disk, a read-only file
-        closed = storage.close_failed(store, trial_id, "storage_error")
-        raise refused(error, getattr(store, "url", None), closed)
+        raise _closing_refused(store, trial_id, error) from error
+    try:
+        return _tell(study, store, trial_id, state, value, error)
+    except Exception as e:
+        if isinstance(e, UserError) or not storage.is_write_fault(e):
+            raise
+        raise _closing_refused(store, trial_id, e) from e
+
+
+def _closing_refused(store: Any, trial_id: int, error: BaseException) -> UserError:
+    """The line for a store that refused a write of this trial, once the trial is closed as
+    FAIL with end_reason storage_error (best effort: around the cache, without retries)."""
+    closed = storage.close_failed(store, trial_id, "storage_error")
+    return refused(error, getattr(store, "url", None), closed)
+
+
+def _tell(study: optuna.Study, store: Any, trial_id: int, state: TrialState,
+          value: float | None, error: BaseException | None) -> FrozenTrial | None:
     if isinstance(error, KeyboardInterrupt) or (error and storage.is_transient(error)):
         reason = "interrupted" if isinstance(error, KeyboardInterrupt) else "storage_error"
         try:
