@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import optuna
 import pytest
 from optuna.trial import TrialState
+from workers_support import write_study
 
-from search import compat
-from search.config import WorkersConfig
+from search import compat, runner
+from search.config import WorkersConfig, load_study
 from search.engine import claim, sequential
 from search.engine.signals import Signals
 
@@ -59,3 +63,21 @@ def test_the_heartbeat_beats_until_the_result_is_stored(claimed, monkeypatch, st
     assert beats[0].stop_event.is_set()  # and stopped after, whatever happened
     if stored:
         assert study.trials[0].state == TrialState.COMPLETE
+
+
+def test_sigterm_while_the_study_opens_returns_it_with_nothing_trained(tmp_path, monkeypatch):
+    """The signal is noted while the study opens (no store call is cut) and the loop never
+    starts: the study opened is returned, there is no other ending to fall back on."""
+    cfg = load_study(str(write_study(tmp_path, trials=3)))
+    real = runner.create_or_load
+
+    def opening(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "create_or_load", opening)
+    before = signal.getsignal(signal.SIGTERM)
+    study = sequential.work(cfg, f"sqlite:///{tmp_path / 's.db'}", 3)
+    assert study.study_name == "fast" and study.trials  # the enqueued defaults
+    assert {t.state for t in study.trials} == {TrialState.WAITING}  # none claimed
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -79,7 +79,7 @@ def _check(cfg: StudyConfig) -> None:
             f"`--array` needs the built-in objective {DEFAULT_OBJECTIVE} but the study uses "
             f"{cfg.objective}; run it without --array"
         )
-    if getattr(cfg.train, "optimizer", "sgd") != "sgd":  # FusedSGD is the arrays' optimizer
+    if cfg.train.optimizer != "sgd":  # FusedSGD is the arrays' optimizer
         raise UserError(f"`--array` trains SGD only but the study's optimizer is "
                         f"{cfg.train.optimizer!r}; run it without --array")
 
@@ -89,7 +89,9 @@ def array_size(cfg: StudyConfig, requested: int | None = None, share: int = 1) -
     if requested is not None:
         _check(cfg)
         return requested
-    if cfg.objective != DEFAULT_OBJECTIVE or getattr(cfg.train, "optimizer", "sgd") != "sgd":
+    # The built-in objective's settings are a TrainConfig (config.load); a user objective's
+    # may be anything, and is never asked for an optimizer here.
+    if cfg.objective != DEFAULT_OBJECTIVE or cfg.train.optimizer != "sgd":
         return None
     from objectives.classify import resolve_device
 
@@ -225,7 +227,7 @@ def run(
         _loop(cfg, _Array(cfg, study, n_trials, progress, sig), k or pick_k(cfg), compile)
 
     guarded(store, sig, body)
-    return opened[0] if opened else optuna.load_study(study_name=cfg.name, storage=store)
+    return opened[0]  # a signal while it opens is only noted (see Signals): it is open
 
 
 def _loop(cfg: StudyConfig, array: _Array, k: int, compile: bool) -> None:

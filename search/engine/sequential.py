@@ -135,9 +135,7 @@ def work(
              progress.trial_finished if progress is not None else None)
 
     guarded(store, sig, body)
-    if not opened:  # stopped by SIGTERM before the study was open
-        return optuna.load_study(study_name=cfg.name, storage=store)
-    return opened[0]
+    return opened[0]  # a signal while it opens is only noted (see Signals): it is open
 
 
 def run(
