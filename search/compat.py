@@ -14,12 +14,15 @@ that fails loudly when an Optuna release changes it (pyproject pins the tested m
   tables. Through the public API the reason must be written before the state (a finished
   trial refuses attributes), so an owner finishing in between would keep the sweep's reason.
 - `backend_of`, `rdb_of`: the storage under optuna's cache (`_CachedStorage._backend`).
+- `insert_trials` (benchmarks): finished trials written straight into optuna's RDB tables, a
+  study of 20,000 trials in seconds where `study.add_trials` takes many minutes.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import optuna
@@ -27,8 +30,8 @@ import sqlalchemy
 from optuna.storages import _CachedStorage as CachedStorage
 from optuna.trial import TrialState
 
-__all__ = ["CachedStorage", "backend_of", "fail_running", "rdb_of", "stale_trial_ids",
-           "storage_of", "study_id", "trial_id", "trials_without_heartbeat"]
+__all__ = ["CachedStorage", "backend_of", "fail_running", "insert_trials", "rdb_of",
+           "stale_trial_ids", "storage_of", "study_id", "trial_id", "trials_without_heartbeat"]
 
 
 def storage_of(study: Any) -> optuna.storages.BaseStorage:
@@ -98,7 +101,7 @@ def fail_running(store: Any, trial_id: int, user_attrs: dict[str, Any]) -> bool:
         failed = conn.execute(
             sqlalchemy.update(t)
             .where(t.c.trial_id == trial_id, t.c.state == TrialState.RUNNING)
-            .values(state=TrialState.FAIL, datetime_complete=datetime.now())  # as optuna does
+            .values(state=TrialState.FAIL, datetime_complete=_utc_now())
         ).rowcount
         if not failed:
             return False
@@ -107,3 +110,36 @@ def fail_running(store: Any, trial_id: int, user_attrs: dict[str, Any]) -> bool:
             conn.execute(sqlalchemy.insert(a).values(trial_id=trial_id, key=key,
                                                      value_json=json.dumps(value)))
     return True
+
+
+def _utc_now() -> datetime:
+    """Now, as optuna's RDB tables hold a time: naive UTC (read back as local time)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def insert_trials(store: Any, study_id: int, values: Sequence[float],
+                  user_attrs: Mapping[str, Any]) -> None:
+    """Add COMPLETE trials with these values, each with `user_attrs`, in one transaction
+    (numbered after the study's trials; no parameters). Benchmarks only: nothing is checked."""
+    from optuna.storages._rdb import models
+
+    rdb = rdb_of(store)
+    t, v = models.TrialModel.__table__, models.TrialValueModel.__table__
+    a = models.TrialUserAttributeModel.__table__
+    now = _utc_now()
+    with rdb.engine.begin() as conn:
+        first = conn.execute(sqlalchemy.select(sqlalchemy.func.count())
+                             .where(t.c.study_id == study_id)).scalar_one()
+        ids = conn.execute(
+            sqlalchemy.insert(t).returning(t.c.trial_id, sort_by_parameter_order=True),
+            [{"number": first + i, "study_id": study_id, "state": TrialState.COMPLETE,
+              "datetime_start": now, "datetime_complete": now} for i in range(len(values))],
+        ).scalars().all()
+        finite = models.TrialValueModel.TrialValueType.FINITE
+        conn.execute(sqlalchemy.insert(v), [
+            {"trial_id": i, "objective": 0, "value": x, "value_type": finite}
+            for i, x in zip(ids, values, strict=True)])
+        if user_attrs:
+            conn.execute(sqlalchemy.insert(a), [
+                {"trial_id": i, "key": key, "value_json": json.dumps(value)}
+                for i in ids for key, value in user_attrs.items()])

@@ -7,6 +7,7 @@ import inspect
 import threading
 import time
 import warnings
+from datetime import datetime
 
 import optuna
 import pytest
@@ -78,7 +79,19 @@ def any_url(request, tmp_path):
     return request.getfixturevalue("pg_url")
 
 
-def test_fail_running_fails_only_a_running_trial_and_sets_its_reason_with_it(any_url):
+@pytest.fixture
+def far_from_utc(monkeypatch):
+    """Local time 9 hours off UTC: optuna stores naive UTC and reads it back as local time."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_fail_running_fails_only_a_running_trial_and_sets_its_reason_with_it(
+    any_url, far_from_utc
+):
     store = storage.resilient(any_url)
     study = optuna.create_study(storage=store)
     running, finished = study.ask(), study.ask()
@@ -87,7 +100,8 @@ def test_fail_running_fails_only_a_running_trial_and_sets_its_reason_with_it(any
     study.tell(finished, state=TrialState.PRUNED)
     assert compat.fail_running(store, compat.trial_id(running), {"end_reason": "worker_lost"})
     t = store.get_trial(compat.trial_id(running))
-    assert t.state == TrialState.FAIL and t.datetime_complete is not None
+    assert t.state == TrialState.FAIL
+    assert abs((t.datetime_complete - datetime.now()).total_seconds()) < 60  # as optuna's
     assert t.user_attrs == {"default": True, "end_reason": "worker_lost"}
     # no longer RUNNING: nothing is written, whoever ended it keeps its reason
     assert not compat.fail_running(store, compat.trial_id(running), {"end_reason": "other"})
@@ -129,3 +143,19 @@ def test_backend_and_rdb_of_reach_under_optunas_cache(hb_store):
     assert compat.rdb_of(storage.resilient(hb_store)) is hb_store
     memory = optuna.storages.InMemoryStorage()
     assert compat.backend_of(memory) is memory and compat.rdb_of(memory) is None
+
+
+def test_insert_trials_adds_complete_trials_optuna_reads_back(any_url, far_from_utc):
+    store = storage.resilient(any_url)
+    study = optuna.create_study(storage=store, direction="maximize")
+    study.tell(study.ask(), 0.1)
+    compat.insert_trials(store, compat.study_id(study), [0.5, 0.7], {"val_acc_curve": [0.5]})
+    trials = optuna.load_study(study_name=study.study_name, storage=any_url).trials
+    assert [(t.number, t.state, t.value) for t in trials[1:]] == [
+        (1, TrialState.COMPLETE, 0.5), (2, TrialState.COMPLETE, 0.7)]
+    assert trials[2].user_attrs == {"val_acc_curve": [0.5]}
+    assert abs((trials[2].datetime_complete - datetime.now()).total_seconds()) < 60
+    assert study.best_value == 0.7
+    study.tell(study.ask(), 0.2)  # optuna numbers and ids the next trial after them
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    compat.rdb_of(store).engine.dispose()
