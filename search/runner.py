@@ -20,6 +20,7 @@ from objectives import Diverged
 from search import compat, schedules, space
 from search.config import DEFAULT_OBJECTIVE, StudyConfig, load_objective
 from search.errors import UserError
+from search.storage import retried
 
 __all__ = [
     "FINISHED",
@@ -144,16 +145,20 @@ def create_or_load(
 
 
 def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
-    """Trials in these states, counted in the database (no trial is loaded)."""
-    return compat.storage_of(study).get_n_trials(compat.study_id(study), states)
+    """Trials in these states, counted by the database (no trial is loaded)."""
+    return sum(_counts(study, states).values())
 
 
 def finished_and_running(study: optuna.Study) -> tuple[int, int]:
-    """Both counts from one read: a trial finishing between two reads would be in neither."""
-    states = [t.state for t in compat.storage_of(study).get_all_trials(
-        compat.study_id(study), deepcopy=False, states=(*FINISHED, TrialState.RUNNING))]
-    running = states.count(TrialState.RUNNING)
-    return len(states) - running, running
+    """Both counts from one query: a trial finishing between two reads would be in neither."""
+    counts = _counts(study, (*FINISHED, TrialState.RUNNING))
+    running = counts.get(TrialState.RUNNING, 0)
+    return sum(counts.values()) - running, running
+
+
+def _counts(study: optuna.Study, states: tuple[TrialState, ...]) -> dict[TrialState, int]:
+    store = compat.storage_of(study)
+    return retried(store, lambda: compat.count_trials(store, compat.study_id(study), states))
 
 
 class Recorder:

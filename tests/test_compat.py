@@ -159,3 +159,19 @@ def test_insert_trials_adds_complete_trials_optuna_reads_back(any_url, far_from_
     study.tell(study.ask(), 0.2)  # optuna numbers and ids the next trial after them
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     compat.rdb_of(store).engine.dispose()
+
+
+def test_count_trials_counts_the_states_asked_for_like_the_public_api(any_url):
+    stores = [storage.resilient(any_url), optuna.storages.InMemoryStorage()]
+    counts = []
+    for store in stores:
+        study = optuna.create_study(storage=store)
+        for state in (TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED):
+            study.tell(study.ask(), 0.5 if state == TrialState.COMPLETE else None, state=state)
+        study.ask()
+        study.enqueue_trial({})
+        counts.append(compat.count_trials(store, compat.study_id(study),
+                                          (TrialState.COMPLETE, TrialState.FAIL,
+                                           TrialState.RUNNING)))
+    assert counts[0] == counts[1] == {TrialState.COMPLETE: 2, TrialState.RUNNING: 1}
+    compat.rdb_of(stores[0]).engine.dispose()

@@ -29,7 +29,8 @@ from search.compat import CachedStorage
 from search.storage.urls import open_storage, redact, scrub, sqlite_path
 
 __all__ = ["ABORT_PATIENCE_S", "RECONNECT_PATIENCE_S", "Resilient", "close_failed",
-           "is_transient", "is_write_fault", "rdb_of", "resilient", "retry", "write_fault"]
+           "is_transient", "is_write_fault", "rdb_of", "resilient", "retried", "retry",
+           "write_fault"]
 
 RECONNECT_PATIENCE_S = 600.0  # how long a worker waits for a database that went away
 ABORT_PATIENCE_S = 5.0  # the same once the worker was told to stop (SIGTERM, Ctrl-C)
@@ -203,6 +204,11 @@ class Resilient(CachedStorage):
         finally:
             self._local.direct = False
 
+    def call(self, read: Callable[[], T]) -> T:
+        """`read()`, a query beside optuna's storage API (search.compat's counts), with the
+        retries and the shield of every call."""
+        return self._call(lambda _self: read())
+
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self.shield():
             if getattr(self._local, "direct", False):
@@ -243,6 +249,11 @@ def resilient(storage: optuna.storages.BaseStorage | str) -> optuna.storages.Bas
     if isinstance(storage, optuna.storages.RDBStorage):
         return Resilient(storage)
     return storage
+
+
+def retried(store: Any, read: Callable[[], T]) -> T:
+    """`read()` with `store`'s retries where it is Resilient (`Resilient.call`), else once."""
+    return store.call(read) if isinstance(store, Resilient) else read()
 
 
 def rdb_of(storage: Any) -> optuna.storages.RDBStorage | None:
