@@ -29,7 +29,6 @@ __all__ = [
     "TrialFailed",
     "count",
     "create_or_load",
-    "finished_and_running",
     "is_oom",
     "make_objective",
     "make_pruner",
@@ -42,7 +41,6 @@ __all__ = [
 ]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-MAX_FAILURES_IN_A_ROW = 5  # then the study stops: something is wrong beyond one schedule
 
 
 class TrialFailed(Exception):
@@ -146,19 +144,9 @@ def create_or_load(
 
 def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
     """Trials in these states, counted by the database (no trial is loaded)."""
-    return sum(_counts(study, states).values())
-
-
-def finished_and_running(study: optuna.Study) -> tuple[int, int]:
-    """Both counts from one query: a trial finishing between two reads would be in neither."""
-    counts = _counts(study, (*FINISHED, TrialState.RUNNING))
-    running = counts.get(TrialState.RUNNING, 0)
-    return sum(counts.values()) - running, running
-
-
-def _counts(study: optuna.Study, states: tuple[TrialState, ...]) -> dict[TrialState, int]:
     store = compat.storage_of(study)
-    return retried(store, lambda: compat.count_trials(store, compat.study_id(study), states))
+    return sum(retried(store, lambda: compat.count_trials(store, compat.study_id(study),
+                                                          states)).values())
 
 
 class Recorder:

@@ -16,6 +16,7 @@ import optuna
 import pytest
 import sqlalchemy.exc
 from optuna.trial import TrialState
+from test_runner import counted_queries, fill
 
 from search import compat, runner, storage
 from search.config import WorkersConfig
@@ -161,3 +162,16 @@ def test_a_store_that_refuses_the_result_ends_the_trial_as_storage_error(study, 
         claim.conclude(study, compat.trial_id(trial), TrialState.COMPLETE, 0.5)
     t = study.trials[0]
     assert t.state == TrialState.FAIL and t.user_attrs["end_reason"] == "storage_error"
+
+
+def test_finished_and_running_are_counted_by_one_query_that_loads_no_trial(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    fill(optuna.create_study(study_name="s", storage=url))
+    store = storage.resilient(url)
+    study = optuna.load_study(study_name="s", storage=store)  # a fresh worker: nothing cached
+    with counted_queries(store) as statements:
+        assert claim.finished_and_running(study) == (3, 1)  # complete + pruned; running
+    assert len(statements) == 1
+    memory = optuna.create_study()
+    fill(memory)
+    assert claim.finished_and_running(memory) == (3, 1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import optuna
 import pytest
 import sqlalchemy
@@ -15,7 +18,7 @@ STATES = [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialStat
           TrialState.RUNNING]
 
 
-def _fill(study: optuna.Study) -> None:
+def fill(study: optuna.Study) -> None:
     for state in STATES:
         trial = study.ask()
         trial.set_user_attr("val_acc_curve", [0.5] * 30)
@@ -29,23 +32,36 @@ def test_counts_by_state(tmp_path, where):
     store = (storage.resilient(f"sqlite:///{tmp_path / 'r.db'}") if where == "sqlite"
              else optuna.storages.InMemoryStorage())
     study = optuna.create_study(storage=store)
-    _fill(study)
+    fill(study)
     assert runner.count(study) == 3  # finished: complete and pruned
     assert runner.count(study, (TrialState.FAIL, TrialState.WAITING)) == 2
     assert runner.count(study, tuple(TrialState)) == len(STATES) + 1
-    assert runner.finished_and_running(study) == (3, 1)
 
 
 def test_counting_loads_no_trial(tmp_path):
     """A worker counts under the claim lock before every claim: one counted query, however
     many trials (and curves) the study holds."""
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    _fill(optuna.create_study(study_name="s", storage=url))
+    fill(optuna.create_study(study_name="s", storage=url))
     store = storage.resilient(url)
     study = optuna.load_study(study_name="s", storage=store)  # a fresh worker: nothing cached
+    with counted_queries(store) as statements:
+        assert runner.count(study) == 3
+    assert len(statements) == 1, statements
+
+
+@contextmanager
+def counted_queries(store) -> Iterator[list[str]]:
+    """The SQL statements sent meanwhile; each must be a count that reads no trial's data."""
     statements: list[str] = []
-    sqlalchemy.event.listen(compat.rdb_of(store).engine, "before_cursor_execute",
-                            lambda conn, cursor, statement, *rest: statements.append(statement))
-    assert runner.count(study) == 3 and runner.finished_and_running(study) == (3, 1)
-    assert len(statements) == 2, statements
+
+    def seen(conn, cursor, statement, *rest) -> None:
+        statements.append(statement)
+
+    engine = compat.rdb_of(store).engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", seen)
     assert all("count(" in s.lower() and "trial_user_attributes" not in s for s in statements)

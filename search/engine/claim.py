@@ -35,8 +35,9 @@ from optuna.trial import FrozenTrial, TrialState
 from search import compat, runner, storage
 from search.errors import UserError
 
-__all__ = ["CLAIMED", "DONE", "WAIT", "WORKER_ID", "Claimer", "Count", "FailureStreak",
-           "Heartbeat", "RetryStale", "beats", "conclude", "join", "lost", "open_for", "refused"]
+__all__ = ["CLAIMED", "DONE", "MAX_FAILURES_IN_A_ROW", "WAIT", "WORKER_ID", "Claimer", "Count",
+           "FailureStreak", "Heartbeat", "RetryStale", "beats", "conclude",
+           "finished_and_running", "join", "lost", "open_for", "refused"]
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 DONE, WAIT = "done", "wait"
@@ -104,6 +105,19 @@ def join(cfg: Any, store: Any, worker: int | None = None) -> tuple[optuna.Study,
     return study, index
 
 
+MAX_FAILURES_IN_A_ROW = 5  # then the study stops: something is wrong beyond one schedule
+
+
+def finished_and_running(study: optuna.Study) -> tuple[int, int]:
+    """Both counts from one query that loads no trial (a trial finishing between two reads
+    would be in neither)."""
+    store = compat.storage_of(study)
+    counts = storage.retried(store, lambda: compat.count_trials(
+        store, compat.study_id(study), (*runner.FINISHED, TrialState.RUNNING)))
+    running = counts.get(TrialState.RUNNING, 0)
+    return sum(counts.values()) - running, running
+
+
 class Count:
     """Claim until the study holds `target` finished trials, counting every worker's.
 
@@ -115,7 +129,7 @@ class Count:
         self.target, self.own = target, own
 
     def __call__(self, study: optuna.Study, live: bool) -> str | None:
-        done, running = runner.finished_and_running(study)
+        done, running = finished_and_running(study)
         if done >= self.target:
             return DONE
         if done + max(running if live else 0, self.own()) >= self.target:
@@ -289,7 +303,7 @@ class FailureStreak:
 
     def count(self, trial: FrozenTrial) -> None:
         self.failures = self.failures + 1 if trial.state == TrialState.FAIL else 0
-        if self.failures >= runner.MAX_FAILURES_IN_A_ROW:
+        if self.failures >= MAX_FAILURES_IN_A_ROW:
             raise UserError(
                 f"{self.failures} trials in a row failed (see `end_reason` on the trials); "
                 "try a smaller --batch-size or width, or another --device")
