@@ -55,7 +55,7 @@ class RetryStale(RetryHeartbeatStaleTrialCallback):
     (curves, the schedule record, `end_reason`, ...).
 
     A trial without the record starts clean: it was claimed by an older schedsearch, or its
-    worker died between `ask()` and the record (the claim's first write, under the lock).
+    worker died between `ask()` and the record (written under the lock, before any beat).
     """
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -167,8 +167,8 @@ class Claimer:
             with warnings.catch_warnings():  # ask/tell with heartbeats is what we do here
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trial = study.ask()
-            try:  # the CLAIMED record first: a trial that beat once has it (see RetryStale)
-                claimed = {CLAIMED: trial.user_attrs, "worker": WORKER_ID, **attrs}
+            try:  # the CLAIMED record before the first beat: a trial that beat has it
+                claimed = {"worker": WORKER_ID, CLAIMED: trial.user_attrs, **attrs}
                 for key, value in claimed.items():
                     store.set_trial_system_attr(compat.trial_id(trial), key, value)
                 if live:
