@@ -1,5 +1,6 @@
-"""Every use of Optuna's private API, in one place; each has a test in tests/test_compat.py
-that fails loudly when an Optuna release changes it (pyproject pins the tested major range).
+"""Every use of Optuna's private API (and optuna-dashboard's), in one place; each has a test in
+tests/test_compat.py that fails loudly when a release changes it (pyproject pins the tested
+major range), and a test there fails on a private use anywhere else in the tree.
 
 - `CachedStorage`: optuna's cached RDB storage, which `storage.Resilient` extends so that
   every database call survives an outage (Optuna has no public hook for that).
@@ -13,7 +14,13 @@ that fails loudly when an Optuna release changes it (pyproject pins the tested m
 - `fail_running`: fail a RUNNING trial and record why, as one compare-and-set in optuna's RDB
   tables. Through the public API the reason must be written before the state (a finished
   trial refuses attributes), so an owner finishing in between would keep the sweep's reason.
-- `backend_of`, `rdb_of`: the storage under optuna's cache (`_CachedStorage._backend`).
+- `backend_of`, `rdb_of`, `url_of`: the storage under optuna's cache (`_CachedStorage._backend`)
+  and its database URL.
+- `set_study_system_attrs`: several study system attributes in one transaction, written into
+  optuna's table (the API writes one per transaction: an interrupted save would be half done).
+- `study_stand_in`, `saved_figures`: optuna-dashboard's figure writer reads a study's private
+  `_storage` and `_study_id`, so a stand-in hands it a storage of our choosing; its reader of
+  saved figures is private (`optuna_dashboard._custom_plot_data`).
 - `count_trials`: trials per state, counted by the database. Optuna's `get_n_trials` is
   `len(get_all_trials())`: it loads every trial (and its curves) to count them.
 - `insert_trials` (benchmarks): finished trials written straight into optuna's RDB tables, a
@@ -26,6 +33,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -34,8 +42,8 @@ from optuna.storages import _CachedStorage as CachedStorage
 from optuna.trial import TrialState
 
 __all__ = ["CachedStorage", "backend_of", "count_trials", "fail_running", "insert_trials",
-           "rdb_of", "stale_trial_ids", "storage_of", "study_id", "trial_id",
-           "trials_without_heartbeat"]
+           "rdb_of", "saved_figures", "set_study_system_attrs", "stale_trial_ids", "storage_of",
+           "study_id", "study_stand_in", "trial_id", "trials_without_heartbeat", "url_of"]
 
 
 def storage_of(study: Any) -> optuna.storages.BaseStorage:
@@ -80,6 +88,46 @@ def rdb_of(store: Any) -> optuna.storages.RDBStorage | None:
     """The RDBStorage under `store` (cached, resilient or bare), or None."""
     backend = backend_of(store)
     return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+
+
+def url_of(store: Any) -> str | None:
+    """The database URL under `store` (password included: redact it before showing), or None
+    for a store without a database."""
+    rdb = rdb_of(store)
+    return rdb.url if rdb is not None else None
+
+
+def set_study_system_attrs(store: Any, study_id: int, attrs: Mapping[str, Any]) -> None:
+    """Set every study system attribute of `attrs`: in one transaction on a database (all or
+    none is written), one by one through the API elsewhere (nothing to interrupt in memory)."""
+    rdb = rdb_of(store)
+    if rdb is None:
+        for key, value in attrs.items():
+            store.set_study_system_attr(study_id, key, value)
+        return
+    from optuna.storages._rdb import models
+
+    table = models.StudySystemAttributeModel.__table__
+    with rdb.engine.begin() as conn:  # committed at the end, rolled back on any exception
+        for key, value in attrs.items():
+            where = (table.c.study_id == study_id) & (table.c.key == key)
+            row = {"value_json": json.dumps(value)}  # as optuna stores an attribute
+            if not conn.execute(sqlalchemy.update(table).where(where).values(row)).rowcount:
+                conn.execute(sqlalchemy.insert(table).values(study_id=study_id, key=key, **row))
+
+
+def study_stand_in(store: Any, study_id: int) -> Any:
+    """What optuna-dashboard's `save_plotly_graph_object` takes for a study: all it reads of
+    one is the private `_storage` and `_study_id`."""
+    return SimpleNamespace(_storage=store, _study_id=study_id)
+
+
+def saved_figures(store: Any, study_id: int) -> dict[str, str]:
+    """The figures saved into the study by optuna-dashboard's `save_plotly_graph_object`:
+    graph object id -> the figure's JSON, as the dashboard reads them back."""
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+    return get_plotly_graph_objects(store.get_study_system_attrs(study_id))
 
 
 def count_trials(store: Any, study_id: int,

@@ -36,7 +36,7 @@ def study(tmp_path):
     store = claim.open_for(WorkersConfig(heartbeat_interval=1, grace_period=2),
                            f"sqlite:///{tmp_path / 'c.db'}")
     yield optuna.create_study(storage=store, direction="maximize", pruner=AlwaysPrune())
-    storage.rdb_of(store).engine.dispose()
+    compat.rdb_of(store).engine.dispose()
 
 
 def _lost(monkeypatch, *trials: optuna.Trial) -> None:

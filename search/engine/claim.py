@@ -184,7 +184,7 @@ class Claimer:
         study, store = self.study, compat.storage_of(self.study)
         sid = compat.study_id(study)
         stale = set(compat.stale_trial_ids(store, sid))
-        rdb = storage.rdb_of(store)
+        rdb = compat.rdb_of(store)
         current = compat.trials_without_heartbeat(rdb, sid) if rdb is not None else set()
         now = time.monotonic()
         for tid in list(self.orphans):

@@ -12,7 +12,6 @@ from search.storage.resilient import (
     close_failed,
     is_transient,
     is_write_fault,
-    rdb_of,
     resilient,
     retried,
     retry,
@@ -36,6 +35,6 @@ __all__ = [
     "ABORT_PATIENCE_S", "DEFAULT_URL", "ENV", "ENV_FILE", "LOCK_TIMEOUT_S",
     "RECONNECT_PATIENCE_S", "Resilient", "check", "claim_lock", "close_failed",
     "engine_kwargs", "hint_command", "is_transient", "is_write_fault", "open_storage",
-    "rdb_of", "redact", "resilient", "resolve", "retried", "retry", "scrub", "sqlite_path",
+    "redact", "resilient", "resolve", "retried", "retry", "scrub", "sqlite_path",
     "write_fault",
 ]
