@@ -79,7 +79,9 @@ def measure(url: str, workers: int, trials: int) -> dict:
     span_s = span.total_seconds()
     in_trial = statistics.median((t.datetime_complete - t.datetime_start).total_seconds()
                                  for t in ts)
-    study._storage._backend.engine.dispose()
+    from search import compat
+
+    compat.rdb_of(compat.storage_of(study)).engine.dispose()
     return {"trials_per_s": trials / span_s, "worker_ms": 1000 * workers * span_s / trials,
             "in_trial_ms": 1000 * in_trial, "wall_s": wall}
 
@@ -88,7 +90,7 @@ def storage_share(url: str, trials: int) -> tuple[float, float]:
     """One worker in this process: (ms per trial in all, ms of it inside storage calls)."""
     import threading
 
-    from search import storage
+    from search import compat, storage
     from search.config import load_study
     from search.engine import claim, sequential
 
@@ -117,7 +119,7 @@ def storage_share(url: str, trials: int) -> tuple[float, float]:
             total = time.perf_counter() - began
         finally:
             storage.Resilient._call = real
-        store._backend.engine.dispose()
+        compat.rdb_of(store).engine.dispose()
     return 1000 * total / trials, 1000 * spent[0] / trials
 
 

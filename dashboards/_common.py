@@ -264,12 +264,9 @@ def no_complete_reason(snap: Snapshot) -> str:
 
 
 def storage_label(study: optuna.Study) -> str | None:
-    """The study's storage URL for printing, password hidden; None where it has no URL.
-
-    optuna wraps an RDBStorage in a cache (`_backend`); neither exposes the URL publicly.
-    """
+    """The study's storage URL for printing, password hidden; None where it has no URL."""
+    from search import compat
     from search.storage import redact
 
-    storage = getattr(study, "_storage", None)
-    url = getattr(storage, "url", None) or getattr(getattr(storage, "_backend", None), "url", None)
+    url = compat.url_of(compat.storage_of(study))
     return redact(url) if isinstance(url, str) else None

@@ -9,14 +9,11 @@ memory) and a drawing `_plot(info) -> go.Figure` step, as in optuna's visualizat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import optuna
 import plotly.graph_objects as go
-import sqlalchemy
 import sqlalchemy.exc
 
 from dashboards import (
@@ -154,12 +151,12 @@ def save_figures(study: optuna.Study, figures: dict[str, go.Figure]) -> list[str
     from optuna_dashboard import save_plotly_graph_object
 
     collected = _Collected(compat.storage_of(study))
-    # all optuna-dashboard's writer reads of a study
-    stand_in = SimpleNamespace(_storage=collected, _study_id=compat.study_id(study))
+    stand_in = compat.study_stand_in(collected, compat.study_id(study))
     ids = [save_plotly_graph_object(stand_in, for_tile(fig),
                                     graph_object_id=GRAPH_ID_PREFIX + name)
            for name, fig in figures.items()]
-    _write_system_attrs(study, collected.attrs)
+    compat.set_study_system_attrs(compat.storage_of(study), compat.study_id(study),
+                                  collected.attrs)
     return ids
 
 
@@ -175,22 +172,3 @@ class _Collected:
 
     def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
         self.attrs[key] = value
-
-
-def _write_system_attrs(study: optuna.Study, attrs: dict[str, Any]) -> None:
-    """Set every study system attribute of `attrs`: in one transaction on a database."""
-    store = compat.storage_of(study)
-    rdb = getattr(store, "_backend", store)  # optuna wraps a database store in a cache
-    if not isinstance(rdb, optuna.storages.RDBStorage):  # in memory: nothing to interrupt
-        for key, value in attrs.items():
-            store.set_study_system_attr(compat.study_id(study), key, value)
-        return
-    table = sqlalchemy.Table("study_system_attributes", sqlalchemy.MetaData(),
-                             autoload_with=rdb.engine)
-    with rdb.engine.begin() as conn:  # committed at the end, rolled back on any exception
-        for key, value in attrs.items():
-            where = (table.c.study_id == compat.study_id(study)) & (table.c.key == key)
-            row = {"value_json": json.dumps(value)}  # as optuna stores an attribute
-            if not conn.execute(sqlalchemy.update(table).where(where).values(row)).rowcount:
-                conn.execute(sqlalchemy.insert(table).values(
-                    study_id=compat.study_id(study), key=key, **row))

@@ -20,6 +20,7 @@ from objectives import Diverged
 from search import compat, schedules, space
 from search.config import DEFAULT_OBJECTIVE, StudyConfig, load_objective
 from search.errors import UserError
+from search.storage import retried
 
 __all__ = [
     "DONE",
@@ -34,7 +35,6 @@ __all__ = [
     "TrialFailed",
     "count",
     "create_or_load",
-    "finished_and_running",
     "is_oom",
     "make_objective",
     "make_pruner",
@@ -56,7 +56,6 @@ DONE, WAIT = "done", "wait"
 FIXED = "fixed_schedule"
 LR_SCALE = "lr_scale"  # study user attr: the LR scale a contest's shapes are searched around
 SEARCH_SEED = "search_seed"  # study user attr: the contest's first training seed (race: +1, +2..)
-MAX_FAILURES_IN_A_ROW = 5  # then the study stops: something is wrong beyond one schedule
 
 
 class TrialFailed(Exception):
@@ -211,16 +210,10 @@ def create_or_load(
 
 
 def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
-    """Trials in these states, counted in the database (no trial is loaded)."""
-    return compat.storage_of(study).get_n_trials(compat.study_id(study), states)
-
-
-def finished_and_running(study: optuna.Study) -> tuple[int, int]:
-    """Both counts from one read: a trial finishing between two reads would be in neither."""
-    states = [t.state for t in compat.storage_of(study).get_all_trials(
-        compat.study_id(study), deepcopy=False, states=(*FINISHED, TrialState.RUNNING))]
-    running = states.count(TrialState.RUNNING)
-    return len(states) - running, running
+    """Trials in these states, counted by the database (no trial is loaded)."""
+    store = compat.storage_of(study)
+    return sum(retried(store, lambda: compat.count_trials(store, compat.study_id(study),
+                                                          states)).values())
 
 
 class Recorder:

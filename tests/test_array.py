@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import signal
+import sqlite3
 import time
 
 import optuna
@@ -245,6 +246,69 @@ def test_divergence_prunes_one_trial_and_a_failed_report_fails_the_run(tmp_path,
     with pytest.raises(OSError):
         arr.finish(job, OSError("disk full"))
     assert study.trials[1].state == TrialState.FAIL and not arr.live
+
+
+def test_an_array_trial_beats_until_its_result_is_stored(tmp_path, cifar_dir, monkeypatch):
+    from test_sequential import spy_heartbeats
+
+    study = runner.create_or_load(smoke(cifar_dir), f"sqlite:///{tmp_path / 'x.db'}")
+    arr, beating = array._Array(smoke(cifar_dir), study, 10, None), []
+    beats = spy_heartbeats(monkeypatch, array)
+    real = array.conclude
+
+    def conclude(*args, **kwargs):
+        beating.append(not beats[0].stop_event.is_set())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(array, "conclude", conclude)
+    arr.finish(arr.next_job(), 0.5)
+    assert beating == [True] and beats[0].stop_event.is_set()
+    assert study.trials[0].state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("where", ["claiming", "telling"])
+def test_a_store_that_refuses_writes_ends_every_array_trial_as_storage_error(
+    tmp_path, cifar_dir, monkeypatch, where
+):
+    """As in a sequential run: one line, and no trial left RUNNING until its heartbeat
+    expires, whether the write that failed was a new trial's or a finished one's."""
+    full = sqlite3.OperationalError("database or disk is full")
+
+    class Fake:
+        def __init__(self, train_cfg, k, compile=False):
+            pass
+
+        def run(self, next_job, finish):
+            first = next_job()
+            next_job()  # "claiming": its suggestion is refused
+            finish(first, 0.5)  # "telling": the result is refused
+
+    real_suggest, real_state = space.suggest, optuna.storages.RDBStorage.set_trial_state_values
+    if where == "claiming":
+        calls = []
+
+        def suggest(*args):
+            calls.append(1)
+            if len(calls) == 2:
+                raise full
+            return real_suggest(*args)
+
+        monkeypatch.setattr(space, "suggest", suggest)
+    else:
+        def set_state(self, trial_id, state, values=None):
+            if state == TrialState.COMPLETE:
+                raise full
+            return real_state(self, trial_id, state, values)
+
+        monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", set_state)
+    monkeypatch.setattr(array, "ArrayTrainer", Fake)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(UserError, match="refuses writes .*ended as FAIL"):
+        array.run(smoke(cifar_dir), url, 4, k=2)
+    study = optuna.load_study(study_name="smoke", storage=url)
+    assert len(study.trials) == 2
+    assert {t.state for t in study.trials} == {TrialState.FAIL}
+    assert {t.user_attrs["end_reason"] for t in study.trials} == {"storage_error"}
 
 
 def test_out_of_memory_fails_the_array_and_retries_with_half(tmp_path, cifar_dir, monkeypatch):

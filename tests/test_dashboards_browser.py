@@ -22,6 +22,7 @@ import pytest
 
 from dashboards.figures import FIGURES, GRAPH_ID_PREFIX, make_figures, save_figures
 from dashboards.report import write_report
+from search import compat
 from tests.test_dashboards_figures import make_trial, populated_study, study_of
 from tests.test_dashboards_serve import running
 
@@ -184,8 +185,8 @@ def test_report_of_awkward_studies_renders_with_reasons(tmp_path):
 def test_dashboard_page_renders_saved_figures_in_chromium(tmp_path):
     study = populated_study(f"sqlite:///{tmp_path / 'store.db'}", name="browser")
     save_figures(study, make_figures(study))
-    with running(study._storage) as base:
-        page = load(f"{base}/dashboard/studies/{study._study_id}", width=1400, height=4000)
+    with running(compat.storage_of(study)) as base:
+        page = load(f"{base}/dashboard/studies/{compat.study_id(study)}", width=1400, height=4000)
     assert page.console == []
     slots = {f"user-defined-plot:{GRAPH_ID_PREFIX}{name}" for name in FIGURES}
     assert drawn(page.dom, slots) == dict.fromkeys(slots, True)

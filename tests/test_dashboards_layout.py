@@ -17,11 +17,11 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
-from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 from plotly.offline import get_plotlyjs
 
 from dashboards.figures import FIGURES, GRAPH_ID_PREFIX, make_figures, save_figures
 from dashboards.report import write_report
+from search import compat
 from tests.test_dashboards_browser import CHROMIUM, load
 from tests.test_dashboards_figures import populated_study
 from tests.test_dashboards_serve import running
@@ -131,17 +131,16 @@ def tile_widths(dom: str) -> dict[str, int]:
 def test_dashboard_tiles_keep_titles_and_legends_inside(tmp_path, width):
     study = realistic(f"sqlite:///{tmp_path / 'store.db'}", name="tiles")
     save_figures(study, make_figures(study))
-    with running(study._storage) as base:
-        page = load(f"{base}/dashboard/studies/{study._study_id}", width=width, height=768)
+    with running(compat.storage_of(study)) as base:
+        page = load(f"{base}/dashboard/studies/{compat.study_id(study)}", width=width, height=768)
     assert page.console == []
     tiles = tile_widths(page.dom)
     assert set(tiles) == set(FIGURES)
     tile = min(tiles.values())  # half the page, less the side bar and padding
     assert width / 3 < tile < width / 2, tiles
     # Each saved figure as the dashboard draws it: Plotly.react into a 450-px box.
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    saved = {k.removeprefix(GRAPH_ID_PREFIX): v
-             for k, v in get_plotly_graph_objects(attrs).items()}
+    saved = {k.removeprefix(GRAPH_ID_PREFIX): v for k, v in compat.saved_figures(
+        compat.storage_of(study), compat.study_id(study)).items()}
     page_file = Path(tmp_path / "tiles.html")
     page_file.write_text(page_of(saved, tile), encoding="utf-8")
     result = checked(load(page_file.as_uri(), width=tile + 40, height=768).dom)

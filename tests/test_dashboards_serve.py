@@ -25,6 +25,7 @@ import pytest
 
 from dashboards import serve
 from dashboards.figures import FIGURES, GRAPH_ID_PREFIX, make_figures, save_figures
+from search import compat
 from search.errors import UserError
 from tests.test_dashboards_figures import populated_study
 
@@ -56,7 +57,7 @@ def check_api(base: str, study: optuna.Study, figures: set[str]) -> None:
     """The study is listed; its detail has every trial and exactly `figures` saved."""
     summaries = get_json(f"{base}/api/studies")["study_summaries"]
     assert study.study_name in [s["study_name"] for s in summaries]
-    detail = get_json(f"{base}/api/studies/{study._study_id}")
+    detail = get_json(f"{base}/api/studies/{compat.study_id(study)}")
     assert detail["name"] == study.study_name
     assert len(detail["trials"]) == len(study.trials)
     states = {t["state"] for t in detail["trials"]}
@@ -71,9 +72,9 @@ def test_api_serves_study_trials_and_saved_figures(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     study = populated_study(url, name="served")
     save_figures(study, make_figures(study))
-    with running(study._storage) as base:
+    with running(compat.storage_of(study)) as base:
         check_api(base, study, FIGURE_IDS)
-        with urllib.request.urlopen(f"{base}/dashboard/studies/{study._study_id}") as r:
+        with urllib.request.urlopen(f"{base}/dashboard/studies/{compat.study_id(study)}") as r:
             page = r.read().decode()
         assert "bundle.js" in page  # optuna-dashboard's own UI, served from the package
 
@@ -127,7 +128,7 @@ def test_cli_dashboard_prints_url_serves_and_stops_on_ctrl_c(tmp_path):
                        cwd=tmp_path) as (proc, printed):
         m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/dashboard/studies/(\d+)", printed)
         assert m, printed
-        assert int(m.group(2)) == study._study_id
+        assert int(m.group(2)) == compat.study_id(study)
         # `dashboard` refreshed our figures before serving (no `report` ran on this store).
         check_api(printed.split("/dashboard")[0], study, FIGURE_IDS)
         proc.send_signal(signal.SIGINT)
@@ -178,12 +179,12 @@ def test_importance_panel_prints_no_ped_anova_noise():
     url = "/api/studies/{}/param_importances?evaluator=ped_anova"
     with warnings.catch_warnings(record=True) as loud:
         warnings.simplefilter("always")
-        with running(study._storage) as base:
-            get_json(base + url.format(study._study_id))
+        with running(compat.storage_of(study)) as base:
+            get_json(base + url.format(compat.study_id(study)))
     assert any(t in str(w.message) for w in loud for t in serve.IMPORTANCE_NOISE)
     with warnings.catch_warnings(record=True) as quiet:
         warnings.simplefilter("always")
         serve.quiet_importance()
-        with running(study._storage) as base:
-            get_json(base + url.format(study._study_id))
+        with running(compat.storage_of(study)) as base:
+            get_json(base + url.format(compat.study_id(study)))
     assert not [w for w in quiet if any(t in str(w.message) for t in serve.IMPORTANCE_NOISE)]

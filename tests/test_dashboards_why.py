@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from dashboards import _families, _lr_curves, _winner
 from dashboards._common import BEST_COLOR, lr_points
 from dashboards.figures import FIGURES, for_tile, make_figures
+from search import compat
 from tests.test_dashboards_figures import ALL_FAMILIES, make_trial, study_of
 
 STEPS = 10  # steps per epoch in make_trial's attrs; 6 epochs: 60 steps
@@ -37,7 +38,7 @@ def run(study_name, storage, attrs, value, accs, lr_trace=None, state=TrialState
 def with_companion(study, tests=True):
     """`<name>.validate` as `validate` writes it: the winner (trial 0) as candidate, a cosine
     baseline whose LR came from an LR sweep, a Constant whose LR came from search trial 1."""
-    comp = optuna.create_study(direction="maximize", storage=study._storage,
+    comp = optuna.create_study(direction="maximize", storage=compat.storage_of(study),
                                study_name=study.study_name + ".validate")
     comp.set_user_attr("schedule.win", {"label": "trial 0 StepLR", "family": "StepLR",
                                         "roles": ["candidate"], "source_trial": 0})
@@ -117,7 +118,8 @@ def test_winner_test_curves_are_the_mean_over_seeds():
     assert "test 0.9100 vs 0.8200 (CosineAnnealingLR (whole run)): +9.0 points" in (
         _winner.headline(info))
     fig = _winner._plot(info)
-    assert [t.line.color for t in fig.data if t.name == "recommended: trial 0 StepLR"] == [BEST_COLOR]
+    recommended = [t.line.color for t in fig.data if t.name == "recommended: trial 0 StepLR"]
+    assert recommended == [BEST_COLOR]
     assert sum(t.line.dash == "dash" for t in fig.data) == 2  # the two test means
 
 

@@ -30,7 +30,7 @@ from workers_support import (
 )
 from workers_support import pg_url as pg_url  # noqa: F401 (fixture)
 
-from search import cli, runner, storage
+from search import cli, compat, runner, storage
 from search.config import load_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -58,7 +58,8 @@ def test_six_workers_finish_exactly_sixty_trials_and_never_show_the_password(tmp
     # Not in the output, the progress display, the trials or the study's attributes.
     s = optuna.load_study(study_name="fast", storage=pg_url)
     stored = repr([(t.user_attrs, t.system_attrs) for t in ts])
-    stored += repr((s.user_attrs, s._storage.get_study_system_attrs(s._study_id)))
+    system = compat.storage_of(s).get_study_system_attrs(compat.study_id(s))
+    stored += repr((s.user_attrs, system))
     assert secret not in out + err + stored
 
 
@@ -69,7 +70,9 @@ def test_killed_workers_trials_fail_after_the_grace_period_and_are_retried(tmp_p
     workers = wait_for(lambda: len(children(proc.pid)) == 3 and children(proc.pid), 60,
                        "three workers")
 
-    def pid_of(t):
+    def pid_of(t):  # None for a trial being claimed (RUNNING, its worker not written yet)
+        if "worker" not in t.system_attrs:
+            return None
         host, pid = t.system_attrs["worker"].rsplit(":", 1)
         assert host == os.uname().nodename
         return int(pid)

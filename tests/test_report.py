@@ -16,10 +16,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from dashboards import report
 from dashboards.figures import FIGURES, GRAPH_ID_PREFIX
+from search import compat
 from search.errors import UserError
 from tests.test_dashboards_figures import make_trial, populated_study, study_of
 
@@ -29,8 +29,8 @@ ORDER = ["recommendation", "leaderboard", "validation", "families", "lr-curves",
 
 
 def _saved(study: optuna.Study) -> dict[str, dict]:
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    return {k: json.loads(v) for k, v in get_plotly_graph_objects(attrs).items() if v}
+    saved = compat.saved_figures(compat.storage_of(study), compat.study_id(study))
+    return {k: json.loads(v) for k, v in saved.items() if v}
 
 
 def test_report_is_self_contained_and_in_issue_order(tmp_path):
@@ -171,16 +171,15 @@ def test_report_on_awkward_studies_says_why(tmp_path, trials):
         assert "Nothing to recommend yet" in page and "no complete trial yet" in page
 
 
-def test_storage_password_never_reaches_the_page():
+def test_storage_password_never_reaches_the_page(tmp_path):
     from dashboards._common import storage_label
 
-    class Study:  # what storage_label reads: optuna's cache around an RDBStorage
-        class _storage:
-            class _backend:
-                url = "postgresql+psycopg://me:s3cret@db.example/search"
-
-    label = storage_label(Study())  # type: ignore[arg-type]
+    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    rdb.url = "postgresql+psycopg://me:s3cret@db.example/search"  # what it would print
+    study = optuna.create_study(storage=rdb)  # optuna wraps it in its cache
+    label = storage_label(study)
     assert "s3cret" not in label and label.startswith("postgresql+psycopg://me:***@")
+    assert storage_label(optuna.create_study()) is None  # in memory: no URL
 
 
 def test_default_path_and_bad_arguments(tmp_path):

@@ -13,7 +13,7 @@ import sqlalchemy.exc
 from optuna.exceptions import StorageInternalError
 from workers_support import pg_url as pg_url  # noqa: F401 (fixture)
 
-from search import storage
+from search import compat, storage
 from search.errors import UserError
 
 
@@ -113,7 +113,7 @@ def test_resilient_storage_retries_every_database_call(tmp_path, monkeypatch):
     assert isinstance(store, storage.Resilient)
     study = optuna.create_study(storage=store, study_name="s")
     trial = study.ask()
-    real, failures = store._backend.set_trial_user_attr, []
+    real, failures = compat.backend_of(store).set_trial_user_attr, []
 
     def lose_the_connection_twice(*args, **kwargs):
         if len(failures) < 2:
@@ -121,7 +121,7 @@ def test_resilient_storage_retries_every_database_call(tmp_path, monkeypatch):
             raise _wrapped(_operational(sqlite3.OperationalError("database is locked")))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(store._backend, "set_trial_user_attr", lose_the_connection_twice)
+    monkeypatch.setattr(compat.backend_of(store), "set_trial_user_attr", lose_the_connection_twice)
     trial.set_user_attr("k", 1)
     assert failures == [1, 1] and study.trials[0].user_attrs == {"k": 1}
     with store.direct(), pytest.raises(StorageInternalError):  # claims fail and start over

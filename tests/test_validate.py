@@ -19,7 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import cli, schedules, validate, validate_plan
+from search import cli, compat, schedules, validate, validate_plan
 from search.config import load_study
 from search.validate import SEED_BASE
 
@@ -244,7 +244,7 @@ def test_a_run_left_running_by_a_killed_process_is_trained_again(here):
     killed = comp.ask()  # as a process killed mid-training leaves it: RUNNING, heartbeat stops
     for k, v in {"validate_key": job.key, "seed": SEED_BASE, "epochs": 4}.items():
         killed.set_user_attr(k, v)
-    store.record_heartbeat(killed._trial_id)
+    store.record_heartbeat(compat.trial_id(killed))
     # past the grace period: SQLite's CURRENT_TIMESTAMP, which optuna's heartbeats use, counts
     # whole seconds, so 2.5 s can read as 2 (not stale yet); a full second more always reads > 2
     time.sleep(3.5)

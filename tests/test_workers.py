@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 from workers_support import check_exact, finish, start, write_study
 
-from search import runner, space
+from search import compat, runner, space
 from search.config import load_study
 from search.engine import claim, sequential, workers
 from search.errors import UserError
@@ -52,8 +52,8 @@ def _setup(tmp_path, trials: int, grace: int = 2):
 
 def _running_trial(study, cfg, heartbeat: bool) -> optuna.trial.FrozenTrial:
     """A trial some other worker started and then died running (with or without a beat)."""
-    store = study._storage
-    tid = store.create_new_trial(study._study_id)
+    store = compat.storage_of(study)
+    tid = store.create_new_trial(compat.study_id(study))
     space.suggest(optuna.Trial(study, tid), cfg.space, cfg.epochs)
     if heartbeat:
         store.record_heartbeat(tid)
@@ -93,7 +93,8 @@ def test_a_trial_failed_by_another_worker_does_not_crash_this_one(
         def steal(trial):  # another worker's sweep fails this live trial as stale
             if not stolen:
                 stolen.append(trial.number)
-                trial.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                compat.storage_of(trial.study).set_trial_state_values(
+                    compat.trial_id(trial), TrialState.FAIL)
 
         def run(trial):
             if when == "during":
@@ -121,7 +122,7 @@ def test_runs_resume_to_the_total_counting_every_worker(tmp_path):
     sequential.run(cfg, store, 4)
     ts = check_exact(url, 4)
     # each run drew its own sampler stream, so a second worker never repeats the first
-    attrs = store.get_study_system_attrs(study._study_id)
+    attrs = store.get_study_system_attrs(compat.study_id(study))
     assert attrs["workers_started"] == 3 and len(ts) == 4
 
 

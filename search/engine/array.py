@@ -5,8 +5,8 @@ diverged) it is told to the study and its slot gets a newly claimed trial, until
 holds its target of finished trials. Claiming, seeding, heartbeats, signals and the failure
 streak are the sequential loop's (`engine.claim`); only training K at once differs. Each trial
 carries the user attributes a sequential trial carries (`runner.Recorder` records them), and
-ends the same way: pruned with end_reason `pruned` or `non_finite_loss`, failed with `oom` or
-`interrupted`.
+ends the same way: pruned with end_reason `pruned` or `non_finite_loss`, failed with `oom`,
+`interrupted` or `storage_error` (a store that refuses writes closes every trial in flight).
 
 K: `--array K`, else on a GPU as many members as fit in 80% of this worker's share of the
 free memory (workers sharing a GPU split it), at most MAX_K; CPU runs keep the sequential
@@ -34,6 +34,7 @@ from search.engine.claim import (
     conclude,
     join,
     open_for,
+    refused,
 )
 from search.engine.sequential import POLL_S, guarded
 from search.engine.signals import Signals
@@ -78,7 +79,7 @@ def _check(cfg: StudyConfig) -> None:
             f"`--array` needs the built-in objective {DEFAULT_OBJECTIVE} but the study uses "
             f"{cfg.objective}; run it without --array"
         )
-    if getattr(cfg.train, "optimizer", "sgd") != "sgd":  # FusedSGD is the arrays' optimizer
+    if cfg.train.optimizer != "sgd":  # FusedSGD is the arrays' optimizer
         raise UserError(f"`--array` trains SGD only but the study's optimizer is "
                         f"{cfg.train.optimizer!r}; run it without --array")
 
@@ -94,7 +95,9 @@ def array_size(cfg: StudyConfig, requested: int | None = None, share: int = 1) -
     if requested is not None:
         _check(cfg)
         return requested
-    if cfg.objective != DEFAULT_OBJECTIVE or getattr(cfg.train, "optimizer", "sgd") != "sgd":
+    # The built-in objective's settings are a TrainConfig (config.load); a user objective's
+    # may be anything, and is never asked for an optimizer here.
+    if cfg.objective != DEFAULT_OBJECTIVE or cfg.train.optimizer != "sgd":
         return None
     from objectives.classify import resolve_device
 
@@ -132,11 +135,11 @@ class _Array:
                 return None
             rec = runner.Recorder(trial, self.progress.epoch if self.progress else None,
                                   defer_prune=True)
+            beat = Heartbeat(compat.storage_of(self.study), compat.trial_id(trial))
+            self.live[trial.number] = _Live(trial, rec, beat)  # from here on, stop() closes it
             schedule = space.suggest(trial, self.cfg.space, self.cfg.epochs)
             runner.record_optimizer(trial, schedule)
             notify(self.progress, "trial_started", trial)
-            beat = Heartbeat(compat.storage_of(self.study), compat.trial_id(trial))
-            self.live[trial.number] = _Live(trial, rec, beat)
         schedule = dataclasses.replace(schedule, listener=rec.built)
 
         def build(optimizer: Any, steps: int, epochs: int) -> schedules.Built:
@@ -163,11 +166,31 @@ class _Array:
             live.recorder.end(reason)
             self._end(live, TrialState.FAIL, counted=False)
 
+    def stop(self, error: BaseException) -> BaseException:
+        """The array stops on `error`: every running trial ends as FAIL, with end_reason
+        `storage_error` where the store refuses writes (closed as `conclude` closes a
+        sequential trial), else `interrupted`. Returns what to raise: `error`, or the one line
+        for a store that refuses writes."""
+        if not storage.is_write_fault(error):
+            self.fail_all("interrupted")
+            return error
+        store = compat.storage_of(self.study)
+        closed = [storage.close_failed(store, compat.trial_id(live.trial), "storage_error")
+                  for live in self.live.values()]
+        for live in self.live.values():
+            live.heartbeat.stop()
+        self.live.clear()
+        if isinstance(error, UserError):  # conclude's line: it closed its trial already
+            return error
+        return refused(error, getattr(store, "url", None), all(closed) if closed else None)
+
     def _end(self, live: _Live, state: TrialState, value: float | None = None,
              error: BaseException | None = None, counted: bool = True) -> None:
-        live.heartbeat.stop()
         del self.live[live.trial.number]
-        frozen = conclude(self.study, compat.trial_id(live.trial), state, value, error)
+        try:  # beating until the result is stored (as sequential.run_trial)
+            frozen = conclude(self.study, compat.trial_id(live.trial), state, value, error)
+        finally:
+            live.heartbeat.stop()
         if frozen is not None and self.progress is not None:
             self.progress.trial_finished(self.study, frozen)
         if frozen is not None and counted:
@@ -210,7 +233,7 @@ def run(
         _loop(cfg, _Array(cfg, study, n_trials, progress, sig), k or pick_k(cfg), compile)
 
     guarded(store, sig, body)
-    return opened[0] if opened else optuna.load_study(study_name=cfg.name, storage=store)
+    return opened[0]  # a signal while it opens is only noted (see Signals): it is open
 
 
 def _loop(cfg: StudyConfig, array: _Array, k: int, compile: bool) -> None:
@@ -220,13 +243,12 @@ def _loop(cfg: StudyConfig, array: _Array, k: int, compile: bool) -> None:
             trainer = trainer or ArrayTrainer(cfg.train, k, compile=compile)
             with sig.interruptible():
                 trainer.run(array.next_job, array.finish)
-        except KeyboardInterrupt:
-            array.fail_all("interrupted")
-            raise
-        except RuntimeError as e:
-            if not runner.is_oom(e):
-                array.fail_all("interrupted")
-                raise
+        except BaseException as e:
+            if not (isinstance(e, RuntimeError) and runner.is_oom(e)):
+                stopped = array.stop(e)  # Ctrl-C, SIGTERM, a store that refuses writes, a bug
+                if stopped is e:
+                    raise
+                raise stopped from e
             array.fail_all("oom")
             if k == 1:
                 raise UserError(
@@ -236,9 +258,6 @@ def _loop(cfg: StudyConfig, array: _Array, k: int, compile: bool) -> None:
             trainer, k = None, k // 2
             _empty_cache()
             continue
-        except BaseException:
-            array.fail_all("interrupted")
-            raise
         if array.policy(array.study, False) == DONE:
             return
         sig.sleep(POLL_S)  # other workers' running trials cover the target for now

@@ -5,8 +5,9 @@
    draws its own stream (an array's refills all draw from its process's stream);
 2. claim, under a lock shared by all workers of the study on any machine: fail trials whose
    worker died (no heartbeat for the grace period; RetryStale queues them again with the same
-   parameters), then ask the loop's policy whether a trial is due (`Count`: the exact global
-   target of finished trials); if so, `study.ask()` (a queued trial first);
+   parameters and the user attrs they were enqueued with), then ask the loop's policy whether
+   a trial is due (`Count`: the exact global target of finished trials); if so, `study.ask()`
+   (a queued trial first);
 3. train with a `Heartbeat`; `Signals` turn SIGTERM/Ctrl-C into end_reason `interrupted`;
 4. `conclude`: tell the result, unless another worker already failed it as stale (then its
    retry runs); a lost connection is retried, a store that refuses writes is one line;
@@ -34,20 +35,32 @@ from optuna.trial import FrozenTrial, TrialState
 from search import compat, runner, storage
 from search.errors import UserError
 
-__all__ = ["DONE", "WAIT", "WORKER_ID", "Claimer", "Count", "FailureStreak", "Heartbeat",
-           "RetryStale", "beats", "conclude", "join", "lost", "open_for", "refused"]
+__all__ = ["CLAIMED", "DONE", "MAX_FAILURES_IN_A_ROW", "WAIT", "WORKER_ID", "Claimer", "Count",
+           "FailureStreak", "Heartbeat", "RetryStale", "beats", "conclude",
+           "finished_and_running", "join", "lost", "open_for", "refused"]
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 DONE, WAIT = runner.DONE, runner.WAIT
 log = logging.getLogger("search.engine")
 
 
+# Trial system attr: the user attrs a trial had when it was claimed (those it was enqueued
+# with: a known-good `default`, a validation run's `validate_key` and `seed`, ...).
+CLAIMED = "claimed_user_attrs"
+
+
 class RetryStale(RetryHeartbeatStaleTrialCallback):
-    """Optuna's retry of a dead worker's trial; the retry starts without the old curves."""
+    """Optuna's retry of a dead worker's trial, with the same parameters: the retry keeps
+    exactly the user attrs the trial was claimed with and drops what its training wrote
+    (curves, the schedule record, `end_reason`, ...).
+
+    A trial without the record starts clean: it was claimed by an older schedsearch, or its
+    worker died between `ask()` and the record (written under the lock, before any beat).
+    """
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trial = copy.deepcopy(trial)
-        trial.user_attrs = {}
+        trial.user_attrs = trial.system_attrs.get(CLAIMED, {})
         super().__call__(study, trial)
 
 
@@ -92,6 +105,19 @@ def join(cfg: Any, store: Any, worker: int | None = None) -> tuple[optuna.Study,
     return study, index
 
 
+MAX_FAILURES_IN_A_ROW = 5  # then the study stops: something is wrong beyond one schedule
+
+
+def finished_and_running(study: optuna.Study) -> tuple[int, int]:
+    """Both counts from one query that loads no trial (a trial finishing between two reads
+    would be in neither)."""
+    store = compat.storage_of(study)
+    counts = storage.retried(store, lambda: compat.count_trials(
+        store, compat.study_id(study), (*runner.FINISHED, TrialState.RUNNING)))
+    running = counts.get(TrialState.RUNNING, 0)
+    return sum(counts.values()) - running, running
+
+
 class Count:
     """Claim until the study holds `target` finished trials, counting every worker's.
 
@@ -103,7 +129,7 @@ class Count:
         self.target, self.own = target, own
 
     def __call__(self, study: optuna.Study, live: bool) -> str | None:
-        done, running = runner.finished_and_running(study)
+        done, running = finished_and_running(study)
         if done >= self.target:
             return DONE
         if done + max(running if live else 0, self.own()) >= self.target:
@@ -141,11 +167,12 @@ class Claimer:
             with warnings.catch_warnings():  # ask/tell with heartbeats is what we do here
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trial = study.ask()
-            try:
+            try:  # the CLAIMED record before the first beat: a trial that beat has it
+                claimed = {"worker": WORKER_ID, CLAIMED: trial.user_attrs, **attrs}
+                for key, value in claimed.items():
+                    store.set_trial_system_attr(compat.trial_id(trial), key, value)
                 if live:
                     store.record_heartbeat(compat.trial_id(trial))
-                for key, value in {"worker": WORKER_ID, **attrs}.items():
-                    store.set_trial_system_attr(compat.trial_id(trial), key, value)
             except Exception as e:  # a full disk: the trial just created must not stay RUNNING
                 if storage.is_write_fault(e):
                     storage.close_failed(store, compat.trial_id(trial), "storage_error")
@@ -157,7 +184,7 @@ class Claimer:
         study, store = self.study, compat.storage_of(self.study)
         sid = compat.study_id(study)
         stale = set(compat.stale_trial_ids(store, sid))
-        rdb = storage.rdb_of(store)
+        rdb = compat.rdb_of(store)
         current = compat.trials_without_heartbeat(rdb, sid) if rdb is not None else set()
         now = time.monotonic()
         for tid in list(self.orphans):
@@ -168,18 +195,19 @@ class Claimer:
                 stale.add(tid)
         callback = store.get_heartbeat_stale_trial_callback()
         for tid in sorted(stale):
-            try:
-                store.set_trial_user_attr(tid, "end_reason", "worker_lost")
-                if not store.set_trial_state_values(tid, TrialState.FAIL):
-                    continue
-            except UpdateFinishedTrialError:
-                continue  # another worker failed it first
+            # The state change decides, with the reason in the same transaction: a live owner
+            # that finished the trial meanwhile keeps its state and reason, and only the
+            # sweeper that failed the trial (not another one, nor the owner) queues its retry.
+            if not compat.fail_running(store, tid, {"end_reason": "worker_lost"}):
+                continue
             if callback is not None:
                 callback(study, copy.deepcopy(store.get_trial(tid)))
 
 
 class Heartbeat:
-    """Records the trial's heartbeat every interval; a failed beat is simply tried again."""
+    """Records the trial's heartbeat every interval. A failed beat is tried again at the next
+    one, and logged once per kind of failure: beats that stop for the grace period let another
+    worker fail and retry the trial, and the log says why."""
 
     def __init__(self, store: Any, trial_id: int) -> None:
         self.store, self.trial_id, self.stop_event = store, trial_id, threading.Event()
@@ -189,11 +217,22 @@ class Heartbeat:
                              name=f"heartbeat-{trial_id}").start()
 
     def _beat(self, interval: float) -> None:
+        seen: set[str] = set()
         while not self.stop_event.wait(interval):
             try:
                 self.store.record_heartbeat(self.trial_id)
-            except Exception:
-                pass  # logged by the storage; a long gap lets another worker retry the trial
+            except Exception as e:
+                if type(e).__name__ not in seen:
+                    seen.add(type(e).__name__)
+                    self._failed(e)
+
+    def _failed(self, e: Exception) -> None:
+        url = getattr(self.store, "url", None)
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        log.warning("heartbeat of trial id %d failed%s (%s: %s); tried again every beat; after "
+                    "grace_period without one, another worker retries the trial", self.trial_id,
+                    f" on storage {storage.redact(url)}" if url else "", type(e).__name__,
+                    storage.scrub(text, url))
 
     def stop(self) -> None:
         self.stop_event.set()  # no join: a beat stuck on the database must not hold the tell
@@ -204,13 +243,30 @@ def conclude(study: optuna.Study, trial_id: int, state: TrialState, value: float
     """End a claimed trial in the store: the finished trial, or None where another worker
     failed it first (its retry runs). `error`: what ended it (KeyboardInterrupt: interrupted).
 
-    Raises what must stop the loop: a store that refuses writes (one line), or `error` where
-    it is neither a lost connection nor a runner.TrialFailed.
+    Raises what must stop the loop: a store that refuses writes, during the training or now
+    (one line; the trial closed as FAIL, end_reason storage_error, where the store lets it),
+    or `error` where it is neither a lost connection nor a runner.TrialFailed.
     """
     store = compat.storage_of(study)
     if error is not None and storage.is_write_fault(error):  # a full disk, a read-only file
-        closed = storage.close_failed(store, trial_id, "storage_error")
-        raise refused(error, getattr(store, "url", None), closed)
+        raise _closing_refused(store, trial_id, error) from error
+    try:
+        return _tell(study, store, trial_id, state, value, error)
+    except Exception as e:
+        if isinstance(e, UserError) or not storage.is_write_fault(e):
+            raise
+        raise _closing_refused(store, trial_id, e) from e
+
+
+def _closing_refused(store: Any, trial_id: int, error: BaseException) -> UserError:
+    """The line for a store that refused a write of this trial, once the trial is closed as
+    FAIL with end_reason storage_error (best effort: around the cache, without retries)."""
+    closed = storage.close_failed(store, trial_id, "storage_error")
+    return refused(error, getattr(store, "url", None), closed)
+
+
+def _tell(study: optuna.Study, store: Any, trial_id: int, state: TrialState,
+          value: float | None, error: BaseException | None) -> FrozenTrial | None:
     if isinstance(error, KeyboardInterrupt) or (error and storage.is_transient(error)):
         reason = "interrupted" if isinstance(error, KeyboardInterrupt) else "storage_error"
         try:
@@ -247,7 +303,7 @@ class FailureStreak:
 
     def count(self, trial: FrozenTrial) -> None:
         self.failures = self.failures + 1 if trial.state == TrialState.FAIL else 0
-        if self.failures >= runner.MAX_FAILURES_IN_A_ROW:
+        if self.failures >= MAX_FAILURES_IN_A_ROW:
             raise UserError(
                 f"{self.failures} trials in a row failed (see `end_reason` on the trials); "
                 "try a smaller --batch-size or width, or another --device")

@@ -41,20 +41,25 @@ log = logging.getLogger("search.engine")
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
               sig: Signals) -> FrozenTrial | None:
-    """Train one claimed trial with its heartbeat, and conclude it in the store."""
+    """Train one claimed trial with its heartbeat, and conclude it in the store.
+
+    The heartbeat stops once the result is stored: storing it may wait out a database that is
+    away for longer than the grace period, and a trial without beats is failed and retried.
+    """
     beat = Heartbeat(compat.storage_of(study), compat.trial_id(trial))
-    state, value, error = TrialState.FAIL, None, None
     try:
-        with sig.interruptible():
-            value = objective(trial)
-        state = TrialState.COMPLETE
-    except optuna.TrialPruned:
-        state = TrialState.PRUNED
-    except (Exception, KeyboardInterrupt) as e:
-        error = e
+        state, value, error = TrialState.FAIL, None, None
+        try:
+            with sig.interruptible():
+                value = objective(trial)
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except (Exception, KeyboardInterrupt) as e:
+            error = e
+        return conclude(study, compat.trial_id(trial), state, value, error)
     finally:
         beat.stop()
-    return conclude(study, compat.trial_id(trial), state, value, error)
 
 
 def loop(study: optuna.Study, objective: Callable[[optuna.Trial], float], policy: Any,
@@ -132,9 +137,7 @@ def work(
              progress.trial_finished if progress is not None else None)
 
     guarded(store, sig, body)
-    if not opened:  # stopped by SIGTERM before the study was open
-        return optuna.load_study(study_name=cfg.name, storage=store)
-    return opened[0]
+    return opened[0]  # a signal while it opens is only noted (see Signals): it is open
 
 
 def run(

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 __all__ = ["Signals"]
@@ -20,8 +20,10 @@ class Signals:
 
     Inside `interruptible()` the first signal raises KeyboardInterrupt where the training is;
     elsewhere (claiming, telling) it is only noted, and the loop stops at its next check.
-    `store.abort` (storage.Resilient) is set so that a wait for a database that is away is cut
-    short.
+    Store calls inside it (suggesting parameters, the Recorder's writes, reports) are shielded
+    too: `store.shield` (storage.Resilient runs every call inside it) is `shielded`, so a signal
+    that arrives during a call interrupts right after it, never inside SQLAlchemy.
+    `store.abort` is set so that a wait for a database that is away is cut short.
     """
 
     def __init__(self, store: Any = None) -> None:
@@ -32,12 +34,16 @@ class Signals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
+            if hasattr(self._store, "shield"):
+                self._store.shield = self.shielded
         return self
 
     def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
+        if getattr(self._store, "shield", None) == self.shielded:
+            self._store.shield = nullcontext
 
     def __enter__(self) -> Signals:
         return self.install()
@@ -72,7 +78,11 @@ class Signals:
     @contextmanager
     def shielded(self) -> Iterator[None]:
         """A store update inside `interruptible()` that a signal must not cut in half; a
-        signal received meanwhile interrupts right after it."""
+        signal received meanwhile interrupts right after it. Signals reach the main thread
+        only: elsewhere (a heartbeat's thread) this shields nothing."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
         was, self._inside = self._inside, False
         try:
             yield

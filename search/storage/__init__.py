@@ -12,8 +12,8 @@ from search.storage.resilient import (
     close_failed,
     is_transient,
     is_write_fault,
-    rdb_of,
     resilient,
+    retried,
     retry,
     write_fault,
 )
@@ -35,5 +35,6 @@ __all__ = [
     "ABORT_PATIENCE_S", "DEFAULT_URL", "ENV", "ENV_FILE", "LOCK_TIMEOUT_S",
     "RECONNECT_PATIENCE_S", "Resilient", "check", "claim_lock", "close_failed",
     "engine_kwargs", "hint_command", "is_transient", "is_write_fault", "open_storage",
-    "rdb_of", "redact", "resilient", "resolve", "retry", "scrub", "sqlite_path", "write_fault",
+    "redact", "resilient", "resolve", "retried", "retry", "scrub", "sqlite_path",
+    "write_fault",
 ]

@@ -19,7 +19,7 @@ import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
-from search.storage.resilient import rdb_of
+from search.compat import rdb_of
 from search.storage.urls import sqlite_path
 
 __all__ = ["LOCK_TIMEOUT_S", "claim_lock"]

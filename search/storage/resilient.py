@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import filelock
@@ -25,11 +25,12 @@ import optuna
 import sqlalchemy.exc
 import tenacity
 
+from search import compat
 from search.compat import CachedStorage
 from search.storage.urls import open_storage, redact, scrub, sqlite_path
 
 __all__ = ["ABORT_PATIENCE_S", "RECONNECT_PATIENCE_S", "Resilient", "close_failed",
-           "is_transient", "is_write_fault", "rdb_of", "resilient", "retry", "write_fault"]
+           "is_transient", "is_write_fault", "resilient", "retried", "retry", "write_fault"]
 
 RECONNECT_PATIENCE_S = 600.0  # how long a worker waits for a database that went away
 ABORT_PATIENCE_S = 5.0  # the same once the worker was told to stop (SIGTERM, Ctrl-C)
@@ -98,14 +99,14 @@ def close_failed(store: Any, trial_id: int, reason: str) -> bool:
     """
     from optuna.trial import TrialState
 
-    rdb = rdb_of(store)
+    rdb = compat.rdb_of(store)
     if rdb is not None and sqlite_path(rdb.url) is not None:
         try:
             with rdb.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         except Exception:
             pass
-    target = getattr(store, "_backend", store)  # no cache, no retries: it works now or never
+    target = compat.backend_of(store)  # no cache, no retries: it works now or never
     try:
         target.set_trial_user_attr(trial_id, "end_reason", reason)
     except Exception:
@@ -180,18 +181,20 @@ class Resilient(CachedStorage):
     """optuna's cached RDB storage whose every database call survives a short outage.
 
     `abort` (set on SIGTERM/Ctrl-C) shortens the wait; `direct()` turns retries off in this
-    thread, for steps that must fail and start over as a whole (claiming a trial).
+    thread, for steps that must fail and start over as a whole (claiming a trial); every call
+    runs inside `shield()` (the engine's Signals set it: a signal waits for the call to end).
     """
 
     def __init__(self, backend: optuna.storages.RDBStorage) -> None:
         super().__init__(backend)
         self.abort = threading.Event()
+        self.shield: Callable[[], AbstractContextManager[Any]] = nullcontext
         self.patience_s = RECONNECT_PATIENCE_S
         self._local = threading.local()
 
     @property
     def url(self) -> str:
-        return self._backend.url
+        return compat.url_of(self)
 
     @contextmanager
     def direct(self) -> Iterator[None]:
@@ -201,11 +204,17 @@ class Resilient(CachedStorage):
         finally:
             self._local.direct = False
 
+    def call(self, read: Callable[[], T]) -> T:
+        """`read()`, a query beside optuna's storage API (search.compat's counts), with the
+        retries and the shield of every call."""
+        return self._call(lambda _self: read())
+
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if getattr(self._local, "direct", False):
-            return method(self, *args, **kwargs)
-        return retry(lambda: method(self, *args, **kwargs), patience_s=self.patience_s,
-                     abort=self.abort, url=self.url)
+        with self.shield():
+            if getattr(self._local, "direct", False):
+                return method(self, *args, **kwargs)
+            return retry(lambda: method(self, *args, **kwargs), patience_s=self.patience_s,
+                         abort=self.abort, url=self.url)
 
 
 def _retried(name: str) -> Callable[..., Any]:
@@ -235,14 +244,13 @@ def resilient(storage: optuna.storages.BaseStorage | str) -> optuna.storages.Bas
     """`storage` wrapped in Resilient where it is an RDB storage; other storages as they are."""
     if isinstance(storage, str):
         storage = open_storage(storage)
-    if isinstance(storage, CachedStorage) and not isinstance(storage, Resilient):
-        storage = storage._backend
-    if isinstance(storage, optuna.storages.RDBStorage):
-        return Resilient(storage)
-    return storage
+    if isinstance(storage, Resilient):
+        return storage
+    rdb = compat.rdb_of(storage)
+    return Resilient(rdb) if rdb is not None else storage
 
 
-def rdb_of(storage: Any) -> optuna.storages.RDBStorage | None:
-    """The RDBStorage under `storage` (cached or resilient), or None."""
-    backend = getattr(storage, "_backend", storage)
-    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+def retried(store: Any, read: Callable[[], T]) -> T:
+    """`read()` with `store`'s retries where it is Resilient (`Resilient.call`), else once."""
+    return store.call(read) if isinstance(store, Resilient) else read()
+
