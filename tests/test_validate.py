@@ -397,3 +397,28 @@ def test_real_training_uses_all_training_data_and_scores_on_the_test_split(
         curve = t.user_attrs["val_acc_curve"]
         assert len(curve) == 2 and curve[-1] == t.value and t.user_attrs["holdout"] == "test"
         assert all(abs(v * 200 - round(v * 200)) < 1e-6 for v in curve)
+
+
+def test_baselines_are_tuned_on_the_searchs_training_seed_not_the_sampler_seed(here):
+    """Issue 20 B: the sweep trains with the objective's seed (what the search's trials train
+    with), not the sampler's `seed`."""
+    (here / "fake.toml").write_text(FAKE.replace("seed = 0\n", "seed = 7\n", 1)
+                                    .replace("epochs = 4\n", "epochs = 4\nseed = 3\n", 1))
+    assert _validate("--top", "1", "--seeds", "1") == 0
+    sweeps = [c for c in CALLS if c[3] == "val"]
+    assert sweeps and {c[1] for c in sweeps} == {3}
+
+
+def test_a_queued_run_of_an_older_plan_is_failed_not_trained(here):
+    """Issue 20 L: `ask` takes the oldest queued trial; a leftover of an older plan is failed
+    (end_reason not_due) before it, and counts toward no failure streak."""
+    comp = validate.open_companion(compat.storage_of(_load("fake")), "fake")
+    for i in range(6):  # more than the failure streak allows
+        comp.enqueue_trial({}, user_attrs={"validate_key": f"old{i}", "seed": 1, "epochs": 4,
+                                           "holdout": "test"})
+    assert _validate("--top", "1", "--seeds", "1") == 0
+    comp = _load("fake.validate")
+    old = [t for t in comp.trials if t.user_attrs.get("validate_key", "").startswith("old")]
+    assert len(old) == 6 and {t.state for t in old} == {TrialState.FAIL}
+    assert {t.user_attrs.get("end_reason") for t in old} == {"not_due"}
+    assert not [c for c in CALLS if c[1] == 1]  # none of them was trained
