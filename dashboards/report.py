@@ -20,6 +20,7 @@ from dashboards import _recommendation
 from dashboards._common import snapshot, storage_label
 from dashboards._page import render_page
 from dashboards.figures import STORE_ERRORS, make_figures, save_figures
+from search.storage import carried
 
 __all__ = ["HELP", "add_arguments", "default_path", "main", "write_atomically", "write_report"]
 
@@ -101,6 +102,7 @@ def write_report(
     snap = snapshot(study)
     figures = make_figures(snap, top=top)
     rec = _recommendation._info(study, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    rec = rec._replace(code=carried(rec.code))  # its hint as in the text, which `best` wrote
     write_atomically(out, render_page(snap, rec, figures, storage_label(study)))
     if save:
         try:

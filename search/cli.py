@@ -7,6 +7,7 @@ running trial has been closed in the store.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import importlib
 import sys
 from collections.abc import Sequence
@@ -114,9 +115,10 @@ def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int
     best = study.best_trial if runner.count(study, (runner.TrialState.COMPLETE,)) else None
     summary = f"study {cfg.name!r}: {runner.count(study)} finished trials in {storage.redact(url)}"
     if best is not None:
-        named = f" --study-name {cfg.name}" if args.study_name else ""
-        summary += (f"; best {best.params.get('scheduler')} {best.value:.4f} "
-                    f"({storage.hint_command(f'best --study {args.study}{named}', args.storage)})")
+        reach = storage.Reach(study=args.study, name=cfg.name, study_name=args.study_name,
+                              storage=args.storage)
+        summary += (f"; best {best.params.get('scheduler')} {best.value:.4f}: "
+                    f"`{storage.hint_command('best', reach)}`")
     print(summary)
     return code
 
@@ -251,20 +253,28 @@ def _quiet_optuna() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_optuna()
-    try:
-        return args.handler(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # a store that refuses writes (full disk, read-only): one line too
+
+    def handle() -> int:
         from search import storage
 
-        if not storage.is_write_fault(e):
-            raise
-        line = UserError(f"the storage refuses writes ({storage.write_fault(e)}); free disk "
-                         "space or make the store writable, then run again")
-        print(f"error: {line}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the running trial was closed in the store", file=sys.stderr)
-        return 130
+        storage.reached(storage.Reach(study=getattr(args, "study", None),
+                                      study_name=getattr(args, "study_name", None),
+                                      storage=getattr(args, "storage", None)))
+        try:
+            return args.handler(args)
+        except UserError as e:  # hints in it reach what this command reached
+            print(f"error: {storage.carried(str(e))}", file=sys.stderr)
+            return 2
+        except Exception as e:  # a store that refuses writes (full disk, read-only): one line
+            if not storage.is_write_fault(e):
+                raise
+            line = UserError(f"the storage refuses writes ({storage.write_fault(e)}); free disk "
+                             "space or make the store writable, then run again")
+            print(f"error: {line}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: the running trial was closed in the store", file=sys.stderr)
+            return 130
+
+    # What this command reached (storage.reached, for its hints) stays with this call.
+    return contextvars.copy_context().run(handle)

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import compat, frameworks, runner, schedules
+from search import compat, frameworks, runner, schedules, storage
 from search.companion import validation
 from search.errors import UserError
 from search.recommendation import STEP_WORDS, Recommendation, optimizer_call, optimizer_line
@@ -147,15 +147,18 @@ def as_dict(rec: Recommendation) -> dict[str, Any]:
 
 
 def render(rec: Recommendation, fmt: str = "text", grad_accum: int = 1) -> str:
-    """`rec` in a format of FORMATS; `grad_accum`: batches per optimizer step (hf only)."""
+    """`rec` in a format of FORMATS; `grad_accum`: batches per optimizer step. The commands it
+    suggests reach the study and store this command reached (`storage.carried`)."""
     if fmt == "lightning":
         return frameworks.lightning(rec)
     if fmt == "hf":
         return frameworks.hf(rec, grad_accum)
     if fmt == "json":
-        return json.dumps(as_dict(rec), indent=2)
+        out = as_dict(rec)
+        out["code"] = storage.carried(out["code"])
+        return json.dumps(out, indent=2)
     if fmt == "python":
-        return rec.code()
+        return storage.carried(rec.code())
     if fmt == "text":
-        return _text(rec)
+        return storage.carried(_text(rec))
     raise UserError(f"`--format` must be one of {', '.join(FORMATS)} but got {fmt!r}")

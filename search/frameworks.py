@@ -16,11 +16,12 @@ epoch is wrapped there (`StepPerEpoch`) so that it still changes the LR once per
 from __future__ import annotations
 
 import json
+import shlex
 import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from search import schedules
+from search import schedules, storage
 from search.recommendation import Recommendation, optimizer_call
 
 __all__ = ["HF_BUILTIN", "describe", "hf", "lightning"]
@@ -121,11 +122,12 @@ def _hf_optim(o: dict[str, Any]) -> dict[str, Any]:
 
 
 def _header(rec: Recommendation, what: str) -> str:
+    again = storage.hint_command(f"best --study {shlex.quote(rec.study)} --epochs N "
+                                 "--steps-per-epoch M")
     return (f"# {what}: study {rec.study!r}, trial {rec.trial_number}, {rec.family}, validation "
             f"accuracy {rec.value:.4f}.\n# Computed for {rec.epochs} epochs x "
             f"{rec.steps_per_epoch} optimizer steps = {rec.epochs * rec.steps_per_epoch} "
-            "steps; for another length run\n# `python -m search best --study "
-            f"{rec.study} --epochs N --steps-per-epoch M`.\n")
+            f"steps; for another length run\n# `{again}`.\n")
 
 
 def _body(rec: Recommendation, params: str) -> str:

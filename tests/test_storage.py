@@ -182,14 +182,6 @@ def test_a_url_file_others_can_read_is_refused(tmp_path, monkeypatch):
         storage.resolve()
 
 
-def test_the_hint_repeats_a_storage_flag_without_its_password():
-    assert storage.hint_command("best --study lr", None) == "python -m search best --study lr"
-    assert storage.hint_command("best --study lr", "sqlite:///my dir/s.db") == \
-        "python -m search best --study lr --storage 'sqlite:///my dir/s.db'"
-    hint = storage.hint_command("best --study lr", "postgresql+psycopg://me:s3cret@db/x")
-    assert "s3cret" not in hint and "SEARCH_STORAGE" in hint and "me:***@db" in hint
-
-
 @pytest.mark.parametrize("error, fault", [
     (_operational(sqlite3.OperationalError("database or disk is full")),
      "database or disk is full"),

@@ -9,7 +9,6 @@ text through `scrub`. Opening a storage is not retried: a wrong URL fails at onc
 from __future__ import annotations
 
 import os
-import shlex
 import sqlite3
 import stat
 import sys
@@ -23,8 +22,8 @@ from sqlalchemy.engine import make_url
 
 from search.errors import MAX_SHOWN, UserError, hide_secrets
 
-__all__ = ["DEFAULT_URL", "ENV", "ENV_FILE", "check", "engine_kwargs", "hint_command",
-           "open_storage", "redact", "resolve", "scrub", "sqlite_path"]
+__all__ = ["DEFAULT_URL", "ENV", "ENV_FILE", "check", "engine_kwargs", "open_storage", "redact",
+           "resolve", "scrub", "sqlite_path"]
 
 DEFAULT_URL = "sqlite:///search.db"
 ENV = "SEARCH_STORAGE"
@@ -80,20 +79,6 @@ def redact(url: str) -> str:
     except Exception:  # not a URL at all: show what was typed, less anything like a password
         text = hide_secrets(url)
         return repr(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "...")
-
-
-def hint_command(rest: str, flag: str | None) -> str:
-    """`python -m search <rest>` as a user should type it to reach the store just used.
-
-    Storage from the environment, the study file or the default is found again by the same
-    command; a --storage flag is repeated, unless it holds a password (never printed).
-    """
-    cmd = f"python -m search {rest}"
-    if not flag:
-        return cmd
-    if _password(flag):
-        return f"{cmd}, with {ENV} set to the URL given to --storage ({redact(flag)})"
-    return f"{cmd} --storage {shlex.quote(flag)}"
 
 
 def scrub(text: str, url: str | None) -> str:
@@ -181,3 +166,4 @@ def open_storage(
             reason += " (the file or its directory is read-only; SQLite in WAL mode needs both " \
                 "writable, even to read)"
         raise UserError(f"cannot open storage {redact(url)}: {scrub(reason, url)}") from None
+
