@@ -172,7 +172,7 @@ def _studies(args: argparse.Namespace) -> int:
     from search.companion import is_companion, searched_name
 
     url = storage.resolve(args.storage)
-    store = storage.open_storage(url)
+    store = storage.open_existing(url)
     summaries = optuna.get_all_study_summaries(store, include_best_trial=True)
     if not summaries:
         print(f"no studies in {storage.redact(url)}")

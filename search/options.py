@@ -54,8 +54,9 @@ def with_name(cfg: Any, name: str | None) -> Any:
 def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
     """(StudyConfig or None, the stored optuna.Study) for --study/--storage; must exist.
 
-    A name that is not a study file is looked up in the storage as a study name. How the study
-    was reached is recorded for the hints this command prints (`storage.reached`).
+    A name that is not a study file is looked up in the storage as a study name. Nothing is
+    created: a store or study that does not exist is one line. How the study was reached is
+    recorded for the hints this command prints (`storage.reached`).
     """
     import optuna
 
@@ -72,7 +73,7 @@ def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
                                   study_name=getattr(args, "study_name", None),
                                   storage=args.storage))
     url = storage.resolve(args.storage, cfg.storage if cfg else None)
-    store = storage.open_storage(url)
+    store = storage.open_existing(url)
     try:
         study = optuna.load_study(study_name=name, storage=store)
     except KeyError:

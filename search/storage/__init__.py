@@ -25,6 +25,7 @@ from search.storage.urls import (
     ENV_FILE,
     check,
     engine_kwargs,
+    open_existing,
     open_storage,
     redact,
     resolve,
@@ -36,6 +37,6 @@ __all__ = [
     "ABORT_PATIENCE_S", "DEFAULT_URL", "ENV", "ENV_FILE", "LOCK_TIMEOUT_S",
     "RECONNECT_PATIENCE_S", "Reach", "Resilient", "carried", "check", "claim_lock",
     "close_failed", "engine_kwargs", "hint_command", "is_transient", "is_write_fault",
-    "open_storage", "rdb_of", "reached", "redact", "resilient", "resolve",
+    "open_existing", "open_storage", "rdb_of", "reached", "redact", "resilient", "resolve",
     "retry", "scrub", "sqlite_path", "write_fault",
 ]

@@ -3,7 +3,8 @@
 Order: the --storage flag, then SEARCH_STORAGE, then the file named by SEARCH_STORAGE_FILE,
 then the study file, then the embedded default `sqlite:///search.db` in the working directory.
 A password is never printed: every URL shown to a person goes through `redact`, every error
-text through `scrub`. Opening a storage is not retried: a wrong URL fails at once.
+text through `scrub`. Opening a storage is not retried: a wrong URL fails at once. A command
+that only reads opens it with `open_existing`, which never creates a SQLite file.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from sqlalchemy.engine import make_url
 
 from search.errors import MAX_SHOWN, UserError, hide_secrets
 
-__all__ = ["DEFAULT_URL", "ENV", "ENV_FILE", "check", "engine_kwargs", "open_storage", "redact",
-           "resolve", "scrub", "sqlite_path"]
+__all__ = ["DEFAULT_URL", "ENV", "ENV_FILE", "check", "engine_kwargs", "open_existing",
+           "open_storage", "redact", "resolve", "scrub", "sqlite_path"]
 
 DEFAULT_URL = "sqlite:///search.db"
 ENV = "SEARCH_STORAGE"
@@ -167,3 +168,14 @@ def open_storage(
                 "writable, even to read)"
         raise UserError(f"cannot open storage {redact(url)}: {scrub(reason, url)}") from None
 
+
+def open_existing(url: str) -> optuna.storages.RDBStorage:
+    """`open_storage` for a command that only reads a store (`best`, `report`, `studies`,
+    `dashboard`, looking a study up): a SQLite file that does not exist is one line and is not
+    created, so a mistyped URL leaves no empty store behind."""
+    check(url)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise UserError(f"storage {redact(url)} does not exist (no file {path.absolute()}); "
+                        f"name the store a study was run into with --storage or ${ENV}")
+    return open_storage(url)
