@@ -272,8 +272,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "space or make the store writable, then run again")
             print(f"error: {line}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            print("interrupted: the running trial was closed in the store", file=sys.stderr)
+        except KeyboardInterrupt as e:  # the trial loops closed what they interrupted
+            from search.progress import interruption
+
+            said = interruption(getattr(e, "trials", ()))  # engine.signals.Interrupted
+            if args.command == "run":  # as Optuna's optimize: FAIL, a new trial takes its place
+                said = (f": {said}; it does not count toward --trials, and the same command "
+                        "run again samples a new trial in its place")
+            elif args.command == "validate":  # a fixed plan: the run is trained again
+                said = f": validation stopped, {said}; the same command run again trains it again"
+            else:
+                said = ""
+            print(f"interrupted{said}", file=sys.stderr)
             return 130
 
     # What this command reached (storage.reached, for its hints) stays with this call.

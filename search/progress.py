@@ -20,12 +20,13 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["Progress", "duration", "eta_seconds", "notify"]
+__all__ = ["Progress", "duration", "eta_seconds", "interruption", "notify"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -48,6 +49,16 @@ def eta_seconds(
     if seconds_per_epoch is None:
         return None
     return (max(0, to_start) * epochs_per_trial + max(0.0, running_left)) * seconds_per_epoch
+
+
+def interruption(trials: Sequence[int]) -> str:
+    """What became of the trials a signal interrupted (their numbers; none known: the running
+    one), for the line that says so (the CLI's on Ctrl-C, the engine's on SIGTERM)."""
+    if not trials:
+        return "the running trial ended as FAIL (end_reason = interrupted)"
+    which = (f"trial {trials[0]}" if len(trials) == 1
+             else "trials " + ", ".join(str(n) for n in trials))
+    return f"{which} ended as FAIL (end_reason = interrupted)"
 
 
 def notify(progress: Any, hook: str, *args: Any) -> None:

@@ -29,7 +29,7 @@ from search.config import StudyConfig, load_objective
 from search.engine import array as arrays
 from search.engine import sequential
 from search.engine.claim import join, open_for
-from search.engine.signals import Signals
+from search.engine.signals import Interrupted, Signals
 from search.errors import UserError
 
 __all__ = ["gpu_plan", "run_many", "search_worker", "supervise", "visible_gpus"]
@@ -154,14 +154,17 @@ def run_many(
     study, _ = join(cfg, store, worker=0)  # created here, once; no seed index taken
     seen = {t.number for t in study.get_trials(
         deepcopy=False, states=runner.FINISHED + (TrialState.FAIL,))}
+    before = set(seen)
     if progress is not None:
         progress.start(study, target)
     with Signals(store) as sig:
         codes = supervise(search_worker, (cfg, url, target, array), jobs, gpus, sig,
                           lambda: _show_new(study, seen, progress))
     _show_new(study, seen, progress)
-    if sig.received == signal.SIGINT:
-        raise KeyboardInterrupt
+    if sig.received == signal.SIGINT:  # the workers closed their trials: say which
+        raise Interrupted(sorted(
+            t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.number not in before and t.user_attrs.get("end_reason") == "interrupted"))
     if sig.terminated or storage.retry(lambda: runner.count(study)) >= target:
         return study, 0
     return study, exit_code(codes)
