@@ -49,10 +49,11 @@ def duration(seconds: float) -> str:
 
 
 def interruption(trials: Sequence[int]) -> str:
-    """What became of the trials a signal interrupted (their numbers; none known: the running
-    one), for the line that says so (the CLI's on Ctrl-C, the engine's on SIGTERM)."""
+    """What became of the trials a signal interrupted (their numbers; none known: those in
+    flight, e.g. an array's), for the line that says so (the CLI's on Ctrl-C, the engine's on
+    SIGTERM)."""
     if not trials:
-        return "the running trial ended as FAIL (end_reason = interrupted)"
+        return "the trials in flight ended as FAIL (end_reason = interrupted)"
     which = (f"trial {trials[0]}" if len(trials) == 1
              else "trials " + ", ".join(str(n) for n in trials))
     return f"{which} ended as FAIL (end_reason = interrupted)"

@@ -41,7 +41,7 @@ def _stop(tmp_path, sig: int, jobs: int = 1) -> tuple[int, str, list[int]]:
 def test_interruption_names_the_trials():
     assert interruption([7]) == "trial 7 ended as FAIL (end_reason = interrupted)"
     assert interruption([3, 4]) == "trials 3, 4 ended as FAIL (end_reason = interrupted)"
-    assert interruption([]) == "the running trial ended as FAIL (end_reason = interrupted)"
+    assert interruption([]) == "the trials in flight ended as FAIL (end_reason = interrupted)"
 
 
 def test_ctrl_c_says_which_trial_and_that_a_new_one_takes_its_place(tmp_path):
