@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -20,10 +21,12 @@ from dashboards import _recommendation
 from dashboards._common import snapshot, storage_label
 from dashboards._page import render_page
 from dashboards.figures import STORE_ERRORS, make_figures, save_figures
+from search.storage import carried
 
 __all__ = ["HELP", "add_arguments", "default_path", "main", "write_atomically", "write_report"]
 
 HELP = "write a self-contained HTML report comparing the study's schedules"
+MAX_STEM = 64  # characters of the study name in the default file name, its hash included
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_path(study_name: str) -> Path:
-    """`<study>-report.html` in the working directory; odd characters become `_`."""
+    """`<study>-report.html` in the working directory. A name that is longer than MAX_STEM
+    (study names go to 100 characters; Optuna's own, made elsewhere, further) or has odd
+    characters (made `_`) keeps its start and gains 8 hex digits of the whole name's hash, so
+    that the file name stays short and readable and no two studies share one."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip("._") or "study"
+    if safe != study_name or len(safe) > MAX_STEM:
+        digest = hashlib.sha256(study_name.encode()).hexdigest()[:8]
+        safe = f"{safe[:MAX_STEM - 9].rstrip('._-')}-{digest}"
     return Path(f"{safe}-report.html")
 
 
@@ -101,6 +110,7 @@ def write_report(
     snap = snapshot(study)
     figures = make_figures(snap, top=top)
     rec = _recommendation._info(study, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    rec = rec._replace(code=carried(rec.code))  # its hint as in the text, which `best` wrote
     write_atomically(out, render_page(snap, rec, figures, storage_label(study)))
     if save:
         try:

@@ -8,6 +8,7 @@ schedules circles. The panel title carries the verdict `best` prints.
 
 from __future__ import annotations
 
+import shlex
 from typing import NamedTuple
 
 import optuna
@@ -24,6 +25,7 @@ from dashboards._common import (
     snapshot,
 )
 from search.companion import companion_name, validation
+from search.storage import hint_command
 
 __all__ = ["Panel", "Row", "ValidationInfo"]
 
@@ -60,7 +62,7 @@ def _info(study: optuna.Study | Snapshot) -> ValidationInfo:
     if snap.reason:
         return ValidationInfo("", [], snap.reason)
     name = snap.study.study_name
-    hint = f"not validated yet: run `python -m search validate --study {name}`"
+    hint = f"not validated yet: run `{hint_command(f'validate --study {shlex.quote(name)}')}`"
     first = validation(snap.study, recommended=snap.recommended)
     if first is None:
         return ValidationInfo(companion_name(name), [], hint)

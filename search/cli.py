@@ -7,6 +7,7 @@ running trial has been closed in the store.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import importlib
 import sys
 from collections.abc import Sequence
@@ -116,9 +117,10 @@ def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int
     best = study.best_trial if runner.count(study, (runner.TrialState.COMPLETE,)) else None
     summary = f"study {cfg.name!r}: {runner.count(study)} finished trials in {storage.redact(url)}"
     if best is not None:
-        named = f" --study-name {cfg.name}" if args.study_name else ""
-        summary += (f"; best {best.params.get('scheduler')} {best.value:.4f} "
-                    f"({storage.hint_command(f'best --study {args.study}{named}', args.storage)})")
+        reach = storage.Reach(study=args.study, name=cfg.name, study_name=args.study_name,
+                              storage=args.storage)
+        summary += (f"; best {best.params.get('scheduler')} {best.value:.4f}: "
+                    f"`{storage.hint_command('best', reach)}`")
     print(summary)
     return code
 
@@ -172,7 +174,7 @@ def _studies(args: argparse.Namespace) -> int:
     from search.companion import is_companion, searched_name
 
     url = storage.resolve(args.storage)
-    store = storage.open_storage(url)
+    store = storage.open_existing(url)
     summaries = optuna.get_all_study_summaries(store, include_best_trial=True)
     if not summaries:
         print(f"no studies in {storage.redact(url)}")
@@ -270,20 +272,38 @@ def _quiet_optuna() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_optuna()
-    try:
-        return args.handler(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # a store that refuses writes (full disk, read-only): one line too
+
+    def handle() -> int:
         from search import storage
 
-        if not storage.is_write_fault(e):
-            raise
-        line = UserError(f"the storage refuses writes ({storage.write_fault(e)}); free disk "
-                         "space or make the store writable, then run again")
-        print(f"error: {line}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the running trial was closed in the store", file=sys.stderr)
-        return 130
+        storage.reached(storage.Reach(study=getattr(args, "study", None),
+                                      study_name=getattr(args, "study_name", None),
+                                      storage=getattr(args, "storage", None)))
+        try:
+            return args.handler(args)
+        except UserError as e:  # hints in it reach what this command reached
+            print(f"error: {storage.carried(str(e))}", file=sys.stderr)
+            return 2
+        except Exception as e:  # a store that refuses writes (full disk, read-only): one line
+            if not storage.is_write_fault(e):
+                raise
+            line = UserError(f"the storage refuses writes ({storage.write_fault(e)}); free disk "
+                             "space or make the store writable, then run again")
+            print(f"error: {line}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:  # the trial loops closed what they interrupted
+            from search.progress import interruption
+
+            said = interruption(getattr(e, "trials", ()))  # engine.signals.Interrupted
+            if args.command == "run":  # as Optuna's optimize: FAIL, a new trial takes its place
+                said = (f": {said}; it does not count toward --trials, and the same command "
+                        "run again samples a new trial in its place")
+            elif args.command == "validate":  # a fixed plan: the run is trained again
+                said = f": validation stopped, {said}; the same command run again trains it again"
+            else:
+                said = ""
+            print(f"interrupted{said}", file=sys.stderr)
+            return 130
+
+    # What this command reached (storage.reached, for its hints) stays with this call.
+    return contextvars.copy_context().run(handle)

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import compat, frameworks, runner, schedules
+from search import compat, frameworks, runner, schedules, storage
 from search.companion import validation
 from search.contest.standing import Standing, standing
 from search.errors import UserError
@@ -183,15 +183,23 @@ def as_dict(rec: Recommendation) -> dict[str, Any]:
 
 
 def render(rec: Recommendation, fmt: str = "text", grad_accum: int = 1) -> str:
-    """`rec` in a format of FORMATS; `grad_accum`: batches per optimizer step (hf only)."""
+    """`rec` in a format of FORMATS; `grad_accum`: batches per optimizer step (the counts are
+    optimizer steps, and every format says so). The commands it suggests reach the study and
+    store this command reached (`storage.carried`)."""
     if fmt == "lightning":
-        return frameworks.lightning(rec)
+        return frameworks.lightning(rec, grad_accum)
     if fmt == "hf":
         return frameworks.hf(rec, grad_accum)
     if fmt == "json":
-        return json.dumps(as_dict(rec), indent=2)
-    if fmt == "python":
-        return rec.code()
-    if fmt == "text":
-        return _text(rec)
-    raise UserError(f"`--format` must be one of {', '.join(FORMATS)} but got {fmt!r}")
+        out = as_dict(rec)
+        out["code"] = storage.carried(out["code"])
+        return json.dumps(out, indent=2)
+    if fmt not in ("text", "python"):
+        raise UserError(f"`--format` must be one of {', '.join(FORMATS)} but got {fmt!r}")
+    code = rec.code()
+    text = code if fmt == "python" else _text(rec)
+    if grad_accum > 1:  # one line above the code, where the counts are read
+        at = max(text.rfind(code), 0)
+        text = (f"{text[:at]}# --grad-accum {grad_accum}: every count here is in optimizer "
+                f"steps of {grad_accum} batches each (STEPS_PER_EPOCH too)\n{text[at:]}")
+    return storage.carried(text)

@@ -16,11 +16,12 @@ epoch is wrapped there (`StepPerEpoch`) so that it still changes the LR once per
 from __future__ import annotations
 
 import json
+import shlex
 import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from search import schedules
+from search import schedules, storage
 from search.recommendation import Recommendation, optimizer_call
 
 __all__ = ["HF_BUILTIN", "describe", "hf", "lightning"]
@@ -121,11 +122,12 @@ def _hf_optim(o: dict[str, Any]) -> dict[str, Any]:
 
 
 def _header(rec: Recommendation, what: str) -> str:
-    return (f"# {what}: study {rec.study!r}, trial {rec.trial_number}, {rec.family}, validation "
-            f"accuracy {rec.value:.4f}.\n# Computed for {rec.epochs} epochs x "
+    again = storage.hint_command(f"best --study {shlex.quote(rec.study)} --epochs N "
+                                 "--steps-per-epoch M")
+    return (f"# {what}: study {rec.study!r}, trial {rec.trial_number}, {rec.family}, "
+            f"{rec.outcome()}.\n# Computed for {rec.epochs} epochs x "
             f"{rec.steps_per_epoch} optimizer steps = {rec.epochs * rec.steps_per_epoch} "
-            "steps; for another length run\n# `python -m search best --study "
-            f"{rec.study} --epochs N --steps-per-epoch M`.\n")
+            f"steps; for another length run\n# `{again}`.\n")
 
 
 def _body(rec: Recommendation, params: str) -> str:
@@ -146,8 +148,10 @@ def _comment(text: str) -> str:
     return textwrap.fill(text, 97, initial_indent="# ", subsequent_indent="# ") + "\n"
 
 
-def lightning(rec: Recommendation) -> str:
-    """`configure_optimizers(self)` for a LightningModule."""
+def lightning(rec: Recommendation, grad_accum: int = 1) -> str:
+    """`configure_optimizers(self)` in a LightningModule stub, and the Trainer it was computed
+    for: valid Python as printed. `grad_accum`: batches per optimizer step (the Trainer's
+    `accumulate_grad_batches`); counts are optimizer steps."""
     d = describe(rec)["lightning"]
     lines = [f'"interval": {_py(d["interval"])},  # ' + (
         "scheduler.step() after every optimizer step" if d["interval"] == "step"
@@ -156,9 +160,16 @@ def lightning(rec: Recommendation) -> str:
         lines.append(f'"monitor": {_py(d["monitor"])},  # needs self.log("{d["monitor"]}", loss) '
                      "in validation_step (logged per epoch)")
     config = textwrap.indent("\n".join(lines), " " * 16)
-    return (_header(rec, "PyTorch Lightning") + "# Paste into your LightningModule; "
-            f"Trainer(max_epochs={rec.epochs}), {rec.steps_per_epoch} optimizer steps an epoch."
-            "\nimport torch\n\n\n"
+    trainer = f"max_epochs={rec.epochs}"
+    per_epoch = f"{rec.steps_per_epoch} optimizer steps an epoch"
+    if grad_accum > 1:
+        trainer += f", accumulate_grad_batches={grad_accum}"
+        per_epoch = f"{rec.steps_per_epoch} optimizer steps of {grad_accum} batches an epoch"
+    return (_header(rec, "PyTorch Lightning") + _comment(
+        "MyModule stands for your LightningModule: add configure_optimizers to it (the rest "
+        "stays yours), and train with the Trainer below.")
+            + "import lightning as L\nimport torch\n\n\n"
+            "class MyModule(L.LightningModule):\n"
             "    def configure_optimizers(self):\n"
             + textwrap.indent(_body(rec, "self.parameters()"), " " * 8) +
             "        return {\n"
@@ -167,7 +178,8 @@ def lightning(rec: Recommendation) -> str:
             '                "scheduler": scheduler,\n'
             f"{config}\n"
             "            },\n"
-            "        }\n")
+            "        }\n\n\n"
+            f"trainer = L.Trainer({trainer})  # {per_epoch}\n")
 
 
 _STEP_PER_EPOCH = '''

@@ -54,7 +54,9 @@ def with_name(cfg: Any, name: str | None) -> Any:
 def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
     """(StudyConfig or None, the stored optuna.Study) for --study/--storage; must exist.
 
-    A name that is not a study file is looked up in the storage as a study name.
+    A name that is not a study file is looked up in the storage as a study name. Nothing is
+    created: a store or study that does not exist is one line. How the study was reached is
+    recorded for the hints this command prints (`storage.reached`).
     """
     import optuna
 
@@ -67,13 +69,16 @@ def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
         if args.study.endswith(".toml") or "/" in args.study:
             raise
         cfg, name = None, args.study
+    storage.reached(storage.Reach(study=args.study, name=name,
+                                  study_name=getattr(args, "study_name", None),
+                                  storage=args.storage))
     url = storage.resolve(args.storage, cfg.storage if cfg else None)
-    store = storage.open_storage(url)
+    store = storage.open_existing(url)
     try:
         study = optuna.load_study(study_name=name, storage=store)
     except KeyError:
         there = ", ".join(optuna.get_all_study_names(store)) or "none"
-        hint = (f"run `python -m search run --study {args.study}` first" if cfg is not None
+        hint = (f"run `{storage.hint_command('run')}` first" if cfg is not None
                 else f"studies there: {there}")
         raise UserError(f"no study {name!r} in {storage.redact(url)}; {hint}") from None
     return cfg, study

@@ -5,29 +5,37 @@ epochs; otherwise (logs, CI) one plain line per finished trial, ETA included. Co
 vocabulary everywhere: finished = complete + pruned (what `--trials` counts). No URL or
 secret is ever shown here.
 
-The ETA is remaining epochs x measured seconds per epoch. Remaining epochs: each trial still
-to start is expected to train as many epochs as the finished ones did on average (so the
-pruning rate so far is in it; the full budget until a trial has finished), plus what the
-running trials have left. Seconds per epoch: wall time between the first and the latest epoch
-this run (so data loading and compilation before the first epoch are left out; with trials
-trained side by side it is their joint rate); where no epoch is seen here (worker processes),
-wall time per epoch of the trials finished since the start.
+The ETA is the rule of `search.pace`: the epochs still to train (the study's pruner's
+expectation for each trial, scaled by what the finished trials trained) x the measured seconds
+per epoch, plus the trials still to start x the measured seconds to start one, shared among the
+trials trained side by side. Seconds per epoch: between two epochs of the same trial, as seen
+here; seconds to start a trial: its first epoch's wall time beyond that, for trials begun after
+the run's first epoch (the first one also waits for data loading and compilation, once a run);
+before this run has timed an epoch, the pace of the trials the study already finished. With
+worker processes (`--jobs`) the display reads the running trials from the store (`track`):
+each worker's trial, family, epoch and clock.
 """
 
 from __future__ import annotations
 
 import math
+import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["Progress", "duration", "eta_seconds", "notify"]
+from search import pace
+
+__all__ = ["Progress", "duration", "interruption", "notify"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+HOST = f"{socket.gethostname()}:"  # a worker on this machine is shown by its pid
 
 
 def duration(seconds: float) -> str:
@@ -40,14 +48,15 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def eta_seconds(
-    to_start: int, epochs_per_trial: float, running_left: float, seconds_per_epoch: float | None
-) -> float | None:
-    """Seconds until the target: (trials to start x epochs each + epochs the running trials
-    still have) x seconds per epoch; None while the rate is unknown."""
-    if seconds_per_epoch is None:
-        return None
-    return (max(0, to_start) * epochs_per_trial + max(0.0, running_left)) * seconds_per_epoch
+def interruption(trials: Sequence[int]) -> str:
+    """What became of the trials a signal interrupted (their numbers; none known: those in
+    flight, e.g. an array's), for the line that says so (the CLI's on Ctrl-C, the engine's on
+    SIGTERM)."""
+    if not trials:
+        return "the trials in flight ended as FAIL (end_reason = interrupted)"
+    which = (f"trial {trials[0]}" if len(trials) == 1
+             else "trials " + ", ".join(str(n) for n in trials))
+    return f"{which} ended as FAIL (end_reason = interrupted)"
 
 
 def notify(progress: Any, hook: str, *args: Any) -> None:
@@ -69,6 +78,9 @@ class _Running(NamedTuple):
     epoch: int  # epochs trained so far
     val_acc: float | None
     family: str
+    last: float  # when its latest epoch ended (or it started)
+    worker: str | None = None  # the worker process training it (`--jobs`): its pid here
+    timed: bool = False  # began after this run's first epoch: its start-up is a trial's own
 
 
 class Progress:
@@ -88,7 +100,11 @@ class Progress:
         self.running: dict[int, _Running] = {}
         self.reached: list[int] = []  # epochs reached by each finished trial (store + here)
         self.epoch_times: list[float] = []  # when each epoch ended, this run
-        self.finished_here_epochs = 0
+        self.epoch_seconds: list[float] = []  # epochs after a trial's first, this run
+        self.first_seconds: list[float] = []  # a trial's start to its first epoch's end
+        self.prior: list[float] = []  # epochs trial i is expected to train (search.pace)
+        self.stored_pace: pace.Pace | None = None  # of the trials finished before this run
+        self.side_by_side = 1  # trials trained at once (worker processes, array members)
         self._lock = threading.Lock()  # the live thread renders while hooks update
         self._live: Any = None
 
@@ -100,36 +116,71 @@ class Progress:
         self._start_live()
 
     def start(self, study: optuna.Study, target: int) -> None:
-        """Read the study once: counts, the pruning rate so far, the best trial."""
-        finished = study.get_trials(deepcopy=False, states=FINISHED)
+        """Read the study once: counts, what its trials trained and how fast, the best trial,
+        and what its pruner lets each trial of the run expect to train."""
+        trials = study.get_trials(deepcopy=False)
+        finished = sorted((t for t in trials if t.state in FINISHED), key=lambda t: t.number)
+        budget = study.user_attrs.get("epochs")
+        budget = int(budget) if isinstance(budget, (int, float)) else None
+        defaults = sum(1 for t in trials if t.user_attrs.get("default"))
+        prior = pace.pruner_prior(getattr(study, "pruner", None), budget or 1,
+                                  max(target, len(finished)), study.study_name, defaults)
         with self._lock:
-            self.name, self.target = study.study_name, target
-            budget = study.user_attrs.get("epochs")
-            self.budget = int(budget) if isinstance(budget, (int, float)) else None
+            self.name, self.target, self.budget = study.study_name, target, budget
+            self.prior = prior
+            self.stored_pace = pace.measure(finished)
             for t in finished:
                 self._count(t)
         self._start_live()
 
-    def trial_started(self, trial: Any) -> None:
-        """A trial begins (its family is read from its params once suggested)."""
+    def parallel(self, trials: int) -> None:
+        """`trials` train side by side (worker processes), for the ETA."""
         with self._lock:
-            self.running[trial.number] = _Running(trial, self.clock(), 0, None,
-                                                  _family(trial))
+            self.side_by_side = max(1, trials)
 
-    def epoch(self, number: int, epoch: int, val_acc: float) -> None:
+    def trial_started(self, trial: Any, ago: float = 0.0, worker: str | None = None) -> None:
+        """A trial begins (its family is read from its params once suggested); `ago`: seconds
+        since it began, where it is seen late (read from the store)."""
+        with self._lock:
+            began = self.clock() - ago
+            self.running[trial.number] = _Running(trial, began, 0, None, _family(trial), began,
+                                                  worker, bool(self.epoch_times))
+
+    def epoch(self, number: int, epoch: int, val_acc: float | None) -> None:
         """Trial `number` has trained `epoch` epochs (1..N, as the pruner's steps count)."""
         now = self.clock()
         with self._lock:
-            old = self.running.get(number) or _Running(None, now, 0, None, "?")
+            old = self.running.get(number) or _Running(None, now, 0, None, "?", now)
             family = old.family if old.family != "?" else _family(old.trial)
-            self.running[number] = old._replace(epoch=epoch, val_acc=val_acc, family=family)
+            seconds = (now - old.last) / max(1, epoch - old.epoch)
+            if old.epoch:  # its last epoch was seen here
+                self.epoch_seconds.append(seconds)
+            elif old.timed:  # its start was: the first trial also paid the run's own start-up
+                self.first_seconds.append(seconds)
+            self.running[number] = old._replace(epoch=epoch, val_acc=val_acc, family=family,
+                                                last=now)
             self.epoch_times.append(now)
+
+    def track(self, trials: Sequence[FrozenTrial], now: datetime | None = None) -> None:
+        """The running trials as read from the store (`--jobs`: the workers train them): each
+        one's start, worker, and each epoch it has reported since the last look."""
+        now = now or datetime.now()
+        for t in trials:
+            if t.state != TrialState.RUNNING:
+                continue
+            if t.number not in self.running:
+                ago = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
+                worker = str(t.system_attrs.get("worker") or "?").removeprefix(HOST)
+                self.trial_started(t, max(0.0, ago), worker)
+            reached = _epochs_reached(t)
+            if reached > self.running[t.number].epoch:
+                values = t.intermediate_values
+                self.epoch(t.number, reached, values[max(values)] if values else None)
 
     def trial_finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
         with self._lock:
             self.running.pop(trial.number, None)
             self._count(trial)
-            self.finished_here_epochs += _epochs_reached(trial)
             family = trial.params.get("scheduler", "?")
             value = "-" if trial.value is None else f"{trial.value:.4f}"
             reason = trial.user_attrs.get("end_reason", trial.state.name.lower())
@@ -172,21 +223,23 @@ class Progress:
         value, family, number = self.best
         return f"{value:.4f} {family} (trial {number})"
 
-    def seconds_per_epoch(self) -> float | None:
-        t = self.epoch_times
-        if len(t) >= 2 and t[-1] > t[0]:
-            return (t[-1] - t[0]) / (len(t) - 1)
-        if not t and self.finished_here_epochs:
-            return (self.clock() - self.started) / self.finished_here_epochs
-        return None
+    def measured_pace(self) -> pace.Pace | None:
+        """Seconds an epoch and a trial's start take, as measured so far (search.pace)."""
+        if self.epoch_seconds:
+            per_epoch = sum(self.epoch_seconds) / len(self.epoch_seconds)
+            start = (sum(self.first_seconds) / len(self.first_seconds) - per_epoch
+                     if self.first_seconds else 0.0)
+            return pace.Pace(per_epoch, max(0.0, start))
+        if self.first_seconds:  # one epoch timed: start-up and epoch not told apart yet
+            return pace.Pace(sum(self.first_seconds) / len(self.first_seconds))
+        return self.stored_pace
 
     def eta(self) -> float | None:
-        per_trial = (sum(self.reached) / len(self.reached) if self.reached and any(self.reached)
-                     else float(self.budget or 1))
-        running_left = sum(max(0.0, per_trial - r.epoch) for r in self.running.values())
-        to_start = self.target - self._finished() - len(self.running)
-        return eta_seconds(to_start, per_trial, running_left, self.seconds_per_epoch())
-
+        running = [r.epoch for _, r in sorted(self.running.items())]
+        left, to_start = pace.epochs_left(self.prior or [float(self.budget or 1)],
+                                          self.reached, running, self.target)
+        side_by_side = max(self.side_by_side, len(running), 1)
+        return pace.eta_seconds(left, to_start, self.measured_pace(), side_by_side)
     def _eta_text(self) -> str:
         if self._finished() >= self.target:
             return "done"
@@ -222,7 +275,8 @@ class Progress:
                     what = f"epoch {self._of(r.epoch)} done{acc}"
                 else:
                     what = "starting (loading data, building the model)"
-                out.append(f"  running trial {number} {family}: {what}  "
+                who = "running" if r.worker is None else f"worker {r.worker}"
+                out.append(f"  {who} trial {number} {family}: {what}  "
                            f"{duration(now - r.started)}")
             out.append(f"  best {self._best()}")
             if self.last:

@@ -172,7 +172,7 @@ def test_the_end_of_run_hint_reaches_the_same_store(tmp_path, capsys):
     study = write_study(tmp_path, trials=1, epochs=1, sleep=0)
     assert cli.main(["run", "--study", str(study), "--storage", "sqlite:///other.db"]) == 0
     out = capsys.readouterr().out
-    assert f"(python -m search best --study {study} --storage sqlite:///other.db)" in out
+    assert f"`python -m search best --study {study} --storage sqlite:///other.db`" in out
     assert cli.main(["best", "--study", str(study), "--storage", "sqlite:///other.db"]) == 0
 
 

@@ -9,7 +9,6 @@ without an added warmup, and ReduceLROnPlateau driven by the logged validation l
 from __future__ import annotations
 
 import dataclasses
-import textwrap
 import warnings
 
 import optuna
@@ -17,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import step_through
+from torch.utils.data import DataLoader, TensorDataset
 
 from objectives.classify import TrainConfig, make_optimizer, optimizer_record
 from search import export, frameworks, schedules, space
@@ -108,16 +108,20 @@ class _Toy(lightning.LightningModule):
                                            batch_size=BATCH)
 
 
-def run_lightning(code: str) -> list[float]:
-    """Paste the printed method into a LightningModule, train E epochs; LR of every step."""
-    head, method = code.split("    def configure_optimizers", 1)
+def run_lightning(code: str, grad_accum: int = 1) -> list[float]:
+    """The printed code as it stands (MyModule given a toy model and data), trained E epochs
+    of S optimizer steps of `grad_accum` batches; the LR of every optimizer step."""
     ns: dict = {}
-    exec(head, ns)  # noqa: S102 - the imports the snippet asks for
-    exec(textwrap.dedent("    def configure_optimizers" + method), ns)  # noqa: S102
-    module = type("Pasted", (_Toy,), {"configure_optimizers": ns["configure_optimizers"]})()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(code, "pasted.py", "exec"), ns)  # noqa: S102 - exactly as printed
+    data = TensorDataset(*_data(S * grad_accum * BATCH))
+    module = type("Pasted", (ns["MyModule"], _Toy), {
+        "train_dataloader": lambda self: DataLoader(data, batch_size=BATCH)})()
     trainer = lightning.Trainer(
         max_epochs=E, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        accumulate_grad_batches=grad_accum)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tiny data: "few batches", "no workers"
         trainer.fit(module)
@@ -131,6 +135,37 @@ def test_lightning_applies_the_recorded_lrs(family, warmup, one_thread):
     got = run_lightning(code)
     assert got == pytest.approx(want, rel=PRINTED, abs=0)
     assert "torch.optim.AdamW(" in code
+
+
+def test_lightning_with_grad_accum_says_so_and_applies_the_same_lrs(one_thread):
+    """Printed for 2 batches per optimizer step: the Trainer line names it, and a fit with
+    2 x S batches an epoch applies the recorded LR at every optimizer step."""
+    rec, want = case("OneCycleLR", False)
+    code = export.render(rec, "lightning", grad_accum=2)
+    assert code.rstrip().endswith(
+        f"trainer = L.Trainer(max_epochs={E}, accumulate_grad_batches=2)  # {S} optimizer "
+        "steps of 2 batches an epoch")
+    assert run_lightning(code, grad_accum=2) == pytest.approx(want, rel=PRINTED, abs=0)
+
+
+def test_a_trial_pruned_before_its_first_report_exports_in_every_format():
+    rec, _ = case("StepLR", False)
+    pruned = dataclasses.replace(rec, value=None, state="PRUNED", epochs_trained=0)
+    for fmt in export.FORMATS:
+        out = export.render(pruned, fmt)
+        if fmt in ("lightning", "hf"):
+            assert out.startswith(f"# {'PyTorch Lightning' if fmt == 'lightning' else 'Hugging'}")
+            assert "StepLR, pruned after 0 of 4 epochs (no validation accuracy).\n" in out
+
+
+@pytest.mark.parametrize("fmt", ["text", "python"])
+def test_grad_accum_counts_are_said_once_above_the_code(fmt):
+    rec, _ = case("OneCycleLR", False)
+    out = export.render(rec, fmt, grad_accum=4)
+    note = ("# --grad-accum 4: every count here is in optimizer steps of 4 batches each "
+            "(STEPS_PER_EPOCH too)\n")
+    assert out.count(note) == 1 and note + rec.code() in out
+    assert "--grad-accum" not in export.render(rec, fmt)
 
 
 def test_lightning_plateau_names_the_metric():

@@ -184,7 +184,13 @@ def test_storage_password_never_reaches_the_page(tmp_path):
 
 def test_default_path_and_bad_arguments(tmp_path):
     assert report.default_path("lr") == Path("lr-report.html")
-    assert report.default_path("a b/c") == Path("a_b_c-report.html")
+    assert report.default_path("a b/c") == Path("a_b_c-539138d5-report.html")
+    # two names that read the same get two files; a 100-character name a short one
+    assert report.default_path("a_b_c") == Path("a_b_c-report.html")
+    long = [report.default_path("x" * 99 + c).name for c in "yz"]
+    assert long[0] != long[1] and all(len(n) <= report.MAX_STEM + len("-report.html")
+                                      for n in long)
+    assert long[0].startswith("x" * 55 + "-")
     study = study_of(make_trial())
     with pytest.raises(UserError, match="`--top` must be at least 1"):
         report.write_report(study, tmp_path / "x.html", top=0)
@@ -195,7 +201,8 @@ def test_default_path_and_bad_arguments(tmp_path):
 def test_report_writes_default_name_in_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = report.write_report(study_of(make_trial(), name="my study"), save=False)
-    assert path == tmp_path / "my_study-report.html" and path.is_file()
+    assert path == tmp_path / report.default_path("my study") and path.is_file()
+    assert path.name.startswith("my_study-")
 
 
 # ----------------------------------------------------------------------------------------

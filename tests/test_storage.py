@@ -182,12 +182,31 @@ def test_a_url_file_others_can_read_is_refused(tmp_path, monkeypatch):
         storage.resolve()
 
 
-def test_the_hint_repeats_a_storage_flag_without_its_password():
-    assert storage.hint_command("best --study lr", None) == "python -m search best --study lr"
-    assert storage.hint_command("best --study lr", "sqlite:///my dir/s.db") == \
-        "python -m search best --study lr --storage 'sqlite:///my dir/s.db'"
-    hint = storage.hint_command("best --study lr", "postgresql+psycopg://me:s3cret@db/x")
-    assert "s3cret" not in hint and "SEARCH_STORAGE" in hint and "me:***@db" in hint
+def test_read_only_opening_never_creates_a_sqlite_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(UserError, match=r"storage sqlite:///\S+x\.db does not exist"):
+        storage.open_existing(url)
+    assert list(tmp_path.iterdir()) == []
+    optuna.create_study(study_name="s", storage=storage.open_storage(url))
+    assert optuna.get_all_study_names(storage.open_existing(url)) == ["s"]
+
+
+@pytest.mark.parametrize("command", [
+    ["best", "--study", "smoke"], ["best", "--study", "own"], ["report", "--study", "smoke"],
+    ["dashboard", "--study", "smoke", "--port", "0"], ["validate", "--study", "smoke"],
+    ["studies"],
+])
+@pytest.mark.parametrize("flag", [[], ["--storage", "sqlite:///x.db"]])
+def test_commands_that_read_never_create_a_store(tmp_path, capsys, command, flag):
+    """A missing SQLite file (the default or --storage): one line, exit 2, no file left."""
+    from search import cli
+
+    assert cli.main([*command, *flag]) == 2
+    err = capsys.readouterr().err
+    name = "x.db" if flag else "search.db"
+    assert err == (f"error: storage sqlite:///{name} does not exist (no file {tmp_path / name})"
+                   "; name the store a study was run into with --storage or $SEARCH_STORAGE\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("error, fault", [

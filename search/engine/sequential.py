@@ -30,7 +30,7 @@ from search.engine.claim import (
 )
 from search.engine.signals import Signals
 from search.errors import UserError
-from search.progress import notify
+from search.progress import interruption, notify
 
 __all__ = ["POLL_S", "loop", "run", "run_trial", "work"]
 
@@ -57,6 +57,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
             state = TrialState.PRUNED
         except (Exception, KeyboardInterrupt) as e:
             error = e
+            if isinstance(e, KeyboardInterrupt):
+                sig.interrupted.append(trial.number)  # for the messages (guarded, the CLI)
         return conclude(study, compat.trial_id(trial), state, value, error)
     finally:
         beat.stop()
@@ -94,7 +96,7 @@ def guarded(store: Any, sig: Signals, body: Callable[[], Any]) -> Any:
     try:
         return body()
     except KeyboardInterrupt:
-        if not sig.terminated:
+        if sig.received is None:  # not a signal of ours: as it came
             raise
     except UserError:
         raise
@@ -107,7 +109,8 @@ def guarded(store: Any, sig: Signals, body: Callable[[], Any]) -> Any:
     finally:
         sig.restore()
     if sig.terminated:
-        log.warning("stopped by SIGTERM; the running trial was closed in the store")
+        log.warning("stopped by SIGTERM: %s; running again goes on from the finished trials",
+                    interruption(sig.interrupted))
     sig.reraise()
     return None
 

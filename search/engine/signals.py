@@ -12,7 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-__all__ = ["Signals"]
+__all__ = ["Interrupted", "Signals"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, once the loop has closed what it interrupted: `trials`, their numbers."""
+
+    def __init__(self, trials: list[int] | tuple[int, ...] = ()) -> None:
+        super().__init__(*trials)
+        self.trials = tuple(trials)
 
 
 class Signals:
@@ -28,6 +36,7 @@ class Signals:
 
     def __init__(self, store: Any = None) -> None:
         self.received: int | None = None
+        self.interrupted: list[int] = []  # trials the loop ended as `interrupted`, by number
         self._inside, self._old, self._store = False, {}, store
 
     def install(self) -> Signals:
@@ -100,4 +109,4 @@ class Signals:
     def reraise(self) -> None:
         """After the loop: Ctrl-C goes on to the CLI (exit 130); SIGTERM ends quietly."""
         if self.received is not None and not self.terminated:
-            raise KeyboardInterrupt
+            raise Interrupted(self.interrupted)

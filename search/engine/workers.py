@@ -29,8 +29,9 @@ from search.config import StudyConfig, load_objective
 from search.engine import array as arrays
 from search.engine import sequential
 from search.engine.claim import join, open_for
-from search.engine.signals import Signals
+from search.engine.signals import Interrupted, Signals
 from search.errors import UserError
+from search.progress import notify
 
 __all__ = ["gpu_plan", "run_many", "search_worker", "supervise", "visible_gpus"]
 
@@ -126,17 +127,20 @@ def search_worker(cfg: StudyConfig, url: str, target: int, array: int | None,
 
 
 def _show_new(study: optuna.Study, seen: set[int], progress: Any) -> None:
+    """The trials the workers ended since the last look, then what each worker trains now."""
     try:
-        trials = study.get_trials(deepcopy=False, states=runner.FINISHED + (TrialState.FAIL,))
+        trials = study.get_trials(deepcopy=False, states=runner.FINISHED + (
+            TrialState.FAIL, TrialState.RUNNING))
     except Exception as e:
         if storage.is_transient(e):
             return  # the workers wait for the database; the display just skips a beat
         raise
     for t in sorted(trials, key=lambda t: t.number):
-        if t.number not in seen:
+        if t.state != TrialState.RUNNING and t.number not in seen:
             seen.add(t.number)
             if progress is not None:
                 progress.trial_finished(study, t)
+    notify(progress, "track", [t for t in trials if t.state == TrialState.RUNNING])
 
 
 def run_many(
@@ -154,14 +158,19 @@ def run_many(
     study, _ = join(cfg, store, worker=0)  # created here, once; no seed index taken
     seen = {t.number for t in study.get_trials(
         deepcopy=False, states=runner.FINISHED + (TrialState.FAIL,))}
+    before = set(seen)
     if progress is not None:
         progress.start(study, target)
+        notify(progress, "parallel", jobs)
+        notify(progress, "phase", f"starting {jobs} worker processes")
     with Signals(store) as sig:
         codes = supervise(search_worker, (cfg, url, target, array), jobs, gpus, sig,
                           lambda: _show_new(study, seen, progress))
     _show_new(study, seen, progress)
-    if sig.received == signal.SIGINT:
-        raise KeyboardInterrupt
+    if sig.received == signal.SIGINT:  # the workers closed their trials: say which
+        raise Interrupted(sorted(
+            t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.number not in before and t.user_attrs.get("end_reason") == "interrupted"))
     if sig.terminated or storage.retry(lambda: runner.count(study)) >= target:
         return study, 0
     return study, exit_code(codes)

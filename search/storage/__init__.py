@@ -1,9 +1,11 @@
-"""The study store: URLs and redaction (`urls`), surviving outages (`resilient`), the claim
-lock (`locks`). Callers use this package: `storage.resolve`, `storage.open_storage`, ...
+"""The study store: URLs and redaction (`urls`), the commands our messages suggest (`hints`),
+surviving outages (`resilient`), the claim lock (`locks`). Callers use this package:
+`storage.resolve`, `storage.open_storage`, ...
 """
 
 from __future__ import annotations
 
+from search.storage.hints import Reach, carried, hint_command, reached
 from search.storage.locks import LOCK_TIMEOUT_S, claim_lock
 from search.storage.resilient import (
     ABORT_PATIENCE_S,
@@ -23,7 +25,7 @@ from search.storage.urls import (
     ENV_FILE,
     check,
     engine_kwargs,
-    hint_command,
+    open_existing,
     open_storage,
     redact,
     resolve,
@@ -33,8 +35,8 @@ from search.storage.urls import (
 
 __all__ = [
     "ABORT_PATIENCE_S", "DEFAULT_URL", "ENV", "ENV_FILE", "LOCK_TIMEOUT_S",
-    "RECONNECT_PATIENCE_S", "Resilient", "check", "claim_lock", "close_failed",
-    "engine_kwargs", "hint_command", "is_transient", "is_write_fault", "open_storage",
-    "redact", "resilient", "resolve", "retried", "retry", "scrub", "sqlite_path",
-    "write_fault",
+    "RECONNECT_PATIENCE_S", "Reach", "Resilient", "carried", "check", "claim_lock",
+    "close_failed", "engine_kwargs", "hint_command", "is_transient", "is_write_fault",
+    "open_existing", "open_storage", "rdb_of", "reached", "redact", "resilient", "resolve",
+    "retried", "retry", "scrub", "sqlite_path", "write_fault",
 ]

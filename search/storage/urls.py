@@ -3,13 +3,13 @@
 Order: the --storage flag, then SEARCH_STORAGE, then the file named by SEARCH_STORAGE_FILE,
 then the study file, then the embedded default `sqlite:///search.db` in the working directory.
 A password is never printed: every URL shown to a person goes through `redact`, every error
-text through `scrub`. Opening a storage is not retried: a wrong URL fails at once.
+text through `scrub`. Opening a storage is not retried: a wrong URL fails at once. A command
+that only reads opens it with `open_existing`, which never creates a SQLite file.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import sqlite3
 import stat
 import sys
@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from search.errors import MAX_SHOWN, UserError, hide_secrets
 
-__all__ = ["DEFAULT_URL", "ENV", "ENV_FILE", "check", "engine_kwargs", "hint_command",
+__all__ = ["DEFAULT_URL", "ENV", "ENV_FILE", "check", "engine_kwargs", "open_existing",
            "open_storage", "redact", "resolve", "scrub", "sqlite_path"]
 
 DEFAULT_URL = "sqlite:///search.db"
@@ -80,20 +80,6 @@ def redact(url: str) -> str:
     except Exception:  # not a URL at all: show what was typed, less anything like a password
         text = hide_secrets(url)
         return repr(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "...")
-
-
-def hint_command(rest: str, flag: str | None) -> str:
-    """`python -m search <rest>` as a user should type it to reach the store just used.
-
-    Storage from the environment, the study file or the default is found again by the same
-    command; a --storage flag is repeated, unless it holds a password (never printed).
-    """
-    cmd = f"python -m search {rest}"
-    if not flag:
-        return cmd
-    if _password(flag):
-        return f"{cmd}, with {ENV} set to the URL given to --storage ({redact(flag)})"
-    return f"{cmd} --storage {shlex.quote(flag)}"
 
 
 def scrub(text: str, url: str | None) -> str:
@@ -181,3 +167,15 @@ def open_storage(
             reason += " (the file or its directory is read-only; SQLite in WAL mode needs both " \
                 "writable, even to read)"
         raise UserError(f"cannot open storage {redact(url)}: {scrub(reason, url)}") from None
+
+
+def open_existing(url: str) -> optuna.storages.RDBStorage:
+    """`open_storage` for a command that only reads a store (`best`, `report`, `studies`,
+    `dashboard`, looking a study up): a SQLite file that does not exist is one line and is not
+    created, so a mistyped URL leaves no empty store behind."""
+    check(url)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise UserError(f"storage {redact(url)} does not exist (no file {path.absolute()}); "
+                        f"name the store a study was run into with --storage or ${ENV}")
+    return open_storage(url)
