@@ -40,6 +40,7 @@ from dashboards._common import (
 from search import compat
 from search.companion import companion_name, is_companion
 from search.contest.standing import standing
+from search.storage import hint_command
 
 __all__ = ["Schedule", "WinnerInfo"]
 
@@ -180,9 +181,9 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
     name = snap.study.study_name
     lengths = sorted({int(t.user_attrs["epochs"]) for t in runs if "epochs" in t.user_attrs})
     if len(out) == 1:
-        note = f"baselines appear after `python -m search validate --study {name}`"
+        note = f"baselines appear after `{hint_command(f'validate --study {name}')}`"
     elif not any(s.test for s in out):
-        note = (f"test curves appear after `python -m search validate --study {name}`"
+        note = (f"test curves appear after `{hint_command(f'validate --study {name}')}`"
                 if st is not None else "test curves appear once `validate` has finished its runs")
     elif lengths and lengths != [epochs]:
         note = (f"validation curves at the searched {epochs} epochs; test curves at "

@@ -34,7 +34,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     if not trials:
         raise UserError(
             f"study {study.study_name!r} has no complete trial yet; run "
-            f"`python -m search run --study {study.study_name}` first (a pruned trial "
+            f"`{storage.hint_command(f'run --study {study.study_name}')}` first (a pruned trial "
             "exports with `--trial N`)"
         )
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
@@ -84,7 +84,8 @@ def trial_of(study: optuna.Study, number: int) -> FrozenTrial:
     trial = _trial_by_number(study, number)
     if trial is None:
         raise UserError(f"study {study.study_name!r} has no trial {number}; "
-                        f"`python -m search report --study {study.study_name}` lists them")
+                        f"`{storage.hint_command(f'report --study {study.study_name}')}` lists "
+                        "them")
     if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
         raise UserError(f"trial {number} of {study.study_name!r} is "
                         f"{trial.state.name.lower()}, not finished; pick a complete or pruned "
@@ -143,7 +144,8 @@ def _text(rec: Recommendation) -> str:
         head,
         *(st.lines() if st is not None else []),
         *(rec.validation.lines() if rec.validation else [
-            f"  (not validated: `python -m search validate --study {rec.study}` re-trains it "
+            f"  (not validated: `{storage.hint_command(f'validate --study {rec.study}')}` "
+            "re-trains it "
             "and the tuned baselines on new seeds, scored on the test set)"]),
         *([f"  scheduler kwargs : {json.dumps(rec.kwargs)}"] if not rec.schedule_free else []),
         f"  optimizer        : {optimizer_line(rec.optimizer)}",

@@ -292,7 +292,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="worker processes sharing the runs (spread over the GPUs)")
     p.epilog = (f"Results go to the study <name>{COMPANION_SUFFIX} in the same storage; "
-                "running again trains only what is missing. Then: python -m search best.")
+                "running again trains only what is missing; `best` with the same --study and "
+                "--storage then shows the test accuracy.")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import schedules
+from search import schedules, storage
 from search.companion import COMPANION_SUFFIX, companion_name
 from search.contest import contenders as cn
 from search.errors import UserError
@@ -85,7 +85,7 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None) -> 
             if t.value is not None]
     if not done:
         raise UserError(f"study {study.study_name!r} has no complete trial to validate; run "
-                        f"`python -m search run --study {study.study_name}` first")
+                        f"`{storage.hint_command(f'run --study {study.study_name}')}` first")
     best, st = recommended_trial(study)
     searched = int(best.user_attrs.get("epochs", cfg.epochs))
     notes: list[str] = []
