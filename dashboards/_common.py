@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from search import record
+
 __all__ = [
     "BEST_COLOR",
     "BOTTOM_LEGEND",
@@ -116,13 +118,7 @@ def _finite(x: Any) -> bool:
 
 
 def family_of(trial: FrozenTrial) -> str:
-    """The trial's family: its `scheduler` parameter, or for a fixed run (a contest's
-    reference or race run, nothing sampled) its schedule record."""
-    if "scheduler" in trial.params:
-        return str(trial.params["scheduler"])
-    record = trial.user_attrs.get("schedule") or trial.user_attrs.get("fixed_schedule") or {}
-    return str(record.get("family", UNKNOWN_FAMILY)) if isinstance(record, dict) else \
-        UNKNOWN_FAMILY
+    return record.family_of(trial, UNKNOWN_FAMILY)
 
 
 def family_params(trial: FrozenTrial) -> dict[str, Any]:

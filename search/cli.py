@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from search import record
 from search.errors import UserError, must
 from search.options import add_study_args, load_cfg, open_study, positive_int, with_name
 
@@ -112,15 +113,17 @@ def _check_before_store(cfg: Any) -> None:
 
 
 def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int) -> int:
-    from search import runner, storage
+    from search import export, runner, storage
 
-    best = study.best_trial if runner.count(study, (runner.TrialState.COMPLETE,)) else None
     summary = f"study {cfg.name!r}: {runner.count(study)} finished trials in {storage.redact(url)}"
-    if best is not None:
+    if runner.count(study, (runner.TrialState.COMPLETE,)):
         reach = storage.Reach(study=args.study, name=cfg.name, study_name=args.study_name,
                               storage=args.storage)
-        summary += (f"; best {best.params.get('scheduler')} {best.value:.4f}: "
-                    f"`{storage.hint_command('best', reach)}`")
+        trial, st = export.recommended_trial(study)
+        lead = st.leader if st is not None else None
+        what = (f"recommended {lead.label} {lead.mean:.4f} (mean of {lead.n} seeds)" if lead
+                else f"best {record.family_of(trial)} {trial.value:.4f}")
+        summary += f"; {what}: `{storage.hint_command('best', reach)}`"
     print(summary)
     return code
 

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import pace
+from search import pace, record
 
 __all__ = ["Progress", "duration", "interruption", "notify"]
 
@@ -181,7 +181,7 @@ class Progress:
         with self._lock:
             self.running.pop(trial.number, None)
             self._count(trial)
-            family = trial.params.get("scheduler", "?")
+            family = record.family_of(trial)
             value = "-" if trial.value is None else f"{trial.value:.4f}"
             reason = trial.user_attrs.get("end_reason", trial.state.name.lower())
             reached = _epochs_reached(trial)
@@ -209,7 +209,7 @@ class Progress:
         self.reached.append(_epochs_reached(t))
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
             if self.best is None or t.value > self.best[0]:
-                self.best = (float(t.value), str(t.params.get("scheduler", "?")), t.number)
+                self.best = (float(t.value), record.family_of(t), t.number)
 
     def _finished(self) -> int:
         return self.done["complete"] + self.done["pruned"]
@@ -297,6 +297,6 @@ class _Panel:
 def _family(trial: Any) -> str:
     """The family of a live optuna.Trial once suggested; "?" before (or without a trial)."""
     try:
-        return str(trial.params.get("scheduler", "?")) if trial is not None else "?"
+        return record.family_of(trial)
     except RuntimeError:  # the params dict changed size while copied (another thread)
         return "?"

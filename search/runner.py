@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from objectives import Diverged
-from search import compat, schedules, space
+from search import compat, record, schedules, space
 from search.config import DEFAULT_OBJECTIVE, StudyConfig, load_objective
 from search.errors import UserError
 from search.storage import retried
@@ -53,7 +53,7 @@ DONE, WAIT = "done", "wait"
 # A fixed run (a contest's reference or race run, a validation run) is enqueued with the
 # schedule it trains in this user attribute, budget-free (ScheduleConfig.to_dict()); nothing of
 # it is sampled, and it is never pruned.
-FIXED = "fixed_schedule"
+FIXED = record.FIXED
 LR_SCALE = "lr_scale"  # study user attr: the LR scale a contest's shapes are searched around
 SEARCH_SEED = "search_seed"  # study user attr: the contest's first training seed (race: +1, +2..)
 
