@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/"
+from storage import pg_store  # noqa: E402 (benchmarks/storage.py: a database per run)
+
 CURVE = [round(0.5 + 0.01 * i, 4) for i in range(30)]
 ATTRS = {"val_acc_curve": CURVE, "val_loss_curve": CURVE, "lr_curve": CURVE}
 
@@ -98,20 +98,6 @@ def measure(url: str, n: int, repeats: int) -> dict[str, float]:
 
 def sqlite_store(d: str) -> tuple[str, Callable[[], None]]:
     return f"sqlite:///{Path(d) / f'{uuid.uuid4().hex}.db'}", lambda: None
-
-
-def pg_store() -> tuple[str, Callable[[], None]]:
-    import psycopg
-
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-        con.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as con:
-            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return PG_URL + name, drop
 
 
 def main() -> None:

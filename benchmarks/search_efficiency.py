@@ -303,7 +303,9 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     t0 = time.perf_counter()
     t = Table.load(a.table)
-    cfg = config.load_study(a.study)
+    # the study's sampler and pruner as a plain search of the 30 trials these replays were
+    # recorded at (a [contest]'s shape stage samples and prunes with the same)
+    cfg = dataclasses.replace(config.load_study(a.study), contest=None, trials=30)
     section("The table")
     table_summary(t)
     section("Short-horizon bias")

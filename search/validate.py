@@ -265,6 +265,30 @@ def _describe(study: optuna.Study, cfg: Any, searched: str, the_plan: Plan) -> N
         study.set_user_attr(k, v)
 
 
+def _plan_line(cfg: Any, searched: optuna.Study, the_plan: Plan, seeds: int, jobs: int) -> str:
+    """What validate will train, and about how long it takes at the search's measured pace
+    (its runs train on the validation carve too: 1 / (1 - val_fraction) more steps an epoch).
+    A rerun trains only what is missing, so this is the most it takes."""
+    from search import pace
+    from search.progress import duration
+
+    runs = len(the_plan.jobs) * seeds
+    sweeps = len(the_plan.sweeps) * len(ContestConfig.SCALE_STEPS)
+    total = runs + sweeps
+    line = (f"validate plan: {len(the_plan.jobs)} schedules x {seeds} seeds at "
+            f"{the_plan.epochs} epochs ({runs} runs)"
+            + (f" + LR sweeps of {len(the_plan.sweeps)} baselines (about {sweeps} runs)"
+               if sweeps else "") + f" = {total * the_plan.epochs} epochs")
+    measured = pace.measure(searched.get_trials(deepcopy=False))
+    if measured is None:
+        return line + "; no finished trial to time it by"
+    scale = 1.0 / (1.0 - float(getattr(cfg.train, "val_fraction", 0.0) or 0.0))
+    secs = pace.plan_seconds(total, the_plan.epochs, measured.seconds_per_epoch * scale,
+                             seconds_per_run=measured.seconds_per_trial, workers=jobs)
+    return (line + f"; about {duration(secs)} at the search's pace "
+            f"({measured.seconds_per_epoch:.1f} s an epoch), less what is already done")
+
+
 def work(cfg: Any, url: str, searched: str, the_plan: Plan, seeds: list[int],
          share: int = 1) -> None:
     """One worker process of `validate --jobs`: the whole validation, shared through the
@@ -320,6 +344,8 @@ def main(args: argparse.Namespace) -> int:
     the_plan = plan(cfg, searched, args.top, args.epochs)
     url = storage.resolve(args.storage, cfg.storage)
     seeds = [SEED_BASE + i for i in range(args.seeds)]
+    print(_plan_line(cfg, searched, the_plan, len(seeds), args.jobs), file=sys.stderr,
+          flush=True)
     code = 0
     if args.jobs > 1:
         gpus = workers.gpu_plan(args.jobs, args.jobs,

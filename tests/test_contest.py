@@ -26,7 +26,6 @@ seed = 0
 [objective]
 function = "tests.contest_objectives:train"
 epochs = 2
-sleep = 0
 {objective}
 [space]
 families = {families}
@@ -141,13 +140,19 @@ def test_the_test_split_chooses_nothing(tmp_path, capsys):
     assert f"Recommended schedule of study 'c': {before.label}" in capsys.readouterr().out
 
 
-def test_validate_trains_exactly_the_recommendation_and_the_tuned_references(tmp_path):
+def test_validate_trains_exactly_the_recommendation_and_the_tuned_references(tmp_path,
+                                                                              capsys):
     f = study_file(tmp_path)
     url = f"sqlite:///{tmp_path / 'c.db'}"
     assert cli.main(["run", "--study", str(f), "--storage", url]) == 0
     study = optuna.load_study(study_name="c", storage=url)
     st = standing(study)
+    capsys.readouterr()
     assert cli.main(["validate", "--study", str(f), "--storage", url, "--seeds", "2"]) == 0
+    n = 1 + sum(c.role == "reference" and c.key != st.leader.key for c in st.state.contenders)
+    # its plan and time, before it starts
+    assert f"validate plan: {n} schedules x 2 seeds at 2 epochs ({2 * n} runs)" in \
+        capsys.readouterr().err
     comp = optuna.load_study(study_name="c.validate", storage=url)
     trained = {t.user_attrs["validate_key"]: t for t in comp.trials}
     refs = {c.key for c in st.state.contenders if c.role == "reference"}

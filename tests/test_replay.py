@@ -42,8 +42,14 @@ def curve_train(cfg, schedule, report) -> float:
     return curve[-1]
 
 
+def _plain() -> config.StudyConfig:
+    """lr-fashion's sampler and pruner in a plain 30-trial search (the contest's shape stage
+    samples and prunes with the same; these replays measure them, as recorded)."""
+    return dataclasses.replace(config.load_study("lr-fashion"), contest=None, trials=30)
+
+
 def _cfg(**pruner) -> config.StudyConfig:
-    cfg = config.load_study("lr-fashion")
+    cfg = _plain()
     train = dataclasses.replace(cfg.train, epochs=EPOCHS)
     return dataclasses.replace(
         cfg, objective="tests.test_replay:curve_train", train=train,
@@ -172,7 +178,7 @@ SEARCH_COST = 0.65
 
 def test_default_pruner_keeps_a_near_best_schedule_at_a_fraction_of_the_epochs():
     table = Table.load(SLICE)
-    cfg = config.load_study("lr-fashion")
+    cfg = _plain()
     finals, full = table.finals, len(table.rows) * table.epochs
     rng = np.random.default_rng(0)
     runs = [replay_pruner(table, runner.make_pruner(cfg), rng.permutation(len(finals)))
@@ -183,7 +189,7 @@ def test_default_pruner_keeps_a_near_best_schedule_at_a_fraction_of_the_epochs()
 
 def test_default_search_finds_a_near_best_schedule_on_the_surrogate():
     table = Table.load(SLICE)
-    cfg = config.load_study("lr-fashion")
+    cfg = _plain()
     sur = Surrogate(table.rows, k=1)
     runs = [replay_search(cfg, sur, cfg.trials,
                           lambda s=s: runner.make_sampler(dataclasses.replace(cfg, seed=s)),
