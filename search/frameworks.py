@@ -124,7 +124,10 @@ def _hf_optim(o: dict[str, Any]) -> dict[str, Any]:
 def _header(rec: Recommendation, what: str) -> str:
     again = storage.hint_command(f"best --study {shlex.quote(rec.study)} --epochs N "
                                  "--steps-per-epoch M")
-    return (f"# {what}: study {rec.study!r}, trial {rec.trial_number}, {rec.family}, "
+    name = rec.label or rec.family
+    if rec.schedule_free:
+        name = f"{rec.label or 'schedule-free'} (no scheduler)"
+    return (f"# {what}: study {rec.study!r}, trial {rec.trial_number}, {name}, "
             f"{rec.outcome()}.\n# Computed for {rec.epochs} epochs x "
             f"{rec.steps_per_epoch} optimizer steps = {rec.epochs * rec.steps_per_epoch} "
             f"steps; for another length run\n# `{again}`.\n")
@@ -152,6 +155,8 @@ def lightning(rec: Recommendation, grad_accum: int = 1) -> str:
     """`configure_optimizers(self)` in a LightningModule stub, and the Trainer it was computed
     for: valid Python as printed. `grad_accum`: batches per optimizer step (the Trainer's
     `accumulate_grad_batches`); counts are optimizer steps."""
+    if rec.schedule_free:
+        return _lightning_schedule_free(rec, grad_accum)
     d = describe(rec)["lightning"]
     lines = [f'"interval": {_py(d["interval"])},  # ' + (
         "scheduler.step() after every optimizer step" if d["interval"] == "step"
@@ -180,6 +185,31 @@ def lightning(rec: Recommendation, grad_accum: int = 1) -> str:
             "            },\n"
             "        }\n\n\n"
             f"trainer = L.Trainer({trainer})  # {per_epoch}\n")
+
+
+def _lightning_schedule_free(rec: Recommendation, grad_accum: int) -> str:
+    """A schedule-free optimizer in Lightning: no scheduler; its train/eval modes follow the
+    model's (the optimizer averages its iterates: evaluate and save in eval mode)."""
+    trainer = f"max_epochs={rec.epochs}"
+    if grad_accum > 1:
+        trainer += f", accumulate_grad_batches={grad_accum}"
+    module = rec.optimizer_code().split(".", 1)[0]
+    mode = "        self.optimizers().optimizer.{}()\n"
+    return (_header(rec, "PyTorch Lightning") + _comment(
+        "MyModule stands for your LightningModule: add these methods to it (the rest stays "
+        "yours). Schedule-free: no LR scheduler; the optimizer is in train mode while "
+        "training and in eval mode to evaluate or save.")
+            + f"import lightning as L\nimport {module}  # pip install schedulefree\n\n\n"
+            "class MyModule(L.LightningModule):\n"
+            "    def configure_optimizers(self):\n"
+            f"        return {rec.optimizer_code().replace('(params,', '(self.parameters(),')}"
+            "\n\n"
+            "    def on_train_epoch_start(self):\n" + mode.format("train") + "\n"
+            "    def on_validation_epoch_start(self):\n" + mode.format("eval") + "\n"
+            "    def on_validation_epoch_end(self):\n" + mode.format("train") + "\n"
+            "    def on_save_checkpoint(self, checkpoint):\n" + mode.format("eval") + "\n\n"
+            f"trainer = L.Trainer({trainer})  # {rec.steps_per_epoch} optimizer steps an "
+            "epoch\n")
 
 
 _STEP_PER_EPOCH = '''

@@ -117,6 +117,33 @@ def test_schedule_free_wins_and_prints_no_scheduler(tmp_path, capsys):
     opt, sched = ns["make_optimizer_and_scheduler"]([torch.nn.Parameter(torch.zeros(1))])
     assert sched is None and type(opt).__name__ == "SGDScheduleFree"
     assert opt.defaults["lr"] == pytest.approx(st.leader.schedule["lr"])
+    # the Lightning form: no scheduler; the optimizer's mode follows training and validation
+    capsys.readouterr()
+    assert cli.main(["best", "--study", str(f), "--storage", url, "--format", "lightning"]) == 0
+    printed = capsys.readouterr().out
+    assert "lr_scheduler" not in printed and "import schedulefree" in printed
+    lightning = pytest.importorskip("lightning")
+    ns = {}
+    exec(compile(printed.replace("trainer = L.Trainer", "_ = L.Trainer"), "l.py", "exec"), ns)
+
+    class Boring(ns["MyModule"]):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, i):
+            assert self.optimizers().optimizer.param_groups[0]["train_mode"]
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, i):
+            assert not self.optimizers().optimizer.param_groups[0]["train_mode"]
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)),
+                                       batch_size=4)
+    trainer = lightning.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Boring(), data, data)
+    assert type(trainer.optimizers[0]).__name__ == "SGDScheduleFree"
 
 
 def test_the_test_split_chooses_nothing(tmp_path, capsys):
