@@ -317,7 +317,8 @@ def make_objective(
             schedule = space.suggest(trial, cfg.space, cfg.epochs, lr_scale=scale,
                                      lr_factor=cfg.contest.lr_factor if cfg.contest else None)
             train_cfg = cfg.train
-            trial.set_user_attr("seed", train_cfg.seed)
+            if cfg.contest is not None:  # the race's first seed (state.run_of reads it)
+                trial.set_user_attr("seed", train_cfg.seed)
         record_optimizer(trial, schedule, optimizer_name(train_cfg))
         return train_recorded(func, train_cfg, schedule, rec)
 
