@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -284,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       storage=getattr(args, "storage", None)))
         try:
             return args.handler(args)
+        except BrokenPipeError:  # `best | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+            return 0
         except UserError as e:  # hints in it reach what this command reached
             print(f"error: {storage.carried(str(e))}", file=sys.stderr)
             return 2

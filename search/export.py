@@ -135,8 +135,9 @@ def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
 def _text(rec: Recommendation) -> str:
     st = rec.standing
     if st is not None:
-        head = (f"Recommended schedule of study {rec.study!r}: {rec.label} (trial "
-                f"{rec.trial_number}), {rec.outcome()}")
+        which = "" if rec.label.startswith(f"trial {rec.trial_number} ") else (
+            f" (trial {rec.trial_number})")
+        head = f"Recommended schedule of study {rec.study!r}: {rec.label}{which}, {rec.outcome()}"
     else:
         head = (f"{'Best schedule' if rec.state == 'COMPLETE' else 'Schedule'} of study "
                 f"{rec.study!r}: trial {rec.trial_number}, {rec.family}, {rec.outcome()}")
