@@ -264,13 +264,3 @@ def test_two_workers_race_together(tmp_path, backend, request):
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,
                                         optuna.trial.TrialState.PRUNED))) <= 45
 
-
-def test_best_into_a_closed_pipe_is_quiet(tmp_path):
-    """`best | head -1`: the reader stops early; no traceback, exit 0."""
-    f = study_file(tmp_path, families='["Constant"]')
-    assert run_cli("run", "--study", str(f), cwd=tmp_path).returncode == 0
-    r = subprocess.run(f"{sys.executable} -m search best --study {f} | head -1", shell=True,
-                       cwd=tmp_path, capture_output=True, text=True,
-                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-    assert r.stdout.startswith("Recommended schedule of study 'c'")
-    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr
