@@ -264,3 +264,32 @@ def test_two_workers_race_together(tmp_path, backend, request):
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,
                                         optuna.trial.TrialState.PRUNED))) <= 45
 
+
+
+def test_every_reader_names_the_same_winner_when_it_is_not_the_best_single_run(tmp_path,
+                                                                              capsys):
+    """The race's leader is not the trial with the best single score (the luckiest run):
+    `best`, `studies`, the report's recommendation and every figure that names a winner name
+    the leader's trial all the same."""
+    from dashboards import _leaderboard, _learning_curves, _lr_curves, _lr_scores, _winner
+    from dashboards import _recommendation as rec_section
+
+    f = study_file(tmp_path)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    assert cli.main(["run", "--study", str(f), "--storage", url]) == 0
+    study = optuna.load_study(study_name="c", storage=url)
+    st = standing(study)
+    n = st.leader.source_trial
+    luckiest = max(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
+                   key=lambda t: t.value)
+    assert luckiest.number != n  # a race run or a lucky shape scored higher once
+    assert export.recommend(study).trial_number == n
+    assert _winner._info(study).schedules[0].val_source == f"trial {n}"
+    assert _lr_curves._info(study).curves[0].number == n
+    assert _leaderboard._info(study).rows[0].number == n
+    assert _learning_curves._info(study).best.number == n
+    assert _lr_scores._info(study).recommended[2] == st.leader.label
+    assert rec_section._info(study).trial_number == n
+    capsys.readouterr()
+    assert cli.main(["studies", "--storage", url]) == 0
+    assert st.leader.label in capsys.readouterr().out
