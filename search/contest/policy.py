@@ -58,7 +58,6 @@ def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
     clip, kn = _clip(cfg, ref), cn.knobs(cfg)
     steps = tuple(sorted({*first, *(r.grid_step for r in mine if r.grid_step is not None)}))
     have = {r.grid_step for r in mine if r.finished or r.state == TrialState.RUNNING}
-    lrs_done = {r.grid_step for r in mine if r.finished}
     due = []
     for k in steps:
         if k in have:
@@ -68,12 +67,13 @@ def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
                for r in mine):
             continue  # clipped onto an LR already run
         s = ref.schedule(lr, kn)
-        due.append(Due(cn.contender_key(s, ref.optimizer), seed, {
+        key = cn.contender_key(s, ref.optimizer)
+        due.append(Due(key, seed, {
             runner.FIXED: s.to_dict(), "stage": REFERENCE, "slot": ref.slot,
-            "label": ref.label, "grid_step": k, "seed": seed,
-            "contender": cn.contender_key(s, ref.optimizer),
+            "label": ref.label, "grid_step": k, "seed": seed, "contender": key,
             **({"optimizer_name": ref.optimizer} if ref.optimizer else {})}))
-    if due or any(r.state == TrialState.RUNNING for r in mine) or not lrs_done:
+    if due or any(r.state == TrialState.RUNNING for r in mine) or not any(
+            r.finished for r in mine):
         return due, False, None
     scored = {r.lr: r.score for r in mine if r.finished}
     more = cn.next_lrs(scored, centre, clip, first, steps)
@@ -94,11 +94,8 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
     if not live:  # without heartbeats a RUNNING trial may be a dead one: run it again
         runs = [r for r in runs if r.state != TrialState.RUNNING]
     seed = settings.seed
-    due, done_all = [], True
-    first_due, first_done, scale = _grid_due(cfg, refs[0], runs, cfg.space.default_lr,
-                                             c.SCALE_STEPS, seed)
-    due += first_due
-    done_all = first_done
+    due, done_all, scale = _grid_due(cfg, refs[0], runs, cfg.space.default_lr, c.SCALE_STEPS,
+                                     seed)
     shapes_due = 0
     if scale is not None:
         for ref in refs[1:]:
