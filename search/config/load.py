@@ -125,6 +125,11 @@ def _read(path: Path | Traversable) -> dict[str, Any]:
         raise UserError(f"{path}: malformed TOML: nested too deeply") from None
 
 
+def _default(name: str) -> Any:
+    """A StudyConfig field's default (the dataclass is where defaults are written)."""
+    return StudyConfig.__dataclass_fields__[name].default
+
+
 def _contest(top: Table, trials_max: int) -> ContestConfig:
     t, d = top.table("contest"), ContestConfig()
     out = ContestConfig(
@@ -164,30 +169,32 @@ def load_study(name_or_path: str) -> StudyConfig:
             raise space_table.error(
                 beta, 'set with `objective.optimizer = "adamw"` only (AdamW\'s betas)',
                 space_table.data[beta])
-    samp = top.table("sampler")
+    samp, ds = top.table("sampler"), SamplerConfig()  # ds, dp, dw: the defaults, written once
     trials_max = limits["trials"]
     sampler = SamplerConfig(
-        name=samp.get("name", "tpe", str, lambda v: v in ("tpe", "random"), '"tpe" or "random"'),
-        n_startup_trials=samp.count("n_startup_trials", 10, 0, trials_max),
-        multivariate=samp.get("multivariate", True, bool),
-        group=samp.get("group", True, bool),
+        name=samp.get("name", ds.name, str, lambda v: v in ("tpe", "random"),
+                      '"tpe" or "random"'),
+        n_startup_trials=samp.count("n_startup_trials", ds.n_startup_trials, 0, trials_max),
+        multivariate=samp.get("multivariate", ds.multivariate, bool),
+        group=samp.get("group", ds.group, bool),
     )
     samp.done()
-    pr = top.table("pruner")
+    pr, dp = top.table("pruner"), PrunerConfig()
     pruner = PrunerConfig(
-        name=pr.get("name", "hyperband", str, lambda v: v in ("hyperband", "median", "none"),
+        name=pr.get("name", dp.name, str, lambda v: v in ("hyperband", "median", "none"),
                     '"hyperband", "median" or "none"'),
-        n_startup_trials=pr.count("n_startup_trials", 5, 0, trials_max),
-        n_warmup_steps=pr.count("n_warmup_steps", 1, 0, train.epochs),
-        min_resource=pr.count("min_resource", 1, 1, train.epochs),
-        reduction_factor=pr.count("reduction_factor", 3, 2, 100),
+        n_startup_trials=pr.count("n_startup_trials", dp.n_startup_trials, 0, trials_max),
+        n_warmup_steps=pr.count("n_warmup_steps", dp.n_warmup_steps, 0, train.epochs),
+        min_resource=pr.count("min_resource", dp.min_resource, 1, train.epochs),
+        reduction_factor=pr.count("reduction_factor", dp.reduction_factor, 2, 100),
     )
     pr.done()
-    wk = top.table("workers")
+    wk, dw = top.table("workers"), WorkersConfig()
     workers = WorkersConfig(
-        heartbeat_interval=wk.count("heartbeat_interval", 30, 1, _SECONDS["heartbeat_interval"]),
-        grace_period=wk.count("grace_period", 120, 1, _SECONDS["grace_period"]),
-        max_retry=wk.count("max_retry", 3, 0, MAX_RETRY),
+        heartbeat_interval=wk.count("heartbeat_interval", dw.heartbeat_interval, 1,
+                                    _SECONDS["heartbeat_interval"]),
+        grace_period=wk.count("grace_period", dw.grace_period, 1, _SECONDS["grace_period"]),
+        max_retry=wk.count("max_retry", dw.max_retry, 0, MAX_RETRY),
     )
     wk.done()
     if workers.grace_period <= workers.heartbeat_interval:
@@ -206,8 +213,8 @@ def load_study(name_or_path: str) -> StudyConfig:
         objective=objective,
         train=train,
         space=space,
-        trials=top.count("trials", 50, 1, trials_max),
-        seed=top.count("seed", 0, 0, MAX_SEED),
+        trials=top.count("trials", _default("trials"), 1, trials_max),
+        seed=top.count("seed", _default("seed"), 0, MAX_SEED),
         storage=top.get("storage", None, str) or None,
         description=top.get("description", "", str),
         sampler=sampler,
