@@ -32,6 +32,7 @@ __all__ = [
     "OPTIMIZERS",
     "augment",
     "make_optimizer",
+    "nesterov",
     "optimizer_record",
     "resolve_device",
     "steps_per_epoch",
@@ -98,6 +99,12 @@ OPTIMIZERS: dict[str, tuple[str, str]] = {
 }
 
 
+def nesterov(momentum: float) -> bool:
+    """SGD runs Nesterov momentum wherever it has momentum: the one rule, for every loop, every
+    record and every printed optimizer."""
+    return momentum > 0
+
+
 def make_optimizer(
     params: Any, cfg: TrainConfig, schedule: Schedule, total_steps: int
 ) -> torch.optim.Optimizer:
@@ -118,7 +125,7 @@ def make_optimizer(
     else:
         kwargs["momentum"] = schedule.momentum
         if cfg.optimizer == "sgd":
-            kwargs["nesterov"] = schedule.momentum > 0
+            kwargs["nesterov"] = nesterov(schedule.momentum)
     return cls(params, **kwargs)
 
 

@@ -131,11 +131,11 @@ class ArrayTrainer:
         s = job.schedule
         shadow = torch.optim.SGD(
             [torch.nn.Parameter(torch.zeros(1))], lr=s.lr, momentum=s.momentum,
-            nesterov=s.momentum > 0, weight_decay=s.weight_decay,
+            nesterov=lone.nesterov(s.momentum), weight_decay=s.weight_decay,
         )
         built = job.build(shadow, self.steps, self.cfg.epochs)
         self.model.load_member(slot, self.init)
-        self.sgd.set_member(slot, s.weight_decay, s.momentum > 0)
+        self.sgd.set_member(slot, s.weight_decay, lone.nesterov(s.momentum))
         self.members[slot] = _Member(job, shadow, built)
 
     # -- the loop ---------------------------------------------------------------------------

@@ -350,7 +350,9 @@ def record_optimizer(trial: optuna.Trial, s: Any, name: str = "SGD") -> None:
     if isinstance(s, schedules.ScheduleConfig):
         asked = {"name": name, "lr": s.lr, "weight_decay": s.weight_decay}
         if "Adam" not in name:
-            asked |= {"momentum": s.momentum, "nesterov": s.momentum > 0}
+            from objectives.classify import nesterov
+
+            asked |= {"momentum": s.momentum, "nesterov": nesterov(s.momentum)}
         trial.set_user_attr("optimizer", asked)
     else:
         from objectives.classify import optimizer_record
