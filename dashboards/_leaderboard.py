@@ -59,6 +59,17 @@ def _key_params(trial: optuna.trial.FrozenTrial) -> str:
     return ", ".join(parts)
 
 
+def _name(t: optuna.trial.FrozenTrial) -> str:
+    """The family; a contest's fixed run by its contender ("schedule-free SGD (LR grid)",
+    "trial 28 PolynomialLR, seed 2"): several rows may be one contender on other seeds."""
+    a = t.user_attrs
+    if a.get("stage") == "reference":
+        return f"{a.get('label', family_of(t))} (LR grid)"
+    if a.get("stage") == "race":
+        return f"{a.get('label', family_of(t))}, seed {a.get('seed')}"
+    return family_of(t)
+
+
 def _info(study: optuna.Study | Snapshot, top: int = 10) -> LeaderboardInfo:
     snap = snapshot(study)
     if snap.reason:
@@ -73,7 +84,7 @@ def _info(study: optuna.Study | Snapshot, top: int = 10) -> LeaderboardInfo:
         budget = t.user_attrs.get("epochs")
         rows.append(
             Row(
-                rank, t.number, family_of(t), _key_params(t), score(t) or 0.0,
+                rank, t.number, _name(t), _key_params(t), score(t) or 0.0,
                 epochs_run(t), int(budget) if isinstance(budget, (int, float)) else None,
                 end_reason(t),
             )
