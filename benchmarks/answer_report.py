@@ -46,9 +46,8 @@ def main() -> None:
         print("| ---: | --- | --- | ---: | --- | ---: |")
         ranked = [st.leader] + [g.contender for g in st.gaps]
         for i, c in enumerate(ranked, start=1):
-            sd = stats.mean_std(list(c.scores.values()))[1]
             print(f"| {i} | {c.label} | {c.role} | {c.schedule.get('lr', 0):.3g} | "
-                  f"{c.mean:.4f} ± {sd:.4f} | {c.n} |")
+                  f"{c.mean:.4f} ± {c.std:.4f} | {c.n} |")
         print(f"\nverdict: {st.verdict()}\n")
         for line in st.mattered():
             print(f"- {line}")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from search import schedules
-from search.stats import Validation, mean_std
+from search.stats import Validation
 
 __all__ = ["STEP_WORDS", "Recommendation", "optimizer_call", "optimizer_line"]
 
@@ -87,8 +87,7 @@ class Recommendation:
     def outcome(self) -> str:
         lead = self.standing.leader if self.standing is not None else None
         if lead is not None and lead.n > 1:
-            _, sd = mean_std(list(lead.scores.values()))
-            return (f"validation accuracy {lead.mean:.4f} ± {sd:.4f} (mean ± std over "
+            return (f"validation accuracy {lead.mean:.4f} ± {lead.std:.4f} (mean ± std over "
                     f"{lead.n} seeds)")
         acc = "no validation accuracy" if self.value is None else (
             f"validation accuracy {self.value:.4f}")

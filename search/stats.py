@@ -17,6 +17,7 @@ __all__ = [
     "Paired",
     "Result",
     "Validation",
+    "json_number",
     "mean_std",
     "paired",
     "rank",
@@ -226,8 +227,11 @@ def verdict(winner: Result, baseline: Result | None, cmp: Paired | None) -> str:
 # 4. One validation: the ranked schedules at one training length, and what they say.
 
 
-def _num(x: float) -> float | None:
+def json_number(x: float) -> float | None:
     return None if x is None or math.isnan(x) else x  # JSON has no NaN
+
+
+_num = json_number  # the short name for the long JSON lines below
 
 
 @dataclass(frozen=True)

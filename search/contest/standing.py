@@ -9,7 +9,6 @@ the validation split (the test split is `validate`'s, and chooses nothing).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from search import stats
 from search.contest import race as racing
 from search.contest.contenders import at_edge
 from search.contest.state import Contender, Grid, Settings, State, derive
+from search.stats import json_number as _num
 
 __all__ = ["Standing", "standing"]
 
@@ -148,7 +148,7 @@ class Standing:
         out.append(f"    {'#':>2}  {'contender':<40} {'role':<10} {'val accuracy':<17} seeds  LR")
         ranked = [lead] + [g.contender for g in self.gaps]
         for i, c in enumerate(ranked, start=1):
-            acc = f"{c.mean:.4f} ± {_sd(c):.4f}" if c.n > 1 else f"{c.mean:.4f}"
+            acc = f"{c.mean:.4f} ± {c.std:.4f}" if c.n > 1 else f"{c.mean:.4f}"
             out.append(f"    {i:>2}  {c.label[:40]:<40} {c.role:<10} {acc:<17} {c.n:<5}  "
                        f"{c.schedule.get('lr', math.nan):.3g}")
         out.append(f"  verdict  : {self.verdict()}")
@@ -195,14 +195,6 @@ class Standing:
         }
 
 
-def _num(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else x
-
-
-def _sd(c: Contender) -> float:
-    return stats.mean_std(list(c.scores.values()))[1]
-
-
 def _points(x: float, signed: bool = False) -> str:
     return f"{100 * x:+.2f} points" if signed else f"{100 * x:.2f} points"
 
@@ -218,9 +210,9 @@ def _interval(p: stats.Paired) -> str:
             f"points, p = {p.p_value:.2g}")
 
 
-def standing(study: optuna.Study, attrs: Mapping[str, Any] | None = None) -> Standing | None:
+def standing(study: optuna.Study) -> Standing | None:
     """The contest of `study`, or None where the study is a plain search."""
-    settings = Settings.of(attrs if attrs is not None else study.user_attrs)
+    settings = Settings.of(study.user_attrs)
     if settings is None:
         return None
     return Standing(study.study_name, derive(study.get_trials(deepcopy=False), settings))

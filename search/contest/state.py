@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import schedules
 from search.contest import race as racing
 from search.runner import FIXED, SEARCH_SEED
+from search.stats import mean_std
 
 __all__ = ["RACE", "REFERENCE", "SEARCH_SEED", "SHAPE", "Contender", "Grid", "Run", "Settings",
            "State", "derive", "run_of"]
@@ -117,10 +118,6 @@ class Grid:
         done = [r for r in self.runs if r.finished]
         return max(done, key=lambda r: (r.score, -r.lr)) if done else None
 
-    @property
-    def steps(self) -> tuple[int, ...]:
-        return tuple(sorted({r.grid_step for r in self.runs if r.grid_step is not None}))
-
 
 @dataclass(frozen=True)
 class Contender:
@@ -141,7 +138,11 @@ class Contender:
 
     @property
     def mean(self) -> float:
-        return math.fsum(self.scores.values()) / self.n if self.n else math.nan
+        return mean_std(list(self.scores.values()))[0]
+
+    @property
+    def std(self) -> float:
+        return mean_std(list(self.scores.values()))[1]
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,6 @@ class State:
     contenders: tuple[Contender, ...]
     race: racing.Race
     racing: bool  # the race has begun: the references are tuned and the shapes searched
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def running(self) -> list[Run]:
