@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import storage
 from search.config import ContestConfig
-from search.contest.contenders import next_lrs
+from search.contest.contenders import lr_clip, next_lrs
 from search.contest.policy import drop_queued
 from search.engine import claim, sequential, workers
 from search.engine.signals import Signals
@@ -191,7 +191,7 @@ def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
     for b in the_plan.sweeps:
         steps, scored, tried = first, {}, set(first)
         centre = cfg.space.default_lr * b.lr_factor
-        clip = cfg.space.lr.clip if not b.optimizer else (lambda lr: lr)
+        clip = lr_clip(cfg, b)
         while True:
             points = {lr: job(b.label, ("sweep",), b.schedule(lr, the_plan.knobs), b.optimizer,
                               slot=b.slot) for lr in sweep_lrs(cfg, b, steps)}

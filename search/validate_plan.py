@@ -52,8 +52,7 @@ def job(label: str, roles: tuple[str, ...], s: schedules.ScheduleConfig, optimiz
 def sweep_lrs(cfg: Any, ref: cn.Reference, steps: tuple[int, ...]) -> list[float]:
     """A reference's sweep around the study's default LR (x its own factor): the contest's
     grid, inside the study's LR range for a scheduled optimizer."""
-    clip = cfg.space.lr.clip if not ref.optimizer else (lambda lr: lr)
-    return cn.grid_lrs(cfg.space.default_lr * ref.lr_factor, steps, clip)
+    return cn.grid_lrs(cfg.space.default_lr * ref.lr_factor, steps, cn.lr_clip(cfg, ref))
 
 
 def _study_lr(done: list[FrozenTrial], ref: cn.Reference, epochs: int) -> FrozenTrial | None:

@@ -23,7 +23,7 @@ from search import schedules, space
 from search.config import ContestConfig
 
 __all__ = ["REFERENCES", "SCHEDULEFREE", "Reference", "at_edge", "contender_key", "grid_lrs",
-           "knobs", "next_lrs", "references", "unavailable"]
+           "knobs", "lr_clip", "next_lrs", "references", "unavailable"]
 
 # The study's optimizer -> its schedule-free variant (TrainConfig.optimizer), its label, and
 # its LR over the scheduled LR: its authors suggest 10-50x for SGD, 1-10x for AdamW.
@@ -96,6 +96,12 @@ def knobs(cfg: Any) -> dict[str, float]:
     sp, base = cfg.space, schedules.ScheduleConfig("Constant")
     return {"momentum": sp.momentum.clip(base.momentum),
             "weight_decay": sp.weight_decay.clip(base.weight_decay), **space.standard_betas(sp)}
+
+
+def lr_clip(cfg: Any, ref: Reference) -> Callable[[float], float]:
+    """Where a reference's LRs may go: the study's LR range for its own optimizer; anywhere for
+    a schedule-free one (its LR is its own scale, 3-10x a scheduled one)."""
+    return cfg.space.lr.clip if not ref.optimizer else (lambda lr: lr)
 
 
 def contender_key(s: schedules.ScheduleConfig, optimizer: str = "") -> str:

@@ -47,15 +47,11 @@ class Plan:
     scale: float | None
 
 
-def _clip(cfg: Any, ref: cn.Reference):
-    return cfg.space.lr.clip if not ref.optimizer else (lambda lr: lr)
-
-
 def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
               first: tuple[int, ...], seed: int) -> tuple[list[Due], bool, float | None]:
     """A reference's grid: the points still to run, whether it is finished, its best LR."""
     mine = [r for r in state_runs if r.stage == REFERENCE and r.slot == ref.slot]
-    clip, kn = _clip(cfg, ref), cn.knobs(cfg)
+    clip, kn = cn.lr_clip(cfg, ref), cn.knobs(cfg)
     steps = tuple(sorted({*first, *(r.grid_step for r in mine if r.grid_step is not None)}))
     have = {r.grid_step for r in mine if r.finished or r.state == TrialState.RUNNING}
     due = []
