@@ -142,12 +142,16 @@ def _best_arguments(p: argparse.ArgumentParser) -> None:
                    help="rescale to M optimizer steps per epoch (your data and batch size)")
     p.add_argument("--trial", type=int, metavar="N",
                    help="export finished trial N (complete or pruned) instead of the winner")
+    p.add_argument("--keep-lr", action="store_true",
+                   help="with --epochs: keep the LR searched, not the LR law's at N epochs")
     p.add_argument("--format", choices=FORMATS, default="text")
     p.add_argument("--grad-accum", type=positive_int, default=1, metavar="K",
                    help="gradient accumulation: K batches per optimizer step; "
                         "--steps-per-epoch then counts batches")
-    p.epilog = ("Where `validate` has run, the winner is the schedule with the best mean test "
-                "accuracy over seeds, shown with its margin over the best baseline.")
+    p.epilog = ("The recommendation is chosen on the validation split (a contest's race); "
+                "where `validate` has run, its test-split results are shown beside it. With "
+                "--epochs N a contest searched at several `horizons` moves the LR by its LR "
+                "law (--keep-lr: not).")
 
 
 def _best(args: argparse.Namespace) -> int:
@@ -157,7 +161,7 @@ def _best(args: argparse.Namespace) -> int:
     steps = args.steps_per_epoch
     if steps and args.grad_accum > 1:  # optimizer steps an epoch, counted as the Trainer does
         steps = -(-steps // args.grad_accum)
-    rec = export.recommend(study, args.epochs, steps, args.trial)
+    rec = export.recommend(study, args.epochs, steps, args.trial, args.keep_lr)
     print(export.render(rec, args.format, grad_accum=args.grad_accum))
     return 0
 

@@ -38,11 +38,13 @@ def searched_name(companion: str) -> str:
 
 
 def validation(study: optuna.Study, epochs: int | None = None,
-               recommended: int | None = None) -> Validation | None:
+               recommended: int | None = None, keys: set[str] | None = None,
+               ) -> Validation | None:
     """What `validate` found for `study` in its companion study: the runs at `epochs` where
     there are any, else at the searched length. None where it never ran. `recommended`: the
     searched trial the study recommends (its validated result is the "winner" shown; the
-    test split never changes which one that is)."""
+    test split never changes which one that is). `keys`: the schedules to read (a contest's
+    at one length: its LRs moved by the LR law, or kept), where others were validated too."""
     if is_companion(study.study_name):
         return None  # a validation study is not validated itself
     try:
@@ -52,7 +54,8 @@ def validation(study: optuna.Study, epochs: int | None = None,
         return None
     by_length: dict[int, list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if "validate_key" in t.user_attrs and t.user_attrs.get("holdout", "test") == "test":
+        if "validate_key" in t.user_attrs and t.user_attrs.get("holdout", "test") == "test" and (
+                keys is None or t.user_attrs["validate_key"] in keys):
             by_length.setdefault(int(t.user_attrs["epochs"]), []).append(t)  # not LR sweeps
     if not by_length:
         return None

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, frameworks, runner, schedules, storage
 from search.companion import validation
+from search.contest.law import Transfer, moved
 from search.contest.standing import Standing, standing
 from search.errors import UserError
 from search.recommendation import Recommendation, optimizer_call, optimizer_line
@@ -43,15 +44,18 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
 
 def from_trial(
     study_name: str, trial: FrozenTrial, epochs: int | None = None,
-    steps_per_epoch: int | None = None,
+    steps_per_epoch: int | None = None, move: Transfer | None = None,
 ) -> Recommendation:
-    """A trial's schedule for `epochs` x `steps_per_epoch` (default: as searched).
+    """A trial's schedule for `epochs` x `steps_per_epoch` (default: as searched), at the LR
+    `move` gives (the LR law's at that length, search.contest.law.transfer).
 
     The one rescaling path: the recorded budget-free schedule resolved for the budget
     (`schedules.resolve`), exactly as training builds it.
     """
     a = trial.user_attrs
     s = runner.schedule_of(trial)
+    if move is not None:
+        s = moved(s, move)
     e0, s0 = int(a["epochs"]), int(a["steps_per_epoch"])
     e1, s1 = epochs or e0, steps_per_epoch or s0
     if e1 < 1 or s1 < 1:
@@ -64,7 +68,8 @@ def from_trial(
         study=study_name, trial_number=trial.number, value=value, state=trial.state.name,
         epochs_trained=len(a.get("val_acc_curve", ())),
         family=s.family, kwargs=built.kwargs, interval=built.interval, warmup=built.warmup,
-        optimizer=_for_budget(a["optimizer"], e1 * s1),
+        optimizer=_for_budget({**a["optimizer"], "lr": s.lr} if move is not None and move.moved
+                              else a["optimizer"], e1 * s1),
         epochs=e1, steps_per_epoch=s1, searched_epochs=e0, searched_steps_per_epoch=s0,
     )
 
@@ -95,19 +100,27 @@ def trial_of(study: optuna.Study, number: int) -> FrozenTrial:
 
 def recommend(
     study: optuna.Study, epochs: int | None = None, steps_per_epoch: int | None = None,
-    trial_number: int | None = None,
+    trial_number: int | None = None, keep_lr: bool = False,
 ) -> Recommendation:
     """The recommended schedule (`recommended_trial`), for `epochs` x `steps_per_epoch`, with
     the contest's standing and what `validate` found on the test split; or trial
-    `trial_number`. Validation never changes which schedule is recommended."""
+    `trial_number`. Validation never changes which schedule is recommended.
+
+    In a contest, the LR at `epochs` is the LR law's (search.contest.law: measured across the
+    study's horizons; unchanged where it was not, or with `keep_lr`)."""
     if trial_number is not None:
         return from_trial(study.study_name, trial_of(study, trial_number), epochs,
                           steps_per_epoch)
     trial, st = recommended_trial(study)
-    rec = from_trial(study.study_name, trial, epochs, steps_per_epoch)
     if st is not None and st.leader is not None:
-        rec = replace(rec, standing=st, label=st.leader.label)
-    val = validation(study, epochs, recommended=trial.number)
+        move = st.transfer(st.leader, epochs, keep_lr)
+        rec = from_trial(study.study_name, trial, epochs, steps_per_epoch, move)
+        rec = replace(rec, standing=st, label=st.leader.label, transfer=move)
+        val = validation(study, epochs, recommended=trial.number,
+                         keys=st.keys_at(epochs, keep_lr))
+    else:
+        rec = from_trial(study.study_name, trial, epochs, steps_per_epoch)
+        val = validation(study, epochs, recommended=trial.number)
     return replace(rec, validation=val) if val is not None else rec
 
 
@@ -162,6 +175,8 @@ def _text(rec: Recommendation) -> str:
         budget += (f" (rescaled from the searched {rec.searched_epochs} x "
                    f"{rec.searched_steps_per_epoch})")
     lines.append(f"  budget           : {budget}")
+    if rec.transfer is not None:
+        lines += rec.transfer.lines()
     v = rec.validation
     if v is not None and v.steps_per_epoch and (v.epochs, v.steps_per_epoch) != (
             rec.epochs, rec.steps_per_epoch):
@@ -175,9 +190,10 @@ def _text(rec: Recommendation) -> str:
 
 def as_dict(rec: Recommendation) -> dict[str, Any]:
     """`--format json`: every field, the code, the validation and how each framework steps it."""
-    out = asdict(replace(rec, validation=None, standing=None))
-    del out["validation"], out["standing"]
+    out = asdict(replace(rec, validation=None, standing=None, transfer=None))
+    del out["validation"], out["standing"], out["transfer"]
     out["contest"] = rec.standing.fields() if rec.standing is not None else None
+    out["lr_transfer"] = rec.transfer.fields() if rec.transfer is not None else None
     out["step"] = rec.step
     out["code"] = rec.code()
     out |= rec.validation.fields() if rec.validation else Validation.empty_fields()

@@ -47,6 +47,12 @@ class Recommendation:
     epochs_trained: int = 0
     label: str = ""  # the contest's name for it ("linear to zero", "trial 17 OneCycleLR")
     standing: Any = None  # search.contest.standing.Standing, where the study runs a contest
+    transfer: Any = None  # search.contest.law.Transfer: how the LR was carried to `epochs`
+
+    @property
+    def lr(self) -> float:
+        """The LR the optimizer receives (the peak of the schedule)."""
+        return float(self.optimizer.get("lr", float("nan")))
 
     @property
     def step(self) -> str:

@@ -150,6 +150,8 @@ def identity(cfg: StudyConfig) -> dict[str, Any]:
         out["contest"] = {"shape_trials": c.shape_trials, "finalists": c.finalists,
                           "max_seeds": c.max_seeds, "noise_sd": c.noise_sd,
                           "lr_factor": [c.lr_factor.low, c.lr_factor.high, c.lr_factor.log]}
+        if c.horizons:  # absent without: studies from before horizons keep their identity
+            out["contest"]["horizons"] = list(c.lengths(cfg.epochs))
     return out
 
 

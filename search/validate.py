@@ -308,7 +308,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=positive_int, default=3, metavar="N",
                    help="new training seeds per schedule (default: 3)")
     p.add_argument("--epochs", type=positive_int, metavar="N",
-                   help="train for N epochs, the schedules rescaled (default: as searched)")
+                   help="train for N epochs, the schedules rescaled and, in a contest "
+                        "searched at several horizons, each LR moved by its LR law, as `best "
+                        "--epochs N` prints it (default: as searched)")
+    p.add_argument("--keep-lr", action="store_true",
+                   help="with --epochs: keep the LRs searched (as `best --keep-lr`)")
     p.add_argument("--train-subset", type=positive_int, metavar="N",
                    help="as for run: the first N training examples (plus the val carve)")
     p.add_argument("--data-dir", help="where the data set lies (else $SEARCH_DATA_DIR, cache)")
@@ -341,7 +345,7 @@ def main(args: argparse.Namespace) -> int:
 
         for split in ("train", "test"):
             data.load(cfg.train.dataset, split, cfg.train.data_dir)
-    the_plan = plan(cfg, searched, args.top, args.epochs)
+    the_plan = plan(cfg, searched, args.top, args.epochs, args.keep_lr)
     url = storage.resolve(args.storage, cfg.storage)
     seeds = [SEED_BASE + i for i in range(args.seeds)]
     print(_plan_line(cfg, searched, the_plan, len(seeds), args.jobs), file=sys.stderr,

@@ -2,7 +2,9 @@
 search, its other top-k distinct schedules), at one length. Nothing here chooses a schedule.
 
 - A contest study (search.contest): the recommendation and every reference shape at the LR the
-  contest tuned on the validation split. Nothing is swept again.
+  contest tuned on the validation split, carried to the validation's length by each one's LR
+  law where the contest measured it across horizons (exactly as `best --epochs N` prints it;
+  `--keep-lr`: as searched). Nothing is swept again.
 - A plain search: the top-k distinct schedules (the best trial is the recommendation) and the
   reference shapes; a reference takes the LR of the study's best finished trial of its family
   where the study has MIN_STUDY_TRIALS of them at the same budget, else its LR is swept first
@@ -75,7 +77,8 @@ class Plan:
     knobs: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None) -> Plan:
+def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None,
+         keep_lr: bool = False) -> Plan:
     """What to validate in `study` at `epochs` (default: the recommended trial's length)."""
     from search.export import recommended_trial
     from search.runner import schedule_of
@@ -93,18 +96,22 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None) -> 
     jobs: dict[str, Job] = {}
     if st is not None and st.leader is not None:  # 1. a contest: what it tuned, as it tuned it
         lead = st.leader
-        s = schedules.ScheduleConfig.from_dict(lead.schedule)
+
+        def at_length(c: Any) -> schedules.ScheduleConfig:
+            return st.schedule_at(c, epochs, keep_lr)
+
         roles = ("recommended", "baseline") if lead.role == "reference" else (
             "recommended", "candidate")
-        jobs[lead.key] = job(lead.label, roles, s, lead.optimizer, source_trial=best.number,
-                             slot=lead.slot)
+        jobs[lead.key] = job(lead.label, roles, at_length(lead), lead.optimizer,
+                             source_trial=best.number, slot=lead.slot)
         for c in st.state.contenders:
             if c.role == "reference" and c.key != lead.key:
-                add_baseline(jobs, job(c.label, ("baseline",),
-                                       schedules.ScheduleConfig.from_dict(c.schedule),
+                moved = "" if not st.transfer(c, epochs, keep_lr).moved else (
+                    f", moved to {epochs} epochs by its LR law")
+                add_baseline(jobs, job(c.label, ("baseline",), at_length(c),
                                        c.optimizer, slot=c.slot, lr_trial=c.source_trial,
                                        lr_source=f"the contest's LR grid on the validation "
-                                       f"split (trial {c.source_trial})"))
+                                       f"split (trial {c.source_trial}){moved}"))
         if not st.decided:
             notes.append("the contest's race is not finished: the recommendation may change")
         return Plan(list(jobs.values()), epochs or searched, searched, notes, [], knobs)

@@ -5,8 +5,9 @@ Gaussian noise (sd `noise`, from the study file's [objective] table, default 0.0
 from the run's seed and the schedule, so a seed repeats its score and two seeds differ. The
 optimizer is the real one the run names (schedule-free too, from the `schedulefree`
 package), so what is recorded is what torch received. Options: `noise`, `best_lr` (where
-every scheduled family peaks), `schedulefree_quality`, `sleep` (seconds per epoch),
-`test_flip` (the test split scores the reverse of the validation split: an adversarial test
+every scheduled family peaks in a run of 2 epochs), `lr_beta` (the best LR falls with the
+run's length as (epochs / 2) ** -lr_beta, default 0), `schedulefree_quality`, `sleep`
+(seconds per epoch), `test_flip` (the test split scores the reverse of the validation split: an adversarial test
 set).
 """
 
@@ -59,7 +60,9 @@ def train(cfg, schedule, report) -> float:
         opt.train()
     built = schedule.build(opt, STEPS, cfg.epochs)
     sd = float(cfg.options.get("noise", 0.003))
-    true = quality(schedule, cfg.optimizer, float(cfg.options.get("best_lr", 0.1)),
+    best_lr = float(cfg.options.get("best_lr", 0.1)) * (cfg.epochs / 2) ** -float(
+        cfg.options.get("lr_beta", 0.0))
+    true = quality(schedule, cfg.optimizer, best_lr,
                    float(cfg.options.get("schedulefree_quality", SCHEDULEFREE_QUALITY)))
     split = cfg.holdout
     acc = true + _noise(schedule, cfg.optimizer, cfg.seed, sd, split)

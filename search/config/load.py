@@ -130,7 +130,17 @@ def _default(name: str) -> Any:
     return StudyConfig.__dataclass_fields__[name].default
 
 
-def _contest(top: Table, trials_max: int) -> ContestConfig:
+def _horizons(t: Table, epochs: int) -> tuple[int, ...]:
+    """`horizons`: whole numbers of epochs, ascending, the last `objective.epochs`."""
+    what = (f"a list of epochs, ascending, each >= 1, the last the search's length "
+            f"(objective.epochs = {epochs}), e.g. [{max(1, epochs // 4)}, {max(1, epochs // 2)}, "
+            f"{epochs}]")
+    return tuple(t.get("horizons", [], list, lambda v: not v or (
+        all(type(h) is int for h in v) and v == sorted(set(v)) and v[0] >= 1
+        and v[-1] == epochs), what))
+
+
+def _contest(top: Table, trials_max: int, epochs: int) -> ContestConfig:
     t, d = top.table("contest"), ContestConfig()
     out = ContestConfig(
         shape_trials=t.count("shape_trials", d.shape_trials, 0, trials_max),
@@ -140,6 +150,7 @@ def _contest(top: Table, trials_max: int) -> ContestConfig:
                        "a number in (0, 1)"),
         lr_factor=range_spec(t, "lr_factor", d.lr_factor, True,
                              schedules.Bounds(0.0, 1e3, low_open=True)),
+        horizons=_horizons(t, epochs),
     )
     t.done()
     if not out.lr_factor.low <= 1.0 <= out.lr_factor.high:
@@ -200,7 +211,7 @@ def load_study(name_or_path: str) -> StudyConfig:
     if workers.grace_period <= workers.heartbeat_interval:
         raise wk.error("grace_period", f"> heartbeat_interval ({workers.heartbeat_interval})",
                        workers.grace_period)
-    contest = _contest(top, trials_max) if "contest" in raw else None
+    contest = _contest(top, trials_max, train.epochs) if "contest" in raw else None
     name = top.get("name", Path(path.name).stem, str)
     try:
         check_study_name(name)

@@ -78,6 +78,14 @@ class ContestConfig:
     3. The tuned references and the `finalists` best shapes race over seeds (at most
        `max_seeds` each) on the validation split; the leader is the recommendation.
     `trials` bounds all three stages together.
+
+    `horizons` (epochs, ascending, the last the search's length): the references' LR grids run
+    as whole runs at each length, shortest first, each grid centred on the same reference's
+    best LR one horizon shorter; a reference that loses clearly at a short horizon (RUNG_SDS
+    noise sds behind the best there) stops there. The tuned LRs across lengths give each
+    reference's LR law (search.contest.law), which carries the recommendation to another
+    length (`best --epochs N`). Empty: the search's length alone, the LR not measured across
+    lengths.
     """
 
     shape_trials: int = 12
@@ -87,6 +95,7 @@ class ContestConfig:
     # 0.0037 on lr-fashion's recorded table (benchmarks/RESULTS.md).
     noise_sd: float = 0.004
     lr_factor: ParamSpec = ParamSpec(1 / 3, 3.0, log=True)
+    horizons: tuple[int, ...] = ()
     # The LR grids, as steps of GRID_RATIO: the first reference's around the default LR, the
     # others' around the scale it found. Their runs come out of `trials` first.
     GRID_RATIO: ClassVar[float] = 3.0
@@ -94,12 +103,20 @@ class ContestConfig:
     SHAPE_STEPS: ClassVar[tuple[int, ...]] = (-1, 0, 1)
     GRID_EXTEND: ClassVar[int] = 2  # steps added past an edge of a grid where its best sits
     REFERENCES: ClassVar[int] = 5  # at most: cosine, constant, one-cycle, linear, schedule-free
+    RUNG_SDS: ClassVar[float] = 3.0  # behind the best at a short horizon by this many noise
+    # sds of a difference of two runs: the reference goes no longer
+
+    def lengths(self, epochs: int) -> tuple[int, ...]:
+        """The horizons the references' LRs are tuned at: those shorter than `epochs` (the
+        search's length, which `run --epochs` may set), then `epochs`."""
+        return (*(h for h in self.horizons if h < epochs), epochs)
 
     def min_trials(self) -> int:
-        """The smallest `trials` that tunes every reference, searches the shapes and leaves
-        each finalist one race run."""
+        """The smallest `trials` that tunes every reference at every horizon, searches the
+        shapes and leaves each finalist one race run."""
         grids = len(self.SCALE_STEPS) + (self.REFERENCES - 1) * len(self.SHAPE_STEPS)
-        return grids + self.shape_trials + self.finalists
+        later = max(0, len(self.horizons) - 1) * self.REFERENCES * len(self.SHAPE_STEPS)
+        return grids + later + self.shape_trials + self.finalists
 
     def budget_problem(self, trials: int) -> str:
         """Why `trials` cannot run this contest ("" where it can)."""

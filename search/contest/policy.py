@@ -2,7 +2,8 @@
 what the next trial is, from the trials in the store alone.
 
 1. The first reference (whole-run cosine) runs its LR grid around the study's default LR;
-   its best LR is the problem's LR scale (study attr runner.LR_SCALE).
+   its best LR is the problem's LR scale (study attr runner.LR_SCALE). With `horizons`, every
+   reference's grid runs at each horizon first, shortest first (`plan`).
 2. The other references run their grids around that scale (x their own LR factor), and
    `shape_trials` shapes are sampled (TPE, pruned as the study file says) with their LR a
    factor of the scale (space.suggest with lr_scale).
@@ -48,12 +49,16 @@ class Plan:
 
 
 def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
-              first: tuple[int, ...], seed: int) -> tuple[list[Due], bool, float | None]:
-    """A reference's grid: the points still to run, whether it is finished, its best LR."""
-    mine = [r for r in state_runs if r.stage == REFERENCE and r.slot == ref.slot]
+              first: tuple[int, ...], seed: int, horizon: int,
+              ) -> tuple[list[Due], bool, float | None]:
+    """A reference's grid at `horizon` epochs: the points still to run, whether it is
+    finished, its best LR."""
+    mine = [r for r in state_runs if r.stage == REFERENCE and r.slot == ref.slot
+            and r.horizon == horizon]
     clip, kn = cn.lr_clip(cfg, ref), cn.knobs(cfg)
     steps = tuple(sorted({*first, *(r.grid_step for r in mine if r.grid_step is not None)}))
     have = {r.grid_step for r in mine if r.finished or r.state == TrialState.RUNNING}
+    short = {"epochs": horizon} if horizon != cfg.epochs else {}
     due = []
     for k in steps:
         if k in have:
@@ -66,7 +71,7 @@ def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
         key = cn.contender_key(s, ref.optimizer)
         due.append(Due(key, seed, {
             runner.FIXED: s.to_dict(), "stage": REFERENCE, "slot": ref.slot,
-            "label": ref.label, "grid_step": k, "seed": seed, "contender": key,
+            "label": ref.label, "grid_step": k, "seed": seed, "contender": key, **short,
             **({"optimizer_name": ref.optimizer} if ref.optimizer else {})}))
     if due or any(r.state == TrialState.RUNNING for r in mine) or not any(
             r.finished for r in mine):
@@ -74,35 +79,77 @@ def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
     scored = {r.lr: r.score for r in mine if r.finished}
     more = cn.next_lrs(scored, centre, clip, first, steps)
     if more:
-        extra, _, _ = _grid_due(cfg, ref, state_runs, centre, (*first, *more), seed)
+        extra, _, _ = _grid_due(cfg, ref, state_runs, centre, (*first, *more), seed, horizon)
         return extra, False, None
     best = max(scored, key=lambda lr: (scored[lr], -lr))
     return [], True, best
 
 
+def _rungs(cfg: Any, refs: tuple[cn.Reference, ...], runs: list, centres: dict[str, float],
+           horizon: int) -> dict[str, float]:
+    """The references that go on past `horizon` (slot -> the best LR there, their next grid's
+    centre): all but those RUNG_SDS noise sds of a two-run difference behind the best there.
+    The first reference (the LR scale) always goes on."""
+    best = {slot: max(r.score for r in runs if r.stage == REFERENCE and r.slot == slot
+                      and r.horizon == horizon and r.finished) for slot in centres}
+    top = max(best.values())
+    gap = cfg.contest.RUNG_SDS * cfg.contest.noise_sd * 2**0.5
+    return {slot: lr for slot, lr in centres.items()
+            if slot == refs[0].slot or best[slot] >= top - gap}
+
+
 def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
-    """What the contest needs next, from `trials` (the study's, WAITING ones included)."""
+    """What the contest needs next, from `trials` (the study's, WAITING ones included).
+
+    The references' grids run horizon by horizon, shortest first: at the first, whole-run
+    cosine around the default LR, the others around its best (x their LR factor); at each
+    longer one, every reference still in (`_rungs`) around its own best one horizon shorter.
+    The shapes and the race follow at the search's length, the last horizon."""
     c = cfg.contest
-    settings = Settings(c.shape_trials, c.finalists, c.max_seeds, c.noise_sd, cfg.train.seed)
+    settings = Settings(c.shape_trials, c.finalists, c.max_seeds, c.noise_sd, cfg.train.seed,
+                        cfg.epochs, c.lengths(cfg.epochs) if c.horizons else ())
     refs = cn.references(cfg)
     state = derive(trials, settings, grids_done=False)
     runs = list(state.runs)
     if not live:  # without heartbeats a RUNNING trial may be a dead one: run it again
         runs = [r for r in runs if r.state != TrialState.RUNNING]
     seed = settings.seed
-    due, done_all, scale = _grid_due(cfg, refs[0], runs, cfg.space.default_lr, c.SCALE_STEPS,
-                                     seed)
-    shapes_due = 0
-    if scale is not None:
+    due: list[Due] = []
+    done_all, scale = False, None
+    going: dict[str, float] = {}  # slot -> the centre of its grid at this horizon
+    for i, h in enumerate(settings.lengths):
+        first = c.SCALE_STEPS if i == 0 else c.SHAPE_STEPS
+        centre0 = cfg.space.default_lr if i == 0 else going[refs[0].slot]
+        d, done_all, best0 = _grid_due(cfg, refs[0], runs, centre0, first, seed, h)
+        due += d
+        if best0 is None:
+            break
+        found = {refs[0].slot: best0}
         for ref in refs[1:]:
-            d, ok, _ = _grid_due(cfg, ref, runs, scale * ref.lr_factor, c.SHAPE_STEPS, seed)
+            if i == 0:
+                centre, steps = best0 * ref.lr_factor, c.SHAPE_STEPS
+            elif ref.slot in going:
+                centre, steps = going[ref.slot], c.SHAPE_STEPS
+            else:
+                continue  # stopped at a shorter horizon
+            d, ok, best = _grid_due(cfg, ref, runs, centre, steps, seed, h)
             due += d
             done_all = done_all and ok
+            if best is not None:
+                found[ref.slot] = best
+        if h == settings.lengths[-1]:
+            scale = best0
+        elif not done_all:
+            break
+        else:
+            going = _rungs(cfg, refs, runs, found, h)
+    shapes_due = 0
+    if scale is not None:
         used = sum(1 for r in runs if r.stage == SHAPE and r.state in (
             TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
         shapes_due = max(0, c.shape_trials - used)
     shapes_running = any(r.stage == SHAPE and r.state == TrialState.RUNNING for r in runs)
-    if done_all and shapes_due == 0 and not shapes_running:
+    if scale is not None and done_all and shapes_due == 0 and not shapes_running:
         state = derive(trials, settings, grids_done=True)
         by_key = {x.key: x for x in state.contenders}
         for key, s in state.race.due:
@@ -119,7 +166,8 @@ def _matches(t: FrozenTrial, p: Plan) -> bool:
     a = t.user_attrs
     if runner.FIXED in a:
         return any(d.key == a.get("contender") and d.seed == a.get("seed")
-                   and d.attrs.get("stage") == a.get("stage") for d in p.due)
+                   and d.attrs.get("stage") == a.get("stage")
+                   and d.attrs.get("epochs") == a.get("epochs") for d in p.due)
     return not p.due and p.shapes_due > 0  # a retried shape, while shapes are wanted
 
 

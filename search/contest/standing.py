@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import optuna
 
 from search import stats
+from search.contest import law as lr_law
 from search.contest import race as racing
-from search.contest.contenders import at_edge
+from search.contest.contenders import REFERENCES, at_edge
 from search.contest.state import Contender, Grid, Settings, State, derive
 from search.stats import json_number as _num
 
@@ -74,6 +76,55 @@ class Standing:
         if lead is None or other is None:
             return None
         return stats.paired(lead.scores, other.scores)
+
+    @cached_property
+    def laws(self) -> dict[str, lr_law.Law]:
+        """slot -> the LR law of each reference tuned at two horizons or more."""
+        return lr_law.laws(self.state.ladder, self.state.race.sigma)
+
+    def transfer(self, c: Contender, epochs: int | None, keep_lr: bool = False,
+                 ) -> lr_law.Transfer:
+        """Contender `c`'s LR at `epochs` (None: as searched): its own law for a reference,
+        the LR scale's for a searched shape (search.contest.law.transfer)."""
+        return lr_law.transfer(self.laws, c.slot if c.role == "reference" else "",
+                               REFERENCES[0].slot, float(c.schedule.get("lr", math.nan)),
+                               self.state.settings.lengths[-1], epochs, keep_lr)
+
+    def schedule_at(self, c: Contender, epochs: int | None, keep_lr: bool = False) -> Any:
+        """Contender `c`'s budget-free schedule at `epochs`, its LR moved by `transfer`: what
+        `best --epochs N` prints and `validate --epochs N` trains."""
+        from search.schedules import ScheduleConfig
+
+        return lr_law.moved(ScheduleConfig.from_dict(c.schedule),
+                            self.transfer(c, epochs, keep_lr))
+
+    def keys_at(self, epochs: int | None, keep_lr: bool = False) -> set[str]:
+        """The contender keys `validate --epochs N` trains: the leader and every reference,
+        each at its LR for that length."""
+        from search.contest.contenders import contender_key
+
+        return {contender_key(self.schedule_at(c, epochs, keep_lr), c.optimizer)
+                for c in self.state.contenders
+                if c.role == "reference" or c.key == self.state.race.incumbent}
+
+    @property
+    def stopped(self) -> list[tuple[str, int, float]]:
+        """(label, horizon, points behind the best there) of the references a short horizon
+        stopped (search.contest.policy: the rungs)."""
+        st = self.state
+        last = st.settings.lengths[-1]
+        if len(st.settings.lengths) < 2:
+            return []
+        out = []
+        for by_h in st.ladder.values():
+            h = max(by_h)
+            b = by_h[h].best
+            if h >= last or b is None or any(r.state.name == "RUNNING" for r in by_h[h].runs):
+                continue
+            top = max((g[h].best.score for g in st.ladder.values()
+                       if h in g and g[h].best is not None), default=b.score)
+            out.append((by_h[h].label, h, top - b.score))
+        return out
 
     def lr_band(self, g: Grid) -> tuple[float, float, float] | None:
         """(lowest, highest, best) LR of a grid whose score is within noise of its best run."""
@@ -163,6 +214,14 @@ class Standing:
         for label, edge in self.untuned:
             out.append(f"  not tuned: {label}: its best LR is the {edge}est tried, and the "
                        "study's LR range stops the grid there (widen `space.lr`)")
+        for label, h, behind in self.stopped:
+            out.append(f"  stopped  : {label} at {h} epochs, {_points(behind)} behind the best "
+                       "reference there (a clear loss: not tuned at longer horizons)")
+        for law in self.laws.values():
+            lrs = ", ".join(f"{lr:.3g}" for lr in law.lrs)
+            out.append(f"  LR*      : {law.label}: {lrs} at {law.horizons} epochs; beta "
+                       f"{law.beta:.2f} [{law.beta_low:.2f}, {law.beta_high:.2f}]"
+                       f"{' (flat)' if law.flat else ''}")
         return out
 
     def fields(self) -> dict[str, Any]:
@@ -192,6 +251,10 @@ class Standing:
             "lr_bands": {g.label: list(b) for g in self.state.grids.values()
                          if (b := self.lr_band(g)) is not None},
             "not_tuned": [{"label": lb, "edge": e} for lb, e in self.untuned],
+            "horizons": list(self.state.settings.lengths),
+            "stopped": [{"label": lb, "horizon": h, "behind": _num(x)}
+                        for lb, h, x in self.stopped],
+            "lr_laws": [law.fields() for law in self.laws.values()],
         }
 
 

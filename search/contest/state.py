@@ -7,12 +7,14 @@ kept in memory between claims, so a killed worker leaves nothing to repair.
 
 A trial's part in the contest is in its user attributes: fixed runs (search.runner.FIXED)
 carry `stage` ("reference": a point of a reference's LR grid; "race": a contender on another
-seed), `contender` (its key), `seed`, `label` and, for references, `slot` and `grid_step`.
-Every other trial is a searched shape.
+seed), `contender` (its key), `seed`, `label` and, for references, `slot` and `grid_step`; a
+reference run at a horizon shorter than the search's carries `epochs` (every trial records the
+length it trained, search.runner.Recorder). Every other trial is a searched shape.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from search.runner import FIXED, SEARCH_SEED
 from search.stats import mean_std
 
 __all__ = ["RACE", "REFERENCE", "SEARCH_SEED", "SHAPE", "Contender", "Grid", "Run", "Settings",
-           "State", "derive", "run_of"]
+           "State", "derive", "ladder", "run_of"]
 
 REFERENCE, RACE, SHAPE = "reference", "race", "shape"
 
@@ -40,6 +42,8 @@ class Settings:
     max_seeds: int
     noise_sd: float
     seed: int  # the training seed of the search; race seeds follow it
+    epochs: int = 0  # the search's length (the last horizon); 0: unknown (no epochs recorded)
+    horizons: tuple[int, ...] = ()  # the references' lengths, the last `epochs`; () as (epochs,)
 
     @classmethod
     def of(cls, study_attrs: Mapping[str, Any]) -> Settings | None:
@@ -48,7 +52,13 @@ class Settings:
         if not isinstance(c, Mapping):
             return None
         return cls(int(c["shape_trials"]), int(c["finalists"]), int(c["max_seeds"]),
-                   float(c["noise_sd"]), int(study_attrs.get(SEARCH_SEED, 0)))
+                   float(c["noise_sd"]), int(study_attrs.get(SEARCH_SEED, 0)),
+                   int(study_attrs.get("epochs", 0)), tuple(c.get("horizons", ())))
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """The horizons the references are tuned at, shortest first, the search's length last."""
+        return self.horizons or (self.epochs,)
 
     @property
     def seeds(self) -> list[int]:
@@ -70,6 +80,7 @@ class Run:
     schedule: dict[str, Any] | None  # budget-free (ScheduleConfig.to_dict())
     optimizer: str  # "" (the study's) or a schedule-free optimizer name
     grid_step: int | None = None
+    horizon: int = 0  # the epochs it trained (0: unknown)
 
     @property
     def finished(self) -> bool:
@@ -80,11 +91,13 @@ class Run:
         return float(self.schedule["lr"]) if self.schedule else math.nan
 
 
-def run_of(t: FrozenTrial, search_seed: int) -> Run:
-    """A trial's part in the contest (see the module docstring)."""
+def run_of(t: FrozenTrial, search_seed: int, epochs: int = 0) -> Run:
+    """A trial's part in the contest (see the module docstring); `epochs`: the search's
+    length, the horizon of a trial that does not record its own."""
     from search.contest.contenders import contender_key
 
     a = t.user_attrs
+    horizon = int(a.get("epochs", epochs))
     score: float | None = None
     if t.state == TrialState.COMPLETE and t.value is not None:
         score = float(t.value)
@@ -96,12 +109,12 @@ def run_of(t: FrozenTrial, search_seed: int) -> Run:
                    str(a.get("label", "")), str(a.get("slot", "")),
                    int(a.get("seed", search_seed)), t.state, score, sched,
                    str(a.get("optimizer_name", "")),
-                   int(a["grid_step"]) if "grid_step" in a else None)
+                   int(a["grid_step"]) if "grid_step" in a else None, horizon)
     sched = a.get("schedule") if isinstance(a.get("schedule"), dict) else None
     key = contender_key(schedules.ScheduleConfig.from_dict(sched)) if sched else ""
     label = f"trial {t.number} {sched['family']}" if sched else f"trial {t.number}"
     return Run(t.number, SHAPE, key, label, "", int(a.get("seed", search_seed)), t.state, score,
-               sched, "")
+               sched, "", None, horizon)
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,7 @@ class Grid:
     label: str
     scored: Mapping[float, float]
     runs: tuple[Run, ...]
+    horizon: int = 0  # the epochs its runs trained
 
     @property
     def best(self) -> Run | None:
@@ -149,11 +163,13 @@ class Contender:
 class State:
     settings: Settings
     runs: tuple[Run, ...]
-    grids: Mapping[str, Grid]  # slot -> grid, references in the order their runs began
+    grids: Mapping[str, Grid]  # slot -> grid at the search's length, in the order they began
     shapes: tuple[Run, ...]
     contenders: tuple[Contender, ...]
     race: racing.Race
     racing: bool  # the race has begun: the references are tuned and the shapes searched
+    ladder: Mapping[str, Mapping[int, Grid]] = dataclasses.field(default_factory=dict)
+    # slot -> horizon -> grid, every horizon (the search's length included)
 
     @property
     def running(self) -> list[Run]:
@@ -168,16 +184,15 @@ class State:
         return self.contender(self.race.incumbent)
 
 
-def _grids(runs: Iterable[Run]) -> dict[str, Grid]:
-    by: dict[str, list[Run]] = {}
+def ladder(runs: Iterable[Run]) -> dict[str, dict[int, Grid]]:
+    """slot -> horizon -> the reference's grid at that length, slots in the order they began."""
+    by: dict[str, dict[int, list[Run]]] = {}
     for r in runs:
         if r.stage == REFERENCE:
-            by.setdefault(r.slot, []).append(r)
-    out = {}
-    for slot, rs in by.items():
-        scored = {r.lr: r.score for r in rs if r.finished}
-        out[slot] = Grid(slot, rs[0].label, scored, tuple(rs))
-    return out
+            by.setdefault(r.slot, {}).setdefault(r.horizon, []).append(r)
+    return {slot: {h: Grid(slot, rs[0].label, {r.lr: r.score for r in rs if r.finished},
+                           tuple(rs), h) for h, rs in sorted(hs.items())}
+            for slot, hs in by.items()}
 
 
 def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool | None = None,
@@ -188,9 +203,11 @@ def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool |
     due; a reader passes None: the grids are done once a race run exists, or when nothing
     reference-stage is in flight and the shapes are searched).
     """
-    runs = tuple(run_of(t, settings.seed) for t in sorted(trials, key=lambda t: t.number)
-                 if t.state != TrialState.WAITING)
-    grids = _grids(runs)
+    runs = tuple(run_of(t, settings.seed, settings.epochs)
+                 for t in sorted(trials, key=lambda t: t.number) if t.state != TrialState.WAITING)
+    steps = ladder(runs)
+    last = settings.lengths[-1] or max((r.horizon for r in runs), default=0)
+    grids = {slot: hs[last] for slot, hs in steps.items() if last in hs}
     shapes = tuple(r for r in runs if r.stage == SHAPE)
     contenders: list[Contender] = []
     for g in grids.values():  # 1. each reference at its best LR so far
@@ -227,4 +244,4 @@ def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool |
     race = racing.race([racing.Contender(c.key, c.scores) for c in contenders],
                        settings.max_seeds if began else 1, settings.noise_sd,
                        running=busy, seeds=settings.seeds)
-    return State(settings, runs, grids, shapes, tuple(contenders), race, began)
+    return State(settings, runs, grids, shapes, tuple(contenders), race, began, steps)

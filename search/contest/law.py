@@ -1,0 +1,263 @@
+"""The LR law: how a reference's best LR moves with the training length, and what it says for
+another length (`best --epochs N`, `validate --epochs N`).
+
+With `horizons` a contest tunes each reference's LR on a grid at every horizon (whole runs of
+that length, search.contest.policy). A grid's best LR is read as the peak of a parabola in
+log LR through its best point and the two beside it (`peak`: the x3 grid would otherwise
+quantise LR* to factors of 3); across horizons the peaks are fitted as
+
+    log LR*(T) = a - beta * log T            (T in epochs)
+
+the power law Bjorck et al. (ICLR 2025) measured for the optimal LR against the training
+horizon. The interval of beta is a parametric bootstrap: every score of every grid drawn again
+with the race's seed noise, the peaks and the fit redone (DRAWS times, a fixed seed, so every
+reader computes the same law). Pure: no optuna, no torch.
+
+`transfer` says what a contender's LR becomes at N epochs. A reference: its own law's LR at N,
+exp(a - beta log N) (not its searched grid point times a factor: the grid is x3 coarse, the
+fit reads between its points). A searched shape (its LR a factor of the LR scale, tuned
+continuously at the search's length T): its LR times (N / T) ** -beta of the scale's law
+(whole-run cosine). Where beta's interval holds 0 the law is flat and the LR stays as
+searched; at N = T every LR is the one that raced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from search.stats import CONFIDENCE, json_number
+
+__all__ = ["DRAWS", "EXTRAPOLATION", "Law", "Transfer", "fit", "laws", "moved", "peak",
+           "transfer"]
+
+DRAWS = 1000  # bootstrap draws of the fit
+SEED = 0  # of the bootstrap: every reader computes the same interval
+EXTRAPOLATION = 16  # beyond this many times the longest horizon, the LR is an extrapolation
+
+
+def peak(scored: Mapping[float, float]) -> tuple[float, bool] | None:
+    """(LR*, on_edge) of one grid: the vertex of the parabola in log LR through the best finite
+    point and its two neighbours (it lies between them); the best LR itself where it is an edge
+    of the grid. None where no point is finite."""
+    pts = sorted((lr, v) for lr, v in scored.items() if math.isfinite(v))
+    if not pts:
+        return None
+    i = max(range(len(pts)), key=lambda j: (pts[j][1], -pts[j][0]))
+    if i == 0 or i == len(pts) - 1:
+        return pts[i][0], len(pts) > 1
+    (x0, y0), (x1, y1), (x2, y2) = [(math.log(lr), v) for lr, v in pts[i - 1:i + 2]]
+    den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
+    if den == 0.0:  # three equal scores: no curvature, the best point itself
+        return pts[i][0], False
+    x = x1 - 0.5 * ((x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)) / den
+    return math.exp(min(max(x, x0), x2)), False
+
+
+def _slope(log_t: np.ndarray, log_lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares (a, beta) of log LR = a - beta log T, along the last axis."""
+    tm = log_t.mean()
+    dt = log_t - tm
+    b = (dt * (log_lr - log_lr.mean(axis=-1, keepdims=True))).sum(axis=-1) / (dt * dt).sum()
+    return log_lr.mean(axis=-1) - b * tm, -b
+
+
+@dataclass(frozen=True)
+class Law:
+    """One reference's LR law, fitted on its tuned LRs at each horizon."""
+
+    slot: str
+    label: str
+    horizons: tuple[int, ...]
+    lrs: tuple[float, ...]  # LR* at each horizon (`peak`)
+    edges: tuple[bool, ...]  # LR* at a grid's edge: the grid did not bracket the best
+    a: float
+    beta: float
+    beta_low: float
+    beta_high: float
+    lrs_low: tuple[float, ...] = ()  # LR*'s bootstrap interval at each horizon
+    lrs_high: tuple[float, ...] = ()
+    draws: Any = dataclasses.field(default=None, repr=False, compare=False)  # (a, beta) each
+
+    def lr_interval(self, epochs: float) -> tuple[float, float]:
+        """The bootstrap interval of the law's LR at `epochs`."""
+        a, b = self.draws
+        q = [(1 - CONFIDENCE) / 2 * 100, (1 + CONFIDENCE) / 2 * 100]
+        lo, hi = np.exp(np.percentile(a - b * math.log(epochs), q))
+        return float(lo), float(hi)
+
+    @property
+    def flat(self) -> bool:
+        """beta's interval holds 0: the data do not say that the best LR moves with length."""
+        return self.beta_low <= 0.0 <= self.beta_high
+
+    def lr_at(self, epochs: float) -> float:
+        return math.exp(self.a - self.beta * math.log(epochs))
+
+    def fields(self) -> dict[str, Any]:
+        return {"reference": self.label, "slot": self.slot, "horizons": list(self.horizons),
+                "lr_star": [json_number(x) for x in self.lrs],
+                "lr_star_low": [json_number(x) for x in self.lrs_low],
+                "lr_star_high": [json_number(x) for x in self.lrs_high],
+                "lr_star_at_grid_edge": list(self.edges), "a": json_number(self.a),
+                "beta": json_number(self.beta), "beta_low": json_number(self.beta_low),
+                "beta_high": json_number(self.beta_high), "flat": self.flat,
+                "confidence": CONFIDENCE, "bootstrap_draws": DRAWS}
+
+
+def fit(slot: str, label: str, grids: Mapping[int, Mapping[float, float]], noise_sd: float,
+        ) -> Law | None:
+    """The law of one reference from its grid at each horizon (horizon -> LR -> score), or None
+    with fewer than two horizons that have a finite score."""
+    peaks = {h: p for h, g in sorted(grids.items()) if (p := peak(g)) is not None}
+    if len(peaks) < 2:
+        return None
+    hs = tuple(peaks)
+    log_t = np.log(np.array(hs, dtype=float))
+    a, beta = _slope(log_t, np.log(np.array([peaks[h][0] for h in hs])))
+    rng = np.random.default_rng(SEED)
+    draws = np.empty((DRAWS, len(hs)))
+    for j, h in enumerate(hs):
+        lrs = sorted(lr for lr, v in grids[h].items() if math.isfinite(v))
+        base = np.array([grids[h][lr] for lr in lrs])
+        noisy = base + rng.normal(0.0, noise_sd, size=(DRAWS, len(lrs)))
+        for d in range(DRAWS):
+            draws[d, j] = math.log(peak(dict(zip(lrs, noisy[d], strict=True)))[0])
+    a_draws, betas = _slope(log_t, draws)
+    q = [(1 - CONFIDENCE) / 2 * 100, (1 + CONFIDENCE) / 2 * 100]
+    lo, hi = np.percentile(betas, q)
+    lr_lo, lr_hi = np.exp(np.percentile(draws, q, axis=0))
+    return Law(slot, label, hs, tuple(peaks[h][0] for h in hs), tuple(peaks[h][1] for h in hs),
+               float(a), float(beta), float(lo), float(hi), tuple(map(float, lr_lo)),
+               tuple(map(float, lr_hi)), (a_draws, betas))
+
+
+def laws(ladder: Mapping[str, Mapping[int, Any]], noise_sd: float) -> dict[str, Law]:
+    """slot -> the law of every reference tuned at two horizons or more (`ladder`: slot ->
+    horizon -> search.contest.state.Grid)."""
+    out = {}
+    for slot, by_h in ladder.items():
+        g = next(iter(by_h.values()))
+        law = fit(slot, g.label, {h: dict(x.scored) for h, x in by_h.items()}, noise_sd)
+        if law is not None:
+            out[slot] = law
+    return out
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A contender's LR at `epochs` (`lr`; its searched LR x `factor`), and why."""
+
+    searched_lr: float
+    searched_epochs: int
+    epochs: int
+    lr: float
+    lr_low: float
+    lr_high: float
+    law: Law | None = None  # whose law moved it (None: not measured across lengths)
+    whose: str = ""  # "its own" or "the LR scale's (...)"
+    kept: bool = False  # `--keep-lr`: the searched LR whatever the law says
+    law_lr: float = math.nan  # what the law gives at `epochs` (shown beside a kept LR)
+
+    @property
+    def factor(self) -> float:
+        return self.lr / self.searched_lr
+
+    @property
+    def moved(self) -> bool:
+        return self.lr != self.searched_lr
+
+    @property
+    def beyond(self) -> float:
+        """`epochs` over the longest horizon measured."""
+        return self.epochs / max(self.law.horizons) if self.law else math.nan
+
+    @property
+    def extrapolated(self) -> bool:
+        return self.law is not None and not (
+            min(self.law.horizons) / EXTRAPOLATION <= self.epochs
+            <= EXTRAPOLATION * max(self.law.horizons))
+
+    def lines(self) -> list[str]:
+        """For `best`'s text: the LR at this length and how sure that is."""
+        law, t = self.law, f"{self.searched_epochs} epochs"
+        if self.epochs == self.searched_epochs and law is None:
+            return []
+        if law is None:
+            return [f"  LR law   : not measured across lengths (no `horizons` in the study's "
+                    f"[contest]): the LR is as searched at {t}, {self.searched_lr:.4g}"]
+        pad = " " * 13
+        whose = "" if self.whose == "its own" else f" ({self.whose})"
+        out = [f"  LR law   : {law.label}'s{whose}: beta {law.beta:.2f}, {CONFIDENCE:.0%} "
+               f"interval [{law.beta_low:.2f}, {law.beta_high:.2f}]; LR* " + ", ".join(
+                   f"{lr:.3g} at {h}" for h, lr in zip(law.horizons, law.lrs, strict=True))
+               + " epochs"]
+        if self.epochs == self.searched_epochs:
+            return out + [f"{pad}for another length, `best --epochs N` gives the law's LR "
+                          f"at N (`--keep-lr`: this one)"]
+        if self.kept:
+            return out + [f"{pad}--keep-lr: LR {self.searched_lr:.4g} as searched at {t}; the "
+                          f"law gives {self.law_lr:.4g} at {self.epochs} epochs"]
+        if law.flat:
+            return out + [f"{pad}flat (its interval holds 0): LR {self.searched_lr:.4g} as "
+                          f"searched at {t}, unchanged at {self.epochs} epochs"]
+        out.append(f"{pad}LR {self.lr:.4g} at {self.epochs} epochs, {self.factor:.3g}x the "
+                   f"{self.searched_lr:.4g} searched at {t} ({CONFIDENCE:.0%}: "
+                   f"{self.lr_low:.3g} to {self.lr_high:.3g}); {self.beyond:.3g}x the longest "
+                   f"horizon measured ({max(law.horizons)} epochs)")
+        if self.extrapolated:
+            out.append(f"{pad}an extrapolation: {self.epochs} epochs lies beyond "
+                       f"{EXTRAPOLATION}x the horizons measured and the interval is wide; "
+                       "search with a longer horizon, or validate at this length")
+        return out
+
+    def fields(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "searched_epochs": self.searched_epochs,
+                "searched_lr": self.searched_lr, "lr": self.lr, "factor": self.factor,
+                "lr_low": self.lr_low, "lr_high": self.lr_high,
+                "measured": self.law is not None, "whose": self.whose or None,
+                "kept": self.kept, "law_lr": json_number(self.law_lr),
+                "extrapolated": self.extrapolated,
+                "beyond_longest_horizon": json_number(self.beyond),
+                "fit": self.law.fields() if self.law is not None else None}
+
+
+def transfer(all_laws: Mapping[str, Law], slot: str, scale_slot: str, searched_lr: float,
+             searched_epochs: int, epochs: int | None, keep_lr: bool = False) -> Transfer:
+    """The LR of a contender (a reference's `slot`, or "" for a searched shape, which follows
+    the law of `scale_slot`) at `epochs` (None: as searched). See the module docstring."""
+    n = epochs or searched_epochs
+    law = all_laws.get(slot) if slot else all_laws.get(scale_slot)
+    whose = "its own" if slot else "the LR scale's, whose factor its LR is"
+    same = Transfer(searched_lr, searched_epochs, n, searched_lr, searched_lr, searched_lr,
+                    law, whose if law else "", keep_lr)
+    if law is None or n == searched_epochs:
+        return same
+    if slot:  # the law's own LR at n
+        lr, (lo, hi) = law.lr_at(n), law.lr_interval(n)
+    else:  # the searched LR moved by the scale's law
+        r = n / searched_epochs
+        lr = searched_lr * r ** -law.beta
+        lo, hi = sorted(searched_lr * r ** -b for b in (law.beta_low, law.beta_high))
+    if law.flat or keep_lr:
+        return dataclasses.replace(same, law_lr=lr)
+    return Transfer(searched_lr, searched_epochs, n, lr, lo, hi, law, whose, False, lr)
+
+
+def moved(schedule: Any, t: Transfer) -> Any:
+    """A budget-free schedule (search.schedules.ScheduleConfig) at the LR of `t` (its other
+    knobs are relative to the LR): what `best --epochs N` prints and `validate --epochs N`
+    trains."""
+    return dataclasses.replace(schedule, lr=t.lr) if t.moved else schedule
+
+
+def fitted(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """(a, beta) of log LR = a - beta log T through (T, LR) points (tests, figures)."""
+    t = np.log(np.array([p[0] for p in points], dtype=float))
+    a, b = _slope(t, np.log(np.array([p[1] for p in points], dtype=float)))
+    return float(a), float(b)
