@@ -64,10 +64,13 @@ def _info(study: optuna.Study | Snapshot) -> LRScoreInfo:
     if not done:
         return LRScoreInfo([], None, no_complete_reason(snap))
     st = standing(snap.study)
+    length = st.state.settings.lengths[-1] if st is not None else None
     by: dict[tuple[str, str], list] = {}
     repeats: dict[str, list[tuple[float, float]]] = {}
     for t in sorted(done, key=lambda t: _lr(t)):
         a = t.user_attrs
+        if a.get("stage") == "reference" and length and a.get("epochs", length) != length:
+            continue  # a shorter horizon's grid: the LR law figure (_lr_law) shows it
         if a.get("stage") == "race":
             repeats.setdefault(str(a.get("label", "")), []).append((_lr(t), float(t.value)))
             continue

@@ -23,6 +23,7 @@ from dashboards import (
     _leaderboard,
     _learning_curves,
     _lr_curves,
+    _lr_law,
     _lr_scores,
     _params,
     _winner,
@@ -60,6 +61,7 @@ FIGURES: dict[str, Figure] = {
     "validation": Figure(validation.TITLE, validation._info, validation._plot),
     "winner": Figure(_winner.TITLE, _winner._info, _winner._plot),
     "lr-scores": Figure(_lr_scores.TITLE, _lr_scores._info, _lr_scores._plot),
+    "lr-law": Figure(_lr_law.TITLE, _lr_law._info, _lr_law._plot),
     "families": Figure(_families.TITLE, _families._info, _families._plot),
     "lr-curves": Figure(_lr_curves.TITLE, _lr_curves._info, _lr_curves._plot, True),
     "learning-curves": Figure(

@@ -116,6 +116,26 @@ def _sampler(cfg: StudyConfig, worker: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    """The study's pruner; in a contest it compares a shape with sampled shapes only."""
+    base = _pruner(cfg)
+    return base if cfg.contest is None else SampledOnlyPruner(base)
+
+
+class SampledOnlyPruner(optuna.pruners.BasePruner):
+    """A pruner that compares with sampled trials only: a contest's fixed runs include whole
+    runs of a shorter horizon, whose accuracy at their last epoch (the LR decayed) is no
+    measure of a longer run at that epoch. (Hyperband compares the trials that reached its
+    rungs, which fixed runs never do: they are never pruned.)"""
+
+    def __init__(self, base: optuna.pruners.BasePruner) -> None:
+        self.base = base
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        return self.base.prune(compat.TrialsView(study, lambda t: FIXED not in t.user_attrs),
+                               trial)
+
+
+def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     p = cfg.pruner
     if p.name == "median":
         return optuna.pruners.MedianPruner(

@@ -7,8 +7,8 @@ optimizer is the real one the run names (schedule-free too, from the `schedulefr
 package), so what is recorded is what torch received. Options: `noise`, `best_lr` (where
 every scheduled family peaks in a run of 2 epochs), `lr_beta` (the best LR falls with the
 run's length as (epochs / 2) ** -lr_beta, default 0), `schedulefree_quality`, `sleep`
-(seconds per epoch), `test_flip` (the test split scores the reverse of the validation split: an adversarial test
-set).
+(seconds per epoch), `test_flip` (the test split scores the reverse of the validation
+split: an adversarial test set).
 """
 
 from __future__ import annotations

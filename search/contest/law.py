@@ -82,6 +82,7 @@ class Law:
     beta_high: float
     lrs_low: tuple[float, ...] = ()  # LR*'s bootstrap interval at each horizon
     lrs_high: tuple[float, ...] = ()
+    fitted_on: tuple[int, ...] = ()  # the horizons in the fit: those whose LR* is bracketed
     draws: Any = dataclasses.field(default=None, repr=False, compare=False)  # (a, beta) each
 
     def lr_interval(self, epochs: float) -> tuple[float, float]:
@@ -90,6 +91,15 @@ class Law:
         q = [(1 - CONFIDENCE) / 2 * 100, (1 + CONFIDENCE) / 2 * 100]
         lo, hi = np.exp(np.percentile(a - b * math.log(epochs), q))
         return float(lo), float(hi)
+
+    @property
+    def left_out(self) -> str:
+        """For people: the horizons left out of the fit, and why ("" where none)."""
+        out = [h for h in self.horizons if h not in self.fitted_on]
+        if not out:
+            return ""
+        return (f"the best LR at {', '.join(map(str, out))} epochs is on its grid's edge (the "
+                "study's LR range): left out of the fit")
 
     @property
     def flat(self) -> bool:
@@ -104,7 +114,8 @@ class Law:
                 "lr_star": [json_number(x) for x in self.lrs],
                 "lr_star_low": [json_number(x) for x in self.lrs_low],
                 "lr_star_high": [json_number(x) for x in self.lrs_high],
-                "lr_star_at_grid_edge": list(self.edges), "a": json_number(self.a),
+                "lr_star_at_grid_edge": list(self.edges), "fitted_on": list(self.fitted_on),
+                "a": json_number(self.a),
                 "beta": json_number(self.beta), "beta_low": json_number(self.beta_low),
                 "beta_high": json_number(self.beta_high), "flat": self.flat,
                 "confidence": CONFIDENCE, "bootstrap_draws": DRAWS}
@@ -113,11 +124,14 @@ class Law:
 def fit(slot: str, label: str, grids: Mapping[int, Mapping[float, float]], noise_sd: float,
         ) -> Law | None:
     """The law of one reference from its grid at each horizon (horizon -> LR -> score), or None
-    with fewer than two horizons that have a finite score."""
+    with fewer than two horizons that have a finite score. A best LR on its grid's edge (the
+    study's LR range stopped the grid there) only bounds LR*: it is left out of the fit where
+    two bracketed horizons remain."""
     peaks = {h: p for h, g in sorted(grids.items()) if (p := peak(g)) is not None}
     if len(peaks) < 2:
         return None
-    hs = tuple(peaks)
+    inside = tuple(h for h in peaks if not peaks[h][1])
+    hs = inside if len(inside) >= 2 else tuple(peaks)
     log_t = np.log(np.array(hs, dtype=float))
     a, beta = _slope(log_t, np.log(np.array([peaks[h][0] for h in hs])))
     rng = np.random.default_rng(SEED)
@@ -132,9 +146,13 @@ def fit(slot: str, label: str, grids: Mapping[int, Mapping[float, float]], noise
     q = [(1 - CONFIDENCE) / 2 * 100, (1 + CONFIDENCE) / 2 * 100]
     lo, hi = np.percentile(betas, q)
     lr_lo, lr_hi = np.exp(np.percentile(draws, q, axis=0))
-    return Law(slot, label, hs, tuple(peaks[h][0] for h in hs), tuple(peaks[h][1] for h in hs),
-               float(a), float(beta), float(lo), float(hi), tuple(map(float, lr_lo)),
-               tuple(map(float, lr_hi)), (a_draws, betas))
+    band = dict(zip(hs, zip(lr_lo, lr_hi, strict=True), strict=True))
+    every = tuple(peaks)
+    return Law(slot, label, every, tuple(peaks[h][0] for h in every),
+               tuple(peaks[h][1] for h in every), float(a), float(beta), float(lo), float(hi),
+               tuple(float(band.get(h, (peaks[h][0],) * 2)[0]) for h in every),
+               tuple(float(band.get(h, (peaks[h][0],) * 2)[1]) for h in every), hs,
+               (a_draws, betas))
 
 
 def laws(ladder: Mapping[str, Mapping[int, Any]], noise_sd: float) -> dict[str, Law]:
@@ -197,6 +215,8 @@ class Transfer:
                f"interval [{law.beta_low:.2f}, {law.beta_high:.2f}]; LR* " + ", ".join(
                    f"{lr:.3g} at {h}" for h, lr in zip(law.horizons, law.lrs, strict=True))
                + " epochs"]
+        if law.left_out:
+            out.append(f"{pad}{law.left_out}")
         if self.epochs == self.searched_epochs:
             return out + [f"{pad}for another length, `best --epochs N` gives the law's LR "
                           f"at N (`--keep-lr`: this one)"]

@@ -221,7 +221,8 @@ class Standing:
             lrs = ", ".join(f"{lr:.3g}" for lr in law.lrs)
             out.append(f"  LR*      : {law.label}: {lrs} at {law.horizons} epochs; beta "
                        f"{law.beta:.2f} [{law.beta_low:.2f}, {law.beta_high:.2f}]"
-                       f"{' (flat)' if law.flat else ''}")
+                       f"{' (flat)' if law.flat else ''}"
+                       f"{'; ' + law.left_out if law.left_out else ''}")
         return out
 
     def fields(self) -> dict[str, Any]:
