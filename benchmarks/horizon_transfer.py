@@ -100,6 +100,24 @@ def sweep(runs: Runs, cfg, schedule, optimizer: str, centre: float, epochs: int,
             return scored
 
 
+def _cost(study) -> str:
+    """Epochs the search trained, by stage and horizon, against the single-horizon part."""
+    from optuna.trial import TrialState
+
+    by: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        a = t.user_attrs
+        stage = a.get("stage", "shape")
+        what = f"{stage} at {a.get('epochs')} epochs" if stage == "reference" else stage
+        by[what] = by.get(what, 0) + len(a.get("val_acc_curve", ()))
+    total = sum(by.values())
+    longest = max((int(k.split()[2]) for k in by if k.startswith("reference at")), default=0)
+    short = sum(v for k, v in by.items() if k.startswith("reference at")
+                and int(k.split()[2]) < longest)
+    return (f"search epochs: {total} (" + ", ".join(f"{k}: {v}" for k, v in sorted(by.items()))
+            + f"); the shorter horizons cost {short} epochs ({100 * short / total:.0f}%)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", required=True, help="the study file the search ran")
@@ -139,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     arms = {"oracle": oracle_lr, "naive": base.lr, "law": law.lr}
     test = {name: {s: runs.score(cfg, dataclasses.replace(base, lr=lr), optimizer, args.epochs,
                                  s, "test") for s in seeds} for name, lr in arms.items()}
-    fit = law.law or {}
-    print(f"\n{cfg.name}: {naive.label}, searched at horizons {fit.get('horizons')}, "
-          f"beta {fit.get('beta')} [{fit.get('beta_low')}, {fit.get('beta_high')}]; "
-          f"{args.epochs} epochs, {len(seeds)} seeds, test split; {platform.processor() or ''} "
-          f"{dt.date.today()}")
+    fit = law.transfer.law
+    beta = (f"beta {fit.beta:.3f} [{fit.beta_low:.3f}, {fit.beta_high:.3f}] from LR* "
+            + ", ".join(f"{lr:.3g} at {h}" for h, lr in zip(fit.horizons, fit.lrs, strict=True))
+            + (f" ({fit.left_out})" if fit.left_out else "")) if fit else "no law"
+    print(f"\n{cfg.name}: {naive.label}; {beta}; {args.epochs} epochs, {len(seeds)} seeds, "
+          f"test split; {platform.machine()} {os.cpu_count()} cores, {dt.date.today()}")
+    print(_cost(study))
     print("| arm | LR | test acc (mean ± std) | against the oracle (paired, 95%) | p |")
     print("|---|---|---|---|---|")
     for name, lr in arms.items():

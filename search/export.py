@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import compat, frameworks, runner, schedules, storage
 from search.companion import validation
 from search.contest.law import Transfer, moved
+from search.contest.law import transfer as lr_transfer
 from search.contest.standing import Standing, standing
 from search.errors import UserError
 from search.recommendation import Recommendation, optimizer_call, optimizer_line
@@ -120,6 +121,8 @@ def recommend(
                          keys=st.keys_at(epochs, keep_lr))
     else:
         rec = from_trial(study.study_name, trial, epochs, steps_per_epoch)
+        rec = replace(rec, transfer=lr_transfer({}, "", "", rec.lr, rec.searched_epochs,
+                                                epochs))  # says: not measured across lengths
         val = validation(study, epochs, recommended=trial.number)
     return replace(rec, validation=val) if val is not None else rec
 

@@ -68,6 +68,8 @@ def test_the_law_carries_the_recommendation_to_another_length(tmp_path, capsys):
     cosine = st.laws["cosine"]
     assert cosine.horizons == (1, 2, 4) and cosine.beta_low < BETA < cosine.beta_high
     assert not cosine.flat
+    stored = study.user_attrs["lr_law"][cosine.label]  # with the study, for its dashboard
+    assert stored == cosine.fields()
     lead = st.leader
     assert lead.role == "reference" and lead.slot in st.laws
     # the report draws each law, the recommendation's marked; the LR-score figure keeps to

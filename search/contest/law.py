@@ -207,8 +207,8 @@ class Transfer:
         if self.epochs == self.searched_epochs and law is None:
             return []
         if law is None:
-            return [f"  LR law   : not measured across lengths (no `horizons` in the study's "
-                    f"[contest]): the LR is as searched at {t}, {self.searched_lr:.4g}"]
+            return [f"  LR law   : not measured across lengths (the study has no [contest] "
+                    f"`horizons`): the LR is as searched at {t}, {self.searched_lr:.4g}"]
         pad = " " * 13
         whose = "" if self.whose == "its own" else f" ({self.whose})"
         out = [f"  LR law   : {law.label}'s{whose}: beta {law.beta:.2f}, {CONFIDENCE:.0%} "

@@ -24,11 +24,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, runner
 from search.contest import contenders as cn
+from search.contest.law import laws
 from search.contest.state import RACE, REFERENCE, SHAPE, Settings, State, derive
 
-__all__ = ["ContestPolicy", "Due", "drop_queued", "plan"]
+__all__ = ["LR_LAW", "ContestPolicy", "Due", "drop_queued", "plan"]
 
 DONE, WAIT = runner.DONE, runner.WAIT
+LR_LAW = "lr_law"  # study user attr: each reference's LR law (search.contest.law), as fitted
+# once the race has begun; every reader fits it again from the trials, the same way
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ class ContestPolicy:
     def __init__(self, cfg: Any, target: int) -> None:
         self.cfg, self.target = cfg, target
         self.last: Plan | None = None
+        self.stored = -1  # finished trials when the LR law was last stored
 
     def __call__(self, study: optuna.Study, live: bool) -> str | None:
         trials = study.get_trials(deepcopy=False)
@@ -199,6 +203,12 @@ class ContestPolicy:
         p = self.last = plan(self.cfg, trials, live)
         if p.scale is not None and study.user_attrs.get(runner.LR_SCALE) != p.scale:
             study.set_user_attr(runner.LR_SCALE, p.scale)
+        if p.state.racing and finished != self.stored:  # the fit, for people (the dashboard)
+            self.stored = finished
+            fits = {law.label: law.fields() for law in laws(p.state.ladder,
+                                                            p.state.race.sigma).values()}
+            if fits and study.user_attrs.get(LR_LAW) != fits:
+                study.set_user_attr(LR_LAW, fits)
         if finished >= self.target:
             return DONE
         if finished + running >= self.target:
