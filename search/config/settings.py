@@ -81,8 +81,7 @@ class ContestConfig:
 
     `horizons` (epochs, ascending, the last the search's length): the references' LR grids run
     as whole runs at each length, shortest first, each grid centred on the same reference's
-    best LR one horizon shorter; a reference that loses clearly at a short horizon (RUNG_SDS
-    noise sds behind the best there) stops there. The tuned LRs across lengths give each
+    best LR one horizon shorter. The tuned LRs across lengths give each
     reference's LR law (search.contest.law), which carries the recommendation to another
     length (`best --epochs N`). Empty: the search's length alone, the LR not measured across
     lengths.
@@ -103,8 +102,6 @@ class ContestConfig:
     SHAPE_STEPS: ClassVar[tuple[int, ...]] = (-1, 0, 1)
     GRID_EXTEND: ClassVar[int] = 2  # steps added past an edge of a grid where its best sits
     REFERENCES: ClassVar[int] = 5  # at most: cosine, constant, one-cycle, linear, schedule-free
-    RUNG_SDS: ClassVar[float] = 3.0  # behind the best at a short horizon by this many noise
-    # sds of a difference of two runs: the reference goes no longer
 
     def lengths(self, epochs: int) -> tuple[int, ...]:
         """The horizons the references' LRs are tuned at: those shorter than `epochs` (the

@@ -88,26 +88,16 @@ def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
     return [], True, best
 
 
-def _rungs(cfg: Any, refs: tuple[cn.Reference, ...], runs: list, centres: dict[str, float],
-           horizon: int) -> dict[str, float]:
-    """The references that go on past `horizon` (slot -> the best LR there, their next grid's
-    centre): all but those RUNG_SDS noise sds of a two-run difference behind the best there.
-    The first reference (the LR scale) always goes on."""
-    best = {slot: max(r.score for r in runs if r.stage == REFERENCE and r.slot == slot
-                      and r.horizon == horizon and r.finished) for slot in centres}
-    top = max(best.values())
-    gap = cfg.contest.RUNG_SDS * cfg.contest.noise_sd * 2**0.5
-    return {slot: lr for slot, lr in centres.items()
-            if slot == refs[0].slot or best[slot] >= top - gap}
-
-
 def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
     """What the contest needs next, from `trials` (the study's, WAITING ones included).
 
     The references' grids run horizon by horizon, shortest first: at the first, whole-run
     cosine around the default LR, the others around its best (x their LR factor); at each
-    longer one, every reference still in (`_rungs`) around its own best one horizon shorter.
-    The shapes and the race follow at the search's length, the last horizon."""
+    longer one, every reference around its own best one horizon shorter. None is stopped at
+    a short horizon: the 2-epoch ranking of the references is no guide to the 8-epoch one
+    (benchmarks/RESULTS.md, "The LR for the user's training length"), and each is a
+    baseline the answer must beat. The shapes and the race follow at the search's length,
+    the last horizon."""
     c = cfg.contest
     settings = Settings(c.shape_trials, c.finalists, c.max_seeds, c.noise_sd, cfg.train.seed,
                         cfg.epochs, c.lengths(cfg.epochs) if c.horizons else ())
@@ -119,7 +109,7 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
     seed = settings.seed
     due: list[Due] = []
     done_all, scale = False, None
-    going: dict[str, float] = {}  # slot -> the centre of its grid at this horizon
+    going: dict[str, float] = {}  # slot -> its best LR one horizon shorter
     for i, h in enumerate(settings.lengths):
         first = c.SCALE_STEPS if i == 0 else c.SHAPE_STEPS
         centre0 = cfg.space.default_lr if i == 0 else going[refs[0].slot]
@@ -145,7 +135,7 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
         elif not done_all:
             break
         else:
-            going = _rungs(cfg, refs, runs, found, h)
+            going = found
     shapes_due = 0
     if scale is not None:
         used = sum(1 for r in runs if r.stage == SHAPE and r.state in (

@@ -109,11 +109,12 @@ class Standing:
 
     @property
     def stopped(self) -> list[tuple[str, int, float]]:
-        """(label, horizon, points behind the best there) of the references a short horizon
-        stopped (search.contest.policy: the rungs)."""
+        """(label, horizon, points behind the best there) of the references the race began
+        without: tuned at a shorter horizon only (a contest run with rungs at short horizons,
+        which stopped clear losers there)."""
         st = self.state
         last = st.settings.lengths[-1]
-        if len(st.settings.lengths) < 2:
+        if len(st.settings.lengths) < 2 or not st.racing:
             return []
         out = []
         for by_h in st.ladder.values():
@@ -216,7 +217,7 @@ class Standing:
                        "study's LR range stops the grid there (widen `space.lr`)")
         for label, h, behind in self.stopped:
             out.append(f"  stopped  : {label} at {h} epochs, {_points(behind)} behind the best "
-                       "reference there (a clear loss: not tuned at longer horizons)")
+                       "reference there (not tuned at longer horizons)")
         for law in self.laws.values():
             lrs = ", ".join(f"{lr:.3g}" for lr in law.lrs)
             out.append(f"  LR*      : {law.label}: {lrs} at {law.horizons} epochs; beta "
