@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from objectives import Diverged, Schedule, UserError, data, models
+from objectives.optimizers import OPTIMIZERS, nesterov
 
 __all__ = [
     "AUGMENT",
@@ -64,9 +65,9 @@ class TrainConfig:
     # "test": train on the whole training part incl. that carve, score on the test split
     # (validation of finished searches only; the search never reads the test split).
     holdout: str = "val"
-    # A key of OPTIMIZERS: "sgd" (Nesterov when momentum > 0), "adamw"; "schedulefree" and
-    # "schedulefree_adamw" (optional `schedulefree` package) are `validate`'s no-schedule
-    # baselines. betas and eps reach the Adam-type optimizers only.
+    # A key of objectives.optimizers.OPTIMIZERS: "sgd" (Nesterov when momentum > 0), "adamw";
+    # "schedulefree" and "schedulefree_adamw" (optional `schedulefree` package) are the
+    # contest's and `validate`'s no-schedule baselines. betas and eps reach Adam types only.
     optimizer: str = "sgd"
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -90,21 +91,6 @@ def _devices_here() -> str:
     return ", ".join(names)
 
 
-# TrainConfig.optimizer -> (module, class): the one table of optimizers an objective trains with.
-OPTIMIZERS: dict[str, tuple[str, str]] = {
-    "sgd": ("torch.optim", "SGD"),
-    "adamw": ("torch.optim", "AdamW"),
-    "schedulefree": ("schedulefree", "SGDScheduleFree"),
-    "schedulefree_adamw": ("schedulefree", "AdamWScheduleFree"),
-}
-
-
-def nesterov(momentum: float) -> bool:
-    """SGD runs Nesterov momentum wherever it has momentum: the one rule, for every loop, every
-    record and every printed optimizer."""
-    return momentum > 0
-
-
 def make_optimizer(
     params: Any, cfg: TrainConfig, schedule: Schedule, total_steps: int
 ) -> torch.optim.Optimizer:
@@ -113,18 +99,18 @@ def make_optimizer(
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} "
                          f"but got {cfg.optimizer!r}")
-    module, name = OPTIMIZERS[cfg.optimizer]
-    cls = getattr(importlib.import_module(module), name)
+    kind = OPTIMIZERS[cfg.optimizer]
+    cls = getattr(importlib.import_module(kind.module), kind.name)
     kwargs: dict[str, Any] = {"lr": schedule.lr, "weight_decay": schedule.weight_decay}
-    if cfg.optimizer.startswith("schedulefree"):
+    if kind.schedule_free:
         kwargs["warmup_steps"] = round(SCHEDULEFREE_WARMUP * total_steps)
-    if "adamw" in cfg.optimizer:  # the schedule's betas where the search drew them
+    if kind.adam:  # the schedule's betas where the search drew them
         drawn = (getattr(schedule, "beta1", None), getattr(schedule, "beta2", None))
         betas = tuple(b if b is not None else c for b, c in zip(drawn, cfg.betas, strict=True))
         kwargs |= {"betas": betas, "eps": cfg.eps}
     else:
         kwargs["momentum"] = schedule.momentum
-        if cfg.optimizer == "sgd":
+        if kind.nesterov:
             kwargs["nesterov"] = nesterov(schedule.momentum)
     return cls(params, **kwargs)
 

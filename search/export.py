@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from objectives.optimizers import by_class
 from search import compat, frameworks, runner, schedules, storage
 from search.companion import validation
 from search.contest.law import Transfer, moved
@@ -78,7 +79,8 @@ def from_trial(
 def _for_budget(optimizer: dict[str, Any], total_steps: int) -> dict[str, Any]:
     """The recorded optimizer (exactly what torch received, beside `schedule` in every trial
     loop) for a budget: a schedule-free optimizer's warmup is a share of the run's steps."""
-    if "warmup_steps" not in optimizer or "ScheduleFree" not in str(optimizer.get("name")):
+    kind = by_class(str(optimizer.get("name")))
+    if "warmup_steps" not in optimizer or kind is None or not kind.schedule_free:
         return optimizer
     from objectives.classify import SCHEDULEFREE_WARMUP
 

@@ -21,6 +21,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from objectives.optimizers import by_class
 from search import schedules, storage
 from search.recommendation import Recommendation, optimizer_call
 
@@ -29,9 +30,6 @@ __all__ = ["HF_BUILTIN", "describe", "hf", "lightning"]
 MONITOR = "val_loss"  # the metric ReduceLROnPlateau reads: the search stepped it on val loss
 LIGHTNING_INTERVAL = {schedules.EPOCH: "epoch", schedules.ITERATION: "step",
                       schedules.PLATEAU: "epoch"}
-# Recorded optimizer class -> the Trainer's `optim` name (TrainingArguments form only).
-HF_OPTIM = {"SGD": "sgd", "AdamW": "adamw_torch", "SGDScheduleFree": "schedule_free_sgd",
-            "AdamWScheduleFree": "schedule_free_adamw"}
 
 
 def _constant(rec: Recommendation) -> dict[str, Any] | None:
@@ -81,7 +79,7 @@ def describe(rec: Recommendation) -> dict[str, Any]:
     """How the schedule steps in Lightning and in the Hugging Face Trainer, JSON-able."""
     cls, kwargs = optimizer_call(rec.optimizer)
     plateau = rec.interval == schedules.PLATEAU
-    known = rec.optimizer.get("name", "SGD") in HF_OPTIM  # the Trainer can build it itself
+    known = by_class(rec.optimizer.get("name", "SGD")) is not None  # the Trainer builds it
     builtin = HF_BUILTIN[rec.family](rec) if rec.family in HF_BUILTIN and known else None
     total = rec.epochs * rec.steps_per_epoch
     hf_fields: dict[str, Any] = {"max_steps": total}  # E x S: the Trainer stops there
@@ -110,7 +108,7 @@ def describe(rec: Recommendation) -> dict[str, Any]:
 
 def _hf_optim(o: dict[str, Any]) -> dict[str, Any]:
     name = o.get("name", "SGD")
-    out: dict[str, Any] = {"optim": HF_OPTIM[name]}
+    out: dict[str, Any] = {"optim": by_class(name).hf}
     if "betas" in o:
         out |= {"adam_beta1": o["betas"][0], "adam_beta2": o["betas"][1]}
     if "eps" in o:

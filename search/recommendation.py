@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from objectives.optimizers import by_class
 from search import schedules
 from search.stats import Validation
 
@@ -62,7 +63,8 @@ class Recommendation:
     def schedule_free(self) -> bool:
         """A schedule-free optimizer: no scheduler at all (the optimizer averages its iterates
         and needs optimizer.train() / optimizer.eval() around training and evaluation)."""
-        return "ScheduleFree" in str(self.optimizer.get("name", ""))
+        kind = by_class(str(self.optimizer.get("name", "")))
+        return kind is not None and kind.schedule_free
 
     def stepping(self) -> str:
         if self.schedule_free:
@@ -72,7 +74,7 @@ class Recommendation:
 
     def schedule_free_note(self) -> str:
         lr = self.optimizer.get("lr")
-        scale = "10-50x" if "SGD" in str(self.optimizer.get("name")) else "1-10x"
+        scale = by_class(str(self.optimizer.get("name"))).lr_range
         return (f"{lr:.4g} is the schedule-free optimizer's own LR; its authors use {scale} the "
                 "LR of the same optimizer with a schedule, and this one was tuned on the "
                 "validation split")

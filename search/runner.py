@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from objectives import Diverged
+from objectives.optimizers import by_class, nesterov
 from search import compat, record, schedules, space
 from search.config import DEFAULT_OBJECTIVE, StudyConfig, load_objective
 from search.errors import UserError
@@ -360,9 +361,9 @@ def fixed_run(train_cfg: Any, attrs: Mapping[str, Any]) -> tuple[schedules.Sched
 
 def optimizer_name(train_cfg: Any) -> str:
     """The torch class name of the optimizer `train_cfg` names (SGD where it names none)."""
-    from objectives.classify import OPTIMIZERS
+    from objectives.optimizers import OPTIMIZERS
 
-    return OPTIMIZERS.get(getattr(train_cfg, "optimizer", "sgd"), ("", "SGD"))[1]
+    return OPTIMIZERS[train_cfg.optimizer].name if train_cfg.optimizer in OPTIMIZERS else "SGD"
 
 
 def record_optimizer(trial: optuna.Trial, s: Any, name: str = "SGD") -> None:
@@ -371,10 +372,11 @@ def record_optimizer(trial: optuna.Trial, s: Any, name: str = "SGD") -> None:
     training: the knobs asked for, until the objective builds its schedule on the real one."""
     if isinstance(s, schedules.ScheduleConfig):
         asked = {"name": name, "lr": s.lr, "weight_decay": s.weight_decay}
-        if "Adam" not in name:
-            from objectives.classify import nesterov
-
-            asked |= {"momentum": s.momentum, "nesterov": nesterov(s.momentum)}
+        kind = by_class(name)
+        if kind is None or not kind.adam:
+            asked["momentum"] = s.momentum
+        if kind is None or kind.nesterov:
+            asked["nesterov"] = nesterov(s.momentum)
         trial.set_user_attr("optimizer", asked)
     else:
         from objectives.classify import optimizer_record

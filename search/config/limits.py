@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from objectives.optimizers import study_optimizers
+
 __all__ = ["CHECKED", "LIMITS", "LR_FLOOR", "MAX_SEED", "MIN_SUBSET", "NUM", "finite",
            "number_text", "raise_hint", "train_problem"]
 
@@ -82,8 +84,9 @@ def train_problem(k: str, v: Any, limits: Mapping[str, Any]) -> str | None:
         return None if isinstance(v, str) and v and "\0" not in v else "a directory path"
     if k == "augment":
         return None if isinstance(v, bool) else "true or false"
-    if k == "optimizer":  # the schedule-free ones are `validate`'s baselines only
-        return None if v in ("sgd", "adamw") else '"sgd" or "adamw"'
+    if k == "optimizer":  # the schedule-free ones are the contest's baselines only
+        names = study_optimizers()
+        return None if v in names else " or ".join(f'"{n}"' for n in names)
     if k == "betas":
         ok = isinstance(v, list | tuple) and len(v) == 2 and all(
             finite(b) and 0 <= b < 1 for b in v)

@@ -17,6 +17,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from objectives.optimizers import OPTIMIZERS, study_optimizers
 from search import schedules
 from search.config.limits import LIMITS, MAX_SEED, NUM, finite
 from search.config.settings import (
@@ -176,9 +177,10 @@ def load_study(name_or_path: str) -> StudyConfig:
     space_table = top.table("space")
     space = space_of(space_table, families_of(space_table), train.epochs, limits)
     for beta in ("beta1", "beta2"):
-        if getattr(space, beta) is not None and getattr(train, "optimizer", "sgd") != "adamw":
+        if getattr(space, beta) is not None and not OPTIMIZERS[train.optimizer].adam:
+            adam = " or ".join(f'"{k}"' for k in study_optimizers() if OPTIMIZERS[k].adam)
             raise space_table.error(
-                beta, 'set with `objective.optimizer = "adamw"` only (AdamW\'s betas)',
+                beta, f"set with `objective.optimizer = {adam}` only (AdamW's betas)",
                 space_table.data[beta])
     samp, ds = top.table("sampler"), SamplerConfig()  # ds, dp, dw: the defaults, written once
     trials_max = limits["trials"]

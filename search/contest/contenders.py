@@ -19,16 +19,13 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from objectives.optimizers import OPTIMIZERS
 from search import schedules, space
 from search.config import ContestConfig
 
-__all__ = ["REFERENCES", "SCHEDULEFREE", "Reference", "at_edge", "contender_key", "grid_lrs",
+__all__ = ["REFERENCES", "Reference", "at_edge", "contender_key", "grid_lrs",
            "knobs", "lr_clip", "next_lrs", "references", "unavailable"]
 
-# The study's optimizer -> its schedule-free variant (TrainConfig.optimizer), its label, and
-# its LR over the scheduled LR: its authors suggest 10-50x for SGD, 1-10x for AdamW.
-SCHEDULEFREE = {"sgd": ("schedulefree", "schedule-free SGD", 10.0),
-                "adamw": ("schedulefree_adamw", "schedule-free AdamW", 3.0)}
 # The grids' ratio and steps: search.config.ContestConfig (the study's contest settings).
 GRID_RATIO, GRID_EXTEND = ContestConfig.GRID_RATIO, ContestConfig.GRID_EXTEND
 
@@ -79,9 +76,10 @@ def unavailable(cfg: Any, ref: Reference) -> str:
 def references(cfg: Any, notes: list[str] | None = None) -> tuple[Reference, ...]:
     """The references this study can run: REFERENCES, then the schedule-free variant of its
     optimizer where the objective and the installed packages allow (else a note says why)."""
-    opt, label, factor = SCHEDULEFREE[cfg.train.optimizer]
+    free = OPTIMIZERS[OPTIMIZERS[cfg.train.optimizer].schedule_free_variant]
     out = []
-    for ref in (*REFERENCES, Reference("schedulefree", label, "Constant", {}, opt, factor)):
+    for ref in (*REFERENCES, Reference("schedulefree", free.label, "Constant", {}, free.key,
+                                       free.lr_factor)):
         why = unavailable(cfg, ref)
         if why and notes is not None:
             notes.append(why)

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from objectives import Diverged
 from objectives.fused_train import ArrayTrainer, Job, member_bytes
+from objectives.optimizers import OPTIMIZERS
 from search import compat, runner, schedules, space, storage
 from search.config import DEFAULT_OBJECTIVE, StudyConfig
 from search.engine.claim import (
@@ -79,8 +80,9 @@ def _check(cfg: StudyConfig) -> None:
             f"`--array` needs the built-in objective {DEFAULT_OBJECTIVE} but the study uses "
             f"{cfg.objective}; run it without --array"
         )
-    if cfg.train.optimizer != "sgd":  # FusedSGD is the arrays' optimizer
-        raise UserError(f"`--array` trains SGD only but the study's optimizer is "
+    if not OPTIMIZERS[cfg.train.optimizer].fused:  # FusedSGD is the arrays' optimizer
+        fused = " or ".join(o.label for o in OPTIMIZERS.values() if o.fused)
+        raise UserError(f"`--array` trains {fused} only but the study's optimizer is "
                         f"{cfg.train.optimizer!r}; run it without --array")
 
 
@@ -97,7 +99,7 @@ def array_size(cfg: StudyConfig, requested: int | None = None, share: int = 1) -
         return requested
     # The built-in objective's settings are a TrainConfig (config.load); a user objective's
     # may be anything, and is never asked for an optimizer here.
-    if cfg.objective != DEFAULT_OBJECTIVE or cfg.train.optimizer != "sgd":
+    if cfg.objective != DEFAULT_OBJECTIVE or not OPTIMIZERS[cfg.train.optimizer].fused:
         return None
     from objectives.classify import resolve_device
 
