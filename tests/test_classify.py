@@ -195,3 +195,22 @@ def test_holdout_test_trains_on_train_and_val_and_scores_the_test_split(fixture_
     assert len(seen) == 1
     with pytest.raises(ValueError, match="holdout"):
         classify.split(tiny(fixture_dir, holdout="train"))
+
+
+@pytest.mark.parametrize("key", sorted(__import__("objectives.optimizers").optimizers.OPTIMIZERS))
+def test_each_optimizer_is_built_and_recorded_as_its_table_says(key):
+    """objectives.optimizers is the one description: the class built, the name recorded, and
+    its flags (Adam-type: betas; Nesterov; schedule-free: a warmup share) agree with torch."""
+    from objectives.optimizers import OPTIMIZERS, by_class
+
+    kind = OPTIMIZERS[key]
+    if kind.module != "torch.optim":
+        pytest.importorskip(kind.module)
+    cfg = classify.TrainConfig(dataset="cifar10", optimizer=key)
+    opt = classify.make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg,
+                                  ScheduleConfig("Constant", lr=0.1, momentum=0.9), 100)
+    record = classify.optimizer_record(opt)
+    assert type(opt).__name__ == kind.name == record["name"] and by_class(kind.name) is kind
+    assert ("betas" in record) == kind.adam
+    assert record.get("nesterov", False) == kind.nesterov
+    assert ("warmup_steps" in record) == kind.schedule_free
