@@ -80,17 +80,8 @@ class Recommendation:
                 "validation split")
 
     def scheduler_code(self) -> str:
-        main = schedules.code(self.family, self.kwargs)
-        if self.warmup is None:
-            return main
-        w = self.warmup
-        return (
-            f"torch.optim.lr_scheduler.SequentialLR(optimizer, [\n"
-            f"    torch.optim.lr_scheduler.LinearLR(optimizer, start_factor="
-            f"{schedules.lit(w['start_factor'])}, total_iters={w['total_iters']}),\n"
-            f"{textwrap.indent(main, '    ')},\n"
-            f"], milestones=[{w['total_iters']}])"
-        )
+        """The scheduler as the trial built it (search.schedules.codegen: its construction)."""
+        return schedules.code(self.family, self.kwargs, self.warmup)
 
     def outcome(self) -> str:
         lead = self.standing.leader if self.standing is not None else None

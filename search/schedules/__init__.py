@@ -3,6 +3,8 @@
 - search.schedules.catalog: family name -> torch construction, stepping, searched parameters.
 - search.schedules.rescale: a budget-free `ScheduleConfig` -> exact torch kwargs (`resolve`)
   and the scheduler itself (`build`), for any number of epochs and steps per epoch.
+- search.schedules.construction: a scheduler's construction as data, built by torch and
+  printed from the same value.
 - search.schedules.codegen: exact kwargs -> the Python code that builds the same scheduler.
 
 Nothing here imports optuna. The names below are the package's interface.

@@ -4,7 +4,8 @@ Every family is built from `torch.optim.lr_scheduler` classes; composites are ma
 LambdaLR / LinearLR / ConstantLR / CosineAnnealingLR / SequentialLR. Nothing here
 re-implements a scheduler's math. A family's `kwargs(params, lr, horizon)` turns its
 budget-free parameters into the exact torch kwargs for a horizon (search.schedules.rescale
-chooses the horizon); its code text is search.schedules.codegen's.
+chooses the horizon); its `plan(kwargs)` is the construction for them, as data
+(search.schedules.construction), which torch builds and `best` prints.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torch.optim import Optimizer
-from torch.optim import lr_scheduler as lrs
+from search.schedules.construction import Call, Chain, Plan, lit
 
 __all__ = ["EPOCH", "ITERATION", "MAX_MILESTONES", "ONE_CYCLE_STANDARD", "PLATEAU", "SCHEDULES",
            "WARMUP_START_FACTOR", "Bounds", "Family", "Param", "family", "milestones"]
@@ -85,7 +85,7 @@ class Param:
 class Family:
     name: str
     interval: str
-    make: Callable[..., Any]  # (optimizer, **kwargs) -> scheduler
+    plan: Callable[[Mapping[str, Any]], Plan]  # exact kwargs -> its torch construction
     # (params, lr, horizon) -> exact torch kwargs; `horizon` counts the scheduler steps the
     # schedule spans: epochs for epoch-stepped families, optimizer steps for per-iteration
     # ones and for any family after an added warmup (then it is the steps after the warmup).
@@ -99,37 +99,36 @@ class Family:
         return not self.own_warmup and self.interval != PLATEAU
 
 
-# 1. Composites, each a small function over torch classes (export prints the same code).
+# 1. Constructions: each family's torch classes for its exact kwargs (search.schedules.
+# construction builds a plan and prints it, so the code printed is what was built).
 
 
-def constant(optimizer: Optimizer) -> lrs.LRScheduler:
-    return lrs.LambdaLR(optimizer, lambda step: 1.0)
+def _torch(cls: str) -> Callable[[Mapping[str, Any]], Plan]:
+    """One torch scheduler class called with the family's kwargs."""
+    return lambda kw: Call(cls, dict(kw))
 
 
-def inverse_time_decay(optimizer: Optimizer, decay: float) -> lrs.LRScheduler:
+def _constant(kw: Mapping[str, Any]) -> Plan:
+    return Call("LambdaLR", {}, "lambda step: 1.0")
+
+
+def _inverse_time_decay(kw: Mapping[str, Any]) -> Plan:
     # lr = base_lr / (1 + decay * iteration), stepped per iteration
-    return lrs.LambdaLR(optimizer, lambda it: 1.0 / (1.0 + decay * it))
+    return Call("LambdaLR", {}, f"lambda it: 1.0 / (1.0 + {lit(kw['decay'])} * it)")
 
 
-def warmup_cosine(
-    optimizer: Optimizer, warmup_iters: int, total_iters: int, eta_min: float
-) -> lrs.LRScheduler:
-    warm = lrs.LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, total_iters=warmup_iters)
-    cos = lrs.CosineAnnealingLR(optimizer, T_max=total_iters - warmup_iters, eta_min=eta_min)
-    return lrs.SequentialLR(optimizer, [warm, cos], milestones=[warmup_iters])
+def _warmup_cosine(kw: Mapping[str, Any]) -> Plan:
+    w, t = kw["warmup_iters"], kw["total_iters"]
+    return Chain((Call("LinearLR", {"start_factor": WARMUP_START_FACTOR, "total_iters": w}),
+                  Call("CosineAnnealingLR", {"T_max": t - w, "eta_min": kw["eta_min"]})), (w,))
 
 
-def warmup_stable_decay(
-    optimizer: Optimizer, warmup_iters: int, stable_iters: int, decay_iters: int, end_factor: float
-) -> lrs.LRScheduler:
-    warm = lrs.LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, total_iters=warmup_iters)
-    stable = lrs.ConstantLR(optimizer, factor=1.0, total_iters=stable_iters)
-    decay = lrs.LinearLR(
-        optimizer, start_factor=1.0, end_factor=end_factor, total_iters=decay_iters
-    )
-    return lrs.SequentialLR(
-        optimizer, [warm, stable, decay], milestones=[warmup_iters, warmup_iters + stable_iters]
-    )
+def _warmup_stable_decay(kw: Mapping[str, Any]) -> Plan:
+    w, s, d = kw["warmup_iters"], kw["stable_iters"], kw["decay_iters"]
+    return Chain((Call("LinearLR", {"start_factor": WARMUP_START_FACTOR, "total_iters": w}),
+                  Call("ConstantLR", {"factor": 1.0, "total_iters": s}),
+                  Call("LinearLR", {"start_factor": 1.0, "end_factor": kw["end_factor"],
+                                    "total_iters": d})), (w, w + s))
 
 
 # 2. The catalog. kwargs(params, lr, horizon) -> exact torch kwargs.
@@ -196,34 +195,34 @@ SCHEDULES: dict[str, Family] = {
     f.name: f
     for f in [
         Family(
-            "Constant", EPOCH, constant, lambda p, lr, h: {}, (),
+            "Constant", EPOCH, _constant, lambda p, lr, h: {}, (),
             doc="the base LR throughout",
         ),
         Family(
-            "StepLR", EPOCH, lrs.StepLR,
+            "StepLR", EPOCH, _torch("StepLR"),
             lambda p, lr, h: {"step_size": _count(p["step_size"], h), "gamma": p["gamma"]},
             (Param("step_size", "epochs", 0.1, 0.5), _GAMMA),
         ),
         Family(
-            "MultiStepLR", EPOCH, lrs.MultiStepLR,
+            "MultiStepLR", EPOCH, _torch("MultiStepLR"),
             lambda p, lr, h: {"milestones": milestones(p, h), "gamma": p["gamma"]},
             (Param("n_milestones", "cuts", 1, 3, limits=Bounds(1, MAX_MILESTONES)), *_GAPS,
              _GAMMA),
             doc="n milestones at ordered gaps of the run",
         ),
         Family(
-            "ExponentialLR", EPOCH, lrs.ExponentialLR,
+            "ExponentialLR", EPOCH, _torch("ExponentialLR"),
             # searched as the LR factor reached at the end of the run, so ranges fit any budget
             lambda p, lr, h: {"gamma": p["final_factor"] ** (1.0 / h)},
             (Param("final_factor", "float", 1e-3, 0.5, log=True),),
         ),
         Family(
-            "CosineAnnealingLR", EPOCH, lrs.CosineAnnealingLR,
+            "CosineAnnealingLR", EPOCH, _torch("CosineAnnealingLR"),
             lambda p, lr, h: {"T_max": _count(p["T_max"], h), "eta_min": lr * p["eta_min_factor"]},
             (Param("T_max", "epochs", 0.5, 1.0), _FRACTION),
         ),
         Family(
-            "ReduceLROnPlateau", PLATEAU, lrs.ReduceLROnPlateau,
+            "ReduceLROnPlateau", PLATEAU, _torch("ReduceLROnPlateau"),
             lambda p, lr, h: {
                 "mode": "min", "factor": p["factor"], "patience": _count(p["patience"], h, 0),
             },
@@ -233,7 +232,7 @@ SCHEDULES: dict[str, Family] = {
             ),
         ),
         Family(
-            "OneCycleLR", ITERATION, lrs.OneCycleLR,
+            "OneCycleLR", ITERATION, _torch("OneCycleLR"),
             lambda p, lr, h: {
                 "max_lr": lr, "total_steps": h, "pct_start": p["pct_start"],
                 "div_factor": p["div_factor"], "final_div_factor": p["final_div_factor"],
@@ -247,7 +246,8 @@ SCHEDULES: dict[str, Family] = {
             own_warmup=True,
         ),
         Family(
-            "CosineAnnealingWarmRestarts", EPOCH, lrs.CosineAnnealingWarmRestarts,
+            "CosineAnnealingWarmRestarts", EPOCH,
+            _torch("CosineAnnealingWarmRestarts"),
             lambda p, lr, h: {
                 "T_0": _count(p["T_0"], h), "T_mult": int(p["T_mult"]),
                 "eta_min": lr * p["eta_min_factor"],
@@ -259,25 +259,25 @@ SCHEDULES: dict[str, Family] = {
             ),
         ),
         Family(
-            "PolynomialLR", EPOCH, lrs.PolynomialLR,
+            "PolynomialLR", EPOCH, _torch("PolynomialLR"),
             lambda p, lr, h: {"total_iters": h, "power": p["power"]},
             (Param("power", "float", 0.5, 3.0, limits=Bounds(0, 10, low_open=True)),),
         ),
         Family(
-            "InverseTimeDecay", ITERATION, inverse_time_decay,
+            "InverseTimeDecay", ITERATION, _inverse_time_decay,
             # searched as the LR factor reached at the end of the run: 1 / (1 + decay * h)
             lambda p, lr, h: {"decay": (1.0 / p["final_factor"] - 1.0) / h},
             (Param("final_factor", "float", 0.01, 0.99, log=True),),
             doc="lr / (1 + decay * iteration)",
         ),
         Family(
-            "WarmupCosine", ITERATION, warmup_cosine, _wc_kwargs,
+            "WarmupCosine", ITERATION, _warmup_cosine, _wc_kwargs,
             (Param("warmup_frac", "float", 0.01, 0.3, limits=OPEN_UNIT), _FRACTION),
             own_warmup=True,
             doc="linear warmup, then cosine to eta_min",
         ),
         Family(
-            "WarmupStableDecay", ITERATION, warmup_stable_decay, _wsd_kwargs,
+            "WarmupStableDecay", ITERATION, _warmup_stable_decay, _wsd_kwargs,
             (
                 Param("warmup_frac", "float", 0.01, 0.2, limits=OPEN_UNIT),
                 Param("decay_frac", "float", 0.1, 0.6, limits=OPEN_UNIT),

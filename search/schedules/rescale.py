@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch.optim import Optimizer
-from torch.optim import lr_scheduler as lrs
 
 from search.schedules.catalog import EPOCH, ITERATION, PLATEAU, WARMUP_START_FACTOR, family
+from search.schedules.construction import construct, with_warmup
 
 __all__ = ["TRACE_POINTS", "Built", "ScheduleConfig", "build", "resolve"]
 
@@ -134,15 +134,8 @@ def build(
 ) -> Built:
     """torch's scheduler for `schedule` on `optimizer`, and how to step it."""
     built = resolve(schedule, epochs, steps_per_epoch)
-    fam = family(schedule.family)
-    if built.warmup is None:
-        built.scheduler = fam.make(optimizer, **built.kwargs)
-    else:
-        warm = lrs.LinearLR(optimizer, **built.warmup)
-        main = fam.make(optimizer, **built.kwargs)
-        built.scheduler = lrs.SequentialLR(
-            optimizer, [warm, main], milestones=[built.warmup["total_iters"]]
-        )
+    plan = family(schedule.family).plan(built.kwargs)
+    built.scheduler = construct(optimizer, with_warmup(plan, built.warmup))
     if schedule.listener is not None:
         schedule.listener(built)
     return built
