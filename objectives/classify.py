@@ -13,9 +13,8 @@ import functools
 import importlib
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 from objectives import Diverged, Schedule, UserError, data, models
 from objectives.optimizers import OPTIMIZERS, nesterov
+from objectives.settings import TrainConfig
 
 __all__ = [
     "AUGMENT",
@@ -46,36 +46,6 @@ SCHEDULEFREE_WARMUP = 0.05  # schedule-free SGD warms up linearly over this frac
 BN_RECALIBRATION_STEPS = 50  # schedule-free: batches that refresh BatchNorm stats before eval
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """What to train. Validated by search.config; `options` is free-form for user objectives."""
-
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    epochs: int = 10
-    batch_size: int = 512
-    width: tuple[int, int, int] = models.DEFAULT_WIDTH
-    val_fraction: float = 0.1
-    train_subset: int | None = None  # the first n of the shuffled training part, for quick runs
-    label_smoothing: float = 0.2
-    seed: int = 0
-    device: str = "auto"  # cuda if available, else cpu
-    augment: bool = True
-    # "val": score on the validation split carved from the training split (the search);
-    # "test": train on the whole training part incl. that carve, score on the test split
-    # (validation of finished searches only; the search never reads the test split).
-    holdout: str = "val"
-    # A key of objectives.optimizers.OPTIMIZERS: "sgd" (Nesterov when momentum > 0), "adamw";
-    # "schedulefree" and "schedulefree_adamw" (optional `schedulefree` package) are the
-    # contest's and `validate`'s no-schedule baselines. betas and eps reach Adam types only.
-    optimizer: str = "sgd"
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    # Also score the test split after the last epoch, handed to `report.test(loss, acc)`
-    # where the report callable has it. For recording learning-curve tables (benchmarks/);
-    # the search itself never reads the test split.
-    final_test: bool = False
-    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Augmentation per data set: (padding of the random crop in pixels, random horizontal flip).

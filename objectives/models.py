@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from objectives.settings import DEFAULT_WIDTH
+
 __all__ = ["DEFAULT_WIDTH", "NETS", "AirbenchNet", "make"]
 
-DEFAULT_WIDTH = (64, 256, 256)
 
 
 class Conv(nn.Conv2d):

@@ -110,7 +110,7 @@ def _check_before_store(cfg: Any) -> None:
     from search import config
 
     config.load_objective(cfg.objective)
-    resolve_device(getattr(cfg.train, "device", "auto"))
+    resolve_device(cfg.train.device)
 
 
 def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int) -> int:

@@ -221,7 +221,7 @@ def create_or_load(
     else:
         study.set_user_attr("identity", identity(cfg))
         study.set_user_attr("objective", cfg.objective)
-        study.set_user_attr("dataset", getattr(cfg.train, "dataset", None))
+        study.set_user_attr("dataset", cfg.train.dataset)
         study.set_user_attr("epochs", cfg.epochs)
         if cfg.contest is not None:  # race seeds follow the first runs' training seed
             study.set_user_attr(SEARCH_SEED, cfg.train.seed)

@@ -250,7 +250,7 @@ def run(
 def _describe(study: optuna.Study, cfg: Any, searched: str, the_plan: Plan) -> None:
     """What the companion study validates, in its user attributes (for `best`, dashboards)."""
     attrs = {"searched_study": searched, "objective": cfg.objective, "holdout": "test",
-             "dataset": getattr(cfg.train, "dataset", None), "notes": the_plan.notes,
+             "dataset": cfg.train.dataset, "notes": the_plan.notes,
              "searched_epochs": the_plan.searched_epochs}
     for j in the_plan.jobs:
         old = study.user_attrs.get(f"schedule.{j.key}", {})
@@ -282,7 +282,7 @@ def _plan_line(cfg: Any, searched: optuna.Study, the_plan: Plan, seeds: int, job
     measured = pace.measure(searched.get_trials(deepcopy=False))
     if measured is None:
         return line + "; no finished trial to time it by"
-    scale = 1.0 / (1.0 - float(getattr(cfg.train, "val_fraction", 0.0) or 0.0))
+    scale = 1.0 / (1.0 - float(cfg.train.val_fraction or 0.0))
     secs = pace.plan_seconds(total, the_plan.epochs, measured.seconds_per_epoch * scale,
                              seconds_per_run=measured.seconds_per_trial, workers=jobs)
     return (line + f"; about {duration(secs)} at the search's pace "
@@ -353,7 +353,7 @@ def main(args: argparse.Namespace) -> int:
     code = 0
     if args.jobs > 1:
         gpus = workers.gpu_plan(args.jobs, args.jobs,
-                                workers.visible_gpus(getattr(cfg.train, "device", "auto")))
+                                workers.visible_gpus(cfg.train.device))
         store = claim.open_for(cfg.workers, url, retry_stale=False)
         open_companion(store, searched.study_name)  # created once, before the workers start
         with Signals(store) as sig:

@@ -9,6 +9,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from objectives.settings import TrainConfig
 from search.config.limits import LIMITS, raise_hint, train_problem
 from search.errors import must
 
@@ -136,7 +137,7 @@ class StudyConfig:
     name: str
     path: Path | Traversable  # the study file (shipped ones are package resources)
     objective: str  # "package.module:function"
-    train: Any  # objectives.classify.TrainConfig (kept Any: config does not import torch)
+    train: TrainConfig  # what the objective trains (objectives.settings: no torch)
     space: SpaceConfig
     trials: int = 50
     seed: int = 0

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from objectives.settings import TrainConfig
 from search import schedules
 from search.config.limits import (
     CHECKED,
@@ -201,9 +202,7 @@ def space_of(t: Table, fams: tuple[str, ...], epochs: int, limits: Mapping[str, 
     return space
 
 
-def train_of(t: Table, objective: str, file: Path, limits: Mapping[str, Any]) -> Any:
-    from objectives.classify import TrainConfig
-
+def train_of(t: Table, objective: str, file: Path, limits: Mapping[str, Any]) -> TrainConfig:
     if objective != DEFAULT_OBJECTIVE:
         _function_spelling(objective, t)
     known = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "options"]

@@ -152,7 +152,7 @@ def run_many(
     `array`: each worker trains fused arrays of that many trials (None: as `run` picks it,
     from the worker's share of its GPU's free memory; sequential on a CPU).
     """
-    gpus = gpu_plan(jobs, per_gpu, visible_gpus(getattr(cfg.train, "device", "auto")))
+    gpus = gpu_plan(jobs, per_gpu, visible_gpus(cfg.train.device))
     load_objective(cfg.objective)  # bad input fails once here, not once per worker
     store = open_for(cfg.workers, url)
     study, _ = join(cfg, store, worker=0)  # created here, once; no seed index taken
