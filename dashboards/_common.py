@@ -181,7 +181,7 @@ def score(trial: FrozenTrial) -> float | None:
 
 
 def epochs_run(trial: FrozenTrial) -> int:
-    return len(curve(trial, "val_acc_curve"))
+    return record.epochs_trained(trial.user_attrs)
 
 
 def value(trial: FrozenTrial) -> float:

@@ -40,6 +40,7 @@ from dashboards._common import (
 from search import compat
 from search.companion import companion_name, is_companion
 from search.contest.standing import standing
+from search.record import holdout_of
 from search.storage import hint_command
 
 __all__ = ["Schedule", "WinnerInfo"]
@@ -151,7 +152,7 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
     companion = _companion(snap)
     ctrials = companion.get_trials(deepcopy=False) if companion is not None else []
     # test runs (holdout "test") and LR-sweep runs (holdout "val", `sweep_for` a baseline)
-    sweeps = [t for t in ctrials if t.user_attrs.get("holdout") == "val"]
+    sweeps = [t for t in ctrials if holdout_of(t.user_attrs) == "val"]
     runs = [t for t in ctrials if "validate_key" in t.user_attrs and t not in sweeps]
     meta = {k.removeprefix("schedule."): v for k, v in
             (companion.user_attrs.items() if companion is not None else ())

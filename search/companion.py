@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, stats
+from search.record import holdout_of
 from search.stats import Validation
 
 __all__ = ["COMPANION_SUFFIX", "companion_name", "is_companion", "searched_name", "validation"]
@@ -54,7 +55,7 @@ def validation(study: optuna.Study, epochs: int | None = None,
         return None
     by_length: dict[int, list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if "validate_key" in t.user_attrs and t.user_attrs.get("holdout", "test") == "test" and (
+        if "validate_key" in t.user_attrs and holdout_of(t.user_attrs) == "test" and (
                 keys is None or t.user_attrs["validate_key"] in keys):
             by_length.setdefault(int(t.user_attrs["epochs"]), []).append(t)  # not LR sweeps
     if not by_length:

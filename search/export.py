@@ -23,6 +23,7 @@ from search.contest.law import transfer as lr_transfer
 from search.contest.standing import Standing, standing
 from search.errors import UserError
 from search.recommendation import Recommendation, optimizer_call, optimizer_line
+from search.record import epochs_trained
 from search.stats import Validation
 
 __all__ = ["FORMATS", "Recommendation", "Validation", "as_dict", "best_trial", "from_trial",
@@ -68,7 +69,7 @@ def from_trial(
         value = float(trial.intermediate_values[max(trial.intermediate_values)])
     return Recommendation(
         study=study_name, trial_number=trial.number, value=value, state=trial.state.name,
-        epochs_trained=len(a.get("val_acc_curve", ())),
+        epochs_trained=epochs_trained(a),
         family=s.family, kwargs=built.kwargs, interval=built.interval, warmup=built.warmup,
         optimizer=_for_budget({**a["optimizer"], "lr": s.lr} if move is not None and move.moved
                               else a["optimizer"], e1 * s1),

@@ -4,15 +4,20 @@
   contest's reference and race runs, validation runs): nothing of it is sampled.
 - `family_of`: a trial's schedule family, from its `scheduler` parameter where it was sampled,
   else from its schedule record (what the Recorder wrote, or what a fixed run was given).
+- `epochs_trained`: the epochs a trial reported (its validation-accuracy curve's length).
+- `holdout_of`: the split a validation run is scored on ("test", or "val" for an LR sweep).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FIXED", "UNKNOWN", "family_of"]
+__all__ = ["FIXED", "HOLDOUT", "UNKNOWN", "VAL_ACC_CURVE", "epochs_trained", "family_of",
+           "holdout_of"]
 
 FIXED = "fixed_schedule"
+VAL_ACC_CURVE = "val_acc_curve"  # validation accuracy after each epoch, as reported
+HOLDOUT = "holdout"  # a validation run's split
 UNKNOWN = "?"
 
 
@@ -29,3 +34,15 @@ def family_of(trial: Any, unknown: str = UNKNOWN) -> str:
         if isinstance(record, dict) and "family" in record:
             return str(record["family"])
     return unknown
+
+
+def epochs_trained(attrs: Any) -> int:
+    """Epochs a trial trained and reported, from its user attributes."""
+    curve = attrs.get(VAL_ACC_CURVE) or ()
+    return len(curve)
+
+
+def holdout_of(attrs: Any) -> str:
+    """The split a validation run was scored on, from its user attributes: "test" unless it
+    says "val" (an LR sweep of `validate`)."""
+    return "val" if attrs.get(HOLDOUT) == "val" else "test"

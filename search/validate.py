@@ -35,6 +35,7 @@ from search.contest.policy import drop_queued
 from search.engine import claim, sequential, workers
 from search.engine.signals import Signals
 from search.errors import UserError
+from search.record import holdout_of
 from search.runner import FIXED
 from search.validate_plan import (
     COMPANION_SUFFIX,
@@ -86,7 +87,7 @@ def _run(t: FrozenTrial) -> Run | None:
     a = t.user_attrs
     if "validate_key" not in a:
         return None
-    return (a["validate_key"], int(a["seed"]), int(a["epochs"]), a.get("holdout", "test"))
+    return (a["validate_key"], int(a["seed"]), int(a["epochs"]), holdout_of(a))
 
 
 def _runs(study: optuna.Study, states: tuple[TrialState, ...]) -> set[Run]:
@@ -155,9 +156,9 @@ def _train(cfg: Any, study: optuna.Study, jobs: dict[str, Job], wanted: list[Run
 
     def shown(_: optuna.Study, t: FrozenTrial) -> None:
         a = t.user_attrs
+        split = holdout_of(a)
         runs.tried.add((a.get("validate_key"), int(a.get("seed", -1)), int(a.get("epochs", -1)),
-                        a.get("holdout", "test")))
-        split = "val" if a.get("holdout") == "val" else "test"
+                        split))
         result = (f"{split} acc {t.value:.4f}" if t.value is not None
                   else a.get("end_reason", t.state.name.lower()))
         j = jobs.get(a.get("validate_key"))
@@ -173,7 +174,7 @@ def _scores(study: optuna.Study, jobs: dict[str, Job], epochs: int, seed: int) -
     out: dict[str, float] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         a = t.user_attrs
-        if (a.get("holdout") == "val" and a.get("validate_key") in jobs
+        if (holdout_of(a) == "val" and a.get("validate_key") in jobs
                 and int(a.get("epochs", -1)) == epochs and int(a.get("seed", -1)) == seed):
             out[a["validate_key"]] = float(t.value) if t.value is not None else -math.inf
     return out

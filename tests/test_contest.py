@@ -5,6 +5,7 @@ PostgreSQL. The objective is tests/contest_objectives.py: known true quality + s
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -205,6 +206,23 @@ def test_too_small_a_budget_and_an_old_study_are_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def interrupt_run(study: str, url: str, cwd, until, how) -> None:
+    """Start `run` in a subprocess, send it `how` once `until()` holds (a killed run: wait
+    past the grace period, so that its trial is retried)."""
+    proc = subprocess.Popen([sys.executable, "-m", "search", "run", "--study", study,
+                             "--storage", url], cwd=cwd,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(how)
+    proc.wait(timeout=60)
+    if how == signal.SIGKILL:
+        time.sleep(4)  # past the grace period (3 s in these study files)
+
+
 def _race_runs(url: str) -> int:
     try:
         study = optuna.load_study(study_name="c", storage=url)
@@ -224,19 +242,7 @@ def test_resume_mid_race_trains_nothing_twice_and_ends_with_the_same_answer(tmp_
     whole = f"sqlite:///{ref_dir / 'c.db'}"
     assert run_cli("run", "--study", "c.toml", "--storage", whole, cwd=ref_dir).returncode == 0
     cut = f"sqlite:///{cut_dir / 'c.db'}"
-    env_path = {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "search", "run", "--study", "c.toml",
-                             "--storage", cut], cwd=cut_dir, env={**__import__("os").environ,
-                                                                    **env_path},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while _race_runs(cut) < 2 and time.monotonic() < deadline:  # the race has begun
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(how)
-    proc.wait(timeout=60)
-    if how == signal.SIGKILL:
-        time.sleep(4)  # past the grace period: the killed run's trial is retried
+    interrupt_run("c.toml", cut, cut_dir, lambda: _race_runs(cut) >= 2, how)  # race begun
     assert run_cli("run", "--study", "c.toml", "--storage", cut, cwd=cut_dir).returncode == 0
     a = standing(optuna.load_study(study_name="c", storage=whole))
     b = standing(optuna.load_study(study_name="c", storage=cut))

@@ -7,18 +7,14 @@ falls as (epochs / 2) ** -lr_beta."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import optuna
 import pytest
 import torch
-from conftest import ROOT, run_cli
-from test_contest import study_file
+from conftest import run_cli
+from test_contest import interrupt_run, study_file
 
 from dashboards import _lr_law, _lr_scores
 from search import cli
@@ -168,18 +164,7 @@ def _reference_runs(url: str, epochs: int) -> int:
 def test_resume_mid_horizon_trains_nothing_twice(tmp_path, how):
     f = horizon_file(tmp_path, objective=f"lr_beta = {BETA}\nnoise = 0.001\nsleep = 0.3")
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    proc = subprocess.Popen([sys.executable, "-m", "search", "run", "--study", str(f),
-                             "--storage", url], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while _reference_runs(url, 2) < 2 and time.monotonic() < deadline:  # mid horizon 2
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(how)
-    proc.wait(timeout=60)
-    if how == signal.SIGKILL:
-        time.sleep(4)  # past the grace period: the killed run's trial is retried
+    interrupt_run(str(f), url, tmp_path, lambda: _reference_runs(url, 2) >= 2, how)  # mid 2
     assert run_cli("run", "--study", str(f), "--storage", url, cwd=tmp_path).returncode == 0
     study = optuna.load_study(study_name="c", storage=url)
     st = standing(study)
