@@ -15,7 +15,8 @@ EPOCHS (say 32) three ways, on the same seeds, scored on the test split:
 
 Every run is one JSON line in --runs (default horizon-runs.jsonl), keyed by what it trains:
 an interrupted measurement resumes, and a run is never trained twice. `--sweep-only` trains the
-oracle's sweep alone (it needs no law). Prints a markdown table for RESULTS.md.
+oracle's sweep alone; `--arm NAME` one arm's seeds (run arms side by side, then once more
+without it for the table). Prints a markdown table for RESULTS.md.
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ class Runs:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.done: dict[str, dict] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
+        self._read()
+
+    def _read(self) -> None:
+        """What is trained so far (another process, e.g. `--arm`, may have added runs)."""
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
                 r = json.loads(line)
                 self.done[r["key"]] = r
 
@@ -55,6 +60,8 @@ class Runs:
         from objectives import classify
 
         key = _key(schedule.to_dict(), optimizer, epochs, seed, holdout)
+        if key not in self.done:
+            self._read()
         if key in self.done:
             return self.done[key]["acc"]
         changes = {"epochs": epochs, "seed": seed, "holdout": holdout, "final_test": False}
@@ -127,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--runs", type=Path, default=Path("horizon-runs.jsonl"))
     p.add_argument("--sweep-only", action="store_true")
+    p.add_argument("--arm", choices=("oracle", "naive", "law"),
+                   help="train this arm's seeds only (arms side by side, each in its process)")
     args = p.parse_args(argv)
 
     import optuna
@@ -155,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     seeds = [seed0 + k for k in range(args.seeds)]
     arms = {"oracle": oracle_lr, "naive": base.lr, "law": law.lr}
+    if args.arm:
+        for s in seeds:
+            runs.score(cfg, dataclasses.replace(base, lr=arms[args.arm]), optimizer, args.epochs,
+                       s, "test")
+        return 0
     test = {name: {s: runs.score(cfg, dataclasses.replace(base, lr=lr), optimizer, args.epochs,
                                  s, "test") for s in seeds} for name, lr in arms.items()}
     fit = law.transfer.law
