@@ -186,10 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         vs = "" if name == "oracle" else (
             f"{100 * c.margin:+.2f} pts [{100 * c.low:+.2f}, {100 * c.high:+.2f}]")
         print(f"| {name} | {lr:.4g} | {m:.4f} ± {sd:.4f} | {vs} | "
-              f"{'' if name == 'oracle' else f'{c.p:.3f}'} |")
+              f"{'' if name == 'oracle' else f'{c.p_value:.3f}'} |")
     c = paired(test["law"], test["naive"])
     print(f"law against naive: {100 * c.margin:+.2f} pts [{100 * c.low:+.2f}, "
-          f"{100 * c.high:+.2f}], p = {c.p:.3f}; oracle LR / searched LR = "
+          f"{100 * c.high:+.2f}], p = {c.p_value:.3f}; oracle LR / searched LR = "
           f"{oracle_lr / base.lr:.2f}")
     return 0
 
