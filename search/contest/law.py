@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,22 +41,32 @@ SEED = 0  # of the bootstrap: every reader computes the same interval
 EXTRAPOLATION = 16  # beyond this many times the longest horizon, the LR is an extrapolation
 
 
+def _vertices(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log LR*, on_edge) of each row of scores `y` over the ascending log LRs `x`: the vertex
+    of the parabola through the row's best point and its two neighbours (it lies between
+    them); the best point itself where it is an edge of the grid (the lowest LR of a tie)."""
+    n = len(x)
+    i = y.argmax(axis=1)  # the first of equal scores: the lowest LR
+    edge = (i == 0) | (i == n - 1) if n > 1 else np.zeros(len(y), dtype=bool)
+    if n < 3:
+        return x[i], edge
+    j = np.clip(i, 1, n - 2)
+    x0, x1, x2 = x[j - 1], x[j], x[j + 1]
+    y0, y1, y2 = (np.take_along_axis(y, (j + k)[:, None], axis=1)[:, 0] for k in (-1, 0, 1))
+    den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
+    num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
+    flat = den == 0.0  # three equal scores: no curvature, the best point itself
+    v = np.clip(x1 - 0.5 * num / np.where(flat, 1.0, den), x0, x2)
+    return np.where(edge, x[i], np.where(flat, x1, v)), edge
+
+
 def peak(scored: Mapping[float, float]) -> tuple[float, bool] | None:
-    """(LR*, on_edge) of one grid: the vertex of the parabola in log LR through the best finite
-    point and its two neighbours (it lies between them); the best LR itself where it is an edge
-    of the grid. None where no point is finite."""
+    """(LR*, on_edge) of one grid (`_vertices`). None where no point is finite."""
     pts = sorted((lr, v) for lr, v in scored.items() if math.isfinite(v))
     if not pts:
         return None
-    i = max(range(len(pts)), key=lambda j: (pts[j][1], -pts[j][0]))
-    if i == 0 or i == len(pts) - 1:
-        return pts[i][0], len(pts) > 1
-    (x0, y0), (x1, y1), (x2, y2) = [(math.log(lr), v) for lr, v in pts[i - 1:i + 2]]
-    den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
-    if den == 0.0:  # three equal scores: no curvature, the best point itself
-        return pts[i][0], False
-    x = x1 - 0.5 * ((x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)) / den
-    return math.exp(min(max(x, x0), x2)), False
+    x, edge = _vertices(np.log([lr for lr, _ in pts]), np.array([[v for _, v in pts]]))
+    return math.exp(x[0]), bool(edge[0])
 
 
 def _slope(log_t: np.ndarray, log_lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +150,7 @@ def fit(slot: str, label: str, grids: Mapping[int, Mapping[float, float]], noise
         lrs = sorted(lr for lr, v in grids[h].items() if math.isfinite(v))
         base = np.array([grids[h][lr] for lr in lrs])
         noisy = base + rng.normal(0.0, noise_sd, size=(DRAWS, len(lrs)))
-        for d in range(DRAWS):
-            draws[d, j] = math.log(peak(dict(zip(lrs, noisy[d], strict=True)))[0])
+        draws[:, j] = _vertices(np.log(lrs), noisy)[0]
     a_draws, betas = _slope(log_t, draws)
     q = [(1 - CONFIDENCE) / 2 * 100, (1 + CONFIDENCE) / 2 * 100]
     lo, hi = np.percentile(betas, q)
@@ -274,10 +283,3 @@ def moved(schedule: Any, t: Transfer) -> Any:
     knobs are relative to the LR): what `best --epochs N` prints and `validate --epochs N`
     trains."""
     return dataclasses.replace(schedule, lr=t.lr) if t.moved else schedule
-
-
-def fitted(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """(a, beta) of log LR = a - beta log T through (T, LR) points (tests, figures)."""
-    t = np.log(np.array([p[0] for p in points], dtype=float))
-    a, b = _slope(t, np.log(np.array([p[1] for p in points], dtype=float)))
-    return float(a), float(b)
