@@ -108,21 +108,24 @@ def sweep(runs: Runs, cfg, schedule, optimizer: str, centre: float, epochs: int,
 
 
 def _cost(study) -> str:
-    """Epochs the search trained, by stage and horizon, against the single-horizon part."""
+    """Epochs the search trained, by stage and horizon, and what the shorter horizons took."""
     from optuna.trial import TrialState
 
-    by: dict[str, int] = {}
+    from search.record import epochs_trained
+
+    by: dict[tuple[str, int], int] = {}  # (stage, epochs of a reference run; 0 else) -> epochs
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         a = t.user_attrs
         stage = a.get("stage", "shape")
-        what = f"{stage} at {a.get('epochs')} epochs" if stage == "reference" else stage
-        by[what] = by.get(what, 0) + len(a.get("val_acc_curve", ()))
+        what = (stage, int(a.get("epochs", 0)) if stage == "reference" else 0)
+        by[what] = by.get(what, 0) + epochs_trained(a)
     total = sum(by.values())
-    longest = max((int(k.split()[2]) for k in by if k.startswith("reference at")), default=0)
-    short = sum(v for k, v in by.items() if k.startswith("reference at")
-                and int(k.split()[2]) < longest)
-    return (f"search epochs: {total} (" + ", ".join(f"{k}: {v}" for k, v in sorted(by.items()))
-            + f"); the shorter horizons cost {short} epochs ({100 * short / total:.0f}%)")
+    longest = max((h for _, h in by), default=0)
+    short = sum(v for (stage, h), v in by.items() if stage == "reference" and h < longest)
+    parts = ", ".join(f"{stage} at {h} epochs: {v}" if h else f"{stage}: {v}"
+                      for (stage, h), v in sorted(by.items()))
+    return (f"search epochs: {total} ({parts}); the shorter horizons cost {short} epochs "
+            f"({100 * short / total:.0f}%)")
 
 
 def main(argv: list[str] | None = None) -> int:

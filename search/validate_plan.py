@@ -102,10 +102,11 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None,
 
         roles = ("recommended", "baseline") if lead.role == "reference" else (
             "recommended", "candidate")
-        jobs[lead.key] = job(lead.label, roles, at_length(lead), lead.optimizer,
-                             source_trial=best.number, slot=lead.slot)
+        j = job(lead.label, roles, at_length(lead), lead.optimizer, source_trial=best.number,
+                slot=lead.slot)
+        jobs[j.key] = j  # keyed by what is trained: its LR at this length
         for c in st.state.contenders:
-            if c.role == "reference" and c.key != lead.key:
+            if c.role == "reference" and c.key != lead.key:  # lead: trained once, above
                 moved = "" if not st.transfer(c, epochs, keep_lr).moved else (
                     f", moved to {epochs} epochs by its LR law")
                 add_baseline(jobs, job(c.label, ("baseline",), at_length(c),

@@ -119,13 +119,8 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
             break
         found = {refs[0].slot: best0}
         for ref in refs[1:]:
-            if i == 0:
-                centre, steps = best0 * ref.lr_factor, c.SHAPE_STEPS
-            elif ref.slot in going:
-                centre, steps = going[ref.slot], c.SHAPE_STEPS
-            else:
-                continue  # stopped at a shorter horizon
-            d, ok, best = _grid_due(cfg, ref, runs, centre, steps, seed, h)
+            centre = best0 * ref.lr_factor if i == 0 else going[ref.slot]
+            d, ok, best = _grid_due(cfg, ref, runs, centre, c.SHAPE_STEPS, seed, h)
             due += d
             done_all = done_all and ok
             if best is not None:
