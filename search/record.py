@@ -1,48 +1,393 @@
-"""What a trial records, read the same way everywhere (the start of the one trial record).
+"""The trial record: every user attribute a trial or a study stores is named here, and only here.
 
-- `FIXED`: the user attribute a fixed run is enqueued with (its budget-free schedule; a
-  contest's reference and race runs, validation runs): nothing of it is sampled.
-- `family_of`: a trial's schedule family, from its `scheduler` parameter where it was sampled,
-  else from its schedule record (what the Recorder wrote, or what a fixed run was given).
-- `epochs_trained`: the epochs a trial reported (its validation-accuracy curve's length).
-- `holdout_of`: the split a validation run is scored on ("test", or "val" for an LR sweep).
+A trial's record has two writers and many readers:
+
+- `Enqueued`: what a fixed run (a contest's reference or race run, a validation run, a
+  study's known-good default) is enqueued with: its budget-free schedule (nothing of it is
+  sampled), seed, length, split and the tags its readers group it by. `enqueue` queues it.
+- `Writer`: what training stores on a trial (`runner.Recorder` is its one user): the schedule
+  and the optimizer exactly as torch received them, the curves after each epoch, the test
+  score, the seed of a shape trial, and how the trial ended (`end_reason`, one of `End`).
+- `Record`: the typed read of both, for a live Trial, a FrozenTrial or a bare attribute
+  mapping. Stores written by older versions read as None where a key is missing.
+
+A study's own attributes (`Study`, `study_of`, `set_study`) and the engine's system
+attributes of a trial (`CLAIMED`, `WORKER`, `ENGINE`, `WORKERS_STARTED`) are named here too.
+`tests/test_record.py` fails on any user-attribute access outside this module.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FIXED", "HOLDOUT", "UNKNOWN", "VAL_ACC_CURVE", "epochs_trained", "family_of",
-           "holdout_of"]
+__all__ = ["CLAIMED", "COMPANION_SCHEDULE", "ENGINE", "End", "Enqueued", "FIXED", "Record",
+           "Study", "UNKNOWN", "WORKER", "WORKERS_STARTED", "Writer", "enqueue", "end_attrs",
+           "epochs_trained", "family_of", "holdout_of", "of", "set_study", "study_of"]
 
-FIXED = "fixed_schedule"
-VAL_ACC_CURVE = "val_acc_curve"  # validation accuracy after each epoch, as reported
-HOLDOUT = "holdout"  # a validation run's split
+# The keys of a trial's user attributes.
+FIXED = "fixed_schedule"  # a fixed run's budget-free schedule (ScheduleConfig.to_dict())
+DEFAULT = "default"  # an enqueued known-good default: never pruned
+SEED = "seed"
+EPOCHS = "epochs"  # a fixed run's length; what training built (the schedule's budget)
+HOLDOUT = "holdout"  # a validation run's split: "test", or "val" for an LR sweep
+OPTIMIZER_NAME = "optimizer_name"  # a fixed run's optimizer, where not the study's
+STAGE, CONTENDER, LABEL, SLOT, GRID_STEP = "stage", "contender", "label", "slot", "grid_step"
+SOURCE_TRIAL = "source_trial"
+VALIDATE_KEY, ROLES, SWEEP_FOR = "validate_key", "roles", "sweep_for"
+SEARCHED_STUDY = "searched_study"
+REPEAT_OF = "repeat_of"  # a benchmark's repeat of a trial on another seed
+SCHEDULE = "schedule"  # the budget-free schedule training built
+SCHEDULER_KWARGS, INTERVAL, STEPS_PER_EPOCH, WARMUP = (
+    "scheduler_kwargs", "interval", "steps_per_epoch", "warmup")
+OPTIMIZER = "optimizer"  # the optimizer's class and every argument torch received
+LR_CURVE, VAL_ACC_CURVE, VAL_LOSS_CURVE = "lr_curve", "val_acc_curve", "val_loss_curve"
+LR_TRACE = "lr_trace"  # {"every": k, "lr": [LR at every k-th optimizer step]}
+TEST_LOSS, TEST_ACC = "test_loss", "test_acc"
+END_REASON = "end_reason"
+
+# The engine's system attributes of a trial and a study (search.engine.claim).
+CLAIMED = "claimed_user_attrs"  # the user attrs a trial had when claimed (its retry keeps them)
+WORKER = "worker"  # host:pid of the worker that claimed it
+ENGINE = "engine"  # "array" for a fused array's trial
+WORKERS_STARTED = "workers_started"  # study: sampler seed streams handed out so far
+
 UNKNOWN = "?"
 
 
+class End:
+    """Why a trial ended, where its state alone does not say (`end_reason`)."""
+
+    PRUNED = "pruned"  # the pruner stopped it
+    NON_FINITE = "non_finite_loss"  # diverged: pruned at once
+    INTERRUPTED = "interrupted"  # SIGTERM, Ctrl-C
+    OOM = "oom"
+    BAD_RETURN = "bad_return"  # a user objective returned no number
+    WORKER_LOST = "worker_lost"  # no heartbeat for the grace period: failed and retried
+    STORAGE_ERROR = "storage_error"  # the store refused a write, or stayed away
+    NOT_DUE = "not_due"  # a queued run an older plan left: failed, never trained
+
+
+def end_attrs(reason: str) -> dict[str, str]:
+    """The attributes that say why a trial ended (for the store-level writes of the engine)."""
+    return {END_REASON: reason}
+
+
+@dataclasses.dataclass(frozen=True)
+class Enqueued:
+    """What a fixed run or a default is enqueued with; `attrs()` is its stored form."""
+
+    schedule: Mapping[str, Any] | None = None  # budget-free; None: sampled (a default)
+    default: bool = False
+    seed: int | None = None
+    epochs: int | None = None
+    holdout: str | None = None
+    optimizer_name: str | None = None
+    stage: str | None = None
+    contender: str | None = None
+    label: str | None = None
+    slot: str | None = None
+    grid_step: int | None = None
+    source_trial: int | None = None
+    validate_key: str | None = None
+    roles: tuple[str, ...] | None = None
+    sweep_for: str | None = None
+    searched_study: str | None = None
+    repeat_of: int | None = None
+
+    def attrs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.schedule is not None:
+            out[FIXED] = dict(self.schedule)
+        if self.default:
+            out[DEFAULT] = True
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name not in ("schedule", "default") and v is not None:
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+def enqueue(study: Any, run: Enqueued, params: Mapping[str, Any] | None = None,
+            skip_if_exists: bool = False) -> None:
+    """Queue `run` on `study` (with `params` fixed, for a default)."""
+    study.enqueue_trial(dict(params or {}), user_attrs=run.attrs(),
+                        skip_if_exists=skip_if_exists)
+
+
+def _attrs(source: Any) -> Mapping[str, Any]:
+    if isinstance(source, Mapping):
+        return source
+    return getattr(source, "user_attrs", None) or {}
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _dict(v: Any) -> dict[str, Any] | None:
+    return v if isinstance(v, dict) else None
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+class Record:
+    """A trial's record, read: `of(trial)` (a Trial, a FrozenTrial or its user attrs)."""
+
+    __slots__ = ("attrs",)
+
+    def __init__(self, attrs: Mapping[str, Any]) -> None:
+        self.attrs = attrs
+
+    # What it was enqueued with (a fixed run, a default), or wrote about itself.
+    @property
+    def fixed(self) -> dict[str, Any] | None:
+        """A fixed run's budget-free schedule; None for a sampled trial."""
+        return _dict(self.attrs.get(FIXED))
+
+    @property
+    def is_fixed(self) -> bool:
+        return FIXED in self.attrs
+
+    @property
+    def default(self) -> bool:
+        return bool(self.attrs.get(DEFAULT))
+
+    @property
+    def seed(self) -> int | None:
+        return _int(self.attrs.get(SEED))
+
+    @property
+    def epochs(self) -> int | None:
+        return _int(self.attrs.get(EPOCHS))
+
+    @property
+    def holdout(self) -> str:
+        """The split a validation run was scored on: "test" unless it says "val"."""
+        return "val" if self.attrs.get(HOLDOUT) == "val" else "test"
+
+    @property
+    def optimizer_name(self) -> str | None:
+        return _str(self.attrs.get(OPTIMIZER_NAME)) or None
+
+    @property
+    def stage(self) -> str | None:
+        return _str(self.attrs.get(STAGE))
+
+    @property
+    def contender(self) -> str | None:
+        return _str(self.attrs.get(CONTENDER))
+
+    @property
+    def label(self) -> str | None:
+        return _str(self.attrs.get(LABEL))
+
+    @property
+    def slot(self) -> str | None:
+        return _str(self.attrs.get(SLOT))
+
+    @property
+    def grid_step(self) -> int | None:
+        return _int(self.attrs.get(GRID_STEP))
+
+    @property
+    def source_trial(self) -> int | None:
+        return _int(self.attrs.get(SOURCE_TRIAL))
+
+    @property
+    def validate_key(self) -> str | None:
+        return _str(self.attrs.get(VALIDATE_KEY))
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(_list(self.attrs.get(ROLES)))
+
+    @property
+    def sweep_for(self) -> str | None:
+        return _str(self.attrs.get(SWEEP_FOR))
+
+    @property
+    def searched_study(self) -> str | None:
+        return _str(self.attrs.get(SEARCHED_STUDY))
+
+    @property
+    def repeat_of(self) -> int | None:
+        return _int(self.attrs.get(REPEAT_OF))
+
+    # What training wrote.
+    @property
+    def schedule(self) -> dict[str, Any] | None:
+        """The budget-free schedule training built (ScheduleConfig.to_dict())."""
+        return _dict(self.attrs.get(SCHEDULE))
+
+    @property
+    def scheduler_kwargs(self) -> dict[str, Any] | None:
+        return _dict(self.attrs.get(SCHEDULER_KWARGS))
+
+    @property
+    def interval(self) -> str | None:
+        return _str(self.attrs.get(INTERVAL))
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        return _int(self.attrs.get(STEPS_PER_EPOCH))
+
+    @property
+    def warmup(self) -> dict[str, Any] | None:
+        return _dict(self.attrs.get(WARMUP))
+
+    @property
+    def optimizer(self) -> dict[str, Any] | None:
+        return _dict(self.attrs.get(OPTIMIZER))
+
+    @property
+    def lr(self) -> float | None:
+        """The LR the optimizer received (else the one asked for, before training)."""
+        return _float((self.optimizer or {}).get("lr"))
+
+    def curve(self, key: str) -> list[Any] | None:
+        """A per-epoch curve as stored (`LR_CURVE`, `VAL_ACC_CURVE`, `VAL_LOSS_CURVE`); None
+        where the trial stored none."""
+        v = self.attrs.get(key)
+        return v if isinstance(v, list) else None
+
+    @property
+    def val_acc_curve(self) -> list[Any]:
+        return self.curve(VAL_ACC_CURVE) or []
+
+    @property
+    def lr_trace(self) -> dict[str, Any] | None:
+        return _dict(self.attrs.get(LR_TRACE))
+
+    @property
+    def test_loss(self) -> float | None:
+        return _float(self.attrs.get(TEST_LOSS))
+
+    @property
+    def test_acc(self) -> float | None:
+        return _float(self.attrs.get(TEST_ACC))
+
+    @property
+    def end_reason(self) -> str | None:
+        return _str(self.attrs.get(END_REASON)) or None
+
+    @property
+    def diverged(self) -> bool:
+        return self.attrs.get(END_REASON) == End.NON_FINITE
+
+    @property
+    def epochs_trained(self) -> int:
+        """Epochs trained and reported (the validation-accuracy curve's length)."""
+        return len(self.val_acc_curve)
+
+
+def of(trial: Any) -> Record:
+    """The record of an optuna Trial or FrozenTrial, or of a user-attribute mapping."""
+    return Record(_attrs(trial))
+
+
+class Writer:
+    """What training writes on a live trial (`runner.Recorder` is its one user)."""
+
+    def __init__(self, trial: Any) -> None:
+        self.set = trial.set_user_attr
+
+    def built(self, schedule: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
+              interval: str, steps_per_epoch: int, epochs: int,
+              warmup: Mapping[str, Any] | None) -> None:
+        if schedule is not None:
+            self.set(SCHEDULE, dict(schedule))
+        self.set(SCHEDULER_KWARGS, dict(kwargs))
+        self.set(INTERVAL, interval)
+        self.set(STEPS_PER_EPOCH, int(steps_per_epoch))
+        self.set(EPOCHS, int(epochs))
+        if warmup is not None:
+            self.set(WARMUP, dict(warmup))
+
+    def optimizer(self, record: Mapping[str, Any]) -> None:
+        self.set(OPTIMIZER, dict(record))
+
+    def seed(self, seed: int) -> None:
+        self.set(SEED, int(seed))
+
+    def epoch(self, lr: list[Any], val_acc: list[Any], val_loss: list[Any],
+              trace: tuple[int, list[float]] | None) -> None:
+        """The curves after an epoch (None where a value is not finite), and the LR trace
+        (every k-th step's LR) where training keeps one."""
+        for key, curve in ((LR_CURVE, lr), (VAL_ACC_CURVE, val_acc), (VAL_LOSS_CURVE, val_loss)):
+            self.set(key, list(curve))
+        if trace is not None:
+            self.set(LR_TRACE, {"every": trace[0], "lr": list(trace[1])})
+
+    def test(self, loss: float, acc: float) -> None:
+        self.set(TEST_LOSS, float(loss))
+        self.set(TEST_ACC, float(acc))
+
+    def end(self, reason: str) -> None:
+        self.set(END_REASON, reason)
+
+
+# Backwards-compatible names of the readers (each a one-liner over Record).
 def family_of(trial: Any, unknown: str = UNKNOWN) -> str:
-    """The family of an optuna Trial or FrozenTrial (`unknown` before anything says it)."""
+    """The family of an optuna Trial or FrozenTrial (`unknown` before anything says it): its
+    `scheduler` parameter where it was sampled, else its schedule record (what training
+    wrote, or what a fixed run was given)."""
     if trial is None:
         return unknown
     params = getattr(trial, "params", {}) or {}
     if "scheduler" in params:
         return str(params["scheduler"])
-    attrs = getattr(trial, "user_attrs", {}) or {}
-    for key in ("schedule", FIXED):
-        record = attrs.get(key)
-        if isinstance(record, dict) and "family" in record:
-            return str(record["family"])
+    r = of(trial)
+    for sched in (r.schedule, r.fixed):
+        if sched is not None and "family" in sched:
+            return str(sched["family"])
     return unknown
 
 
-def epochs_trained(attrs: Any) -> int:
-    """Epochs a trial trained and reported, from its user attributes."""
-    curve = attrs.get(VAL_ACC_CURVE) or ()
-    return len(curve)
+def epochs_trained(trial: Any) -> int:
+    """Epochs a trial trained and reported (a trial or its user attributes)."""
+    return of(trial).epochs_trained
 
 
-def holdout_of(attrs: Any) -> str:
-    """The split a validation run was scored on, from its user attributes: "test" unless it
-    says "val" (an LR sweep of `validate`)."""
-    return "val" if attrs.get(HOLDOUT) == "val" else "test"
+def holdout_of(trial: Any) -> str:
+    """The split a validation run was scored on (a trial or its user attributes)."""
+    return of(trial).holdout
+
+
+# A study's user attributes.
+class Study:
+    """The keys of a study's user attributes."""
+
+    IDENTITY = "identity"  # the settings that give its values their meaning (runner.identity)
+    OBJECTIVE, DATASET, EPOCHS = "objective", "dataset", "epochs"  # before identities existed
+    SEARCH_SEED = "search_seed"  # a contest's first training seed (the race: +1, +2, ...)
+    LR_SCALE = "lr_scale"  # the LR a contest's shapes are searched around
+    LR_LAW = "lr_law"  # a contest's LR-law fits, for people (every reader fits them again)
+    # A validation's companion study (search.validate)
+    SEARCHED_STUDY, HOLDOUT, NOTES = "searched_study", "holdout", "notes"
+    SEARCHED_EPOCHS = "searched_epochs"
+
+
+COMPANION_SCHEDULE = "schedule."  # + a validation key: what that key trains, for people
+
+
+def study_of(study: Any) -> Mapping[str, Any]:
+    """A study's user attributes (read them with the `Study` keys)."""
+    return study.user_attrs
+
+
+def set_study(study: Any, key: str, value: Any) -> None:
+    """Set one of a study's user attributes, where it changed."""
+    if study.user_attrs.get(key) != value:
+        study.set_user_attr(key, value)
