@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["CLAIMED", "COMPANION_SCHEDULE", "ENGINE", "End", "Enqueued", "FIXED", "Record",
+           "claimed_of", "next_worker_index", "store_claim", "store_end", "with_attrs", "worker_of",
            "Study", "UNKNOWN", "WORKER", "WORKERS_STARTED", "Writer", "enqueue", "end_attrs",
            "epochs_trained", "family_of", "holdout_of", "of", "set_study", "study_of"]
 
@@ -391,3 +392,45 @@ def set_study(study: Any, key: str, value: Any) -> None:
     """Set one of a study's user attributes, where it changed."""
     if study.user_attrs.get(key) != value:
         study.set_user_attr(key, value)
+
+
+# The engine's writes and reads of a trial by its storage id (search.engine.claim).
+def store_end(store: Any, trial_id: int, reason: str) -> None:
+    """Say why trial `trial_id` ended, through `store` (its state is set by the caller)."""
+    store.set_trial_user_attr(trial_id, END_REASON, reason)
+
+
+def store_claim(store: Any, trial_id: int, enqueued: Mapping[str, Any], worker: str,
+                engine: str | None = None) -> None:
+    """What a claim records on its trial (system attributes): the user attributes it was
+    enqueued with (its retry keeps exactly those), the worker, and the engine."""
+    attrs: dict[str, Any] = {WORKER: worker, CLAIMED: dict(enqueued)}
+    if engine is not None:
+        attrs[ENGINE] = engine
+    for key, value in attrs.items():
+        store.set_trial_system_attr(trial_id, key, value)
+
+
+def claimed_of(trial: Any) -> dict[str, Any]:
+    """The user attributes a claimed trial was enqueued with (empty before claims recorded
+    them: an older schedsearch, or a worker that died between ask and claim)."""
+    return dict(trial.system_attrs.get(CLAIMED, {}))
+
+
+def with_attrs(trial: Any, attrs: Mapping[str, Any]) -> Any:
+    """`trial` (a FrozenTrial copy) carrying exactly `attrs` as its user attributes."""
+    trial.user_attrs = dict(attrs)
+    return trial
+
+
+def worker_of(trial: Any) -> str | None:
+    """host:pid of the worker that claimed `trial`."""
+    w = trial.system_attrs.get(WORKER)
+    return None if w is None else str(w)
+
+
+def next_worker_index(store: Any, study_id: int) -> int:
+    """Take the study's next sampler seed stream (call under the claim lock)."""
+    index = int(store.get_study_system_attrs(study_id).get(WORKERS_STARTED, 0))
+    store.set_study_system_attr(study_id, WORKERS_STARTED, index + 1)
+    return index
