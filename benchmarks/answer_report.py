@@ -22,12 +22,12 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search import export, stats  # noqa: E402
+from search import export, record, stats  # noqa: E402
 from search.companion import companion_name  # noqa: E402
 
 
 def _epochs(trials: list) -> int:
-    return sum(len(t.user_attrs.get("val_acc_curve", ())) for t in trials
+    return sum(record.epochs_trained(t) for t in trials
                if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
 
 
@@ -57,8 +57,9 @@ def main() -> None:
     stages: dict[str, int] = {}
     for t in trials:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            stage = t.user_attrs.get("stage", "shape")
-            stages[stage] = stages.get(stage, 0) + len(t.user_attrs.get("val_acc_curve", ()))
+            r = record.of(t)
+            stage = r.stage if r.stage is not None else "shape"
+            stages[stage] = stages.get(stage, 0) + r.epochs_trained
     search_epochs = _epochs(trials)
     print(f"\nsearch: {len(trials)} trials, {search_epochs} epochs "
           f"({', '.join(f'{k} {v}' for k, v in sorted(stages.items()))})\n")

@@ -36,8 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 from storage import pg_store  # noqa: E402 (benchmarks/storage.py: a database per run)
 
+from search import record  # noqa: E402
+
 CURVE = [round(0.5 + 0.01 * i, 4) for i in range(30)]
-ATTRS = {"val_acc_curve": CURVE, "val_loss_curve": CURVE, "lr_curve": CURVE}
+ATTRS = {record.VAL_ACC_CURVE: CURVE, record.VAL_LOSS_CURVE: CURVE, record.LR_CURVE: CURVE}
 
 
 def populate(url: str, n: int) -> None:

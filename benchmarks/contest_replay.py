@@ -62,7 +62,7 @@ from optuna.distributions import BaseDistribution
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search import config, runner, schedules, space  # noqa: E402
+from search import config, record, runner, schedules, space  # noqa: E402
 from search.contest import race as racing  # noqa: E402
 from search.contest.contenders import contender_key  # noqa: E402
 from search.contest.policy import ContestPolicy  # noqa: E402
@@ -193,7 +193,7 @@ class Answer:
 def plain(cfg: config.StudyConfig, world: World, policy: Any) -> Answer:
     study = _search(cfg, policy)
     best = study.best_trial
-    return Answer(_epochs(study), world.true(runner.schedule_of(best).to_dict()),
+    return Answer(_epochs(study), world.true(schedules.recorded(best).to_dict()),
                   float(best.value), len(_finished(study)), label=best.params["scheduler"])
 
 
@@ -203,7 +203,8 @@ def contest(cfg: config.StudyConfig, world: World, target: int) -> Answer:
     lead = st.leader
     stages: dict[str, int] = {}
     for t in _finished(study):
-        stage = t.user_attrs.get("stage", "shape")
+        stage = record.of(t).stage
+        stage = stage if stage is not None else "shape"
         stages[stage] = stages.get(stage, 0) + len(t.intermediate_values)
     true = world.true(lead.schedule)
     field = max(world.true(c.schedule) for c in st.state.contenders)

@@ -111,14 +111,14 @@ def _cost(study) -> str:
     """Epochs the search trained, by stage and horizon, and what the shorter horizons took."""
     from optuna.trial import TrialState
 
-    from search.record import epochs_trained
+    from search import record
 
     by: dict[tuple[str, int], int] = {}  # (stage, epochs of a reference run; 0 else) -> epochs
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        a = t.user_attrs
-        stage = a.get("stage", "shape")
-        what = (stage, int(a.get("epochs", 0)) if stage == "reference" else 0)
-        by[what] = by.get(what, 0) + epochs_trained(a)
+        r = record.of(t)
+        stage = r.stage if r.stage is not None else "shape"
+        what = (stage, (r.epochs if r.epochs is not None else 0) if stage == "reference" else 0)
+        by[what] = by.get(what, 0) + r.epochs_trained
     total = sum(by.values())
     longest = max((h for _, h in by), default=0)
     short = sum(v for (stage, h), v in by.items() if stage == "reference" and h < longest)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import optuna
 
-    from search import config, export, schedules, stats
+    from search import config, export, record, schedules, stats
     from search.stats import paired
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     lead = naive.standing.leader if naive.standing is not None else None
     optimizer = lead.optimizer if lead is not None else ""
     base = schedules.ScheduleConfig.from_dict(lead.schedule)
-    seed0 = int(study.user_attrs.get("search_seed", cfg.train.seed))
+    seed0 = int(record.study_of(study).get(record.Study.SEARCH_SEED, cfg.train.seed))
     print(f"{naive.label}: searched LR {base.lr:.4g} at {naive.searched_epochs} epochs; "
           f"law's LR at {args.epochs}: {law.lr:.4g}", flush=True)
     scored = sweep(runs, cfg, base, optimizer, base.lr, args.epochs, seed0)

@@ -32,6 +32,8 @@ import optuna
 from optuna.distributions import distribution_to_json
 from optuna.trial import TrialState
 
+from search import record as trial_record
+
 HERE = Path(__file__).resolve().parent
 STUDY_FILE = HERE / "curves.toml"
 DATA = HERE / "data" / "curves.json.gz"
@@ -59,7 +61,8 @@ def record(storage: str, schedules: int, repeat: int) -> None:
                                 load_if_exists=True)
     if not again.trials:  # the same schedules, enqueued once; the run below takes them first
         for t in done:
-            again.enqueue_trial(t.params, user_attrs={"repeat_of": t.number})
+            trial_record.enqueue(again, trial_record.Enqueued(repeat_of=t.number),
+                                 params=t.params)
     _search("--storage", storage, "--study-name", REPEAT, "--seed", "1",
             "--trials", str(len(done)))
 
@@ -68,7 +71,7 @@ def short(storage: str, n: int, path: Path = SHORT) -> None:
     import dataclasses
 
     from objectives import classify
-    from search import config, runner
+    from search import config, schedules
 
     cfg = config.load_study(str(STUDY_FILE))
     done = set()
@@ -83,7 +86,7 @@ def short(storage: str, n: int, path: Path = SHORT) -> None:
             if (t.number, epochs) in done:
                 continue
             accs: list[float] = []
-            classify.train(train, runner.schedule_of(t),
+            classify.train(train, schedules.recorded(t),
                            lambda _e, _loss, acc, _lr, a=accs: a.append(float(acc)))
             with path.open("a") as f:
                 f.write(json.dumps({"trial": t.number, "epochs": epochs, "val_acc": accs}) + "\n")
@@ -98,15 +101,17 @@ def _rows(study: optuna.Study, seed: int) -> list[dict]:
     rows = []
     for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                     key=lambda t: t.number):
-        a = t.user_attrs
+        r = trial_record.of(t)
+        trace = r.lr_trace
         rows.append({
-            "trial": t.number, "seed": seed, "repeat_of": a.get("repeat_of"),
+            "trial": t.number, "seed": seed, "repeat_of": r.repeat_of,
             "family": t.params["scheduler"], "params": t.params,
             "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
-            "schedule": a["schedule"],
-            "lr_trace": {"every": a["lr_trace"]["every"], "lr": _round(a["lr_trace"]["lr"])},
-            "val_acc": a["val_acc_curve"], "val_loss": _round(a["val_loss_curve"]),
-            "test_acc": a.get("test_acc"), "test_loss": a.get("test_loss"),
+            "schedule": r.schedule,
+            "lr_trace": {"every": trace["every"], "lr": _round(trace["lr"])},
+            "val_acc": r.curve(trial_record.VAL_ACC_CURVE),
+            "val_loss": _round(r.curve(trial_record.VAL_LOSS_CURVE)),
+            "test_acc": r.test_acc, "test_loss": r.test_loss,
             "seconds": (t.datetime_complete - t.datetime_start).total_seconds(),
         })
     return rows

@@ -33,6 +33,8 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from search import record  # noqa: E402
+
 EPOCHS, STEPS = 20, 98  # a CIFAR-10 subset budget: 98 steps of 512 per epoch
 FAMILIES = [  # family -> (interval, its own searched parameters as (name, low, high, kind))
     ("Constant", "epoch", []),
@@ -110,13 +112,10 @@ def objective(trial: optuna.Trial) -> float:
     lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
     momentum = trial.suggest_float("momentum", 0.8, 0.99)
     wd = trial.suggest_float("weight_decay", 1e-5, 1e-3, log=True)
-    set_attr = trial.set_user_attr
-    set_attr("scheduler_kwargs", _kwargs(family, p, lr))
-    set_attr("interval", interval)
-    set_attr("epochs", EPOCHS)
-    set_attr("steps_per_epoch", STEPS)
-    set_attr("optimizer", {"name": "SGD", "lr": lr, "momentum": momentum, "nesterov": True,
-                           "weight_decay": wd})
+    write = record.Writer(trial)
+    write.built(None, _kwargs(family, p, lr), interval, STEPS, EPOCHS, None)
+    write.optimizer({"name": "SGD", "lr": lr, "momentum": momentum, "nesterov": True,
+                     "weight_decay": wd})
     rng = random.Random(trial.number)
     final = 0.93 - 0.04 * math.log10(lr / 0.08) ** 2 - 0.02 * (family == "Constant")
     final = max(0.1, final + rng.gauss(0, 0.015))
@@ -127,25 +126,23 @@ def objective(trial: optuna.Trial) -> float:
         if lr > 0.8 and e == 2:  # too hot: the loss blows up, as the runner records it
             losses.append(None)
             accs.append(None)
-            set_attr("end_reason", "non_finite_loss")
+            write.end(record.End.NON_FINITE)
             break
         accs.append(round(final * (1 - math.exp(-(e + 1) / 3.5)) + rng.gauss(0, 0.004), 5))
         losses.append(round(2.3 * (1 - accs[-1]) + 0.05, 5))
         trial.report(accs[-1], e)
         if e + 1 == prune_at:
-            set_attr("end_reason", "pruned")
+            write.end(record.End.PRUNED)
             break
-    for key, curve in (("lr_curve", lrs), ("val_acc_curve", accs), ("val_loss_curve", losses)):
-        set_attr(key, curve)
-    # The per-step record (`lr_trace`): at most 256 points over the whole run, as the runner
-    # keeps it; a pruned trial's stops where it stopped.
+    # The curves, and the per-step record (`lr_trace`): at most 256 points over the whole run,
+    # as the runner keeps it; a pruned trial's stops where it stopped.
     every = math.ceil(EPOCHS * STEPS / 256)
-    set_attr("lr_trace", {"every": every, "lr": [
-        lr * _shape(family, p, step // STEPS) for step in range(0, len(lrs) * STEPS, every)]})
-    if "end_reason" in trial.user_attrs:
+    write.epoch(lrs, accs, losses, (every, [
+        lr * _shape(family, p, step // STEPS) for step in range(0, len(lrs) * STEPS, every)]))
+    if record.of(trial).end_reason is not None:
         raise optuna.TrialPruned()
     if rng.random() < 0.01:
-        set_attr("end_reason", "oom")
+        write.end(record.End.OOM)
         raise RuntimeError("out of memory (synthetic)")
     return accs[-1]
 

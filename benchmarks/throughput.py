@@ -48,7 +48,7 @@ from trial_loop import PerSampleDataset  # noqa: E402  (benchmarks/: the per-sam
 
 from objectives import classify, data, fused, models  # noqa: E402
 from search import config, runner, schedules, space  # noqa: E402
-from search.engine import sequential  # noqa: E402
+from search.engine import claim, sequential  # noqa: E402
 from tests.cifar_fixture import write_cifar_fixture  # noqa: E402
 
 # Dense bf16 tensor-core peaks (vendor data sheets), by a substring of the device name.
@@ -223,7 +223,7 @@ def measure(name: str, k: int | None, run, url: str, flops: float, peak: float |
     run()
     wall = time.perf_counter() - t0
     study = optuna.load_study(study_name="throughput", storage=url)
-    finished = runner.count(study)
+    finished = claim.count(study)
     epochs = sum(len(t.intermediate_values) for t in study.get_trials(states=runner.FINISHED))
     tflops = epochs * flops / wall / 1e12
     row = {"mode": name, "k": k, "finished": finished, "wall_s": round(wall, 2),

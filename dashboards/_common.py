@@ -133,9 +133,9 @@ def curve(trial: FrozenTrial, key: str) -> list[float | None]:
     `val_acc_curve` falls back to the intermediate values (trial.report(val_acc, epoch)) for
     trials written before the attrs existed or interrupted before the runner stored them.
     """
-    raw = trial.user_attrs.get(key)
-    if not isinstance(raw, list):
-        if key != "val_acc_curve" or not trial.intermediate_values:
+    raw = record.of(trial).curve(key)
+    if raw is None:
+        if key != record.VAL_ACC_CURVE or not trial.intermediate_values:
             return []
         raw = [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)]
     return [float(v) if _finite(v) else None for v in raw]
@@ -152,22 +152,22 @@ class LRPoints(NamedTuple):
 def lr_points(trial: FrozenTrial) -> LRPoints:
     """`lr_trace` (point i at step i*k of epochs*steps_per_epoch) where recorded, else the
     per-epoch `lr_curve` (epoch e starts at fraction e/E): stores written before the trace."""
-    trace = trial.user_attrs.get("lr_trace")
-    epochs, steps = trial.user_attrs.get("epochs"), trial.user_attrs.get("steps_per_epoch")
-    if (isinstance(trace, dict) and isinstance(trace.get("lr"), list) and trace["lr"]
+    r = record.of(trial)
+    trace, epochs, steps = r.lr_trace, r.epochs, r.steps_per_epoch
+    if (trace is not None and isinstance(trace.get("lr"), list) and trace["lr"]
             and _finite(trace.get("every")) and _finite(epochs) and _finite(steps)
             and epochs * steps > 0):
         total, every = float(epochs * steps), float(trace["every"])
         lrs = [float(v) if _finite(v) and v > 0 else None for v in trace["lr"]]
         return LRPoints([i * every / total for i in range(len(lrs))], lrs, True)
-    lrs = [v if v is not None and v > 0 else None for v in curve(trial, "lr_curve")]
+    lrs = [v if v is not None and v > 0 else None for v in curve(trial, record.LR_CURVE)]
     n = int(epochs) if _finite(epochs) and epochs >= len(lrs) and epochs > 0 else len(lrs)
     return LRPoints([e / n for e in range(len(lrs))], lrs, False)
 
 
 def epoch_fractions(trial: FrozenTrial, n: int) -> list[float]:
     """Where the end of each of `n` epochs lies in the fraction of the trial's budget."""
-    epochs = trial.user_attrs.get("epochs")
+    epochs = record.of(trial).epochs
     total = int(epochs) if _finite(epochs) and epochs >= n and epochs > 0 else n
     return [(e + 1) / total for e in range(n)]
 
@@ -176,12 +176,12 @@ def score(trial: FrozenTrial) -> float | None:
     """Validation accuracy of a trial: its value, or for an unfinished one its last report."""
     if trial.state == TrialState.COMPLETE:
         return float(trial.value) if _finite(trial.value) else None
-    finite = [v for v in curve(trial, "val_acc_curve") if v is not None]
+    finite = [v for v in curve(trial, record.VAL_ACC_CURVE) if v is not None]
     return finite[-1] if finite else None
 
 
 def epochs_run(trial: FrozenTrial) -> int:
-    return record.epochs_trained(trial.user_attrs)
+    return record.epochs_trained(trial)
 
 
 def value(trial: FrozenTrial) -> float:
@@ -191,8 +191,7 @@ def value(trial: FrozenTrial) -> float:
 
 def end_reason(trial: FrozenTrial) -> str:
     """Why a trial stopped: the runner's `end_reason`, else its state ("complete", "running")."""
-    reason = trial.user_attrs.get("end_reason")
-    return str(reason) if reason else trial.state.name.lower()
+    return record.of(trial).end_reason or trial.state.name.lower()
 
 
 def fmt(value: Any) -> str:

@@ -34,6 +34,7 @@ from dashboards._common import (
     snapshot,
     value,
 )
+from search import record
 
 __all__ = ["FamilyStats", "FamiliesInfo", "THIN"]
 
@@ -75,13 +76,12 @@ def _stats(fam: str, trials: list[FrozenTrial], snap: Snapshot) -> FamilyStats:
     done = snap.best_first([t for t in trials if t.state == TrialState.COMPLETE
                             and isinstance(t.value, (int, float)) and math.isfinite(t.value)])
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    diverged = [t for t in pruned if t.user_attrs.get("end_reason") == "non_finite_loss"]
-    cut = snap.best_first([t for t in pruned
-                           if t.user_attrs.get("end_reason") != "non_finite_loss"])
+    diverged = [t for t in pruned if record.of(t).diverged]
+    cut = snap.best_first([t for t in pruned if not record.of(t).diverged])
     values = [value(t) for t in done]
     best, median = (values[0], statistics.median(values)) if values else (math.nan,) * 2
     reached = [epochs_run(t) for t in trials if t.state != TrialState.RUNNING] or [0]
-    budgets = [b for t in trials if isinstance(b := t.user_attrs.get("epochs"), (int, float))]
+    budgets = [b for t in trials if (b := record.of(t).epochs) is not None]
     return FamilyStats(
         fam, values, [t.number for t in done], best, median, len(pruned) - len(diverged),
         len(diverged), sum(t.state == TrialState.FAIL for t in trials),

@@ -26,6 +26,7 @@ from dashboards._common import (
     score,
     snapshot,
 )
+from search import record
 
 __all__ = ["Row", "LeaderboardInfo"]
 
@@ -62,11 +63,12 @@ def _key_params(trial: optuna.trial.FrozenTrial) -> str:
 def _name(t: optuna.trial.FrozenTrial) -> str:
     """The family; a contest's fixed run by its contender ("schedule-free SGD (LR grid)",
     "trial 28 PolynomialLR, seed 2"): several rows may be one contender on other seeds."""
-    a = t.user_attrs
-    if a.get("stage") == "reference":
-        return f"{a.get('label', family_of(t))} (LR grid)"
-    if a.get("stage") == "race":
-        return f"{a.get('label', family_of(t))}, seed {a.get('seed')}"
+    r = record.of(t)
+    label = r.label if r.label is not None else family_of(t)
+    if r.stage == "reference":
+        return f"{label} (LR grid)"
+    if r.stage == "race":
+        return f"{label}, seed {r.seed}"
     return family_of(t)
 
 
@@ -81,11 +83,10 @@ def _info(study: optuna.Study | Snapshot, top: int = 10) -> LeaderboardInfo:
         return LeaderboardInfo([], no_complete_reason(snap) + ": no trial reported an accuracy")
     rows = []
     for rank, t in enumerate(ranked, start=1):
-        budget = t.user_attrs.get("epochs")
         rows.append(
             Row(
                 rank, t.number, _name(t), _key_params(t), score(t) or 0.0,
-                epochs_run(t), int(budget) if isinstance(budget, (int, float)) else None,
+                epochs_run(t), record.of(t).epochs,
                 end_reason(t),
             )
         )

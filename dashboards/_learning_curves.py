@@ -27,6 +27,7 @@ from dashboards._common import (
     ints,
     snapshot,
 )
+from search import record
 
 __all__ = ["Curve", "LearningCurvesInfo"]
 
@@ -69,7 +70,7 @@ def _info(study: optuna.Study | Snapshot) -> LearningCurvesInfo:
     for name, states in GROUPS.items():
         curves = []
         for t in snap.of_state(*states):
-            accs = curve(t, "val_acc_curve")
+            accs = curve(t, record.VAL_ACC_CURVE)
             if any(a is not None for a in accs):
                 curves.append(Curve(t.number, list(range(1, len(accs) + 1)), accs))
         groups[name] = curves

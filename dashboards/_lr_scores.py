@@ -25,6 +25,7 @@ from dashboards._common import (
     no_complete_reason,
     snapshot,
 )
+from search import record
 from search.contest.standing import standing
 
 __all__ = ["Group", "LRScoreInfo"]
@@ -51,8 +52,8 @@ class LRScoreInfo(NamedTuple):
 
 
 def _lr(t: optuna.trial.FrozenTrial) -> float | None:
-    record = t.user_attrs.get("schedule") or t.user_attrs.get("fixed_schedule") or {}
-    lr = record.get("lr") if isinstance(record, dict) else None
+    r = record.of(t)
+    lr = (r.schedule or r.fixed or {}).get("lr")
     return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
 
 
@@ -68,13 +69,13 @@ def _info(study: optuna.Study | Snapshot) -> LRScoreInfo:
     by: dict[tuple[str, str], list] = {}
     repeats: dict[str, list[tuple[float, float]]] = {}
     for t in sorted(done, key=lambda t: _lr(t)):
-        a = t.user_attrs
-        if a.get("stage") == "reference" and length and a.get("epochs", length) != length:
+        r = record.of(t)
+        if r.stage == "reference" and length and r.epochs not in (None, length):
             continue  # a shorter horizon's grid: the LR law figure (_lr_law) shows it
-        if a.get("stage") == "race":
-            repeats.setdefault(str(a.get("label", "")), []).append((_lr(t), float(t.value)))
+        if r.stage == "race":
+            repeats.setdefault(r.label or "", []).append((_lr(t), float(t.value)))
             continue
-        key = ((str(a["label"]), "reference") if a.get("stage") == "reference"
+        key = ((str(r.label), "reference") if r.stage == "reference"
                else (family_of(t), "searched"))
         by.setdefault(key, []).append(t)
     groups = []

@@ -37,10 +37,9 @@ from dashboards._common import (
     no_complete_reason,
     snapshot,
 )
-from search import compat
+from search import compat, record
 from search.companion import companion_name, is_companion
 from search.contest.standing import standing
-from search.record import holdout_of
 from search.storage import hint_command
 
 __all__ = ["Schedule", "WinnerInfo"]
@@ -78,7 +77,7 @@ class WinnerInfo(NamedTuple):
 
 def _mean_curve(trials: list[FrozenTrial]) -> tuple[list[float], list[float | None]]:
     """Per-epoch mean of the trials' `val_acc_curve` (in the companion: test accuracy)."""
-    curves = [curve(t, "val_acc_curve") for t in trials]
+    curves = [curve(t, record.VAL_ACC_CURVE) for t in trials]
     n = max((len(c) for c in curves), default=0)
     mean: list[float | None] = []
     for e in range(n):
@@ -100,7 +99,7 @@ def _companion(snap: Snapshot) -> optuna.Study | None:
 
 def _at_length(trials: list[FrozenTrial], epochs: int | None) -> list[FrozenTrial]:
     """Runs at the searched length where there are any (validate may run other lengths)."""
-    same = [t for t in trials if t.user_attrs.get("epochs") == epochs]
+    same = [t for t in trials if record.of(t).epochs == epochs]
     return same or trials
 
 
@@ -109,35 +108,34 @@ def _sweep_pick(sweeps: list[FrozenTrial], lr: float | None) -> FrozenTrial | No
     done = [t for t in sweeps if t.state == TrialState.COMPLETE and t.value is not None]
     if lr is not None:
         for t in done:
-            got = (t.user_attrs.get("optimizer") or {}).get("lr", t.params.get("lr"))
+            got = record.of(t).lr
+            got = got if got is not None else t.params.get("lr")
             if isinstance(got, (int, float)) and math.isclose(got, lr, rel_tol=1e-6):
                 return t
     return max(done, key=lambda t: t.value, default=None)
 
 
-def _baseline(key: str, meta: dict, runs: list[FrozenTrial], sweeps: list[FrozenTrial],
+def _baseline(key: str, meta: record.Validated, runs: list[FrozenTrial], sweeps: list[FrozenTrial],
               snap: Snapshot, epochs: int | None) -> Schedule | None:
-    tests = _at_length([t for t in runs if t.user_attrs.get("validate_key") == key], epochs)
+    tests = _at_length([t for t in runs if record.of(t).validate_key == key], epochs)
     tests = [t for t in tests if t.state == TrialState.COMPLETE]
-    label = str(meta.get("label", key))
+    label = meta.label or key
     # Where its LR came from: a searched trial (`lr_trial`) or a sweep.
-    number = meta.get("lr_trial")
-    if isinstance(number, int):
+    number = meta.lr_trial
+    if number is not None:
         val_trial = next((t for t in snap.trials if t.number == number), None)
         val_source = f"trial {number}"
     else:
-        lr = meta.get("lr")
-        val_trial = _sweep_pick([t for t in sweeps if t.user_attrs.get("label") == label],
-                                float(lr) if isinstance(lr, (int, float)) else None)
+        val_trial = _sweep_pick([t for t in sweeps if record.of(t).label == label], meta.lr)
         val_source = f"LR sweep run {val_trial.number}" if val_trial is not None else ""
     lr_from = tests[0] if tests else val_trial
     if lr_from is None:
         return None
-    val = curve(val_trial, "val_acc_curve") if val_trial is not None else []
+    val = curve(val_trial, record.VAL_ACC_CURVE) if val_trial is not None else []
     test_x, test = _mean_curve(tests)
     return Schedule(label, "baseline", lr_points(lr_from),
                     epoch_fractions(val_trial, len(val)) if val_trial is not None else [], val,
-                    val_source, test_x, test, len({t.user_attrs.get("seed") for t in tests}))
+                    val_source, test_x, test, len({record.of(t).seed for t in tests}))
 
 
 def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
@@ -148,39 +146,37 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
     if not done:
         return WinnerInfo([], "", no_complete_reason(snap))
     win = done[0]  # the recommended trial (Snapshot.best_first names it first)
-    epochs = win.user_attrs.get("epochs")
+    epochs = record.of(win).epochs
     companion = _companion(snap)
     ctrials = companion.get_trials(deepcopy=False) if companion is not None else []
     # test runs (holdout "test") and LR-sweep runs (holdout "val", `sweep_for` a baseline)
-    sweeps = [t for t in ctrials if holdout_of(t.user_attrs) == "val"]
-    runs = [t for t in ctrials if "validate_key" in t.user_attrs and t not in sweeps]
-    meta = {k.removeprefix("schedule."): v for k, v in
-            (companion.user_attrs.items() if companion is not None else ())
-            if k.startswith("schedule.") and isinstance(v, dict)}
+    sweeps = [t for t in ctrials if record.holdout_of(t) == "val"]
+    runs = [t for t in ctrials if record.of(t).validate_key is not None and t not in sweeps]
+    meta = record.validated(companion) if companion is not None else {}
     st = standing(snap.study)
     lead = st.leader if st is not None else None
     mine = [t for t in runs if t.state == TrialState.COMPLETE and (
-        t.user_attrs.get("validate_key") == lead.key if lead is not None
-        else t.user_attrs.get("source_trial") == win.number)]
+        record.of(t).validate_key == lead.key if lead is not None
+        else record.of(t).source_trial == win.number)]
     tested = _at_length(mine, epochs)
     test_x, test = _mean_curve(tested)
-    val = curve(win, "val_acc_curve")
+    val = curve(win, record.VAL_ACC_CURVE)
     label = snap.label or f"trial {win.number} {family_of(win)}"
     out = [Schedule(f"recommended: {label}", "winner", lr_points(win),
                     epoch_fractions(win, len(val)), val, f"trial {win.number}", test_x, test,
-                    len({t.user_attrs.get("seed") for t in tested}))]
+                    len({record.of(t).seed for t in tested}))]
     if st is not None:  # a contest: its tuned references, from the study itself
         for c in st.state.contenders:
             if c.role == "reference" and (lead is None or c.key != lead.key):
                 out.append(_reference(c, snap, runs, epochs))
     else:
         for key, m in meta.items():
-            if "baseline" in (m.get("roles") or ()) and m.get("source_trial") != win.number:
+            if "baseline" in m.roles and m.source_trial != win.number:
                 b = _baseline(key, m, runs, sweeps, snap, epochs)
                 if b is not None:
                     out.append(b)
     name = snap.study.study_name
-    lengths = sorted({int(t.user_attrs["epochs"]) for t in runs if "epochs" in t.user_attrs})
+    lengths = sorted({e for t in runs if (e := record.of(t).epochs) is not None})
     if len(out) == 1:
         note = f"baselines appear after `{hint_command(f'validate --study {name}')}`"
     elif not any(s.test for s in out):
@@ -199,13 +195,13 @@ def _reference(c: Any, snap: Snapshot, runs: list[FrozenTrial], epochs: int | No
     """A contest's tuned reference: its run at the tuned LR (validation split) and, once
     `validate` has run, its test runs."""
     src = next(t for t in snap.trials if t.number == c.source_trial)
-    tests = _at_length([t for t in runs if t.user_attrs.get("validate_key") == c.key
+    tests = _at_length([t for t in runs if record.of(t).validate_key == c.key
                         and t.state == TrialState.COMPLETE], epochs)
-    val = curve(src, "val_acc_curve")
+    val = curve(src, record.VAL_ACC_CURVE)
     test_x, test = _mean_curve(tests)
     return Schedule(c.label, "baseline", lr_points(src), epoch_fractions(src, len(val)), val,
                     f"trial {src.number}", test_x, test,
-                    len({t.user_attrs.get("seed") for t in tests}))
+                    len({record.of(t).seed for t in tests}))
 
 
 def headline(info: WinnerInfo) -> str:

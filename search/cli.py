@@ -114,10 +114,13 @@ def _check_before_store(cfg: Any) -> None:
 
 
 def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int) -> int:
-    from search import export, runner, storage
+    from optuna.trial import TrialState
 
-    summary = f"study {cfg.name!r}: {runner.count(study)} finished trials in {storage.redact(url)}"
-    if runner.count(study, (runner.TrialState.COMPLETE,)):
+    from search import export, storage
+    from search.engine.claim import count
+
+    summary = f"study {cfg.name!r}: {count(study)} finished trials in {storage.redact(url)}"
+    if count(study, (TrialState.COMPLETE,)):
         reach = storage.Reach(study=args.study, name=cfg.name, study_name=args.study_name,
                               storage=args.storage)
         trial, st = export.recommended_trial(study)
@@ -212,7 +215,7 @@ def _recommended(store: Any, summary: Any) -> str:
                                                            storage=store))
     lead = st.leader if st is not None else None
     if lead is None:
-        return f"{trial.value:.4f} {trial.user_attrs.get('schedule', {}).get('family', '')}"
+        return f"{trial.value:.4f} {(record.of(trial).schedule or {}).get('family', '')}"
     return f"{lead.mean:.4f} mean of {lead.n} seeds, {lead.label} (contest)"
 
 

@@ -14,8 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import compat, stats
-from search.record import holdout_of
+from search import compat, record, stats
 from search.stats import Validation
 
 __all__ = ["COMPANION_SUFFIX", "companion_name", "is_companion", "searched_name", "validation"]
@@ -55,41 +54,42 @@ def validation(study: optuna.Study, epochs: int | None = None,
         return None
     by_length: dict[int, list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if "validate_key" in t.user_attrs and holdout_of(t.user_attrs) == "test" and (
-                keys is None or t.user_attrs["validate_key"] in keys):
-            by_length.setdefault(int(t.user_attrs["epochs"]), []).append(t)  # not LR sweeps
+        rec = record.of(t)
+        if rec.validate_key is not None and rec.holdout == "test" and (
+                keys is None or rec.validate_key in keys):
+            by_length.setdefault(int(rec.epochs), []).append(t)  # not LR sweeps
     if not by_length:
         return None
-    attrs = study.user_attrs
-    searched = attrs.get("searched_epochs")
+    attrs = record.study_of(study)
+    searched = attrs.get(record.Study.SEARCHED_EPOCHS)
     length = next((e for e in (epochs, searched) if e in by_length),
                   max(by_length, key=lambda e: (len(by_length[e]), -e)))
-    meta = {k.removeprefix("schedule."): v for k, v in attrs.items()
-            if k.startswith("schedule.")}
+    meta = record.validated(study)
     runs: dict[str, dict[str, Any]] = {}
     for t in sorted(by_length[length], key=lambda t: t.number):
-        a = t.user_attrs
-        r = runs.setdefault(a["validate_key"], {"trial": a, "scores": {}, "diverged": []})
-        seed = int(a["seed"])
+        rec = record.of(t)
+        r = runs.setdefault(rec.validate_key, {"trial": rec, "scores": {}, "diverged": []})
+        seed = int(rec.seed)
         if seed in r["scores"] or seed in r["diverged"]:
             continue  # the first finished run of a (schedule, seed) counts
         if t.state == TrialState.COMPLETE and math.isfinite(t.value):
             r["scores"][seed] = float(t.value)
-        elif a.get("end_reason") == "non_finite_loss":
+        elif rec.diverged:
             r["diverged"].append(seed)
     results = []
     for key, r in runs.items():
-        m, a = meta.get(key, {}), r["trial"]
+        m, rec = meta.get(key), r["trial"]
+        if m is None:  # a store whose companion does not describe the key: the run's own tags
+            m = record.Validated(label=rec.label, roles=rec.roles, source_trial=rec.source_trial)
         results.append(stats.Result(
-            key=key, label=m.get("label", a.get("label", key)),
-            roles=tuple(m.get("roles", a.get("roles", ()))), scores=r["scores"],
-            source_trial=m.get("source_trial", a.get("source_trial")),
-            diverged=tuple(r["diverged"]), family=m.get("family", ""),
-            extra={"lr": m.get("lr"), "lr_source": m.get("lr_source", "")}))
-    steps = sorted({int(t.user_attrs["steps_per_epoch"]) for t in by_length[length]
-                    if "steps_per_epoch" in t.user_attrs})
+            key=key, label=m.label if m.label is not None else key, roles=m.roles,
+            scores=r["scores"], source_trial=m.source_trial, diverged=tuple(r["diverged"]),
+            family=m.family, extra={"lr": m.lr, "lr_source": m.lr_source}))
+    steps = sorted({s for t in by_length[length]
+                    if (s := record.of(t).steps_per_epoch) is not None})
     return Validation(
         study=study.study_name, epochs=length, ranked=tuple(stats.rank(results)),
         other_epochs=tuple(sorted(set(by_length) - {length})),
-        notes=tuple(attrs.get("notes", ())), steps_per_epoch=steps[0] if len(steps) == 1 else 0,
+        notes=tuple(attrs.get(record.Study.NOTES, ())),
+        steps_per_epoch=steps[0] if len(steps) == 1 else 0,
         recommended_trial=recommended, searched_epochs=searched)

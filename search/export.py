@@ -16,14 +16,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.optimizers import by_class
-from search import compat, frameworks, runner, schedules, storage
+from search import compat, frameworks, record, schedules, storage
 from search.companion import validation
 from search.contest.law import Transfer, moved
 from search.contest.law import transfer as lr_transfer
 from search.contest.standing import Standing, standing
 from search.errors import UserError
 from search.recommendation import Recommendation, optimizer_call, optimizer_line
-from search.record import epochs_trained
 from search.stats import Validation
 
 __all__ = ["FORMATS", "Recommendation", "Validation", "as_dict", "best_trial", "from_trial",
@@ -55,11 +54,11 @@ def from_trial(
     The one rescaling path: the recorded budget-free schedule resolved for the budget
     (`schedules.resolve`), exactly as training builds it.
     """
-    a = trial.user_attrs
-    s = runner.schedule_of(trial)
+    r = record.of(trial)
+    s = schedules.recorded(trial)
     if move is not None:
         s = moved(s, move)
-    e0, s0 = int(a["epochs"]), int(a["steps_per_epoch"])
+    e0, s0 = int(r.epochs), int(r.steps_per_epoch)
     e1, s1 = epochs or e0, steps_per_epoch or s0
     if e1 < 1 or s1 < 1:
         raise UserError(f"`--epochs` and `--steps-per-epoch` must be >= 1 but got {e1}, {s1}")
@@ -69,10 +68,10 @@ def from_trial(
         value = float(trial.intermediate_values[max(trial.intermediate_values)])
     return Recommendation(
         study=study_name, trial_number=trial.number, value=value, state=trial.state.name,
-        epochs_trained=epochs_trained(a),
+        epochs_trained=r.epochs_trained,
         family=s.family, kwargs=built.kwargs, interval=built.interval, warmup=built.warmup,
-        optimizer=_for_budget({**a["optimizer"], "lr": s.lr} if move is not None and move.moved
-                              else a["optimizer"], e1 * s1),
+        optimizer=_for_budget({**r.optimizer, "lr": s.lr} if move is not None and move.moved
+                              else dict(r.optimizer), e1 * s1),
         epochs=e1, steps_per_epoch=s1, searched_epochs=e0, searched_steps_per_epoch=s0,
     )
 

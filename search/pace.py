@@ -31,6 +31,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search import record
+
 __all__ = ["PRIOR_WEIGHT", "Pace", "epochs_left", "eta_seconds", "measure", "plan_seconds",
            "pruner_prior"]
 
@@ -153,7 +155,7 @@ def measure(trials: Iterable[FrozenTrial]) -> Pace | None:
 
 
 def _epochs(t: FrozenTrial) -> int:
-    curve = t.user_attrs.get("val_acc_curve")
+    curve = record.of(t).curve(record.VAL_ACC_CURVE)
     return len(curve) if isinstance(curve, list) else len(t.intermediate_values)
 
 

@@ -36,6 +36,7 @@ __all__ = ["Progress", "duration", "interruption", "notify"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HOST = f"{socket.gethostname()}:"  # a worker on this machine is shown by its pid
+_INTERRUPTED = f"{record.END_REASON} = {record.End.INTERRUPTED}"
 
 
 def duration(seconds: float) -> str:
@@ -53,10 +54,10 @@ def interruption(trials: Sequence[int]) -> str:
     flight, e.g. an array's), for the line that says so (the CLI's on Ctrl-C, the engine's on
     SIGTERM)."""
     if not trials:
-        return "the trials in flight ended as FAIL (end_reason = interrupted)"
+        return f"the trials in flight ended as FAIL ({_INTERRUPTED})"
     which = (f"trial {trials[0]}" if len(trials) == 1
              else "trials " + ", ".join(str(n) for n in trials))
-    return f"{which} ended as FAIL (end_reason = interrupted)"
+    return f"{which} ended as FAIL ({_INTERRUPTED})"
 
 
 def notify(progress: Any, hook: str, *args: Any) -> None:
@@ -68,7 +69,7 @@ def notify(progress: Any, hook: str, *args: Any) -> None:
 
 
 def _epochs_reached(trial: FrozenTrial) -> int:
-    curve = trial.user_attrs.get("val_acc_curve")
+    curve = record.of(trial).curve(record.VAL_ACC_CURVE)
     return len(curve) if isinstance(curve, list) else len(trial.intermediate_values)
 
 
@@ -120,9 +121,9 @@ class Progress:
         and what its pruner lets each trial of the run expect to train."""
         trials = study.get_trials(deepcopy=False)
         finished = sorted((t for t in trials if t.state in FINISHED), key=lambda t: t.number)
-        budget = study.user_attrs.get("epochs")
+        budget = record.study_of(study).get(record.Study.EPOCHS)
         budget = int(budget) if isinstance(budget, (int, float)) else None
-        defaults = sum(1 for t in trials if t.user_attrs.get("default"))
+        defaults = sum(1 for t in trials if record.of(t).default)
         prior = pace.pruner_prior(getattr(study, "pruner", None), budget or 1,
                                   max(target, len(finished)), study.study_name, defaults)
         with self._lock:
@@ -170,7 +171,7 @@ class Progress:
                 continue
             if t.number not in self.running:
                 ago = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
-                worker = str(t.system_attrs.get("worker") or "?").removeprefix(HOST)
+                worker = (record.worker_of(t) or "?").removeprefix(HOST)
                 self.trial_started(t, max(0.0, ago), worker)
             reached = _epochs_reached(t)
             if reached > self.running[t.number].epoch:
@@ -183,11 +184,12 @@ class Progress:
             self._count(trial)
             family = record.family_of(trial)
             value = "-" if trial.value is None else f"{trial.value:.4f}"
-            reason = trial.user_attrs.get("end_reason", trial.state.name.lower())
+            r = record.of(trial)
+            reason = r.end_reason or trial.state.name.lower()
             reached = _epochs_reached(trial)
             at = f" after epoch {self._of(reached)}" if trial.state == TrialState.PRUNED else ""
             if trial.state == TrialState.PRUNED and trial.value is None and reached:
-                curve = trial.user_attrs.get("val_acc_curve") or [None]
+                curve = r.val_acc_curve or [None]
                 value = f"{curve[-1]:.4f}" if isinstance(curve[-1], float) else "-"
             self.last = f"trial {trial.number} {family}: {value} ({reason}{at})"
             line = (f"[{self._finished()}/{self.target}] {self.last}; best {self._best()}; "

@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["CLAIMED", "COMPANION_SCHEDULE", "ENGINE", "End", "Enqueued", "FIXED", "Record",
-           "claimed_of", "next_worker_index", "store_claim", "store_end", "with_attrs", "worker_of",
-           "Study", "UNKNOWN", "WORKER", "WORKERS_STARTED", "Writer", "enqueue", "end_attrs",
-           "epochs_trained", "family_of", "holdout_of", "of", "set_study", "study_of"]
+           "Study", "UNKNOWN", "Validated", "WORKER", "WORKERS_STARTED", "Writer", "claimed_of",
+           "end_attrs", "enqueue", "epochs_trained", "family_of", "holdout_of",
+           "next_worker_index", "of", "set_study", "set_validated", "store_claim", "store_end",
+           "study_of", "validated", "with_attrs", "worker_of"]
 
 # The keys of a trial's user attributes.
 FIXED = "fixed_schedule"  # a fixed run's budget-free schedule (ScheduleConfig.to_dict())
@@ -177,6 +178,11 @@ class Record:
     def holdout(self) -> str:
         """The split a validation run was scored on: "test" unless it says "val"."""
         return "val" if self.attrs.get(HOLDOUT) == "val" else "test"
+
+    @property
+    def split(self) -> str | None:
+        """The split a fixed run was enqueued to be scored on, where it names one."""
+        return _str(self.attrs.get(HOLDOUT))
 
     @property
     def optimizer_name(self) -> str | None:
@@ -380,7 +386,42 @@ class Study:
     SEARCHED_EPOCHS = "searched_epochs"
 
 
-COMPANION_SCHEDULE = "schedule."  # + a validation key: what that key trains, for people
+COMPANION_SCHEDULE = "schedule."  # + a validation key: what that key trains (`Validated`)
+
+
+@dataclasses.dataclass(frozen=True)
+class Validated:
+    """What a validation's companion study says of one schedule it trains (its study attr
+    COMPANION_SCHEDULE + key): for `best`, the report and people in optuna-dashboard."""
+
+    label: str | None = None
+    family: str = ""
+    roles: tuple[str, ...] = ()
+    source_trial: int | None = None  # the searched trial it comes from
+    lr: float | None = None
+    lr_source: str = ""  # where a baseline's LR comes from, in words
+    lr_trial: int | None = None  # the searched trial that lent a baseline its LR
+
+    def attrs(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "roles": sorted(self.roles)}
+
+    @classmethod
+    def of(cls, v: Mapping[str, Any]) -> Validated:
+        return cls(label=_str(v.get("label")), family=str(v.get("family") or ""),
+                   roles=tuple(_list(v.get("roles"))), source_trial=_int(v.get("source_trial")),
+                   lr=_float(v.get("lr")), lr_source=str(v.get("lr_source") or ""),
+                   lr_trial=_int(v.get("lr_trial")))
+
+
+def validated(study: Any) -> dict[str, Validated]:
+    """Each validation key of a companion study, and what it trains."""
+    return {k.removeprefix(COMPANION_SCHEDULE): Validated.of(v)
+            for k, v in study.user_attrs.items()
+            if k.startswith(COMPANION_SCHEDULE) and isinstance(v, Mapping)}
+
+
+def set_validated(study: Any, key: str, v: Validated) -> None:
+    set_study(study, COMPANION_SCHEDULE + key, v.attrs())
 
 
 def study_of(study: Any) -> Mapping[str, Any]:

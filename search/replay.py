@@ -34,6 +34,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from search import record
 from search import space as search_space
 from search.config import StudyConfig
 
@@ -266,15 +267,14 @@ def replay_search(cfg: StudyConfig, surrogate: Surrogate, trials: int,
     study = _study(make_pruner(), make_sampler())
     if cfg.space.enqueue_defaults:
         for params in search_space.defaults(cfg.space, cfg.epochs):
-            study.enqueue_trial(params, user_attrs={"default": True})
+            record.enqueue(study, record.Enqueued(default=True), params=params)
     spent, best = 0, -math.inf
     epochs, bests = np.zeros(trials), np.full(trials, math.nan)
     for n in range(trials):
         trial = study.ask()
         search_space.suggest(trial, cfg.space, cfg.epochs)
         curve = surrogate.curve(trial.params, trial.distributions)
-        trained, pruned = _train_on(study, trial, curve, never_prune=bool(
-            trial.user_attrs.get("default")))
+        trained, pruned = _train_on(study, trial, curve, never_prune=record.of(trial).default)
         spent += trained
         if not pruned:
             best = max(best, float(curve[-1]))

@@ -21,7 +21,6 @@ from objectives.optimizers import by_class, nesterov
 from search import compat, record, schedules, space
 from search.config import DEFAULT_OBJECTIVE, StudyConfig, load_objective
 from search.errors import UserError
-from search.storage import retried
 
 __all__ = [
     "DONE",
@@ -34,7 +33,6 @@ __all__ = [
     "identity",
     "Recorder",
     "TrialFailed",
-    "count",
     "create_or_load",
     "is_oom",
     "make_objective",
@@ -43,8 +41,8 @@ __all__ = [
     "prepare",
     "optimizer_name",
     "record_optimizer",
+    "setup",
     "train_recorded",
-    "schedule_of",
 ]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -55,8 +53,12 @@ DONE, WAIT = "done", "wait"
 # schedule it trains in this user attribute, budget-free (ScheduleConfig.to_dict()); nothing of
 # it is sampled, and it is never pruned.
 FIXED = record.FIXED
-LR_SCALE = "lr_scale"  # study user attr: the LR scale a contest's shapes are searched around
-SEARCH_SEED = "search_seed"  # study user attr: the contest's first training seed (race: +1, +2..)
+LR_SCALE = record.Study.LR_SCALE  # the LR scale a contest's shapes are searched around
+SEARCH_SEED = record.Study.SEARCH_SEED  # the contest's first training seed (race: +1, +2..)
+
+
+def _sampled(t: Any) -> bool:
+    return not record.of(t).is_fixed
 
 
 class TrialFailed(Exception):
@@ -79,7 +81,7 @@ class SampledOnly(optuna.samplers.BaseSampler):
 
     @staticmethod
     def _view(study: optuna.Study) -> Any:
-        return compat.TrialsView(study, lambda t: FIXED not in t.user_attrs)
+        return compat.TrialsView(study, _sampled)
 
     def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
         return self.base.infer_relative_search_space(self._view(study), trial)
@@ -132,7 +134,7 @@ class SampledOnlyPruner(optuna.pruners.BasePruner):
         self.base = base
 
     def prune(self, study: Any, trial: Any) -> bool:
-        return self.base.prune(compat.TrialsView(study, lambda t: FIXED not in t.user_attrs),
+        return self.base.prune(compat.TrialsView(study, _sampled),
                                trial)
 
 
@@ -177,12 +179,13 @@ def identity(cfg: StudyConfig) -> dict[str, Any]:
 
 
 def _check_identity(study: optuna.Study, cfg: StudyConfig) -> None:
-    stored = study.user_attrs
+    stored, keys = record.study_of(study), record.Study
     mine = identity(cfg)
-    if "identity" in stored:
-        theirs = stored["identity"]
+    if keys.IDENTITY in stored:
+        theirs = stored[keys.IDENTITY]
     else:  # a study created before identities were recorded: what it did record
-        theirs = {k: stored[k] for k in ("objective", "dataset", "epochs") if k in stored}
+        theirs = {k: stored[k] for k in (keys.OBJECTIVE, keys.DATASET, keys.EPOCHS)
+                  if k in stored}
     if "contest" in mine and "contest" not in theirs:
         raise UserError(
             f"study {cfg.name!r} was created by a plain search (an earlier schedsearch, or a "
@@ -216,27 +219,27 @@ def create_or_load(
             f"study {cfg.name!r} already exists in this storage with direction "
             f"{study.directions[0].name.lower()}; choose another `name` in {cfg.path.name}"
         )
-    if study.user_attrs:
+    keys = record.Study
+    if record.study_of(study):
         _check_identity(study, cfg)
     else:
-        study.set_user_attr("identity", identity(cfg))
-        study.set_user_attr("objective", cfg.objective)
-        study.set_user_attr("dataset", cfg.train.dataset)
-        study.set_user_attr("epochs", cfg.epochs)
+        record.set_study(study, keys.IDENTITY, identity(cfg))
+        record.set_study(study, keys.OBJECTIVE, cfg.objective)
+        record.set_study(study, keys.DATASET, cfg.train.dataset)
+        record.set_study(study, keys.EPOCHS, cfg.epochs)
         if cfg.contest is not None:  # race seeds follow the first runs' training seed
-            study.set_user_attr(SEARCH_SEED, cfg.train.seed)
-    if cfg.contest is None and cfg.space.enqueue_defaults and not count(study, tuple(TrialState)):
+            record.set_study(study, keys.SEARCH_SEED, cfg.train.seed)
+    if cfg.contest is None and cfg.space.enqueue_defaults and not _any_trial(study):
         for params in space.defaults(cfg.space, cfg.epochs):
             # marked: a default is never pruned, so the search reports at least its result
-            study.enqueue_trial(params, user_attrs={"default": True}, skip_if_exists=True)
+            record.enqueue(study, record.Enqueued(default=True), params, skip_if_exists=True)
     return study
 
 
-def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
-    """Trials in these states, counted by the database (no trial is loaded)."""
+def _any_trial(study: optuna.Study) -> bool:
+    """Whether the study holds a trial in any state (counted by the database)."""
     store = compat.storage_of(study)
-    return sum(retried(store, lambda: compat.count_trials(store, compat.study_id(study),
-                                                          states)).values())
+    return any(compat.count_trials(store, compat.study_id(study), tuple(TrialState)).values())
 
 
 class Recorder:
@@ -254,33 +257,27 @@ class Recorder:
         defer_prune: bool = False,
     ) -> None:
         self.trial, self.on_epoch, self.defer_prune = trial, on_epoch, defer_prune
-        self.curves: dict[str, list[float]] = {"lr_curve": [], "val_acc_curve": [],
-                                                "val_loss_curve": []}
+        self.write = record.Writer(trial)
+        self.lrs: list[float | None] = []
+        self.accs: list[float | None] = []
+        self.losses: list[float | None] = []
         self._built: schedules.Built | None = None
 
     def built(self, b: schedules.Built) -> None:
         """Called by schedules.build: record exactly what torch received."""
         self._built = b
-        set_attr = self.trial.set_user_attr
-        if b.schedule is not None:
-            set_attr("schedule", b.schedule.to_dict())
-        set_attr("scheduler_kwargs", b.kwargs)
-        set_attr("interval", b.interval)
-        set_attr("steps_per_epoch", int(b.steps_per_epoch))
-        set_attr("epochs", int(b.epochs))
-        if b.warmup is not None:
-            set_attr("warmup", b.warmup)
+        self.write.built(b.schedule.to_dict() if b.schedule is not None else None, b.kwargs,
+                         b.interval, b.steps_per_epoch, b.epochs, b.warmup)
         optimizer = getattr(b.scheduler, "optimizer", None)
         if optimizer is not None:  # what torch received replaces what was asked for
             record_optimizer(self.trial, optimizer)
 
     def __call__(self, epoch: int, val_loss: float, val_acc: float, lr_applied: float) -> None:
-        for key, v in zip(self.curves, (lr_applied, val_acc, val_loss), strict=True):
-            self.curves[key].append(float(v) if math.isfinite(v) else None)
-            self.trial.set_user_attr(key, self.curves[key])
-        if self._built is not None:
-            self.trial.set_user_attr("lr_trace", {"every": self._built.every,
-                                                  "lr": list(self._built.trace)})
+        for curve, v in ((self.lrs, lr_applied), (self.accs, val_acc), (self.losses, val_loss)):
+            curve.append(float(v) if math.isfinite(v) else None)
+        b = self._built
+        self.write.epoch(self.lrs, self.accs, self.losses,
+                         (b.every, list(b.trace)) if b is not None else None)
         if not math.isfinite(val_loss):
             raise Diverged(epoch, -1, val_loss)
         self.trial.report(float(val_acc), epoch + 1)
@@ -291,32 +288,22 @@ class Recorder:
 
     def test(self, test_loss: float, test_acc: float) -> None:
         """The test split's score after the last epoch (objective setting `final_test`)."""
-        self.trial.set_user_attr("test_loss", float(test_loss))
-        self.trial.set_user_attr("test_acc", float(test_acc))
+        self.write.test(test_loss, test_acc)
 
     def prune_check(self) -> None:
         """Raise TrialPruned when the pruner says so (never for an enqueued default or a
         fixed run)."""
-        attrs = self.trial.user_attrs
-        if attrs.get("default") or FIXED in attrs or not self.trial.should_prune():
+        r = record.of(self.trial)
+        if r.default or r.is_fixed or not self.trial.should_prune():
             return
-        self.end("pruned")
-        accs = self.curves["val_acc_curve"]
+        self.end(record.End.PRUNED)
+        accs = self.accs
         acc = math.nan if accs[-1] is None else accs[-1]
         raise optuna.TrialPruned(f"pruned after {len(accs)} epochs (val acc {acc:.4f})")
 
     def end(self, reason: str) -> None:
-        self.trial.set_user_attr("end_reason", reason)
-
-
-def schedule_of(trial: optuna.trial.FrozenTrial) -> schedules.ScheduleConfig:
-    """The budget-free schedule a trial trained with, as its Recorder recorded it."""
-    record = trial.user_attrs.get("schedule")
-    if not isinstance(record, dict):
-        raise UserError(
-            f"trial {trial.number} carries no schedule record (it was recorded by an older "
-            "schedsearch, or failed before training); pick another trial")
-    return schedules.ScheduleConfig.from_dict(record)
+        """Why the trial ends (one of record.End); its state follows when it is told."""
+        self.write.end(reason)
 
 
 def is_oom(e: BaseException) -> bool:
@@ -331,30 +318,46 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         rec = Recorder(trial, on_epoch)
-        if FIXED in trial.user_attrs:
-            schedule, train_cfg = fixed_run(cfg.train, trial.user_attrs)
-        else:
-            scale = trial.study.user_attrs.get(LR_SCALE) if cfg.contest is not None else None
-            if cfg.contest is not None and scale is None:
-                raise TrialFailed("a shape trial before the contest's LR scale was tuned")
-            schedule = space.suggest(trial, cfg.space, cfg.epochs, lr_scale=scale,
-                                     lr_factor=cfg.contest.lr_factor if cfg.contest else None)
-            train_cfg = cfg.train
-            if cfg.contest is not None:  # the race's first seed (state.run_of reads it)
-                trial.set_user_attr("seed", train_cfg.seed)
-        record_optimizer(trial, schedule, optimizer_name(train_cfg))
-        return train_recorded(func, train_cfg, schedule, rec)
+        return train_recorded(func, *setup(cfg, rec), rec)
 
     return objective
 
 
-def fixed_run(train_cfg: Any, attrs: Mapping[str, Any]) -> tuple[schedules.ScheduleConfig, Any]:
-    """What a fixed run trains: its schedule, and the study's training settings with the run's
-    own `seed`, `epochs`, `holdout` and schedule-free `optimizer_name` where it sets them."""
-    changes = {k: attrs[k] for k in ("seed", "epochs", "holdout") if k in attrs}
-    if attrs.get("optimizer_name"):
-        changes["optimizer"] = attrs["optimizer_name"]
-    schedule = schedules.ScheduleConfig.from_dict(attrs[FIXED])
+def setup(cfg: StudyConfig, rec: Recorder) -> tuple[Any, schedules.ScheduleConfig]:
+    """The claimed trial of `rec`, set up to train (every trial loop's one setup): the
+    training settings and schedule it trains (a fixed run's own; else its parameters
+    suggested from the space, around the LR scale in a contest), the optimizer asked for
+    recorded."""
+    trial = rec.trial
+    if record.of(trial).is_fixed:
+        schedule, train_cfg = fixed_run(cfg.train, trial)
+    else:
+        scale = None
+        if cfg.contest is not None:
+            scale = record.study_of(trial.study).get(LR_SCALE)
+            if scale is None:
+                raise TrialFailed("a shape trial before the contest's LR scale was tuned")
+        schedule = space.suggest(trial, cfg.space, cfg.epochs, lr_scale=scale,
+                                 lr_factor=cfg.contest.lr_factor if cfg.contest else None)
+        train_cfg = cfg.train
+        if cfg.contest is not None:  # the race's first seed (state.run_of reads it)
+            rec.write.seed(train_cfg.seed)
+    record_optimizer(trial, schedule, optimizer_name(train_cfg))
+    return train_cfg, schedule
+
+
+def fixed_run(train_cfg: Any, trial: Any) -> tuple[schedules.ScheduleConfig, Any]:
+    """What a fixed run trains (a trial or its record's attributes): its schedule, and the
+    study's training settings with the run's own seed, epochs, split and schedule-free
+    optimizer where it sets them."""
+    r = record.of(trial)
+    changes = {k: v for k, v in (("seed", r.seed), ("epochs", r.epochs), ("holdout", r.split))
+               if v is not None}
+    if r.optimizer_name:
+        changes["optimizer"] = r.optimizer_name
+    if r.fixed is None:
+        raise UserError("a fixed run without its schedule; queue it again")
+    schedule = schedules.ScheduleConfig.from_dict(r.fixed)
     return schedule, dataclasses.replace(train_cfg, **{k: type(getattr(train_cfg, k))(v)
                                                         for k, v in changes.items()})
 
@@ -377,11 +380,11 @@ def record_optimizer(trial: optuna.Trial, s: Any, name: str = "SGD") -> None:
             asked["momentum"] = s.momentum
         if kind is None or kind.nesterov:
             asked["nesterov"] = nesterov(s.momentum)
-        trial.set_user_attr("optimizer", asked)
+        record.Writer(trial).optimizer(asked)
     else:
         from objectives.classify import optimizer_record
 
-        trial.set_user_attr("optimizer", optimizer_record(s))
+        record.Writer(trial).optimizer(optimizer_record(s))
 
 
 def train_recorded(
@@ -391,25 +394,25 @@ def train_recorded(
     try:
         raw = func(train_cfg, dataclasses.replace(schedule, listener=rec.built), rec)
     except Diverged as e:
-        rec.end("non_finite_loss")
+        rec.end(record.End.NON_FINITE)
         raise optuna.TrialPruned(f"non-finite loss: {e}") from None
     except KeyboardInterrupt:
-        rec.end("interrupted")
+        rec.end(record.End.INTERRUPTED)
         raise
     except RuntimeError as e:
         if not is_oom(e):
             raise
-        rec.end("oom")
+        rec.end(record.End.OOM)
         raise TrialFailed(f"out of memory: {e}") from None
     if isinstance(raw, bool) or not isinstance(raw, numbers.Real):
-        rec.end("bad_return")
+        rec.end(record.End.BAD_RETURN)
         name = f"{getattr(func, '__module__', '?')}:{getattr(func, '__qualname__', func)}"
         raise UserError(f"objective {name} returned {str(raw)[:80]!r} (a "
                         f"{type(raw).__name__}); it must return the validation accuracy as a "
                         "number")
     value = float(raw)
     if not math.isfinite(value):
-        rec.end("non_finite_loss")
+        rec.end(record.End.NON_FINITE)
         raise optuna.TrialPruned("objective returned a non-finite value")
     return value
 

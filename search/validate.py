@@ -28,15 +28,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import storage
+from search import record, storage
 from search.config import ContestConfig
 from search.contest.contenders import lr_clip, next_lrs
-from search.contest.policy import drop_queued
 from search.engine import claim, sequential, workers
 from search.engine.signals import Signals
 from search.errors import UserError
-from search.record import holdout_of
-from search.runner import FIXED
 from search.validate_plan import (
     COMPANION_SUFFIX,
     Job,
@@ -74,7 +71,7 @@ def open_companion(store: optuna.storages.BaseStorage, searched: str) -> optuna.
         study_name=name, storage=store, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
     if (study.directions != [optuna.study.StudyDirection.MAXIMIZE]
-            or study.user_attrs.get("searched_study", searched) != searched):
+            or record.study_of(study).get(record.Study.SEARCHED_STUDY, searched) != searched):
         raise UserError(f"study {name!r} exists in this storage and is not the validation of "
                         f"{searched!r}; give the study another `name`")
     return study
@@ -84,10 +81,10 @@ Run = tuple[str, int, int, str]  # (key, seed, epochs, holdout)
 
 
 def _run(t: FrozenTrial) -> Run | None:
-    a = t.user_attrs
-    if "validate_key" not in a:
+    r = record.of(t)
+    if r.validate_key is None or r.seed is None or r.epochs is None:
         return None
-    return (a["validate_key"], int(a["seed"]), int(a["epochs"]), holdout_of(a))
+    return (r.validate_key, r.seed, r.epochs, r.holdout)
 
 
 def _runs(study: optuna.Study, states: tuple[TrialState, ...]) -> set[Run]:
@@ -123,21 +120,20 @@ class _Runs:
         others = _runs(study, (TrialState.RUNNING,)) & (set(self.wanted) - self.tried)
         return claim.WAIT if live and others else claim.DONE
 
-    def prepare(self, study: optuna.Study) -> None:
-        """Queue the next run, unless one of the runs to do is queued already; a queued run
-        that is not (an older plan's) is failed first, so `ask` takes one of ours."""
-        todo = set(self.todo)
-        if drop_queued(study, lambda t: _run(t) in todo) is not None:
-            return
+    def wanted(self, trial: FrozenTrial) -> bool:
+        """A queued run is taken where it is one of the runs to do (claim.take_queued fails
+        the others queued ahead of it: an older plan's)."""
+        return _run(trial) in set(self.todo)
+
+    def next_run(self) -> record.Enqueued:
+        """The first run to do."""
         key, seed, epochs, holdout = self.todo[0]
         j = self.jobs[key]
-        sweep = {"sweep_for": j.slot} if holdout == "val" else {}
-        optimizer = {"optimizer_name": j.optimizer} if j.optimizer else {}
-        study.enqueue_trial({}, user_attrs={
-            FIXED: j.schedule.to_dict(), **optimizer,
-            "validate_key": key, "seed": seed, "epochs": epochs, "label": j.label,
-            "roles": list(j.roles), "source_trial": j.source_trial, "holdout": holdout,
-            "searched_study": self.searched, **sweep})
+        return record.Enqueued(
+            schedule=j.schedule.to_dict(), optimizer_name=j.optimizer or None,
+            validate_key=key, seed=seed, epochs=epochs, label=j.label, roles=tuple(j.roles),
+            source_trial=j.source_trial, holdout=holdout, searched_study=self.searched,
+            sweep_for=j.slot if holdout == "val" else None)
 
 
 def _train(cfg: Any, study: optuna.Study, jobs: dict[str, Job], wanted: list[Run],
@@ -155,15 +151,15 @@ def _train(cfg: Any, study: optuna.Study, jobs: dict[str, Job], wanted: list[Run
         return objective(trial)
 
     def shown(_: optuna.Study, t: FrozenTrial) -> None:
-        a = t.user_attrs
-        split = holdout_of(a)
-        runs.tried.add((a.get("validate_key"), int(a.get("seed", -1)), int(a.get("epochs", -1)),
-                        split))
+        r = record.of(t)
+        split = r.holdout
+        runs.tried.add((r.validate_key, r.seed if r.seed is not None else -1,
+                        r.epochs if r.epochs is not None else -1, split))
         result = (f"{split} acc {t.value:.4f}" if t.value is not None
-                  else a.get("end_reason", t.state.name.lower()))
-        j = jobs.get(a.get("validate_key"))
+                  else r.end_reason or t.state.name.lower())
+        j = jobs.get(r.validate_key) if r.validate_key is not None else None
         lr = f" at LR {j.schedule.lr:.3g}" if j is not None and split == "val" else ""
-        print(f"[{len(runs.tried)}/{total}] {a.get('label')}{lr}, seed {a.get('seed')}: "
+        print(f"[{len(runs.tried)}/{total}] {r.label}{lr}, seed {r.seed}: "
               f"{result} ({time.monotonic() - started[0]:.0f} s)", file=log, flush=True)
 
     sequential.loop(study, timed, runs, sig, cfg.workers.grace_period, shown)
@@ -173,10 +169,10 @@ def _scores(study: optuna.Study, jobs: dict[str, Job], epochs: int, seed: int) -
     """Validation accuracy of each finished sweep run (one that diverged scores -inf)."""
     out: dict[str, float] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        a = t.user_attrs
-        if (holdout_of(a) == "val" and a.get("validate_key") in jobs
-                and int(a.get("epochs", -1)) == epochs and int(a.get("seed", -1)) == seed):
-            out[a["validate_key"]] = float(t.value) if t.value is not None else -math.inf
+        r = record.of(t)
+        if (r.holdout == "val" and r.validate_key in jobs and r.epochs == epochs
+                and r.seed == seed):
+            out[r.validate_key] = float(t.value) if t.value is not None else -math.inf
     return out
 
 
@@ -227,43 +223,39 @@ def run(
     companion study; returns the companion. SIGTERM ends the run in flight as `interrupted`
     and returns; Ctrl-C does the same and raises KeyboardInterrupt."""
     log = log or sys.stderr
-    store = storage.resilient(store)
-    sig = Signals(store).install()
-    opened: list[optuna.Study] = []
 
-    def body() -> None:
-        study = open_companion(store, searched)
-        opened.append(study)
-        tuned = tune(cfg, study, the_plan, searched, log, sig)
-        if sig.received is not None:
+    def body(e: claim.Entry) -> None:
+        study = e.study = open_companion(e.store, searched)
+        tuned = tune(cfg, study, the_plan, searched, log, e.sig)
+        if e.sig.received is not None:
             return
         _describe(study, cfg, searched, tuned)
         jobs = {j.key: j for j in tuned.jobs}
         wanted = [(j.key, s, tuned.epochs, "test") for s in seeds for j in tuned.jobs]
         _train(cfg, study, jobs, wanted, searched,
                f"validating {len(jobs)} schedules x {len(seeds)} seeds at {tuned.epochs} "
-               "epochs", log, sig)
+               "epochs", log, e.sig)
 
-    sequential.guarded(store, sig, body)
-    return opened[0] if opened else open_companion(store, searched)
+    entry = claim.enter(store, cfg.workers, body)
+    return entry.study or open_companion(entry.store, searched)
 
 
 def _describe(study: optuna.Study, cfg: Any, searched: str, the_plan: Plan) -> None:
     """What the companion study validates, in its user attributes (for `best`, dashboards)."""
-    attrs = {"searched_study": searched, "objective": cfg.objective, "holdout": "test",
-             "dataset": cfg.train.dataset, "notes": the_plan.notes,
-             "searched_epochs": the_plan.searched_epochs}
-    for j in the_plan.jobs:
-        old = study.user_attrs.get(f"schedule.{j.key}", {})
-        src = j.source_trial if j.source_trial is not None else old.get("source_trial")
-        attrs[f"schedule.{j.key}"] = {"label": j.label, "family": j.schedule.family,
-                                      "roles": sorted({*old.get("roles", ()), *j.roles}),
-                                      "source_trial": src, "lr": j.schedule.lr,
-                                      "lr_source": j.lr_source or old.get("lr_source", ""),
-                                      "lr_trial": (j.lr_trial if j.lr_trial is not None
-                                                   else old.get("lr_trial"))}
+    keys = record.Study
+    attrs = {keys.SEARCHED_STUDY: searched, keys.OBJECTIVE: cfg.objective, keys.HOLDOUT: "test",
+             keys.DATASET: cfg.train.dataset, keys.NOTES: the_plan.notes,
+             keys.SEARCHED_EPOCHS: the_plan.searched_epochs}
     for k, v in attrs.items():
-        study.set_user_attr(k, v)
+        record.set_study(study, k, v)
+    known = record.validated(study)
+    for j in the_plan.jobs:
+        old = known.get(j.key, record.Validated())
+        record.set_validated(study, j.key, record.Validated(
+            label=j.label, family=j.schedule.family, roles=tuple({*old.roles, *j.roles}),
+            source_trial=j.source_trial if j.source_trial is not None else old.source_trial,
+            lr=j.schedule.lr, lr_source=j.lr_source or old.lr_source,
+            lr_trial=j.lr_trial if j.lr_trial is not None else old.lr_trial))
 
 
 def _plan_line(cfg: Any, searched: optuna.Study, the_plan: Plan, seeds: int, jobs: int) -> str:
@@ -338,7 +330,8 @@ def main(args: argparse.Namespace) -> int:
     # included), then this command's own overrides.
     known = {f.name for f in dataclasses.fields(cfg.train)}
     stored = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in searched.user_attrs.get("identity", {}).items() if k in known}
+              for k, v in record.study_of(searched).get(record.Study.IDENTITY, {}).items()
+              if k in known}
     cfg = cfg.with_overrides(**stored).with_overrides(
         data_dir=args.data_dir, train_subset=args.train_subset, device=args.device)
     if cfg.objective == DEFAULT_OBJECTIVE:  # missing data: one line, before any training

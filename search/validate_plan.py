@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import schedules, storage
+from search import record, schedules, storage
 from search.companion import COMPANION_SUFFIX, companion_name
 from search.contest import contenders as cn
 from search.errors import UserError
@@ -63,7 +63,7 @@ def _study_lr(done: list[FrozenTrial], ref: cn.Reference, epochs: int) -> Frozen
     if ref.optimizer:
         return None
     same = [t for t in done if t.params.get("scheduler") == ref.family
-            and int(t.user_attrs.get("epochs", -1)) == epochs]
+            and record.of(t).epochs == epochs]
     return same[0] if len(same) >= MIN_STUDY_TRIALS else None
 
 
@@ -81,7 +81,6 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None,
          keep_lr: bool = False) -> Plan:
     """What to validate in `study` at `epochs` (default: the recommended trial's length)."""
     from search.export import recommended_trial
-    from search.runner import schedule_of
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None]
@@ -89,7 +88,8 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None,
         raise UserError(f"study {study.study_name!r} has no complete trial to validate; run "
                         f"`{storage.hint_command(f'run --study {study.study_name}')}` first")
     best, st = recommended_trial(study)
-    searched = int(best.user_attrs.get("epochs", cfg.epochs))
+    searched = record.of(best).epochs
+    searched = searched if searched is not None else int(cfg.epochs)
     notes: list[str] = []
     refs = cn.references(cfg, notes)
     knobs = cn.knobs(cfg)
@@ -123,7 +123,7 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None,
         if len(jobs) == top:
             break
         try:
-            s = schedule_of(t)
+            s = schedules.recorded(t)
         except UserError:  # recorded by an older schedsearch: nothing exact to re-train
             unrecorded += 1
             continue
@@ -140,9 +140,10 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None,
         if src is None:
             sweeps.append(ref)
             continue
-        lr = float(src.user_attrs.get("optimizer", {}).get("lr", src.params.get("lr")))
+        lr = record.of(src).lr
+        lr = float(lr if lr is not None else src.params.get("lr"))
         # what tuning the LR was worth: the best trial against the study's own default-LR run
-        default = next((t for t in done if t.user_attrs.get("default")
+        default = next((t for t in done if record.of(t).default
                         and t.params.get("scheduler") == ref.family), None)
         worth = (f", {src.value - default.value:+.4f} over the study's default-LR trial "
                  f"{default.number}" if default is not None else "")

@@ -172,7 +172,7 @@ def test_searched_betas_reach_torch_the_record_and_every_export(tmp_path, cifar_
     drawn = set()
     for t in done:  # the drawn beta1 and the fixed beta2 are what torch.optim.AdamW received
         assert t.user_attrs["optimizer"]["betas"] == [t.params["beta1"], 0.995]
-        assert runner.schedule_of(t).beta1 == t.params["beta1"]
+        assert schedules.recorded(t).beta1 == t.params["beta1"]
         if not t.user_attrs.get("default"):
             drawn.add(t.params["beta1"])
     defaults = [t for t in done if t.user_attrs.get("default")]

@@ -131,7 +131,7 @@ def test_printed_code_reproduces_the_trial_and_keeps_its_shape_at_any_budget(
                              objective="tests.fake_objectives:train",
                              train=_train_cfg(epochs), space=_space(family, warmup))
     (job,) = [j for j in validate.plan(cfg, study, top=1).jobs if "candidate" in j.roles]
-    assert job.schedule == runner.schedule_of(t)
+    assert job.schedule == schedules.recorded(t)
     assert schedules.resolve(job.schedule, e1, steps1).kwargs == moved.kwargs
 
 

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from objectives import Diverged, classify
 from objectives.fused_train import ArrayTrainer, Job
 from search import cli, config, runner, schedules, space
-from search.engine import array, sequential
+from search.engine import array, claim, sequential
 from search.errors import UserError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -181,7 +181,7 @@ def test_array_study_reaches_the_target_with_the_sequential_attributes(tmp_path,
     cfg = smoke(cifar_dir)
     seq = sequential.run(cfg, f"sqlite:///{tmp_path / 'seq.db'}", 1)
     arr = array.run(cfg, f"sqlite:///{tmp_path / 'arr.db'}", 5, k=3)
-    assert runner.count(arr) == 5 and len(arr.trials) == 5  # no overshoot past the target
+    assert claim.count(arr) == 5 and len(arr.trials) == 5  # no overshoot past the target
     assert not arr.get_trials(states=(TrialState.RUNNING, TrialState.FAIL))
     # trial 0 is the enqueued default in both: same params, value and attributes
     s, a = seq.trials[0], arr.trials[0]
@@ -201,7 +201,7 @@ def test_array_study_reaches_the_target_with_the_sequential_attributes(tmp_path,
         assert (t.user_attrs.get("end_reason") == "pruned") == (t.state == TrialState.PRUNED)
     # resuming to a higher target refills from the same study
     arr = array.run(cfg, f"sqlite:///{tmp_path / 'arr.db'}", 7, k=3)
-    assert runner.count(arr) == 7
+    assert claim.count(arr) == 7
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
@@ -333,7 +333,7 @@ def test_out_of_memory_fails_the_array_and_retries_with_half(tmp_path, cifar_dir
     assert sizes == [8, 4, 2]
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 6 + 4 and {t.user_attrs["end_reason"] for t in failed} == {"oom"}
-    assert runner.count(study) == 6
+    assert claim.count(study) == 6
 
 
 def test_cli_array_flag(tmp_path, cifar_dir, capsys):
@@ -343,7 +343,7 @@ def test_cli_array_flag(tmp_path, cifar_dir, capsys):
     assert code == 0
     assert "3 finished trials" in capsys.readouterr().out
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path / 'search.db'}")
-    assert runner.count(study) == 3
+    assert claim.count(study) == 3
     with pytest.raises(SystemExit) as e:
         cli.main(["run", "--study", "smoke", "--array", "0"])
     err = capsys.readouterr().err
@@ -356,7 +356,7 @@ def test_jobs_compose_with_arrays(tmp_path, cifar_dir, capsys):
                      "--train-subset", "256"])
     assert code == 0
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path / 'search.db'}")
-    assert runner.count(study) == 5 and len(study.trials) == 5  # exact across both workers
+    assert claim.count(study) == 5 and len(study.trials) == 5  # exact across both workers
     assert {t.system_attrs.get("engine") for t in study.trials} == {"array"}
     assert all(t.system_attrs["worker"].split(":")[1] != str(os.getpid())
                for t in study.trials)  # trained in the worker processes, not here
@@ -412,7 +412,7 @@ def _pruning_outcomes(cifar_dir, slots: list[int]) -> dict[int, tuple[str, int]]
     out: dict[int, tuple[str, int]] = {}
 
     def finish(job, outcome):
-        done = len(recs[job.tag].curves["val_acc_curve"])
+        done = len(recs[job.tag].accs)
         out[job.tag] = ("pruned" if isinstance(outcome, optuna.TrialPruned) else "complete", done)
 
     ArrayTrainer(tiny(cifar_dir), 4).run(next_job, finish)

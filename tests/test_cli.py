@@ -15,6 +15,7 @@ from conftest import ROOT, applied_lrs, dump, run_cli
 
 from search import cli, export, runner
 from search.config import load_study
+from search.engine import claim
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -39,7 +40,7 @@ def replay(code: str, rec: export.Recommendation, val_losses) -> list[float]:
 
 def test_run_resumes_to_the_total_and_studies_lists_it(smoke_store, cifar_dir):
     study = load(smoke_store)
-    assert runner.count(study) == 6
+    assert claim.count(study) == 6
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     # the known-good defaults were tried first
     assert [t.params["scheduler"] for t in study.trials[:2]] == ["CosineAnnealingLR",
@@ -47,7 +48,7 @@ def test_run_resumes_to_the_total_and_studies_lists_it(smoke_store, cifar_dir):
     r = run_cli("run", "--study", "smoke", "--data-dir", str(cifar_dir), "--trials", "7",
                 cwd=smoke_store)
     assert r.returncode == 0, r.stderr
-    assert runner.count(load(smoke_store)) == 7  # one more, not seven more
+    assert claim.count(load(smoke_store)) == 7  # one more, not seven more
     r = run_cli("studies", cwd=smoke_store)
     assert r.returncode == 0 and "smoke" in r.stdout
     row = next(line for line in r.stdout.splitlines() if line.startswith("smoke"))
@@ -163,7 +164,7 @@ def test_huge_lr_diverges_is_pruned_with_its_reason_and_the_study_goes_on(tmp_pa
     assert trials[0].state == optuna.trial.TrialState.PRUNED
     assert trials[0].user_attrs["end_reason"] == "non_finite_loss"
     assert "lr_curve" not in trials[0].user_attrs  # stopped inside its first epoch
-    assert runner.count(optuna.load_study(study_name="wild", storage="sqlite:///search.db")) == 3
+    assert claim.count(optuna.load_study(study_name="wild", storage="sqlite:///search.db")) == 3
 
 
 def test_ctrl_c_closes_the_running_trial_and_exits_130(tmp_path, cifar_dir):

@@ -122,3 +122,12 @@ def test_an_older_store_reads_as_missing():
     assert r.epochs is None and r.val_acc_curve == [] and r.end_reason is None
     assert r.schedule is None and r.seed is None and r.roles == ()
     assert record.family_of(None) == record.UNKNOWN
+
+
+def test_a_companion_describes_each_key_and_reads_it_back(study):
+    v = record.Validated(label="cosine", family="CosineAnnealingLR", roles=("sweep", "baseline"),
+                         source_trial=None, lr=0.3, lr_source="sweep of 5 LRs", lr_trial=None)
+    record.set_validated(study, "cos", v)
+    record.set_study(study, record.Study.NOTES, ["n"])
+    assert record.validated(study) == {"cos": dataclasses.replace(v, roles=("baseline", "sweep"))}
+    assert record.study_of(study)[record.Study.NOTES] == ["n"]

@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from search import compat, runner, storage
+from search import compat, storage
+from search.engine import claim
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -33,9 +34,9 @@ def test_counts_by_state(tmp_path, where):
              else optuna.storages.InMemoryStorage())
     study = optuna.create_study(storage=store)
     fill(study)
-    assert runner.count(study) == 3  # finished: complete and pruned
-    assert runner.count(study, (TrialState.FAIL, TrialState.WAITING)) == 2
-    assert runner.count(study, tuple(TrialState)) == len(STATES) + 1
+    assert claim.count(study) == 3  # finished: complete and pruned
+    assert claim.count(study, (TrialState.FAIL, TrialState.WAITING)) == 2
+    assert claim.count(study, tuple(TrialState)) == len(STATES) + 1
 
 
 def test_counting_loads_no_trial(tmp_path):
@@ -46,7 +47,7 @@ def test_counting_loads_no_trial(tmp_path):
     store = storage.resilient(url)
     study = optuna.load_study(study_name="s", storage=store)  # a fresh worker: nothing cached
     with counted_queries(store) as statements:
-        assert runner.count(study) == 3
+        assert claim.count(study) == 3
     assert len(statements) == 1, statements
 
 

@@ -22,25 +22,25 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import compat, runner
+from search import record, runner
 from search.contest import contenders as cn
 from search.contest.law import laws
 from search.contest.state import RACE, REFERENCE, SHAPE, Settings, State, derive
 
-__all__ = ["LR_LAW", "ContestPolicy", "Due", "drop_queued", "plan"]
+__all__ = ["LR_LAW", "ContestPolicy", "Due", "plan"]
 
 DONE, WAIT = runner.DONE, runner.WAIT
-LR_LAW = "lr_law"  # study user attr: each reference's LR law (search.contest.law), as fitted
-# once the race has begun; every reader fits it again from the trials, the same way
+LR_LAW = record.Study.LR_LAW  # each reference's LR law (search.contest.law), as fitted once
+# the race has begun; every reader fits it again from the trials, the same way
 
 
 @dataclass(frozen=True)
 class Due:
-    """A fixed run to enqueue: its user attributes identify it (contender key and seed)."""
+    """A fixed run to enqueue: its record identifies it (contender key, seed, stage, length)."""
 
     key: str
     seed: int
-    attrs: dict[str, Any]
+    run: record.Enqueued
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
     clip, kn = cn.lr_clip(cfg, ref), cn.knobs(cfg)
     steps = tuple(sorted({*first, *(r.grid_step for r in mine if r.grid_step is not None)}))
     have = {r.grid_step for r in mine if r.finished or r.state == TrialState.RUNNING}
-    short = {"epochs": horizon} if horizon != cfg.epochs else {}
+    short = horizon if horizon != cfg.epochs else None
     due = []
     for k in steps:
         if k in have:
@@ -72,10 +72,10 @@ def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
             continue  # clipped onto an LR already run
         s = ref.schedule(lr, kn)
         key = cn.contender_key(s, ref.optimizer)
-        due.append(Due(key, seed, {
-            runner.FIXED: s.to_dict(), "stage": REFERENCE, "slot": ref.slot,
-            "label": ref.label, "grid_step": k, "seed": seed, "contender": key, **short,
-            **({"optimizer_name": ref.optimizer} if ref.optimizer else {})}))
+        due.append(Due(key, seed, record.Enqueued(
+            schedule=s.to_dict(), stage=REFERENCE, slot=ref.slot, label=ref.label,
+            grid_step=k, seed=seed, contender=key, epochs=short,
+            optimizer_name=ref.optimizer or None)))
     if due or any(r.state == TrialState.RUNNING for r in mine) or not any(
             r.finished for r in mine):
         return due, False, None
@@ -142,35 +142,20 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
         by_key = {x.key: x for x in state.contenders}
         for key, s in state.race.due:
             x = by_key[key]
-            due.append(Due(key, s, {
-                runner.FIXED: x.schedule, "stage": RACE, "contender": key, "seed": s,
-                "label": x.label, "slot": x.slot, "source_trial": x.source_trial,
-                **({"optimizer_name": x.optimizer} if x.optimizer else {})}))
+            due.append(Due(key, s, record.Enqueued(
+                schedule=x.schedule, stage=RACE, contender=key, seed=s, label=x.label,
+                slot=x.slot, source_trial=x.source_trial,
+                optimizer_name=x.optimizer or None)))
     return Plan(state, tuple(due), shapes_due, scale)
 
 
 def _matches(t: FrozenTrial, p: Plan) -> bool:
     """Whether a queued trial is one the plan wants next."""
-    a = t.user_attrs
-    if runner.FIXED in a:
-        return any(d.key == a.get("contender") and d.seed == a.get("seed")
-                   and d.attrs.get("stage") == a.get("stage")
-                   and d.attrs.get("epochs") == a.get("epochs") for d in p.due)
+    r = record.of(t)
+    if r.is_fixed:
+        return any(d.key == r.contender and d.seed == r.seed and d.run.stage == r.stage
+                   and d.run.epochs == r.epochs for d in p.due)
     return not p.due and p.shapes_due > 0  # a retried shape, while shapes are wanted
-
-
-def drop_queued(study: optuna.Study, wanted: Any) -> FrozenTrial | None:
-    """Fail every queued (WAITING) trial ahead of the first one `wanted(trial)` accepts, so
-    that `study.ask()` takes that one (it takes the oldest queued trial); returns it, or None
-    where none is wanted (all queued trials are then failed: end_reason `not_due`)."""
-    store = compat.storage_of(study)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if wanted(t):
-            return t
-        tid = compat.trial_id(t)
-        store.set_trial_user_attr(tid, "end_reason", "not_due")
-        store.set_trial_state_values(tid, TrialState.FAIL)
-    return None
 
 
 class ContestPolicy:
@@ -186,14 +171,14 @@ class ContestPolicy:
         finished = sum(1 for t in trials if t.state in runner.FINISHED)
         running = sum(1 for t in trials if t.state == TrialState.RUNNING) if live else 0
         p = self.last = plan(self.cfg, trials, live)
-        if p.scale is not None and study.user_attrs.get(runner.LR_SCALE) != p.scale:
-            study.set_user_attr(runner.LR_SCALE, p.scale)
+        if p.scale is not None:
+            record.set_study(study, runner.LR_SCALE, p.scale)
         if p.state.racing and finished != self.stored:  # the fit, for people (the dashboard)
             self.stored = finished
             fits = {law.label: law.fields() for law in laws(p.state.ladder,
                                                             p.state.race.sigma).values()}
-            if fits and study.user_attrs.get(LR_LAW) != fits:
-                study.set_user_attr(LR_LAW, fits)
+            if fits:
+                record.set_study(study, LR_LAW, fits)
         if finished >= self.target:
             return DONE
         if finished + running >= self.target:
@@ -202,10 +187,12 @@ class ContestPolicy:
             return None
         return WAIT if running else DONE
 
-    def prepare(self, study: optuna.Study) -> None:
-        """Queue the next fixed run, unless it is queued already (see drop_queued)."""
-        p = self.last
-        assert p is not None  # __call__ runs first, under the same lock
-        if drop_queued(study, lambda t: _matches(t, p)) is None and p.due:
-            d = p.due[0]
-            study.enqueue_trial({}, user_attrs=d.attrs)
+    def wanted(self, trial: FrozenTrial) -> bool:
+        """Whether a queued trial is one the plan wants next (claim.take_queued)."""
+        assert self.last is not None  # __call__ runs first, under the same lock
+        return _matches(trial, self.last)
+
+    def next_run(self) -> record.Enqueued | None:
+        """The next fixed run to queue where none is (None: a shape is sampled)."""
+        assert self.last is not None
+        return self.last.due[0].run if self.last.due else None

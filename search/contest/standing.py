@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from search import stats
+from search import record, stats
 from search.contest import law as lr_law
 from search.contest import race as racing
 from search.contest.contenders import REFERENCES, at_edge
@@ -277,7 +277,7 @@ def _interval(p: stats.Paired) -> str:
 
 def standing(study: optuna.Study) -> Standing | None:
     """The contest of `study`, or None where the study is a plain search."""
-    settings = Settings.of(study.user_attrs)
+    settings = Settings.of(record.study_of(study))
     if settings is None:
         return None
     return Standing(study.study_name, derive(study.get_trials(deepcopy=False), settings))

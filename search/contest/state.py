@@ -5,7 +5,7 @@ derives the same state from the same trials: which reference LRs were tried and 
 the shapes searched, and the race between the contenders (search.contest.race). Nothing is
 kept in memory between claims, so a killed worker leaves nothing to repair.
 
-A trial's part in the contest is in its user attributes: fixed runs (search.runner.FIXED)
+A trial's part in the contest is in its record (search.record): fixed runs (record.FIXED)
 carry `stage` ("reference": a point of a reference's LR grid; "race": a contender on another
 seed), `contender` (its key), `seed`, `label` and, for references, `slot` and `grid_step`; a
 reference run at a horizon shorter than the search's carries `epochs` (every trial records the
@@ -22,15 +22,15 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from search import schedules
+from search import record, schedules
 from search.contest import race as racing
-from search.runner import FIXED, SEARCH_SEED
 from search.stats import mean_std
 
 __all__ = ["RACE", "REFERENCE", "SEARCH_SEED", "SHAPE", "Contender", "Grid", "Run", "Settings",
            "State", "derive", "ladder", "run_of"]
 
 REFERENCE, RACE, SHAPE = "reference", "race", "shape"
+SEARCH_SEED = record.Study.SEARCH_SEED  # the study attribute (re-exported, as before)
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,12 @@ class Settings:
     @classmethod
     def of(cls, study_attrs: Mapping[str, Any]) -> Settings | None:
         """From a study's user attributes: None where the study is a plain search."""
-        c = (study_attrs.get("identity") or {}).get("contest")
+        c = (study_attrs.get(record.Study.IDENTITY) or {}).get("contest")
         if not isinstance(c, Mapping):
             return None
         return cls(int(c["shape_trials"]), int(c["finalists"]), int(c["max_seeds"]),
                    float(c["noise_sd"]), int(study_attrs.get(SEARCH_SEED, 0)),
-                   int(study_attrs.get("epochs", 0)), tuple(c.get("horizons", ())))
+                   int(study_attrs.get(record.Study.EPOCHS, 0)), tuple(c.get("horizons", ())))
 
     @property
     def lengths(self) -> tuple[int, ...]:
@@ -96,25 +96,22 @@ def run_of(t: FrozenTrial, search_seed: int, epochs: int = 0) -> Run:
     length, the horizon of a trial that does not record its own."""
     from search.contest.contenders import contender_key
 
-    a = t.user_attrs
-    horizon = int(a.get("epochs", epochs))
+    r = record.of(t)
+    horizon = r.epochs if r.epochs is not None else int(epochs)
+    seed = r.seed if r.seed is not None else int(search_seed)
     score: float | None = None
     if t.state == TrialState.COMPLETE and t.value is not None:
         score = float(t.value)
-    elif t.state == TrialState.PRUNED and a.get("end_reason") == "non_finite_loss":
+    elif t.state == TrialState.PRUNED and r.diverged:
         score = -math.inf  # a diverged LR: the grid and the race count it as the worst
-    if FIXED in a:
-        sched = dict(a[FIXED])
-        return Run(t.number, str(a.get("stage", RACE)), str(a.get("contender", "")),
-                   str(a.get("label", "")), str(a.get("slot", "")),
-                   int(a.get("seed", search_seed)), t.state, score, sched,
-                   str(a.get("optimizer_name", "")),
-                   int(a["grid_step"]) if "grid_step" in a else None, horizon)
-    sched = a.get("schedule") if isinstance(a.get("schedule"), dict) else None
+    if r.is_fixed:
+        sched = dict(r.fixed or {})
+        return Run(t.number, r.stage or RACE, r.contender or "", r.label or "", r.slot or "",
+                   seed, t.state, score, sched, r.optimizer_name or "", r.grid_step, horizon)
+    sched = r.schedule
     key = contender_key(schedules.ScheduleConfig.from_dict(sched)) if sched else ""
     label = f"trial {t.number} {sched['family']}" if sched else f"trial {t.number}"
-    return Run(t.number, SHAPE, key, label, "", int(a.get("seed", search_seed)), t.state, score,
-               sched, "", None, horizon)
+    return Run(t.number, SHAPE, key, label, "", seed, t.state, score, sched, "", None, horizon)
 
 
 @dataclass(frozen=True)

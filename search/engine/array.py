@@ -24,20 +24,21 @@ from optuna.trial import TrialState
 from objectives import Diverged
 from objectives.fused_train import ArrayTrainer, Job, member_bytes
 from objectives.optimizers import OPTIMIZERS
-from search import compat, runner, schedules, space, storage
+from search import compat, record, runner, schedules, storage
 from search.config import DEFAULT_OBJECTIVE, StudyConfig
 from search.engine.claim import (
     DONE,
     Claimer,
     Count,
+    Entry,
     FailureStreak,
     Heartbeat,
     conclude,
+    enter,
     join,
-    open_for,
     refused,
 )
-from search.engine.sequential import POLL_S, guarded
+from search.engine.sequential import POLL_S
 from search.engine.signals import Signals
 from search.errors import UserError
 from search.progress import notify
@@ -132,15 +133,14 @@ class _Array:
         if self.sig.received is not None:
             return None
         with self.sig.shielded():
-            trial = self.claimer.claim(self.policy, {"engine": "array"})
+            trial = self.claimer.claim(self.policy, "array")
             if isinstance(trial, str):
                 return None
             rec = runner.Recorder(trial, self.progress.epoch if self.progress else None,
                                   defer_prune=True)
             beat = Heartbeat(compat.storage_of(self.study), compat.trial_id(trial))
             self.live[trial.number] = _Live(trial, rec, beat)  # from here on, stop() closes it
-            schedule = space.suggest(trial, self.cfg.space, self.cfg.epochs)
-            runner.record_optimizer(trial, schedule)
+            _, schedule = runner.setup(self.cfg, rec)
             notify(self.progress, "trial_started", trial)
         schedule = dataclasses.replace(schedule, listener=rec.built)
 
@@ -155,7 +155,7 @@ class _Array:
             if isinstance(outcome, float):
                 self._end(live, TrialState.COMPLETE, outcome)
             elif isinstance(outcome, Diverged):
-                live.recorder.end("non_finite_loss")
+                live.recorder.end(record.End.NON_FINITE)
                 self._end(live, TrialState.PRUNED)
             elif isinstance(outcome, optuna.TrialPruned):
                 self._end(live, TrialState.PRUNED)  # the recorder set end_reason "pruned"
@@ -174,10 +174,11 @@ class _Array:
         sequential trial), else `interrupted`. Returns what to raise: `error`, or the one line
         for a store that refuses writes."""
         if not storage.is_write_fault(error):
-            self.fail_all("interrupted")
+            self.fail_all(record.End.INTERRUPTED)
             return error
         store = compat.storage_of(self.study)
-        closed = [storage.close_failed(store, compat.trial_id(live.trial), "storage_error")
+        closed = [storage.close_failed(store, compat.trial_id(live.trial),
+                                       record.End.STORAGE_ERROR)
                   for live in self.live.values()]
         for live in self.live.values():
             live.heartbeat.stop()
@@ -223,19 +224,15 @@ def run(
     _check(cfg)
     notify(progress, "phase", "loading data")
     runner.prepare(cfg)
-    store = open_for(cfg.workers, store) if isinstance(store, str) else storage.resilient(store)
-    sig = Signals(store).install()
-    opened: list[optuna.Study] = []
 
-    def body() -> None:
-        study, _ = join(cfg, store, worker)
-        opened.append(study)
+    def body(e: Entry) -> None:
+        study, _ = join(cfg, e.store, worker)
+        e.study = study
         if progress is not None:
             progress.start(study, n_trials)
-        _loop(cfg, _Array(cfg, study, n_trials, progress, sig), k or pick_k(cfg), compile)
+        _loop(cfg, _Array(cfg, study, n_trials, progress, e.sig), k or pick_k(cfg), compile)
 
-    guarded(store, sig, body)
-    return opened[0]  # a signal while it opens is only noted (see Signals): it is open
+    return enter(store, cfg.workers, body).study
 
 
 def _loop(cfg: StudyConfig, array: _Array, k: int, compile: bool) -> None:
@@ -251,7 +248,7 @@ def _loop(cfg: StudyConfig, array: _Array, k: int, compile: bool) -> None:
                 if stopped is e:
                     raise
                 raise stopped from e
-            array.fail_all("oom")
+            array.fail_all(record.End.OOM)
             if k == 1:
                 raise UserError(
                     "out of memory with one trial per array; try a smaller --batch-size or "

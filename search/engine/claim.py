@@ -6,17 +6,26 @@
 2. claim, under a lock shared by all workers of the study on any machine: fail trials whose
    worker died (no heartbeat for the grace period; RetryStale queues them again with the same
    parameters and the user attrs they were enqueued with), then ask the loop's policy whether
-   a trial is due (`Count`: the exact global target of finished trials); if so, `study.ask()`
-   (a queued trial first);
-3. train with a `Heartbeat`; `Signals` turn SIGTERM/Ctrl-C into end_reason `interrupted`;
+   a trial is due (`Count`: the exact global target of finished trials); if so, take the
+   queued trial the policy wants (`take_queued`; the ones ahead of it end as `not_due`), or
+   queue the run it names next, and `study.ask()`;
+3. set the trial up (`runner.setup`) and train it with a `Heartbeat`; `Signals` turn
+   SIGTERM/Ctrl-C into end_reason `interrupted`;
 4. `conclude`: tell the result, unless another worker already failed it as stale (then its
    retry runs); a lost connection is retried, a store that refuses writes is one line;
 5. `FailureStreak` stops the loop after MAX_FAILURES_IN_A_ROW failed trials.
+
+`enter` is every loop's entry (the sequential loop, fused arrays, `validate`): the store
+opened, the signals installed, and the loops' endings (`guarded`). A trial ends with a state
+and a reason (search.record.End) here only: `conclude` (what training said), `end` (the
+stale sweep, a queued run no longer due) and `storage.close_failed` (a store that refuses
+writes), which `conclude` and the arrays call.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import socket
@@ -32,21 +41,24 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from search import compat, runner, storage
+from search import compat, record, runner, storage
+from search.engine.signals import Signals
 from search.errors import UserError
+from search.progress import interruption
 
-__all__ = ["CLAIMED", "DONE", "MAX_FAILURES_IN_A_ROW", "WAIT", "WORKER_ID", "Claimer", "Count",
-           "FailureStreak", "Heartbeat", "RetryStale", "beats", "conclude",
-           "finished_and_running", "join", "lost", "open_for", "refused"]
+__all__ = ["CLAIMED", "DONE", "FINISHED", "MAX_FAILURES_IN_A_ROW", "WAIT", "WORKER_ID",
+           "Claimer", "Count", "FailureStreak", "Heartbeat", "RetryStale", "beats", "conclude",
+           "count", "end", "enter", "finished_and_running", "guarded", "join", "lost",
+           "open_for", "refused", "take_queued"]
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-DONE, WAIT = runner.DONE, runner.WAIT
+DONE, WAIT, FINISHED = runner.DONE, runner.WAIT, runner.FINISHED
 log = logging.getLogger("search.engine")
 
 
 # Trial system attr: the user attrs a trial had when it was claimed (those it was enqueued
 # with: a known-good `default`, a validation run's `validate_key` and `seed`, ...).
-CLAIMED = "claimed_user_attrs"
+CLAIMED = record.CLAIMED
 
 
 class RetryStale(RetryHeartbeatStaleTrialCallback):
@@ -59,9 +71,7 @@ class RetryStale(RetryHeartbeatStaleTrialCallback):
     """
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        trial = copy.deepcopy(trial)
-        trial.user_attrs = trial.system_attrs.get(CLAIMED, {})
-        super().__call__(study, trial)
+        super().__call__(study, record.with_attrs(copy.deepcopy(trial), record.claimed_of(trial)))
 
 
 def open_for(workers: Any, url: str, retry_stale: bool = True) -> optuna.storages.BaseStorage:
@@ -95,10 +105,7 @@ def join(cfg: Any, store: Any, worker: int | None = None) -> tuple[optuna.Study,
             study = runner.create_or_load(cfg, store)
             if worker is not None:
                 return study, worker
-            attrs = store.get_study_system_attrs(compat.study_id(study))
-            index = int(attrs.get("workers_started", 0))
-            store.set_study_system_attr(compat.study_id(study), "workers_started", index + 1)
-            return study, index
+            return study, record.next_worker_index(store, compat.study_id(study))
 
     study, index = storage.retry(create, url=getattr(store, "url", None))
     study.sampler = runner.make_sampler(cfg, index)
@@ -106,6 +113,13 @@ def join(cfg: Any, store: Any, worker: int | None = None) -> tuple[optuna.Study,
 
 
 MAX_FAILURES_IN_A_ROW = 5  # then the study stops: something is wrong beyond one schedule
+
+
+def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
+    """Trials in these states, counted by the database (no trial is loaded)."""
+    store = compat.storage_of(study)
+    return sum(storage.retried(store, lambda: compat.count_trials(
+        store, compat.study_id(study), states)).values())
 
 
 def finished_and_running(study: optuna.Study) -> tuple[int, int]:
@@ -136,8 +150,37 @@ class Count:
             return WAIT
         return None
 
-    def prepare(self, study: optuna.Study) -> None:
-        """Called under the lock just before a trial is asked for (nothing to queue here)."""
+    def wanted(self, trial: FrozenTrial) -> bool:
+        """Any queued trial (a default, a retry) is taken first."""
+        return True
+
+    def next_run(self) -> record.Enqueued | None:
+        """Nothing is queued: `ask` samples a trial."""
+        return None
+
+
+def take_queued(study: optuna.Study, wanted: Callable[[FrozenTrial], bool]
+                ) -> FrozenTrial | None:
+    """End every queued (WAITING) trial ahead of the first one `wanted` accepts as FAIL,
+    end_reason `not_due` (an older plan's leftovers), so that `study.ask()` takes that one (it
+    takes the oldest queued trial); returns it, or None where none is wanted."""
+    store = compat.storage_of(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if wanted(t):
+            return t
+        end(store, compat.trial_id(t), record.End.NOT_DUE)
+    return None
+
+
+def end(store: Any, trial_id: int, reason: str, running_only: bool = False) -> bool:
+    """End a trial that is not training here as FAIL with `reason` (record.End); with
+    `running_only`, only where it is still RUNNING, the reason in the same transaction (the
+    stale sweep: a live owner that finished it meanwhile keeps its state and reason). Returns
+    whether this call ended it."""
+    if running_only:
+        return compat.fail_running(store, trial_id, record.end_attrs(reason))
+    record.store_end(store, trial_id, reason)
+    return bool(store.set_trial_state_values(trial_id, TrialState.FAIL))
 
 
 class Claimer:
@@ -147,14 +190,18 @@ class Claimer:
         self.study, self.grace_s, self.signals = study, grace_s, signals
         self.orphans: dict[int, float] = {}  # RUNNING without any heartbeat: first seen at
 
-    def claim(self, policy: Any, attrs: dict[str, Any] | None = None) -> optuna.Trial | str:
-        """A trial to train (RUNNING, heartbeat recorded), or DONE or WAIT from `policy`."""
+    def claim(self, policy: Any, engine: str | None = None) -> optuna.Trial | str:
+        """A trial to train (RUNNING, heartbeat recorded), or DONE or WAIT from `policy`.
+
+        `policy(study, live)`: None where a trial is due, else DONE or WAIT;
+        `policy.wanted(trial)`: whether a queued trial is one it wants next;
+        `policy.next_run()`: the run to queue where none is (None: `ask` samples one)."""
         store = compat.storage_of(self.study)
         abort = getattr(store, "abort", None)
-        return storage.retry(lambda: self._claim(policy, attrs or {}),
+        return storage.retry(lambda: self._claim(policy, engine),
                              url=getattr(store, "url", None), abort=abort)
 
-    def _claim(self, policy: Any, attrs: dict[str, Any]) -> optuna.Trial | str:
+    def _claim(self, policy: Any, engine: str | None) -> optuna.Trial | str:
         study, store = self.study, compat.storage_of(self.study)
         live = beats(store)
         with _direct(store), storage.claim_lock(store, study.study_name):
@@ -163,19 +210,21 @@ class Claimer:
             verdict = policy(study, live)
             if verdict is not None:
                 return verdict
-            policy.prepare(study)
+            if take_queued(study, policy.wanted) is None:
+                run = policy.next_run()
+                if run is not None:
+                    record.enqueue(study, run)
             with warnings.catch_warnings():  # ask/tell with heartbeats is what we do here
                 warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                 trial = study.ask()
             try:  # the CLAIMED record before the first beat: a trial that beat has it
-                claimed = {"worker": WORKER_ID, CLAIMED: trial.user_attrs, **attrs}
-                for key, value in claimed.items():
-                    store.set_trial_system_attr(compat.trial_id(trial), key, value)
+                record.store_claim(store, compat.trial_id(trial), record.of(trial).attrs,
+                                   WORKER_ID, engine)
                 if live:
                     store.record_heartbeat(compat.trial_id(trial))
             except Exception as e:  # a full disk: the trial just created must not stay RUNNING
                 if storage.is_write_fault(e):
-                    storage.close_failed(store, compat.trial_id(trial), "storage_error")
+                    storage.close_failed(store, compat.trial_id(trial), record.End.STORAGE_ERROR)
                 raise
         return trial
 
@@ -198,7 +247,7 @@ class Claimer:
             # The state change decides, with the reason in the same transaction: a live owner
             # that finished the trial meanwhile keeps its state and reason, and only the
             # sweeper that failed the trial (not another one, nor the owner) queues its retry.
-            if not compat.fail_running(store, tid, {"end_reason": "worker_lost"}):
+            if not end(store, tid, record.End.WORKER_LOST, running_only=True):
                 continue
             if callback is not None:
                 callback(study, copy.deepcopy(store.get_trial(tid)))
@@ -261,16 +310,17 @@ def conclude(study: optuna.Study, trial_id: int, state: TrialState, value: float
 def _closing_refused(store: Any, trial_id: int, error: BaseException) -> UserError:
     """The line for a store that refused a write of this trial, once the trial is closed as
     FAIL with end_reason storage_error (best effort: around the cache, without retries)."""
-    closed = storage.close_failed(store, trial_id, "storage_error")
+    closed = storage.close_failed(store, trial_id, record.End.STORAGE_ERROR)
     return refused(error, getattr(store, "url", None), closed)
 
 
 def _tell(study: optuna.Study, store: Any, trial_id: int, state: TrialState,
           value: float | None, error: BaseException | None) -> FrozenTrial | None:
     if isinstance(error, KeyboardInterrupt) or (error and storage.is_transient(error)):
-        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else "storage_error"
+        reason = (record.End.INTERRUPTED if isinstance(error, KeyboardInterrupt)
+                  else record.End.STORAGE_ERROR)
         try:
-            store.set_trial_user_attr(trial_id, "end_reason", reason)
+            record.store_end(store, trial_id, reason)
         except UpdateFinishedTrialError:
             pass
     frozen = None
@@ -324,3 +374,51 @@ def lost(e: BaseException, url: str | None) -> UserError:
     return UserError(f"lost the storage {storage.redact(url or '')}: "
                      f"{storage.scrub(str(e).splitlines()[0], url)}; a running trial is "
                      "retried by the other workers after the grace period")
+
+
+@dataclasses.dataclass
+class Entry:
+    """A trial loop's hold on its store: the store, the signals, the study once opened."""
+
+    store: Any
+    sig: Signals
+    study: optuna.Study | None = None
+
+
+def enter(store: Any, workers: Any, body: Callable[[Entry], None],
+          retry_stale: bool = True) -> Entry:
+    """Every trial loop's entry: the store opened (a URL: with heartbeats from `workers`, the
+    study file's [workers]; a storage: made resilient), the signals installed, and
+    `body(entry)` run with the loops' endings (`guarded`). `body` sets `entry.study` as soon
+    as it is open (a signal while it opens is only noted: it is open)."""
+    store = (open_for(workers, store, retry_stale) if isinstance(store, str)
+             else storage.resilient(store))
+    entry = Entry(store, Signals(store).install())
+    guarded(store, entry.sig, lambda: body(entry))
+    return entry
+
+
+def guarded(store: Any, sig: Signals, body: Callable[[], Any]) -> Any:
+    """`body()` with the loops' endings: SIGTERM returns (None), Ctrl-C raises
+    KeyboardInterrupt, a store that refuses writes or stays away is one UserError line."""
+    url = getattr(store, "url", None)
+    try:
+        return body()
+    except KeyboardInterrupt:
+        if sig.received is None:  # not a signal of ours: as it came
+            raise
+    except UserError:
+        raise
+    except Exception as e:
+        if storage.is_write_fault(e):
+            raise refused(e, url, None) from None
+        if not storage.is_transient(e):
+            raise
+        raise lost(e, url) from None
+    finally:
+        sig.restore()
+    if sig.terminated:
+        log.warning("stopped by SIGTERM: %s; running again goes on from the finished trials",
+                    interruption(sig.interrupted))
+    sig.reraise()
+    return None

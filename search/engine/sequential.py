@@ -13,24 +13,23 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import compat, runner, storage
+from search import compat, runner
 from search.contest.policy import ContestPolicy
 from search.engine.claim import (
     DONE,
     WAIT,
     Claimer,
     Count,
+    Entry,
     FailureStreak,
     Heartbeat,
     conclude,
+    enter,
     join,
-    lost,
-    open_for,
-    refused,
 )
 from search.engine.signals import Signals
 from search.errors import UserError
-from search.progress import interruption, notify
+from search.progress import notify
 
 __all__ = ["POLL_S", "loop", "run", "run_trial", "work"]
 
@@ -89,32 +88,6 @@ def loop(study: optuna.Study, objective: Callable[[optuna.Trial], float], policy
         streak.count(frozen)
 
 
-def guarded(store: Any, sig: Signals, body: Callable[[], Any]) -> Any:
-    """`body()` with the loops' endings: SIGTERM returns (None), Ctrl-C raises
-    KeyboardInterrupt, a store that refuses writes or stays away is one UserError line."""
-    url = getattr(store, "url", None)
-    try:
-        return body()
-    except KeyboardInterrupt:
-        if sig.received is None:  # not a signal of ours: as it came
-            raise
-    except UserError:
-        raise
-    except Exception as e:
-        if storage.is_write_fault(e):
-            raise refused(e, url, None) from None
-        if not storage.is_transient(e):
-            raise
-        raise lost(e, url) from None
-    finally:
-        sig.restore()
-    if sig.terminated:
-        log.warning("stopped by SIGTERM: %s; running again goes on from the finished trials",
-                    interruption(sig.interrupted))
-    sig.reraise()
-    return None
-
-
 def work(
     cfg: Any,
     store: optuna.storages.BaseStorage | str,
@@ -123,24 +96,20 @@ def work(
     worker: int | None = None,
 ) -> optuna.Study:
     """Run trials until the study holds `target` finished trials, counting every worker's."""
-    store = open_for(cfg.workers, store) if isinstance(store, str) else storage.resilient(store)
-    sig = Signals(store).install()
-    opened: list[optuna.Study] = []
 
-    def body() -> None:
+    def body(e: Entry) -> None:
         notify(progress, "phase", "opening the study")
-        study, _ = join(cfg, store, worker)
-        opened.append(study)
+        study, _ = join(cfg, e.store, worker)
+        e.study = study
         objective = runner.make_objective(cfg, progress.epoch if progress else None)
         if progress is not None:
             progress.start(study, target)
             objective = _announced(objective, progress)
         policy = Count(target) if cfg.contest is None else ContestPolicy(cfg, target)
-        loop(study, objective, policy, sig, cfg.workers.grace_period,
+        loop(study, objective, policy, e.sig, cfg.workers.grace_period,
              progress.trial_finished if progress is not None else None)
 
-    guarded(store, sig, body)
-    return opened[0]  # a signal while it opens is only noted (see Signals): it is open
+    return enter(store, cfg.workers, body).study
 
 
 def run(

@@ -24,11 +24,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search import runner, storage
+from search import record, runner, storage
 from search.config import StudyConfig, load_objective
 from search.engine import array as arrays
 from search.engine import sequential
-from search.engine.claim import join, open_for
+from search.engine.claim import count, join, open_for
 from search.engine.signals import Interrupted, Signals
 from search.errors import UserError
 from search.progress import notify
@@ -170,8 +170,9 @@ def run_many(
     if sig.received == signal.SIGINT:  # the workers closed their trials: say which
         raise Interrupted(sorted(
             t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if t.number not in before and t.user_attrs.get("end_reason") == "interrupted"))
-    if sig.terminated or storage.retry(lambda: runner.count(study)) >= target:
+            if t.number not in before
+            and record.of(t).end_reason == record.End.INTERRUPTED))
+    if sig.terminated or storage.retry(lambda: count(study)) >= target:
         return study, 0
     return study, exit_code(codes)
 

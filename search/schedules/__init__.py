@@ -25,7 +25,14 @@ from search.schedules.catalog import (
     milestones,
 )
 from search.schedules.codegen import code, lit
-from search.schedules.rescale import TRACE_POINTS, Built, ScheduleConfig, build, resolve
+from search.schedules.rescale import (
+    TRACE_POINTS,
+    Built,
+    ScheduleConfig,
+    build,
+    recorded,
+    resolve,
+)
 
 __all__ = [
     "EPOCH",
@@ -42,6 +49,7 @@ __all__ = [
     "Param",
     "ScheduleConfig",
     "build",
+    "recorded",
     "code",
     "family",
     "lit",

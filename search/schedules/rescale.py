@@ -22,6 +22,8 @@ from typing import Any
 
 from torch.optim import Optimizer
 
+from search import record
+from search.errors import UserError
 from search.schedules.catalog import EPOCH, ITERATION, PLATEAU, WARMUP_START_FACTOR, family
 from search.schedules.construction import construct, with_warmup
 
@@ -139,3 +141,13 @@ def build(
     if schedule.listener is not None:
         schedule.listener(built)
     return built
+
+
+def recorded(trial: Any) -> ScheduleConfig:
+    """The budget-free schedule a trial trained with, as training recorded it (search.record)."""
+    sched = record.of(trial).schedule
+    if sched is None:
+        raise UserError(
+            f"trial {trial.number} carries no schedule record (it was recorded by an older "
+            "schedsearch, or failed before training); pick another trial")
+    return ScheduleConfig.from_dict(sched)

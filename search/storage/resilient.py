@@ -25,7 +25,7 @@ import optuna
 import sqlalchemy.exc
 import tenacity
 
-from search import compat
+from search import compat, record
 from search.compat import CachedStorage
 from search.storage.urls import open_storage, redact, scrub, sqlite_path
 
@@ -108,7 +108,7 @@ def close_failed(store: Any, trial_id: int, reason: str) -> bool:
             pass
     target = compat.backend_of(store)  # no cache, no retries: it works now or never
     try:
-        target.set_trial_user_attr(trial_id, "end_reason", reason)
+        record.store_end(target, trial_id, reason)
     except Exception:
         pass
     try:
