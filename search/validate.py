@@ -225,7 +225,7 @@ def run(
     log = log or sys.stderr
 
     def body(e: claim.Entry) -> None:
-        study = e.study = open_companion(e.store, searched)
+        study = e.study
         tuned = tune(cfg, study, the_plan, searched, log, e.sig)
         if e.sig.received is not None:
             return
@@ -236,7 +236,7 @@ def run(
                f"validating {len(jobs)} schedules x {len(seeds)} seeds at {tuned.epochs} "
                "epochs", log, e.sig)
 
-    entry = claim.enter(store, cfg.workers, body)
+    entry = claim.enter(store, cfg.workers, lambda s: open_companion(s, searched), body)
     return entry.study or open_companion(entry.store, searched)
 
 

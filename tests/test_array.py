@@ -253,14 +253,14 @@ def test_an_array_trial_beats_until_its_result_is_stored(tmp_path, cifar_dir, mo
 
     study = runner.create_or_load(smoke(cifar_dir), f"sqlite:///{tmp_path / 'x.db'}")
     arr, beating = array._Array(smoke(cifar_dir), study, 10, None), []
-    beats = spy_heartbeats(monkeypatch, array)
-    real = array.conclude
+    beats = spy_heartbeats(monkeypatch, claim)
+    real = claim.conclude
 
     def conclude(*args, **kwargs):
         beating.append(not beats[0].stop_event.is_set())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(array, "conclude", conclude)
+    monkeypatch.setattr(claim, "conclude", conclude)
     arr.finish(arr.next_job(), 0.5)
     assert beating == [True] and beats[0].stop_event.is_set()
     assert study.trials[0].state == TrialState.COMPLETE
@@ -287,11 +287,11 @@ def test_a_store_that_refuses_writes_ends_every_array_trial_as_storage_error(
     if where == "claiming":
         calls = []
 
-        def suggest(*args):
+        def suggest(*args, **kwargs):
             calls.append(1)
             if len(calls) == 2:
                 raise full
-            return real_suggest(*args)
+            return real_suggest(*args, **kwargs)
 
         monkeypatch.setattr(space, "suggest", suggest)
     else:

@@ -222,3 +222,23 @@ def test_the_objective_is_checked_before_any_study(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="must be package.module:function"):
         config.load_study(write(tmp_path, GOOD.replace('dataset = "cifar10"',
                                                        'function = "not a module"')))
+
+
+def test_each_setting_rule_names_a_trainconfig_field_and_keeps_its_type():
+    """The settings table (config.limits.SETTINGS) is keyed by TrainConfig's field names, and
+    a checked value is stored as the field's default type."""
+    import dataclasses as dc
+
+    from objectives.settings import TrainConfig
+    from search.config.limits import LIMITS, SETTINGS, train_problem, train_value
+
+    defaults = TrainConfig()
+    fields = {f.name for f in dc.fields(TrainConfig)}
+    assert set(SETTINGS) <= fields, set(SETTINGS) - fields
+    samples = {"width": [8, 16, 16], "betas": [0.9, 0.99], "eps": 1e-6}
+    for name, v in samples.items():
+        assert train_problem(name, v, LIMITS) is None
+        stored = train_value(name, v)
+        assert type(stored) is type(getattr(defaults, name)), name
+    assert train_problem("epochs", 0, LIMITS) == "an integer in [1, 10000]"
+    assert train_problem("epochs", 3, {**LIMITS, "epochs": 2}) == "an integer in [1, 2]"

@@ -44,8 +44,8 @@ def test_the_heartbeat_beats_until_the_result_is_stored(claimed, monkeypatch, st
     """Storing the result may take a while (a database that is away is waited for): the trial
     must not look dead meanwhile, or another worker fails and retries a finished trial."""
     study, trial = claimed
-    beats, beating = spy_heartbeats(monkeypatch, sequential), []
-    real = sequential.conclude
+    beats, beating = spy_heartbeats(monkeypatch, claim), []
+    real = claim.conclude
 
     def conclude(*args, **kwargs):
         beating.append(not beats[0].stop_event.is_set())
@@ -53,7 +53,7 @@ def test_the_heartbeat_beats_until_the_result_is_stored(claimed, monkeypatch, st
             raise OSError("the store is gone")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sequential, "conclude", conclude)
+    monkeypatch.setattr(claim, "conclude", conclude)
     if stored:
         assert sequential.run_trial(study, trial, lambda t: 0.5, Signals()).value == 0.5
     else:

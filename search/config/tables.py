@@ -20,6 +20,7 @@ from search.config.limits import (
     number_text,
     raise_hint,
     train_problem,
+    train_value,
 )
 from search.config.settings import DEFAULT_OBJECTIVE, ParamSpec, SpaceConfig
 from search.errors import UserError, closest, must, shown
@@ -227,9 +228,7 @@ def train_of(t: Table, objective: str, file: Path, limits: Mapping[str, Any]) ->
                 f"{type(default).__name__}"  # a setting added to TrainConfig later
         if problem:
             raise t.error(name, problem, v, raise_hint(name, file, v))
-        values[name] = (tuple(v) if name == "width" else
-                        tuple(float(b) for b in v) if name == "betas" else
-                        float(v) if name == "eps" else v)
+        values[name] = train_value(name, v)
     options = {k: v for k, v in t.data.items() if k not in known and k != "function"}
     if objective == DEFAULT_OBJECTIVE:
         t.done(valid=SECTIONS["objective"])

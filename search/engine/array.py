@@ -26,18 +26,7 @@ from objectives.fused_train import ArrayTrainer, Job, member_bytes
 from objectives.optimizers import OPTIMIZERS
 from search import compat, record, runner, schedules, storage
 from search.config import DEFAULT_OBJECTIVE, StudyConfig
-from search.engine.claim import (
-    DONE,
-    Claimer,
-    Count,
-    Entry,
-    FailureStreak,
-    Heartbeat,
-    conclude,
-    enter,
-    join,
-    refused,
-)
+from search.engine import claim
 from search.engine.sequential import POLL_S
 from search.engine.signals import Signals
 from search.errors import UserError
@@ -113,7 +102,7 @@ def array_size(cfg: StudyConfig, requested: int | None = None, share: int = 1) -
 class _Live:
     trial: optuna.Trial
     recorder: runner.Recorder
-    heartbeat: Heartbeat
+    heartbeat: claim.Heartbeat
 
 
 class _Array:
@@ -124,9 +113,9 @@ class _Array:
         self.cfg, self.study, self.progress = cfg, study, progress
         self.sig = sig or Signals()
         self.live: dict[int, _Live] = {}
-        self.policy = Count(n_trials, own=lambda: len(self.live))
-        self.claimer = Claimer(study, cfg.workers.grace_period, self.sig)
-        self.streak = FailureStreak()
+        self.policy = claim.Count(n_trials, own=lambda: len(self.live))
+        self.claimer = claim.Claimer(study, cfg.workers.grace_period, self.sig)
+        self.streak = claim.FailureStreak()
 
     def next_job(self) -> Job | None:
         """A new trial for an empty slot, or None while the target is covered."""
@@ -138,7 +127,7 @@ class _Array:
                 return None
             rec = runner.Recorder(trial, self.progress.epoch if self.progress else None,
                                   defer_prune=True)
-            beat = Heartbeat(compat.storage_of(self.study), compat.trial_id(trial))
+            beat = claim.Heartbeat(compat.storage_of(self.study), compat.trial_id(trial))
             self.live[trial.number] = _Live(trial, rec, beat)  # from here on, stop() closes it
             _, schedule = runner.setup(self.cfg, rec)
             notify(self.progress, "trial_started", trial)
@@ -185,13 +174,13 @@ class _Array:
         self.live.clear()
         if isinstance(error, UserError):  # conclude's line: it closed its trial already
             return error
-        return refused(error, getattr(store, "url", None), all(closed) if closed else None)
+        return claim.refused(error, getattr(store, "url", None), all(closed) if closed else None)
 
     def _end(self, live: _Live, state: TrialState, value: float | None = None,
              error: BaseException | None = None, counted: bool = True) -> None:
         del self.live[live.trial.number]
         try:  # beating until the result is stored (as sequential.run_trial)
-            frozen = conclude(self.study, compat.trial_id(live.trial), state, value, error)
+            frozen = claim.conclude(self.study, compat.trial_id(live.trial), state, value, error)
         finally:
             live.heartbeat.stop()
         if frozen is not None and self.progress is not None:
@@ -225,14 +214,13 @@ def run(
     notify(progress, "phase", "loading data")
     runner.prepare(cfg)
 
-    def body(e: Entry) -> None:
-        study, _ = join(cfg, e.store, worker)
-        e.study = study
+    def body(e: claim.Entry) -> None:
+        study = e.study
         if progress is not None:
             progress.start(study, n_trials)
         _loop(cfg, _Array(cfg, study, n_trials, progress, e.sig), k or pick_k(cfg), compile)
 
-    return enter(store, cfg.workers, body).study
+    return claim.enter(store, cfg.workers, lambda s: claim.join(cfg, s, worker)[0], body).study
 
 
 def _loop(cfg: StudyConfig, array: _Array, k: int, compile: bool) -> None:
@@ -257,7 +245,7 @@ def _loop(cfg: StudyConfig, array: _Array, k: int, compile: bool) -> None:
             trainer, k = None, k // 2
             _empty_cache()
             continue
-        if array.policy(array.study, False) == DONE:
+        if array.policy(array.study, False) == claim.DONE:
             return
         sig.sleep(POLL_S)  # other workers' running trials cover the target for now
 

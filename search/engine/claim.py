@@ -385,16 +385,21 @@ class Entry:
     study: optuna.Study | None = None
 
 
-def enter(store: Any, workers: Any, body: Callable[[Entry], None],
-          retry_stale: bool = True) -> Entry:
+def enter(store: Any, workers: Any, opener: Callable[[Any], optuna.Study],
+          body: Callable[[Entry], None], retry_stale: bool = True) -> Entry:
     """Every trial loop's entry: the store opened (a URL: with heartbeats from `workers`, the
-    study file's [workers]; a storage: made resilient), the signals installed, and
-    `body(entry)` run with the loops' endings (`guarded`). `body` sets `entry.study` as soon
-    as it is open (a signal while it opens is only noted: it is open)."""
+    study file's [workers]; a storage: made resilient), the signals installed, the study
+    opened (`opener(store)`: `join` for a search) and `body(entry)` run, all with the loops'
+    endings (`guarded`). A signal while the study opens is only noted: it is open."""
     store = (open_for(workers, store, retry_stale) if isinstance(store, str)
              else storage.resilient(store))
     entry = Entry(store, Signals(store).install())
-    guarded(store, entry.sig, lambda: body(entry))
+
+    def run() -> None:
+        entry.study = opener(store)
+        body(entry)
+
+    guarded(store, entry.sig, run)
     return entry
 
 

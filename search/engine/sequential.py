@@ -15,18 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, runner
 from search.contest.policy import ContestPolicy
-from search.engine.claim import (
-    DONE,
-    WAIT,
-    Claimer,
-    Count,
-    Entry,
-    FailureStreak,
-    Heartbeat,
-    conclude,
-    enter,
-    join,
-)
+from search.engine import claim
 from search.engine.signals import Signals
 from search.errors import UserError
 from search.progress import notify
@@ -45,7 +34,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
     The heartbeat stops once the result is stored: storing it may wait out a database that is
     away for longer than the grace period, and a trial without beats is failed and retried.
     """
-    beat = Heartbeat(compat.storage_of(study), compat.trial_id(trial))
+    beat = claim.Heartbeat(compat.storage_of(study), compat.trial_id(trial))
     try:
         state, value, error = TrialState.FAIL, None, None
         try:
@@ -58,7 +47,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
             error = e
             if isinstance(e, KeyboardInterrupt):
                 sig.interrupted.append(trial.number)  # for the messages (guarded, the CLI)
-        return conclude(study, compat.trial_id(trial), state, value, error)
+        return claim.conclude(study, compat.trial_id(trial), state, value, error)
     finally:
         beat.stop()
 
@@ -67,12 +56,12 @@ def loop(study: optuna.Study, objective: Callable[[optuna.Trial], float], policy
          sig: Signals, grace_s: float,
          on_finished: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
     """Claim and train trials until `policy` says DONE or a signal arrives."""
-    claimer, streak, waited = Claimer(study, grace_s, sig), FailureStreak(), 0.0
+    claimer, streak, waited = claim.Claimer(study, grace_s, sig), claim.FailureStreak(), 0.0
     while sig.received is None:
         claimed = claimer.claim(policy)
-        if claimed == DONE:
+        if claimed == claim.DONE:
             return
-        if claimed == WAIT:
+        if claimed == claim.WAIT:
             waited += POLL_S
             if waited >= WAIT_NOTICE_S > waited - POLL_S:
                 log.warning("waiting for trials running in other workers; a dead worker's "
@@ -97,19 +86,18 @@ def work(
 ) -> optuna.Study:
     """Run trials until the study holds `target` finished trials, counting every worker's."""
 
-    def body(e: Entry) -> None:
-        notify(progress, "phase", "opening the study")
-        study, _ = join(cfg, e.store, worker)
-        e.study = study
+    def body(e: claim.Entry) -> None:
+        study = e.study
         objective = runner.make_objective(cfg, progress.epoch if progress else None)
         if progress is not None:
             progress.start(study, target)
             objective = _announced(objective, progress)
-        policy = Count(target) if cfg.contest is None else ContestPolicy(cfg, target)
+        policy = claim.Count(target) if cfg.contest is None else ContestPolicy(cfg, target)
         loop(study, objective, policy, e.sig, cfg.workers.grace_period,
              progress.trial_finished if progress is not None else None)
 
-    return enter(store, cfg.workers, body).study
+    notify(progress, "phase", "opening the study")
+    return claim.enter(store, cfg.workers, lambda s: claim.join(cfg, s, worker)[0], body).study
 
 
 def run(
