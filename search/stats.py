@@ -16,6 +16,7 @@ __all__ = [
     "CONFIDENCE",
     "Paired",
     "Result",
+    "SeedScores",
     "Validation",
     "json_number",
     "mean_std",
@@ -148,18 +149,10 @@ def paired(
 # 3. Results per schedule, and their ranking.
 
 
-@dataclass(frozen=True)
-class Result:
-    """One validated schedule at one training length: its score on each seed."""
+class SeedScores:
+    """The count, mean and standard deviation of `scores` (seed -> accuracy)."""
 
-    key: str  # identity of the trained schedule
-    label: str  # for people: "trial 17 OneCycleLR", "CosineAnnealingLR (whole run)"
-    roles: tuple[str, ...]  # "candidate" and/or "baseline"
-    scores: Mapping[int, float]  # seed -> test accuracy, finished runs only
-    source_trial: int | None = None  # the searched trial a candidate comes from
-    diverged: tuple[int, ...] = ()  # seeds whose run stopped on a non-finite loss
-    family: str = ""
-    extra: Mapping[str, object] = field(default_factory=dict)
+    scores: Mapping[int, float]
 
     @property
     def n(self) -> int:
@@ -172,6 +165,21 @@ class Result:
     @property
     def std(self) -> float:
         return mean_std(list(self.scores.values()))[1]
+
+
+@dataclass(frozen=True)
+class Result(SeedScores):
+    """One validated schedule at one training length: its score on each seed."""
+
+    key: str  # identity of the trained schedule
+    label: str  # for people: "trial 17 OneCycleLR", "CosineAnnealingLR (whole run)"
+    roles: tuple[str, ...]  # "candidate" and/or "baseline"
+    scores: Mapping[int, float]  # seed -> test accuracy, finished runs only
+    source_trial: int | None = None  # the searched trial a candidate comes from
+    diverged: tuple[int, ...] = ()  # seeds whose run stopped on a non-finite loss
+    family: str = ""
+    extra: Mapping[str, object] = field(default_factory=dict)
+
 
     @property
     def role(self) -> str:

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import record, schedules
 from search.contest import race as racing
-from search.stats import mean_std
+from search.stats import SeedScores
 
 __all__ = ["RACE", "REFERENCE", "SEARCH_SEED", "SHAPE", "Contender", "Grid", "Run", "Settings",
            "State", "derive", "ladder", "run_of"]
@@ -131,7 +131,7 @@ class Grid:
 
 
 @dataclass(frozen=True)
-class Contender:
+class Contender(SeedScores):
     """One contender of the race: a tuned reference or a searched finalist."""
 
     key: str
@@ -142,18 +142,6 @@ class Contender:
     optimizer: str
     source_trial: int  # the trial that ran its first seed
     scores: Mapping[int, float]  # seed -> validation accuracy
-
-    @property
-    def n(self) -> int:
-        return len(self.scores)
-
-    @property
-    def mean(self) -> float:
-        return mean_std(list(self.scores.values()))[0]
-
-    @property
-    def std(self) -> float:
-        return mean_std(list(self.scores.values()))[1]
 
 
 @dataclass(frozen=True)

@@ -150,13 +150,9 @@ class Count:
             return WAIT
         return None
 
-    def wanted(self, trial: FrozenTrial) -> bool:
-        """Any queued trial (a default, a retry) is taken first."""
-        return True
-
-    def next_run(self) -> record.Enqueued | None:
-        """Nothing is queued: `ask` samples a trial."""
-        return None
+    # Any queued trial (a default, a retry) is taken first, as `ask` takes the oldest one;
+    # with none queued, `ask` samples a trial: nothing to look at or queue here.
+    wanted = None
 
 
 def take_queued(study: optuna.Study, wanted: Callable[[FrozenTrial], bool]
@@ -194,8 +190,9 @@ class Claimer:
         """A trial to train (RUNNING, heartbeat recorded), or DONE or WAIT from `policy`.
 
         `policy(study, live)`: None where a trial is due, else DONE or WAIT;
-        `policy.wanted(trial)`: whether a queued trial is one it wants next;
-        `policy.next_run()`: the run to queue where none is (None: `ask` samples one)."""
+        `policy.wanted(trial)`: whether a queued trial is one it wants next (`wanted` None:
+        any); `policy.next_run()`: the run to queue where none is wanted (None: `ask`
+        samples one)."""
         store = compat.storage_of(self.study)
         abort = getattr(store, "abort", None)
         return storage.retry(lambda: self._claim(policy, engine),
@@ -210,7 +207,7 @@ class Claimer:
             verdict = policy(study, live)
             if verdict is not None:
                 return verdict
-            if take_queued(study, policy.wanted) is None:
+            if policy.wanted is not None and take_queued(study, policy.wanted) is None:
                 run = policy.next_run()
                 if run is not None:
                     record.enqueue(study, run)
