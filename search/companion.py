@@ -55,9 +55,9 @@ def validation(study: optuna.Study, epochs: int | None = None,
     by_length: dict[int, list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         rec = record.of(t)
-        if rec.validate_key is not None and rec.holdout == "test" and (
-                keys is None or rec.validate_key in keys):
-            by_length.setdefault(int(rec.epochs), []).append(t)  # not LR sweeps
+        if (rec.validate_key is not None and rec.holdout == "test" and rec.epochs is not None
+                and rec.seed is not None and (keys is None or rec.validate_key in keys)):
+            by_length.setdefault(rec.epochs, []).append(t)  # not LR sweeps
     if not by_length:
         return None
     attrs = record.study_of(study)

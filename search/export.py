@@ -56,6 +56,9 @@ def from_trial(
     """
     r = record.of(trial)
     s = schedules.recorded(trial)
+    if r.epochs is None or r.steps_per_epoch is None or r.optimizer is None:
+        raise UserError(f"trial {trial.number} carries no complete training record (its "
+                        "budget or optimizer is missing); pick another trial")
     if move is not None:
         s = moved(s, move)
     e0, s0 = int(r.epochs), int(r.steps_per_epoch)

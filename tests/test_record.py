@@ -10,6 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from search import record
 from search.record import End, Enqueued
@@ -131,3 +133,32 @@ def test_a_companion_describes_each_key_and_reads_it_back(study):
     record.set_study(study, record.Study.NOTES, ["n"])
     assert record.validated(study) == {"cos": dataclasses.replace(v, roles=("baseline", "sweep"))}
     assert record.study_of(study)[record.Study.NOTES] == ["n"]
+
+
+_text = st.text(min_size=1, max_size=12)
+_int = st.integers(min_value=-(2**31), max_value=2**31 - 1)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(st.builds(
+    Enqueued, schedule=st.none() | st.fixed_dictionaries({"family": _text, "lr": st.floats(
+        1e-6, 10)}), default=st.booleans(), seed=st.none() | _int, epochs=st.none() | _int,
+    holdout=st.none() | st.sampled_from(["val", "test"]), optimizer_name=st.none() | _text,
+    stage=st.none() | _text, contender=st.none() | _text, label=st.none() | _text,
+    slot=st.none() | _text, grid_step=st.none() | _int, source_trial=st.none() | _int,
+    validate_key=st.none() | _text, roles=st.none() | st.lists(_text, max_size=3).map(tuple),
+    sweep_for=st.none() | _text, searched_study=st.none() | _text,
+    repeat_of=st.none() | _int))
+def test_every_enqueued_field_reads_back_as_written(run):
+    """Whatever a fixed run is queued with, its record reads back the same values (the
+    stored form is what optuna keeps: JSON)."""
+    import json
+
+    r = record.of(json.loads(json.dumps(run.attrs())))
+    assert r.fixed == (dict(run.schedule) if run.schedule is not None else None)
+    assert r.is_fixed == (run.schedule is not None) and r.default == run.default
+    assert r.split == run.holdout and r.holdout == ("val" if run.holdout == "val" else "test")
+    assert r.roles == (run.roles or ())
+    for f in dataclasses.fields(Enqueued):
+        if f.name not in ("schedule", "default", "holdout", "roles"):
+            assert getattr(r, f.name) == getattr(run, f.name), f.name

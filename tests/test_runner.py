@@ -1,4 +1,4 @@
-"""search.runner: the study wiring (counting trials; the rest is exercised by every loop)."""
+"""search.engine.claim.count and the study wiring: trials counted by the database, without loading them."""
 
 from __future__ import annotations
 
