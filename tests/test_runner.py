@@ -1,4 +1,4 @@
-"""search.engine.claim.count and the study wiring: trials counted by the database, without loading them."""
+"""search.engine.claim.count and the study wiring: trials counted without loading them."""
 
 from __future__ import annotations
 
