@@ -108,16 +108,16 @@ class _Runs:
     """
 
     def __init__(self, jobs: dict[str, Job], wanted: list[Run], searched: str) -> None:
-        self.jobs, self.wanted, self.searched = jobs, wanted, searched
+        self.jobs, self.runs, self.searched = jobs, wanted, searched
         self.tried: set[Run] = set()
         self.todo: list[Run] = []
 
     def __call__(self, study: optuna.Study, live: bool) -> str | None:
         done = _runs(study, _DONE)
-        self.todo = [w for w in self.wanted if w not in done and w not in self.tried]
+        self.todo = [w for w in self.runs if w not in done and w not in self.tried]
         if self.todo:
             return None
-        others = _runs(study, (TrialState.RUNNING,)) & (set(self.wanted) - self.tried)
+        others = _runs(study, (TrialState.RUNNING,)) & (set(self.runs) - self.tried)
         return claim.WAIT if live and others else claim.DONE
 
     def wanted(self, trial: FrozenTrial) -> bool:

@@ -387,7 +387,7 @@ def test_real_training_uses_all_training_data_and_scores_on_the_test_split(
     from search import export
 
     for t in done:
-        if t.user_attrs["source_trial"] is not None:
+        if t.user_attrs.get("source_trial") is not None:
             rec = export.from_trial("smoke", study.trials[t.user_attrs["source_trial"]], 2,
                                     600 // 64)
             assert (rec.kwargs, rec.warmup, rec.interval) == (
