@@ -26,6 +26,8 @@ class Optimizer:
     hf: str  # Hugging Face TrainingArguments.optim
     label: str  # for people
     schedule_free_variant: str = ""  # the key of its schedule-free variant
+    # the recorded arguments the Hugging Face Trainer reads from `optim_args` for it
+    hf_optim_args: tuple[str, ...] = ()
     # schedule-free: its LR over the same optimizer's scheduled LR, the authors' range and
     # the factor the contest centres its grid on
     lr_range: str = ""
@@ -39,7 +41,8 @@ class Optimizer:
 
 OPTIMIZERS: dict[str, Optimizer] = {o.key: o for o in (
     Optimizer("sgd", "torch.optim", "SGD", adam=False, schedule_free=False, study=True,
-              fused=True, hf="sgd", label="SGD", schedule_free_variant="schedulefree"),
+              fused=True, hf="sgd", label="SGD", schedule_free_variant="schedulefree",
+              hf_optim_args=("momentum", "nesterov")),
     Optimizer("adamw", "torch.optim", "AdamW", adam=True, schedule_free=False, study=True,
               fused=False, hf="adamw_torch", label="AdamW",
               schedule_free_variant="schedulefree_adamw"),

@@ -107,14 +107,14 @@ def describe(rec: Recommendation) -> dict[str, Any]:
 
 
 def _hf_optim(o: dict[str, Any]) -> dict[str, Any]:
-    name = o.get("name", "SGD")
-    out: dict[str, Any] = {"optim": by_class(name).hf}
+    kind = by_class(o.get("name", "SGD"))
+    out: dict[str, Any] = {"optim": kind.hf}
     if "betas" in o:
         out |= {"adam_beta1": o["betas"][0], "adam_beta2": o["betas"][1]}
     if "eps" in o:
         out["adam_epsilon"] = o["eps"]
-    extra = {k: o[k] for k in ("momentum", "nesterov") if k in o}
-    if extra and name == "SGD":  # the Trainer's SGD reads these from optim_args
+    extra = {k: o[k] for k in kind.hf_optim_args if k in o}
+    if extra:
         out["optim_args"] = ",".join(f"{k}={v}" for k, v in extra.items())
     return out
 
