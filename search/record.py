@@ -19,7 +19,7 @@ attributes of a trial (`CLAIMED`, `WORKER`, `ENGINE`, `WORKERS_STARTED`) are nam
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["CLAIMED", "COMPANION_SCHEDULE", "ENGINE", "End", "Enqueued", "FIXED", "Record",
@@ -144,6 +144,11 @@ def _list(v: Any) -> list[Any]:
     return v if isinstance(v, list) else []
 
 
+def _read(key: str, kind: Callable[[Any], Any], doc: str = "") -> property:
+    """A typed read of one key (None where the trial stored none, or stored it wrongly)."""
+    return property(lambda self: kind(self.attrs.get(key)), doc=doc or key)
+
+
 class Record:
     """A trial's record, read: `of(trial)` (a Trial, a FrozenTrial or its user attrs)."""
 
@@ -153,110 +158,44 @@ class Record:
         self.attrs = attrs
 
     # What it was enqueued with (a fixed run, a default), or wrote about itself.
-    @property
-    def fixed(self) -> dict[str, Any] | None:
-        """A fixed run's budget-free schedule; None for a sampled trial."""
-        return _dict(self.attrs.get(FIXED))
+    fixed = _read(FIXED, _dict, "A fixed run's budget-free schedule; None for a sampled trial.")
+    seed = _read(SEED, _int)
+    epochs = _read(EPOCHS, _int)
+    split = _read(HOLDOUT, _str, "The split a fixed run was enqueued to be scored on, if any.")
+    optimizer_name = _read(OPTIMIZER_NAME, lambda v: _str(v) or None)
+    stage = _read(STAGE, _str)
+    contender = _read(CONTENDER, _str)
+    label = _read(LABEL, _str)
+    slot = _read(SLOT, _str)
+    grid_step = _read(GRID_STEP, _int)
+    source_trial = _read(SOURCE_TRIAL, _int)
+    validate_key = _read(VALIDATE_KEY, _str)
+    roles = _read(ROLES, lambda v: tuple(_list(v)))
+    sweep_for = _read(SWEEP_FOR, _str)
+    searched_study = _read(SEARCHED_STUDY, _str)
+    repeat_of = _read(REPEAT_OF, _int)
+    default = _read(DEFAULT, bool, "An enqueued known-good default (never pruned).")
+    # What training wrote.
+    schedule = _read(SCHEDULE, _dict, "The budget-free schedule training built.")
+    scheduler_kwargs = _read(SCHEDULER_KWARGS, _dict)
+    interval = _read(INTERVAL, _str)
+    steps_per_epoch = _read(STEPS_PER_EPOCH, _int)
+    warmup = _read(WARMUP, _dict)
+    optimizer = _read(OPTIMIZER, _dict, "The optimizer's class and every argument it received.")
+    val_acc_curve = _read(VAL_ACC_CURVE, lambda v: v if isinstance(v, list) else [])
+    lr_trace = _read(LR_TRACE, _dict)
+    test_loss = _read(TEST_LOSS, _float)
+    test_acc = _read(TEST_ACC, _float)
+    end_reason = _read(END_REASON, lambda v: _str(v) or None)
 
     @property
     def is_fixed(self) -> bool:
         return FIXED in self.attrs
 
     @property
-    def default(self) -> bool:
-        return bool(self.attrs.get(DEFAULT))
-
-    @property
-    def seed(self) -> int | None:
-        return _int(self.attrs.get(SEED))
-
-    @property
-    def epochs(self) -> int | None:
-        return _int(self.attrs.get(EPOCHS))
-
-    @property
     def holdout(self) -> str:
         """The split a validation run was scored on: "test" unless it says "val"."""
         return "val" if self.attrs.get(HOLDOUT) == "val" else "test"
-
-    @property
-    def split(self) -> str | None:
-        """The split a fixed run was enqueued to be scored on, where it names one."""
-        return _str(self.attrs.get(HOLDOUT))
-
-    @property
-    def optimizer_name(self) -> str | None:
-        return _str(self.attrs.get(OPTIMIZER_NAME)) or None
-
-    @property
-    def stage(self) -> str | None:
-        return _str(self.attrs.get(STAGE))
-
-    @property
-    def contender(self) -> str | None:
-        return _str(self.attrs.get(CONTENDER))
-
-    @property
-    def label(self) -> str | None:
-        return _str(self.attrs.get(LABEL))
-
-    @property
-    def slot(self) -> str | None:
-        return _str(self.attrs.get(SLOT))
-
-    @property
-    def grid_step(self) -> int | None:
-        return _int(self.attrs.get(GRID_STEP))
-
-    @property
-    def source_trial(self) -> int | None:
-        return _int(self.attrs.get(SOURCE_TRIAL))
-
-    @property
-    def validate_key(self) -> str | None:
-        return _str(self.attrs.get(VALIDATE_KEY))
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        return tuple(_list(self.attrs.get(ROLES)))
-
-    @property
-    def sweep_for(self) -> str | None:
-        return _str(self.attrs.get(SWEEP_FOR))
-
-    @property
-    def searched_study(self) -> str | None:
-        return _str(self.attrs.get(SEARCHED_STUDY))
-
-    @property
-    def repeat_of(self) -> int | None:
-        return _int(self.attrs.get(REPEAT_OF))
-
-    # What training wrote.
-    @property
-    def schedule(self) -> dict[str, Any] | None:
-        """The budget-free schedule training built (ScheduleConfig.to_dict())."""
-        return _dict(self.attrs.get(SCHEDULE))
-
-    @property
-    def scheduler_kwargs(self) -> dict[str, Any] | None:
-        return _dict(self.attrs.get(SCHEDULER_KWARGS))
-
-    @property
-    def interval(self) -> str | None:
-        return _str(self.attrs.get(INTERVAL))
-
-    @property
-    def steps_per_epoch(self) -> int | None:
-        return _int(self.attrs.get(STEPS_PER_EPOCH))
-
-    @property
-    def warmup(self) -> dict[str, Any] | None:
-        return _dict(self.attrs.get(WARMUP))
-
-    @property
-    def optimizer(self) -> dict[str, Any] | None:
-        return _dict(self.attrs.get(OPTIMIZER))
 
     @property
     def lr(self) -> float | None:
@@ -268,26 +207,6 @@ class Record:
         where the trial stored none."""
         v = self.attrs.get(key)
         return v if isinstance(v, list) else None
-
-    @property
-    def val_acc_curve(self) -> list[Any]:
-        return self.curve(VAL_ACC_CURVE) or []
-
-    @property
-    def lr_trace(self) -> dict[str, Any] | None:
-        return _dict(self.attrs.get(LR_TRACE))
-
-    @property
-    def test_loss(self) -> float | None:
-        return _float(self.attrs.get(TEST_LOSS))
-
-    @property
-    def test_acc(self) -> float | None:
-        return _float(self.attrs.get(TEST_ACC))
-
-    @property
-    def end_reason(self) -> str | None:
-        return _str(self.attrs.get(END_REASON)) or None
 
     @property
     def diverged(self) -> bool:
