@@ -59,7 +59,7 @@ def main() -> None:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             r = record.of(t)
             stage = r.stage if r.stage is not None else "shape"
-            stages[stage] = stages.get(stage, 0) + r.epochs_trained
+            stages[stage] = stages.get(stage, 0) + record.epochs_trained(t)
     search_epochs = _epochs(trials)
     print(f"\nsearch: {len(trials)} trials, {search_epochs} epochs "
           f"({', '.join(f'{k} {v}' for k, v in sorted(stages.items()))})\n")

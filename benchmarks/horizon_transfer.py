@@ -118,7 +118,7 @@ def _cost(study) -> str:
         r = record.of(t)
         stage = r.stage if r.stage is not None else "shape"
         what = (stage, (r.epochs if r.epochs is not None else 0) if stage == "reference" else 0)
-        by[what] = by.get(what, 0) + r.epochs_trained
+        by[what] = by.get(what, 0) + record.epochs_trained(t)
     total = sum(by.values())
     longest = max((h for _, h in by), default=0)
     short = sum(v for (stage, h), v in by.items() if stage == "reference" and h < longest)

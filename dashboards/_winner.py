@@ -150,7 +150,7 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
     companion = _companion(snap)
     ctrials = companion.get_trials(deepcopy=False) if companion is not None else []
     # test runs (holdout "test") and LR-sweep runs (holdout "val", `sweep_for` a baseline)
-    sweeps = [t for t in ctrials if record.holdout_of(t) == "val"]
+    sweeps = [t for t in ctrials if record.of(t).holdout == "val"]
     runs = [t for t in ctrials if record.of(t).validate_key is not None and t not in sweeps]
     meta = record.validated(companion) if companion is not None else {}
     st = standing(snap.study)

@@ -71,7 +71,7 @@ def from_trial(
         value = float(trial.intermediate_values[max(trial.intermediate_values)])
     return Recommendation(
         study=study_name, trial_number=trial.number, value=value, state=trial.state.name,
-        epochs_trained=r.epochs_trained,
+        epochs_trained=record.epochs_trained(trial),
         family=s.family, kwargs=built.kwargs, interval=built.interval, warmup=built.warmup,
         optimizer=_for_budget({**r.optimizer, "lr": s.lr} if move is not None and move.moved
                               else dict(r.optimizer), e1 * s1),

@@ -139,7 +139,7 @@ def measure(trials: Iterable[FrozenTrial]) -> Pace | None:
     points = [(float(e), (t.datetime_complete - t.datetime_start).total_seconds())
               for t in trials
               if t.state.is_finished() and t.datetime_start and t.datetime_complete
-              and (e := _epochs(t)) > 0]
+              and (e := record.epochs_trained(t)) > 0]
     points = [(e, s) for e, s in points if s > 0]  # trials made without a clock (imported)
     if not points:
         return None
@@ -152,11 +152,6 @@ def measure(trials: Iterable[FrozenTrial]) -> Pace | None:
              / sum((e - mx) ** 2 for e in xs))
     start = my - slope * mx
     return Pace(slope, start) if slope > 0 and start >= 0 else ratio
-
-
-def _epochs(t: FrozenTrial) -> int:
-    curve = record.of(t).curve(record.VAL_ACC_CURVE)
-    return len(curve) if isinstance(curve, list) else len(t.intermediate_values)
 
 
 def plan_seconds(runs: int, epochs: int, seconds_per_epoch: float, *,

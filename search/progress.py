@@ -68,11 +68,6 @@ def notify(progress: Any, hook: str, *args: Any) -> None:
         method(*args)
 
 
-def _epochs_reached(trial: FrozenTrial) -> int:
-    curve = record.of(trial).curve(record.VAL_ACC_CURVE)
-    return len(curve) if isinstance(curve, list) else len(trial.intermediate_values)
-
-
 class _Running(NamedTuple):
     trial: Any  # optuna.Trial (its params are read for the family) or None
     started: float
@@ -173,7 +168,7 @@ class Progress:
                 ago = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
                 worker = (record.worker_of(t) or "?").removeprefix(HOST)
                 self.trial_started(t, max(0.0, ago), worker)
-            reached = _epochs_reached(t)
+            reached = record.epochs_trained(t)
             if reached > self.running[t.number].epoch:
                 values = t.intermediate_values
                 self.epoch(t.number, reached, values[max(values)] if values else None)
@@ -186,7 +181,7 @@ class Progress:
             value = "-" if trial.value is None else f"{trial.value:.4f}"
             r = record.of(trial)
             reason = r.end_reason or trial.state.name.lower()
-            reached = _epochs_reached(trial)
+            reached = record.epochs_trained(trial)
             at = f" after epoch {self._of(reached)}" if trial.state == TrialState.PRUNED else ""
             if trial.state == TrialState.PRUNED and trial.value is None and reached:
                 curve = r.val_acc_curve or [None]
@@ -208,7 +203,7 @@ class Progress:
         if t.state not in FINISHED:
             return
         self.done[t.state.name.lower()] += 1
-        self.reached.append(_epochs_reached(t))
+        self.reached.append(record.epochs_trained(t))
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
             if self.best is None or t.value > self.best[0]:
                 self.best = (float(t.value), record.family_of(t), t.number)

@@ -5,9 +5,10 @@ A trial's record has two writers and many readers:
 - `Enqueued`: what a fixed run (a contest's reference or race run, a validation run, a
   study's known-good default) is enqueued with: its budget-free schedule (nothing of it is
   sampled), seed, length, split and the tags its readers group it by. `enqueue` queues it.
-- `Writer`: what training stores on a trial (`runner.Recorder` is its one user): the schedule
-  and the optimizer exactly as torch received them, the curves after each epoch, the test
-  score, the seed of a shape trial, and how the trial ended (`end_reason`, one of `End`).
+- `Writer`: what training stores on a trial (`runner.Recorder`; the report benchmark's
+  synthetic trials): the schedule and the optimizer exactly as torch received them, the
+  curves after each epoch, the test score, the seed of a shape trial, and how the trial
+  ended (`end_reason`, one of `End`).
 - `Record`: the typed read of both, for a live Trial, a FrozenTrial or a bare attribute
   mapping. Stores written by older versions read as None where a key is missing.
 
@@ -24,7 +25,7 @@ from typing import Any
 
 __all__ = ["CLAIMED", "COMPANION_SCHEDULE", "ENGINE", "End", "Enqueued", "FIXED", "Record",
            "Study", "UNKNOWN", "Validated", "WORKER", "WORKERS_STARTED", "Writer", "claimed_of",
-           "end_attrs", "enqueue", "epochs_trained", "family_of", "holdout_of",
+           "end_attrs", "enqueue", "epochs_trained", "family_of",
            "next_worker_index", "of", "set_study", "set_validated", "store_claim", "store_end",
            "study_of", "validated", "with_attrs", "worker_of"]
 
@@ -212,11 +213,6 @@ class Record:
     def diverged(self) -> bool:
         return self.attrs.get(END_REASON) == End.NON_FINITE
 
-    @property
-    def epochs_trained(self) -> int:
-        """Epochs trained and reported (the validation-accuracy curve's length)."""
-        return len(self.val_acc_curve)
-
 
 def of(trial: Any) -> Record:
     """The record of an optuna Trial or FrozenTrial, or of a user-attribute mapping."""
@@ -224,7 +220,7 @@ def of(trial: Any) -> Record:
 
 
 class Writer:
-    """What training writes on a live trial (`runner.Recorder` is its one user)."""
+    """What training writes on a live trial (see the module docstring)."""
 
     def __init__(self, trial: Any) -> None:
         self.set = trial.set_user_attr
@@ -264,7 +260,7 @@ class Writer:
         self.set(END_REASON, reason)
 
 
-# Backwards-compatible names of the readers (each a one-liner over Record).
+# What a trial's record says together with the trial itself (its parameters, its reports).
 def family_of(trial: Any, unknown: str = UNKNOWN) -> str:
     """The family of an optuna Trial or FrozenTrial (`unknown` before anything says it): its
     `scheduler` parameter where it was sampled, else its schedule record (what training
@@ -282,13 +278,13 @@ def family_of(trial: Any, unknown: str = UNKNOWN) -> str:
 
 
 def epochs_trained(trial: Any) -> int:
-    """Epochs a trial trained and reported (a trial or its user attributes)."""
-    return of(trial).epochs_trained
-
-
-def holdout_of(trial: Any) -> str:
-    """The split a validation run was scored on (a trial or its user attributes)."""
-    return of(trial).holdout
+    """Epochs a trial trained and reported: its validation-accuracy curve's length, else (a
+    store written before the curves, a bare attribute mapping without one) the epochs it
+    reported to Optuna."""
+    curve = of(trial).curve(VAL_ACC_CURVE)
+    if curve is not None:
+        return len(curve)
+    return len(getattr(trial, "intermediate_values", None) or ())
 
 
 # A study's user attributes.

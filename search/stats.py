@@ -180,7 +180,6 @@ class Result(SeedScores):
     family: str = ""
     extra: Mapping[str, object] = field(default_factory=dict)
 
-
     @property
     def role(self) -> str:
         """One word for a table: recommended, both (candidate and baseline), or its role."""

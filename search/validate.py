@@ -123,7 +123,7 @@ class _Runs:
     def wanted(self, trial: FrozenTrial) -> bool:
         """A queued run is taken where it is one of the runs to do (claim.take_queued fails
         the others queued ahead of it: an older plan's)."""
-        return _run(trial) in set(self.todo)
+        return _run(trial) in self.todo
 
     def next_run(self) -> record.Enqueued:
         """The first run to do."""

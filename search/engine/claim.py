@@ -383,12 +383,12 @@ class Entry:
 
 
 def enter(store: Any, workers: Any, opener: Callable[[Any], optuna.Study],
-          body: Callable[[Entry], None], retry_stale: bool = True) -> Entry:
+          body: Callable[[Entry], None]) -> Entry:
     """Every trial loop's entry: the store opened (a URL: with heartbeats from `workers`, the
     study file's [workers]; a storage: made resilient), the signals installed, the study
     opened (`opener(store)`: `join` for a search) and `body(entry)` run, all with the loops'
     endings (`guarded`). A signal while the study opens is only noted: it is open."""
-    store = (open_for(workers, store, retry_stale) if isinstance(store, str)
+    store = (open_for(workers, store) if isinstance(store, str)
              else storage.resilient(store))
     entry = Entry(store, Signals(store).install())
 
