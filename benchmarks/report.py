@@ -137,7 +137,7 @@ def objective(trial: optuna.Trial) -> float:
     # The curves, and the per-step record (`lr_trace`): at most 256 points over the whole run,
     # as the runner keeps it; a pruned trial's stops where it stopped.
     every = math.ceil(EPOCHS * STEPS / 256)
-    write.epoch(lrs, accs, losses, (every, [
+    write.epoch(lrs, {"val_acc": accs, "val_loss": losses}, (every, [
         lr * _shape(family, p, step // STEPS) for step in range(0, len(lrs) * STEPS, every)]))
     if record.of(trial).end_reason is not None:
         raise optuna.TrialPruned()

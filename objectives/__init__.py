@@ -44,10 +44,23 @@ class Diverged(RuntimeError):
 
 
 class Stepper(Protocol):
-    """A built schedule: the training loop tells it when an optimizer step and an epoch end."""
+    """A built schedule: the training loop tells it when an optimizer step and an epoch end.
+
+    A loop that steps the scheduler itself (Lightning, the HF Trainer) reads `scheduler` and
+    `interval` ("iteration": after every optimizer step; "epoch": after every epoch;
+    "plateau": after every epoch, with the validation loss) and calls `note_step()` where
+    `after_batch()` would go, so the applied LRs are recorded all the same.
+    """
+
+    scheduler: Any
+    interval: str
 
     def after_batch(self) -> None:
         """After every optimizer.step(), before anything else changes the LR."""
+
+    def note_step(self) -> None:
+        """After every optimizer.step() whose loop steps the scheduler itself: record the LR
+        the step applied, without stepping."""
 
     def after_epoch(self, val_loss: float) -> None:
         """Once after every epoch's validation."""

@@ -237,7 +237,8 @@ def train(
     `report.test(test_loss, test_acc)` at the end with `cfg.final_test`).
 
     Epochs count from 0. `lr_applied` is the LR of the epoch's first optimizer step. Returns
-    the last epoch's validation accuracy in [0, 1]. Raises objectives.Diverged as soon as the
+    the last epoch's validation accuracy in [0, 1] (its validation loss where `cfg.metric` is
+    "val_loss"). Raises objectives.Diverged as soon as the
     training or validation loss is not finite; whatever `report` raises propagates as is.
     """
     # 1. Data: the fixed split, moved to the device once; stats for normalising on the fly.
@@ -274,7 +275,7 @@ def train(
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
     # 3. Epochs: shuffle, then `steps` full batches; validate; step the schedule; report.
-    val_acc, step = 0.0, 0
+    val_acc, val_loss, step = 0.0, math.nan, 0
     for epoch in range(cfg.epochs):
         order = torch.randperm(n, generator=gen, device=device)
         lr_applied = math.nan
@@ -312,4 +313,12 @@ def train(
     if cfg.final_test and on_test is not None:
         test_x, test_y = data.load(cfg.dataset, "test", cfg.data_dir)
         on_test(*_evaluate(model, test_x.to(device), test_y.to(device), normalise, autocast))
-    return val_acc
+    return val_loss if cfg.metric == "val_loss" else val_acc
+
+
+def prepare(cfg: TrainConfig) -> None:
+    """Before anything is stored: the data set is there (else one line saying how to get it)."""
+    data.load(cfg.dataset, "train", cfg.data_dir)
+
+
+train.prepare = prepare  # type: ignore[attr-defined]  # search.runner.prepare calls it

@@ -42,4 +42,9 @@ class TrainConfig:
     # where the report callable has it. For recording learning-curve tables (benchmarks/);
     # the search itself never reads the test split.
     final_test: bool = False
+    # What the study optimises: a key of the metrics an objective reports (e.g. "val_loss" or
+    # a framework's logged "eval_loss"; the built-in objective and the positional `report`
+    # form report "val_loss" and "val_acc"), and whether higher or lower is better.
+    metric: str = "val_acc"
+    direction: str = "maximize"  # or "minimize"
     options: Mapping[str, Any] = field(default_factory=dict)

@@ -16,6 +16,7 @@ from typing import Any
 
 from search import record
 from search.errors import UserError, must
+from search.goal import Goal
 from search.options import add_study_args, load_cfg, open_study, positive_int, with_name
 
 __all__ = ["COMMANDS", "main"]
@@ -125,8 +126,10 @@ def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int
                               storage=args.storage)
         trial, st = export.recommended_trial(study)
         lead = st.leader if st is not None else None
-        what = (f"recommended {lead.label} {lead.mean:.4f} (mean of {lead.n} seeds)" if lead
-                else f"best {record.family_of(trial)} {trial.value:.4f}")
+        g = cfg.goal
+        what = (f"recommended {lead.label}, {g.metric} {g.text(lead.mean)} (mean of {lead.n} "
+                f"seeds)" if lead else f"best {record.family_of(trial)}, {g.metric} "
+                f"{trial.value:.4f}")
         summary += f"; {what}: `{storage.hint_command('best', reach)}`"
     print(summary)
     return code
@@ -191,7 +194,7 @@ def _studies(args: argparse.Namespace) -> int:
         print(f"no studies in {storage.redact(url)}")
         return 0
     print(f"{'study':<24} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8}  "
-          "recommended (search: val acc; validation: its mean test acc)")
+          "recommended (search: its metric on validation; validation: mean on test)")
     for s in summaries:
         sid = store.get_study_id_from_name(s.study_name)
         n = {st: store.get_n_trials(sid, st) for st in TrialState}
@@ -211,12 +214,14 @@ def _recommended(store: Any, summary: Any) -> str:
 
     from search import export
 
-    trial, st = export.recommended_trial(optuna.load_study(study_name=summary.study_name,
-                                                           storage=store))
+    study = optuna.load_study(study_name=summary.study_name, storage=store)
+    trial, st = export.recommended_trial(study)
     lead = st.leader if st is not None else None
+    g = Goal.of_study(study)
     if lead is None:
-        return f"{trial.value:.4f} {(record.of(trial).schedule or {}).get('family', '')}"
-    return f"{lead.mean:.4f} mean of {lead.n} seeds, {lead.label} (contest)"
+        return (f"{g.metric} {trial.value:.4f} "
+                f"{(record.of(trial).schedule or {}).get('family', '')}")
+    return f"{g.metric} {g.text(lead.mean)} mean of {lead.n} seeds, {lead.label} (contest)"
 
 
 def _validated(store: Any, searched: str) -> str:
@@ -234,7 +239,8 @@ def _validated(store: Any, searched: str) -> str:
     w = v.winner if v is not None else None
     if w is None:
         return "validation: no finished run"
-    return f"validation: test {w.mean:.4f} mean of {w.n} seeds, {w.label}"
+    return (f"validation: {v.goal.name('test')} {v.goal.text(w.mean)} mean of {w.n} seeds, "
+            f"{w.label}")
 
 
 HELP = {

@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, record, stats
+from search.goal import Goal
 from search.stats import Validation
 
 __all__ = ["COMPANION_SUFFIX", "companion_name", "is_companion", "searched_name", "validation"]
@@ -47,6 +48,7 @@ def validation(study: optuna.Study, epochs: int | None = None,
     at one length: its LRs moved by the LR law, or kept), where others were validated too."""
     if is_companion(study.study_name):
         return None  # a validation study is not validated itself
+    goal = Goal.of_study(study)  # the searched study's: its runs are scored the same way
     try:
         study = optuna.load_study(study_name=companion_name(study.study_name),
                                   storage=compat.storage_of(study))
@@ -73,7 +75,7 @@ def validation(study: optuna.Study, epochs: int | None = None,
         if seed in r["scores"] or seed in r["diverged"]:
             continue  # the first finished run of a (schedule, seed) counts
         if t.state == TrialState.COMPLETE and math.isfinite(t.value):
-            r["scores"][seed] = float(t.value)
+            r["scores"][seed] = goal.score(t.value)
         elif rec.diverged:
             r["diverged"].append(seed)
     results = []
@@ -92,4 +94,4 @@ def validation(study: optuna.Study, epochs: int | None = None,
         other_epochs=tuple(sorted(set(by_length) - {length})),
         notes=tuple(attrs.get(record.Study.NOTES, ())),
         steps_per_epoch=steps[0] if len(steps) == 1 else 0,
-        recommended_trial=recommended, searched_epochs=searched)
+        recommended_trial=recommended, searched_epochs=searched, goal=goal)

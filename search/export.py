@@ -1,9 +1,11 @@
 """The best trial -> paste-ready PyTorch code, text or JSON; rescaling to another budget.
 
 Reads only the storage: any finished study can be exported from any machine that
-reaches the database. Where `validate` has run, the recommendation is the schedule with the
-best mean test accuracy over seeds, with its margin over the best baseline (`Validation`,
-read by search.companion). The recommendation itself and its code: search.recommendation.
+reaches the database. The recommendation is the contest's leader on the validation split (a
+plain search: its best trial, by the study's metric and direction, search.goal); where
+`validate` has run, what it found on the test split is shown beside it (`Validation`, read by
+search.companion) and chooses nothing. The recommendation itself and its code:
+search.recommendation.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from search.contest.law import Transfer, moved
 from search.contest.law import transfer as lr_transfer
 from search.contest.standing import Standing, standing
 from search.errors import UserError
+from search.goal import DEFAULT, Goal
 from search.recommendation import Recommendation, optimizer_call, optimizer_line
 from search.stats import Validation
 
@@ -40,13 +43,13 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
             f"`{storage.hint_command(f'run --study {study.study_name}')}` first (a pruned trial "
             "exports with `--trial N`)"
         )
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    return max(trials, key=lambda t: (sign * t.value, -t.number))
+    goal = Goal.of_study(study)
+    return max(trials, key=lambda t: (goal.score(t.value), -t.number))
 
 
 def from_trial(
     study_name: str, trial: FrozenTrial, epochs: int | None = None,
-    steps_per_epoch: int | None = None, move: Transfer | None = None,
+    steps_per_epoch: int | None = None, move: Transfer | None = None, goal: Goal = DEFAULT,
 ) -> Recommendation:
     """A trial's schedule for `epochs` x `steps_per_epoch` (default: as searched), at the LR
     `move` gives (the LR law's at that length, search.contest.law.transfer).
@@ -76,6 +79,7 @@ def from_trial(
         optimizer=_for_budget({**r.optimizer, "lr": s.lr} if move is not None and move.moved
                               else dict(r.optimizer), e1 * s1),
         epochs=e1, steps_per_epoch=s1, searched_epochs=e0, searched_steps_per_epoch=s0,
+        goal=goal,
     )
 
 
@@ -114,18 +118,19 @@ def recommend(
 
     In a contest, the LR at `epochs` is the LR law's (search.contest.law: measured across the
     study's horizons; unchanged where it was not, or with `keep_lr`)."""
+    goal = Goal.of_study(study)
     if trial_number is not None:
         return from_trial(study.study_name, trial_of(study, trial_number), epochs,
-                          steps_per_epoch)
+                          steps_per_epoch, goal=goal)
     trial, st = recommended_trial(study)
     if st is not None and st.leader is not None:
         move = st.transfer(st.leader, epochs, keep_lr)
-        rec = from_trial(study.study_name, trial, epochs, steps_per_epoch, move)
+        rec = from_trial(study.study_name, trial, epochs, steps_per_epoch, move, goal)
         rec = replace(rec, standing=st, label=st.leader.label, transfer=move)
         val = validation(study, epochs, recommended=trial.number,
                          keys=st.keys_at(epochs, keep_lr))
     else:
-        rec = from_trial(study.study_name, trial, epochs, steps_per_epoch)
+        rec = from_trial(study.study_name, trial, epochs, steps_per_epoch, goal=goal)
         rec = replace(rec, transfer=lr_transfer({}, "", "", rec.lr, rec.searched_epochs,
                                                 epochs))  # says: not measured across lengths
         val = validation(study, epochs, recommended=trial.number)

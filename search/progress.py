@@ -31,6 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import pace, record
+from search.goal import Goal
 
 __all__ = ["Progress", "duration", "interruption", "notify"]
 
@@ -91,6 +92,7 @@ class Progress:
         self.name = ""
         self.done = {"complete": 0, "pruned": 0}
         self.best: tuple[float, str, int] | None = None  # value, family, trial number
+        self.goal = Goal()  # the study's (start): which value is best, and its name
         self.last = ""
         self.phase_text, self.phase_since = "starting", self.started
         self.running: dict[int, _Running] = {}
@@ -122,6 +124,7 @@ class Progress:
         prior = pace.pruner_prior(getattr(study, "pruner", None), budget or 1,
                                   max(target, len(finished)), study.study_name, defaults)
         with self._lock:
+            self.goal = Goal.of_study(study)
             self.name, self.target, self.budget = study.study_name, target, budget
             self.prior = prior
             self.stored_pace = pace.measure(finished)
@@ -184,9 +187,10 @@ class Progress:
             reached = record.epochs_trained(trial)
             at = f" after epoch {self._of(reached)}" if trial.state == TrialState.PRUNED else ""
             if trial.state == TrialState.PRUNED and trial.value is None and reached:
-                curve = r.val_acc_curve or [None]
+                curve = r.metric_curve(self.goal.metric) or [None]
                 value = f"{curve[-1]:.4f}" if isinstance(curve[-1], float) else "-"
-            self.last = f"trial {trial.number} {family}: {value} ({reason}{at})"
+            self.last = (f"trial {trial.number} {family}: {self.goal.metric} {value} "
+                         f"({reason}{at})")
             line = (f"[{self._finished()}/{self.target}] {self.last}; best {self._best()}; "
                     f"{self._eta_text()}")
         if not self.live:
@@ -205,7 +209,7 @@ class Progress:
         self.done[t.state.name.lower()] += 1
         self.reached.append(record.epochs_trained(t))
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
-            if self.best is None or t.value > self.best[0]:
+            if self.best is None or self.goal.score(t.value) > self.goal.score(self.best[0]):
                 self.best = (float(t.value), record.family_of(t), t.number)
 
     def _finished(self) -> int:

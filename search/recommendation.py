@@ -18,6 +18,7 @@ import torch
 
 from objectives.optimizers import by_class
 from search import schedules
+from search.goal import Goal
 from search.stats import Validation
 
 __all__ = ["STEP_WORDS", "Recommendation", "optimizer_call", "optimizer_line"]
@@ -33,7 +34,7 @@ STEP_WORDS = {
 class Recommendation:
     study: str
     trial_number: int
-    value: float | None  # validation accuracy of the searched trial (last reported if pruned)
+    value: float | None  # the study's metric of the searched trial (last reported if pruned)
     family: str
     kwargs: dict[str, Any]  # exact kwargs for `epochs` x `steps_per_epoch`
     interval: str  # epoch | iteration | plateau
@@ -49,6 +50,7 @@ class Recommendation:
     label: str = ""  # the contest's name for it ("linear to zero", "trial 17 OneCycleLR")
     standing: Any = None  # search.contest.standing.Standing, where the study runs a contest
     transfer: Any = None  # search.contest.law.Transfer: how the LR was carried to `epochs`
+    goal: Goal = Goal()  # what the study optimises (its metric's name, which way is better)
 
     @property
     def lr(self) -> float:
@@ -85,11 +87,11 @@ class Recommendation:
 
     def outcome(self) -> str:
         lead = self.standing.leader if self.standing is not None else None
+        name = self.goal.name()
         if lead is not None and lead.n > 1:
-            return (f"validation accuracy {lead.mean:.4f} ± {lead.std:.4f} (mean ± std over "
+            return (f"{name} {self.goal.text(lead.mean)} ± {lead.std:.4f} (mean ± std over "
                     f"{lead.n} seeds)")
-        acc = "no validation accuracy" if self.value is None else (
-            f"validation accuracy {self.value:.4f}")
+        acc = f"no {name}" if self.value is None else f"{name} {self.value:.4f}"
         if self.state == "PRUNED":
             return f"pruned after {self.epochs_trained} of {self.searched_epochs} epochs ({acc})"
         return acc

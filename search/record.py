@@ -46,6 +46,10 @@ SCHEDULER_KWARGS, INTERVAL, STEPS_PER_EPOCH, WARMUP = (
     "scheduler_kwargs", "interval", "steps_per_epoch", "warmup")
 OPTIMIZER = "optimizer"  # the optimizer's class and every argument torch received
 LR_CURVE, VAL_ACC_CURVE, VAL_LOSS_CURVE = "lr_curve", "val_acc_curve", "val_loss_curve"
+# Every reported metric's curve, {name: [value per epoch]}; val_acc and val_loss are also kept
+# under their own keys above (what stores and readers before named metrics know).
+METRIC_CURVES = "metric_curves"
+_OWN_KEY = {"val_acc": VAL_ACC_CURVE, "val_loss": VAL_LOSS_CURVE}
 LR_TRACE = "lr_trace"  # {"every": k, "lr": [LR at every k-th optimizer step]}
 TEST_LOSS, TEST_ACC = "test_loss", "test_acc"
 END_REASON = "end_reason"
@@ -209,6 +213,21 @@ class Record:
         v = self.attrs.get(key)
         return v if isinstance(v, list) else None
 
+    def metric_curve(self, metric: str) -> list[Any] | None:
+        """A reported metric's value per epoch (None where the trial stored none)."""
+        curves = self.attrs.get(METRIC_CURVES)
+        if isinstance(curves, Mapping) and isinstance(curves.get(metric), list):
+            return curves[metric]
+        return self.curve(_OWN_KEY[metric]) if metric in _OWN_KEY else None
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The names of the metrics the trial reported."""
+        curves = self.attrs.get(METRIC_CURVES)
+        if isinstance(curves, Mapping):
+            return tuple(curves)
+        return tuple(m for m, k in _OWN_KEY.items() if k in self.attrs)
+
     @property
     def diverged(self) -> bool:
         return self.attrs.get(END_REASON) == End.NON_FINITE
@@ -243,12 +262,16 @@ class Writer:
     def seed(self, seed: int) -> None:
         self.set(SEED, int(seed))
 
-    def epoch(self, lr: list[Any], val_acc: list[Any], val_loss: list[Any],
+    def epoch(self, lr: list[Any], curves: Mapping[str, list[Any]],
               trace: tuple[int, list[float]] | None) -> None:
-        """The curves after an epoch (None where a value is not finite), and the LR trace
-        (every k-th step's LR) where training keeps one."""
-        for key, curve in ((LR_CURVE, lr), (VAL_ACC_CURVE, val_acc), (VAL_LOSS_CURVE, val_loss)):
-            self.set(key, list(curve))
+        """The curves after an epoch: the applied LR and every reported metric (None where a
+        value is not finite), and the LR trace (every k-th step's LR) where training keeps
+        one."""
+        self.set(LR_CURVE, list(lr))
+        self.set(METRIC_CURVES, {k: list(v) for k, v in curves.items()})
+        for metric, key in _OWN_KEY.items():
+            if metric in curves:
+                self.set(key, list(curves[metric]))
         if trace is not None:
             self.set(LR_TRACE, {"every": trace[0], "lr": list(trace[1])})
 
@@ -278,10 +301,12 @@ def family_of(trial: Any, unknown: str = UNKNOWN) -> str:
 
 
 def epochs_trained(trial: Any) -> int:
-    """Epochs a trial trained and reported: its validation-accuracy curve's length, else (a
-    store written before the curves, a bare attribute mapping without one) the epochs it
-    reported to Optuna."""
-    curve = of(trial).curve(VAL_ACC_CURVE)
+    """Epochs a trial trained and reported: its LR curve's length (one entry per report, in
+    either form; stores before it: the validation-accuracy curve), else (a store written
+    before the curves, a bare attribute mapping without one) the epochs it reported to
+    Optuna."""
+    r = of(trial)
+    curve = r.curve(LR_CURVE) or r.curve(VAL_ACC_CURVE)
     if curve is not None:
         return len(curve)
     return len(getattr(trial, "intermediate_values", None) or ())

@@ -19,8 +19,9 @@ from optuna.trial import TrialState
 from objectives import Diverged
 from objectives.optimizers import by_class, nesterov
 from search import compat, record, schedules, space
-from search.config import DEFAULT_OBJECTIVE, StudyConfig, load_objective
+from search.config import StudyConfig, load_objective
 from search.errors import UserError
+from search.goal import ACCURACY, Goal
 
 __all__ = [
     "DONE",
@@ -182,7 +183,9 @@ def _check_identity(study: optuna.Study, cfg: StudyConfig) -> None:
     stored, keys = record.study_of(study), record.Study
     mine = identity(cfg)
     if keys.IDENTITY in stored:
-        theirs = stored[keys.IDENTITY]
+        # a study from before goals: what it optimised is all it could have been
+        theirs = {"metric": Goal().metric, "direction": Goal().direction,
+                  **stored[keys.IDENTITY]}
     else:  # a study created before identities were recorded: what it did record
         theirs = {k: stored[k] for k in (keys.OBJECTIVE, keys.DATASET, keys.EPOCHS)
                   if k in stored}
@@ -211,13 +214,15 @@ def create_or_load(
         storage=storage,
         sampler=make_sampler(cfg, worker),
         pruner=make_pruner(cfg),
-        direction="maximize",
+        direction=cfg.goal.direction,
         load_if_exists=True,
     )
-    if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
+    if study.directions != [_DIRECTION[cfg.goal.direction]]:
         raise UserError(
             f"study {cfg.name!r} already exists in this storage with direction "
-            f"{study.directions[0].name.lower()}; choose another `name` in {cfg.path.name}"
+            f"{study.directions[0].name.lower()}, but this run asks to "
+            f"{cfg.goal.direction} {cfg.goal.metric!r}; start a separate study with "
+            f"`--study-name NAME` (or another `name` in {cfg.path.name})"
         )
     keys = record.Study
     if record.study_of(study):
@@ -236,6 +241,10 @@ def create_or_load(
     return study
 
 
+_DIRECTION = {"maximize": optuna.study.StudyDirection.MAXIMIZE,
+              "minimize": optuna.study.StudyDirection.MINIMIZE}
+
+
 def _any_trial(study: optuna.Study) -> bool:
     """Whether the study holds a trial in any state (counted by the database)."""
     store = compat.storage_of(study)
@@ -245,23 +254,32 @@ def _any_trial(study: optuna.Study) -> bool:
 class Recorder:
     """The `report` callable given to an objective, bound to one Optuna trial.
 
-    `report(epoch, ...)` gets the 0-based epoch index from the objective; Optuna is told the
-    number of epochs trained (epoch + 1), so a pruner's `min_resource`, `max_resource` and
-    `n_warmup_steps` count epochs as the study file says. Trials enqueued as the study's
-    known-good defaults (user attr `default`) are never pruned. With `defer_prune`, the
-    caller asks `prune_check()` itself (an array: every member reports before any is pruned).
+    Two forms (`REPORT_FORMS`): the built-in objective's positional `report(epoch, val_loss,
+    val_acc, lr)`, and `report(epoch, {"val_loss": 1.2, "val_acc": 0.6, ...}, lr=None)` with
+    every metric of that evaluation. Every metric is recorded; the study's `metric` is the
+    trial's objective (reported for pruning; missing: one line naming those reported). `lr` is
+    the LR the epoch's first optimizer step applied; left out, it is read from the schedule's
+    trace of applied LRs.
+
+    `report(epoch, ...)` gets the 0-based epoch (evaluation) index from the objective; Optuna is
+    told the number of epochs trained (epoch + 1), so a pruner's `min_resource`,
+    `max_resource` and `n_warmup_steps` count epochs as the study file says. Trials enqueued as
+    the study's known-good defaults (user attr `default`) are never pruned. With
+    `defer_prune`, the caller asks `prune_check()` itself (an array: every member reports
+    before any is pruned).
     """
 
     def __init__(
         self, trial: optuna.Trial, on_epoch: Callable[..., None] | None = None,
-        defer_prune: bool = False,
+        defer_prune: bool = False, metric: str = ACCURACY,
     ) -> None:
         self.trial, self.on_epoch, self.defer_prune = trial, on_epoch, defer_prune
+        self.metric = metric
         self.write = record.Writer(trial)
         self.lrs: list[float | None] = []
-        self.accs: list[float | None] = []
-        self.losses: list[float | None] = []
+        self.curves: dict[str, list[float | None]] = {}  # metric -> its value per epoch
         self._built: schedules.Built | None = None
+        self._epoch_start = 0  # optimizer steps taken before this epoch
 
     def built(self, b: schedules.Built) -> None:
         """Called by schedules.build: record exactly what torch received."""
@@ -272,19 +290,45 @@ class Recorder:
         if optimizer is not None:  # what torch received replaces what was asked for
             record_optimizer(self.trial, optimizer)
 
-    def __call__(self, epoch: int, val_loss: float, val_acc: float, lr_applied: float) -> None:
-        for curve, v in ((self.lrs, lr_applied), (self.accs, val_acc), (self.losses, val_loss)):
-            curve.append(float(v) if math.isfinite(v) else None)
+    @property
+    def values(self) -> list[float | None]:
+        """The objective metric's value after each epoch so far."""
+        return self.curves.get(self.metric, [])
+
+    def __call__(self, epoch: int, *args: Any, **kwargs: Any) -> None:
+        metrics, lr_applied = _reported(epoch, args, kwargs)
+        if lr_applied is None:
+            lr_applied = self._lr_of_epoch()
+        self._epoch_start = self._built.steps if self._built is not None else 0
+        self.lrs.append(_finite(lr_applied))
+        for name in metrics.keys() | self.curves.keys():  # a metric absent this time: None
+            curve = self.curves.setdefault(name, [None] * (len(self.lrs) - 1))
+            curve.append(_finite(metrics.get(name, math.nan)))
         b = self._built
-        self.write.epoch(self.lrs, self.accs, self.losses,
+        self.write.epoch(self.lrs, self.curves,
                          (b.every, list(b.trace)) if b is not None else None)
-        if not math.isfinite(val_loss):
-            raise Diverged(epoch, -1, val_loss)
-        self.trial.report(float(val_acc), epoch + 1)
+        if self.metric not in metrics:
+            raise UserError(
+                f"the objective reported {', '.join(sorted(metrics)) or 'no metric'} but not "
+                f"{self.metric!r}, the study's `objective.metric`; set it to one of those, or "
+                "report it")
+        value = float(metrics[self.metric])
+        loss = float(metrics.get("val_loss", 0.0))
+        if not math.isfinite(value) or not math.isfinite(loss):
+            raise Diverged(epoch, -1, value if not math.isfinite(value) else loss)
+        self.trial.report(value, epoch + 1)
         if self.on_epoch is not None:
-            self.on_epoch(self.trial.number, epoch + 1, float(val_acc))
+            self.on_epoch(self.trial.number, epoch + 1, value)
         if not self.defer_prune:
             self.prune_check()
+
+    def _lr_of_epoch(self) -> float:
+        """The LR of this epoch's first optimizer step, from the trace of applied LRs (its
+        nearest recorded step where the trace keeps every k-th)."""
+        b = self._built
+        if b is None or not b.trace:
+            return math.nan
+        return b.trace[min(len(b.trace) - 1, round(self._epoch_start / b.every))]
 
     def test(self, test_loss: float, test_acc: float) -> None:
         """The test split's score after the last epoch (objective setting `final_test`)."""
@@ -297,13 +341,61 @@ class Recorder:
         if r.default or r.is_fixed or not self.trial.should_prune():
             return
         self.end(record.End.PRUNED)
-        accs = self.accs
-        acc = math.nan if accs[-1] is None else accs[-1]
-        raise optuna.TrialPruned(f"pruned after {len(accs)} epochs (val acc {acc:.4f})")
+        last = self.values[-1] if self.values else None
+        shown = math.nan if last is None else last
+        raise optuna.TrialPruned(f"pruned after {len(self.lrs)} epochs ({self.metric} "
+                                 f"{shown:.4f})")
 
     def end(self, reason: str) -> None:
         """Why the trial ends (one of record.End); its state follows when it is told."""
         self.write.end(reason)
+
+
+# The two ways an objective may call `report`, for the line that says it called it otherwise.
+REPORT_FORMS = ("report(epoch, val_loss, val_acc, lr)",
+                'report(epoch, {"metric": value, ...}, lr=None)')
+
+
+def _reported(epoch: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+              ) -> tuple[dict[str, float], float | None]:
+    """The metrics and applied LR of one `report` call, in either form (`REPORT_FORMS`)."""
+    ok = isinstance(epoch, numbers.Integral) and not isinstance(epoch, bool)
+    metrics: Any = None
+    lr: Any = None
+    if ok and len(args) == 1 and set(kwargs) <= {"lr"} and isinstance(args[0], Mapping):
+        metrics, lr = args[0], kwargs.get("lr")
+    elif ok and len(args) == 2 and set(kwargs) == {"lr"} and isinstance(args[0], Mapping):
+        ok = False  # lr twice
+    elif ok and len(args) == 2 and not kwargs and isinstance(args[0], Mapping):
+        metrics, lr = args
+    elif ok and len(args) == 3 and not kwargs:
+        metrics, lr = {"val_loss": args[0], "val_acc": args[1]}, args[2]
+    else:
+        ok = False
+    if ok:
+        ok = all(isinstance(k, str) and _number(v) for k, v in metrics.items()) and (
+            lr is None or _number(lr))
+    if not ok:
+        got = ", ".join([repr(epoch)[:40], *(repr(a)[:40] for a in args),
+                         *(f"{k}={v!r}"[:40] for k, v in kwargs.items())])
+        raise UserError(f"the objective called report({got}); call {REPORT_FORMS[0]} or "
+                        f"{REPORT_FORMS[1]}, with numbers")
+    return {k: float(v) for k, v in metrics.items()}, None if lr is None else float(lr)
+
+
+def _number(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, numbers.Real):
+        return True
+    try:  # a 0-d tensor or array (what frameworks log)
+        return getattr(v, "ndim", None) == 0 and isinstance(float(v), float)
+    except (TypeError, ValueError):
+        return False
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
 
 
 def is_oom(e: BaseException) -> bool:
@@ -317,7 +409,7 @@ def make_objective(
     func = load_objective(cfg.objective)
 
     def objective(trial: optuna.Trial) -> float:
-        rec = Recorder(trial, on_epoch)
+        rec = Recorder(trial, on_epoch, metric=cfg.train.metric)
         return train_recorded(func, *setup(cfg, rec), rec)
 
     return objective
@@ -404,12 +496,14 @@ def train_recorded(
             raise
         rec.end(record.End.OOM)
         raise TrialFailed(f"out of memory: {e}") from None
+    if raw is None and rec.values and rec.values[-1] is not None:
+        raw = rec.values[-1]  # nothing returned: the metric's last report is the value
     if isinstance(raw, bool) or not isinstance(raw, numbers.Real):
         rec.end(record.End.BAD_RETURN)
         name = f"{getattr(func, '__module__', '?')}:{getattr(func, '__qualname__', func)}"
         raise UserError(f"objective {name} returned {str(raw)[:80]!r} (a "
-                        f"{type(raw).__name__}); it must return the validation accuracy as a "
-                        "number")
+                        f"{type(raw).__name__}); it must return the study's metric "
+                        f"({rec.metric}) as a number, or None after reporting it")
     value = float(raw)
     if not math.isfinite(value):
         rec.end(record.End.NON_FINITE)
@@ -418,8 +512,9 @@ def train_recorded(
 
 
 def prepare(cfg: StudyConfig) -> None:
-    """Fail before touching the store when the data is missing (one clear line)."""
-    if cfg.objective == DEFAULT_OBJECTIVE:
-        from objectives import data
-
-        data.load(cfg.train.dataset, "train", cfg.train.data_dir)
+    """Fail before touching the store (one clear line): the objective's own checks, where it
+    has them as its `prepare` attribute (the built-in objective: its data is there; the
+    framework adapters: the user's classes import, the metric is logged)."""
+    check = getattr(load_objective(cfg.objective), "prepare", None)
+    if callable(check):
+        check(cfg.train)

@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from search.goal import Goal
+
 __all__ = [
     "CONFIDENCE",
     "Paired",
@@ -253,6 +255,7 @@ class Validation:
     steps_per_epoch: int = 0  # of the validation runs (0: unknown or mixed)
     recommended_trial: int | None = None  # the searched trial the study recommends
     searched_epochs: int | None = None  # the length the search ran (validation may differ)
+    goal: Goal = Goal()  # the searched study's: scores are its values with its sign
 
     @property
     def winner(self) -> Result | None:
@@ -293,24 +296,24 @@ class Validation:
 
     def fields(self) -> dict[str, object]:
         """The same facts as `lines`, for JSON (NaN becomes null)."""
-        w, b, c = self.winner, self.baseline, self.comparison
+        w, b, c, g = self.winner, self.baseline, self.comparison, self.goal
         out = self.empty_fields()
-        out |= {
+        out |= {  # means and scores in the metric's terms; margins: score differences
             "validated": w is not None, "validation_study": self.study,
             "validation_epochs": self.epochs, "verdict": self.verdict,
             "validation_steps_per_epoch": self.steps_per_epoch or None,
             "notes": list(self.notes), "other_epochs": list(self.other_epochs),
             "ranking": [{"label": r.label, "roles": list(r.roles), "source_trial": r.source_trial,
-                         "mean": _num(r.mean), "std": _num(r.std), "n_seeds": r.n,
+                         "mean": _num(g.value(r.mean)), "std": _num(r.std), "n_seeds": r.n,
                          "diverged_seeds": list(r.diverged), "lr": r.extra.get("lr"),
                          "lr_source": r.extra.get("lr_source") or None}
                         for r in self.ranked],
         }
         if w is not None:
-            out |= {"mean": _num(w.mean), "std": _num(w.std), "n_seeds": w.n,
-                    "scores": {str(s): v for s, v in sorted(w.scores.items())}}
+            out |= {"mean": _num(g.value(w.mean)), "std": _num(w.std), "n_seeds": w.n,
+                    "scores": {str(s): g.value(v) for s, v in sorted(w.scores.items())}}
         if b is not None and c is not None:
-            out |= {"baseline": b.label, "baseline_mean": _num(b.mean),
+            out |= {"baseline": b.label, "baseline_mean": _num(g.value(b.mean)),
                     "baseline_lr": b.extra.get("lr"),
                     "baseline_lr_source": b.extra.get("lr_source") or None,
                     "baseline_std": _num(b.std), "margin": _num(c.margin),
@@ -320,7 +323,9 @@ class Validation:
         return out
 
     def lines(self) -> list[str]:
-        """The ranking and the verdict, for people (indented to sit in `best`'s output)."""
+        """The ranking and the verdict, for people (indented to sit in `best`'s output). A
+        margin is the recommendation's score minus the baseline's: positive, it is better."""
+        g = self.goal
         seeds = sorted({s for r in self.ranked for s in r.scores})
         shown = f"seeds {seeds[0]}-{seeds[-1]}" if seeds else "no seed finished"
         budget = f"{self.epochs} epochs" + (
@@ -329,18 +334,19 @@ class Validation:
                  and self.searched_epochs != self.epochs else "")
         out = [f"  validated on the test split ({self.study!r}, {budget}{other} on the "
                f"training and validation data, {shown}):",
-               f"    {'#':>2}  {'schedule':<44} {'role':<11} {'test accuracy':<17} seeds"]
+               f"    {'#':>2}  {'schedule':<44} {'role':<11} {g.short('test'):<17} seeds"]
         for i, r in enumerate(self.ranked, start=1):
             role = r.role
-            acc = f"{r.mean:.4f} ± {r.std:.4f}" if r.n else "-"
+            acc = f"{g.text(r.mean)} ± {r.std:.4f}" if r.n else "-"
             tail = f"  diverged on {len(r.diverged)}" if r.diverged else ""
             out.append(f"    {i:>2}  {r.label[:44]:<44} {role:<11} {acc:<17} {r.n}{tail}")
         w, b, c = self.winner, self.baseline, self.comparison
         if w is not None:
-            out.append(f"  recommended: {w.label}, test accuracy {w.mean:.4f} ± {w.std:.4f} "
-                       f"(mean ± std over {w.n} seeds; chosen on the validation split)")
+            out.append(f"  recommended: {w.label}, {g.name('test')} {g.text(w.mean)} ± "
+                       f"{w.std:.4f} (mean ± std over {w.n} seeds; chosen on the validation "
+                       "split)")
         if b is not None and c is not None:
-            out.append(f"  baseline : {b.label}, {b.mean:.4f} ± {b.std:.4f} (the best tuned "
+            out.append(f"  baseline : {b.label}, {g.text(b.mean)} ± {b.std:.4f} (the best tuned "
                        "baseline)")
             if b.extra.get("lr_source"):
                 out.append(f"  its LR   : {b.extra.get('lr'):.4g}, {b.extra['lr_source']}")

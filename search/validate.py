@@ -34,6 +34,7 @@ from search.contest.contenders import lr_clip, next_lrs
 from search.engine import claim, sequential, workers
 from search.engine.signals import Signals
 from search.errors import UserError
+from search.goal import DEFAULT, Goal
 from search.validate_plan import (
     COMPANION_SUFFIX,
     Job,
@@ -64,13 +65,14 @@ def _objective(cfg: Any) -> Any:
     return make_objective(cfg)
 
 
-def open_companion(store: optuna.storages.BaseStorage, searched: str) -> optuna.Study:
-    """The companion study of `searched`, created on first use."""
+def open_companion(store: optuna.storages.BaseStorage, searched: str,
+                   goal: Goal = DEFAULT) -> optuna.Study:
+    """The companion study of `searched` (which optimises `goal`), created on first use."""
     name = companion_name(searched)
     study = optuna.create_study(
-        study_name=name, storage=store, direction="maximize", load_if_exists=True,
+        study_name=name, storage=store, direction=goal.direction, load_if_exists=True,
         sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
-    if (study.directions != [optuna.study.StudyDirection.MAXIMIZE]
+    if (study.direction.name.lower() != goal.direction
             or record.study_of(study).get(record.Study.SEARCHED_STUDY, searched) != searched):
         raise UserError(f"study {name!r} exists in this storage and is not the validation of "
                         f"{searched!r}; give the study another `name`")
@@ -165,14 +167,16 @@ def _train(cfg: Any, study: optuna.Study, jobs: dict[str, Job], wanted: list[Run
     sequential.loop(study, timed, runs, sig, cfg.workers.grace_period, shown)
 
 
-def _scores(study: optuna.Study, jobs: dict[str, Job], epochs: int, seed: int) -> dict[str, float]:
-    """Validation accuracy of each finished sweep run (one that diverged scores -inf)."""
+def _scores(study: optuna.Study, jobs: dict[str, Job], epochs: int, seed: int,
+            goal: Goal) -> dict[str, float]:
+    """The score (search.goal) of each finished sweep run on the validation split (one that
+    diverged scores -inf)."""
     out: dict[str, float] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         r = record.of(t)
         if (r.holdout == "val" and r.validate_key in jobs and r.epochs == epochs
                 and r.seed == seed):
-            out[r.validate_key] = float(t.value) if t.value is not None else -math.inf
+            out[r.validate_key] = goal.score(t.value) if t.value is not None else -math.inf
     return out
 
 
@@ -198,7 +202,7 @@ def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
                    log, sig)
             if sig.received is not None:
                 return the_plan
-            got = _scores(study, sweep, the_plan.epochs, seed)
+            got = _scores(study, sweep, the_plan.epochs, seed, cfg.goal)
             scored |= {lr: got.get(j.key, -math.inf) for lr, j in points.items()}
             tried |= set(steps)
             steps = next_lrs(scored, centre, clip, first, tuple(sorted(tried)))
@@ -210,7 +214,7 @@ def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
         add_baseline(jobs, job(
             b.label, ("baseline",), b.schedule(best, the_plan.knobs), b.optimizer, slot=b.slot,
             lr_source=(f"sweep of {len(scored)} LRs on the validation split: {best:.3g}, "
-                       f"{gain:+.4f} over the default {default:.3g}")))
+                       f"{cfg.goal.gap(gain, signed=True)} over the default {default:.3g}")))
     return dataclasses.replace(the_plan, jobs=list(jobs.values()), sweeps=[])
 
 
@@ -236,8 +240,9 @@ def run(
                f"validating {len(jobs)} schedules x {len(seeds)} seeds at {tuned.epochs} "
                "epochs", log, e.sig)
 
-    entry = claim.enter(store, cfg.workers, lambda s: open_companion(s, searched), body)
-    return entry.study or open_companion(entry.store, searched)
+    entry = claim.enter(store, cfg.workers, lambda s: open_companion(s, searched, cfg.goal),
+                        body)
+    return entry.study or open_companion(entry.store, searched, cfg.goal)
 
 
 def _describe(study: optuna.Study, cfg: Any, searched: str, the_plan: Plan) -> None:
@@ -339,6 +344,10 @@ def main(args: argparse.Namespace) -> int:
 
         for split in ("train", "test"):
             data.load(cfg.train.dataset, split, cfg.train.data_dir)
+    else:  # a user's or a framework's objective: its own checks (search.runner.prepare)
+        from search.runner import prepare
+
+        prepare(cfg)
     the_plan = plan(cfg, searched, args.top, args.epochs, args.keep_lr)
     url = storage.resolve(args.storage, cfg.storage)
     seeds = [SEED_BASE + i for i in range(args.seeds)]
@@ -349,7 +358,7 @@ def main(args: argparse.Namespace) -> int:
         gpus = workers.gpu_plan(args.jobs, args.jobs,
                                 workers.visible_gpus(cfg.train.device))
         store = claim.open_for(cfg.workers, url, retry_stale=False)
-        open_companion(store, searched.study_name)  # created once, before the workers start
+        open_companion(store, searched.study_name, cfg.goal)  # once, before the workers start
         with Signals(store) as sig:
             codes = workers.supervise(work, (cfg, url, searched.study_name, the_plan, seeds),
                                       args.jobs, gpus, sig)

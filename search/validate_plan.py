@@ -117,7 +117,7 @@ def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None,
             notes.append("the contest's race is not finished: the recommendation may change")
         return Plan(list(jobs.values()), epochs or searched, searched, notes, [], knobs)
     # 2. a plain search: the recommendation (its best trial) and the next best distinct ones
-    done.sort(key=lambda t: (t.number != best.number, -t.value, t.number))
+    done.sort(key=lambda t: (t.number != best.number, -cfg.goal.score(t.value), t.number))
     unrecorded = 0
     for t in done:
         if len(jobs) == top:

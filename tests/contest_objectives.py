@@ -8,7 +8,9 @@ package), so what is recorded is what torch received. Options: `noise`, `best_lr
 every scheduled family peaks in a run of 2 epochs), `lr_beta` (the best LR falls with the
 run's length as (epochs / 2) ** -lr_beta, default 0), `schedulefree_quality`, `sleep`
 (seconds per epoch), `test_flip` (the test split scores the reverse of the validation
-split: an adversarial test set).
+split: an adversarial test set), `as_error` (report the error rate 1 - accuracy as `val_err`
+in the mapping form and return nothing: a study minimising it is the mirror image of one
+maximising the accuracy).
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ def train(cfg, schedule, report) -> float:
             built.after_batch()
         step_acc = acc - 0.01 * (cfg.epochs - 1 - epoch)
         time.sleep(float(cfg.options.get("sleep", 0.0)))
-        report(epoch, 1.0 - step_acc, step_acc, lr)
+        if cfg.options.get("as_error"):  # the mirror image: the error rate, minimised
+            report(epoch, {"val_err": 1.0 - step_acc, "val_loss": 1.0 - step_acc}, lr=lr)
+        else:
+            report(epoch, 1.0 - step_acc, step_acc, lr)
         built.after_epoch(1.0 - step_acc)
-    return acc
+    return None if cfg.options.get("as_error") else acc

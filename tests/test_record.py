@@ -103,7 +103,8 @@ def test_what_training_writes_reads_back_typed(study):
     w = record.Writer(trial)
     w.built({"family": "StepLR", "lr": 0.1}, {"step_size": 3}, "epoch", 17, 5, None)
     w.optimizer({"name": "SGD", "lr": 0.1})
-    w.epoch([0.1, 0.05], [0.5, None], [1.0, float("nan")], (4, [0.1, 0.1]))
+    w.epoch([0.1, 0.05], {"val_acc": [0.5, None], "val_loss": [1.0, None], "bleu": [3, 4]},
+            (4, [0.1, 0.1]))
     w.test(0.3, 0.91)
     w.end(End.NON_FINITE)
     r = record.of(study.tell(trial, state=optuna.trial.TrialState.PRUNED))
@@ -113,6 +114,9 @@ def test_what_training_writes_reads_back_typed(study):
     assert r.optimizer == {"name": "SGD", "lr": 0.1} and r.lr == 0.1
     assert r.val_acc_curve == [0.5, None] and record.epochs_trained(study.trials[-1]) == 2
     assert r.curve(record.LR_CURVE) == [0.1, 0.05]
+    assert r.metric_curve("bleu") == [3, 4] and r.metric_curve("val_loss") == [1.0, None]
+    assert r.metric_curve("val_loss") == r.curve(record.VAL_LOSS_CURVE) and r.metric_curve(
+        "nope") is None and set(r.metrics) == {"val_acc", "val_loss", "bleu"}
     assert r.lr_trace == {"every": 4, "lr": [0.1, 0.1]}
     assert (r.test_loss, r.test_acc) == (0.3, 0.91)
     assert r.end_reason == End.NON_FINITE and r.diverged

@@ -114,6 +114,10 @@ SETTINGS: dict[str, Setting] = {
     "optimizer": Setting(_optimizer),
     "betas": Setting(_betas, lambda v: tuple(float(b) for b in v)),
     "eps": Setting(_between(lambda v: 0 < v < 1, "a number in (0, 1)"), float),
+    "metric": Setting(lambda v, limits: None if isinstance(v, str) and v.strip() == v and v
+                      and v.isprintable() else 'a metric name, e.g. "val_loss"'),
+    "direction": Setting(lambda v, limits: None if v in ("maximize", "minimize")
+                         else '"maximize" or "minimize"'),
 }
 CHECKED = tuple(SETTINGS)
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from objectives.settings import TrainConfig
 from search.config.limits import LIMITS, raise_hint, train_problem
 from search.errors import must
+from search.goal import Goal
 
 __all__ = ["DEFAULT_OBJECTIVE", "ContestConfig", "ParamSpec", "PrunerConfig", "SamplerConfig",
            "SpaceConfig", "StudyConfig", "WorkersConfig"]
@@ -152,6 +153,11 @@ class StudyConfig:
     @property
     def epochs(self) -> int:
         return self.train.epochs
+
+    @property
+    def goal(self) -> Goal:
+        """What the study optimises (`objective.metric`, `objective.direction`)."""
+        return Goal(self.train.metric, self.train.direction)
 
     def with_overrides(self, **train_changes: Any) -> StudyConfig:
         """A copy with objective settings replaced (CLI flags: --epochs, --data-dir, ...).

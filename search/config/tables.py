@@ -35,7 +35,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
          "pruner", "workers", "contest", "limits"),
     "objective": ("function", "dataset", "data_dir", "epochs", "batch_size", "width",
                   "val_fraction", "train_subset", "label_smoothing", "seed", "device", "augment",
-                  "optimizer", "betas", "eps", "final_test"),
+                  "optimizer", "betas", "eps", "final_test", "metric", "direction"),
     "space": ("families", "lr", "momentum", "weight_decay", "warmup_epochs", "beta1", "beta2",
               "default_lr",
               "enqueue_defaults"),
@@ -229,10 +229,30 @@ def train_of(t: Table, objective: str, file: Path, limits: Mapping[str, Any]) ->
         if problem:
             raise t.error(name, problem, v, raise_hint(name, file, v))
         values[name] = train_value(name, v)
+    _goal_of(t, objective, values)
     options = {k: v for k, v in t.data.items() if k not in known and k != "function"}
     if objective == DEFAULT_OBJECTIVE:
         t.done(valid=SECTIONS["objective"])
     return TrainConfig(**values, options=options)
+
+
+# What the built-in objective reports (objectives.classify, positional `report`), and the
+# direction each is better in.
+BUILT_IN_METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+
+
+def _goal_of(t: Table, objective: str, values: dict[str, Any]) -> None:
+    """`metric` and `direction`: the built-in objective reports val_acc and val_loss only; a
+    metric other than the default needs its direction said (a loss maximised, silently, would
+    search for the worst schedule)."""
+    metric = values.get("metric", TrainConfig.metric)
+    if objective == DEFAULT_OBJECTIVE and metric not in BUILT_IN_METRICS:
+        raise t.error("metric", f"one of {', '.join(map(repr, BUILT_IN_METRICS))} (what the "
+                      "built-in objective reports)", metric)
+    if "metric" in values and "direction" not in values and metric != TrainConfig.metric:
+        raise UserError(f"{t.file}: `{t.key('direction')}` must be set beside "
+                        f"`{t.key('metric')}` = {metric!r}: \"minimize\" where lower is "
+                        'better (a loss, an error), "maximize" where higher is')
 
 
 def _function_spelling(spec: str, t: Table) -> None:

@@ -100,7 +100,7 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
     the last horizon."""
     c = cfg.contest
     settings = Settings(c.shape_trials, c.finalists, c.max_seeds, c.noise_sd, cfg.train.seed,
-                        cfg.epochs, c.lengths(cfg.epochs) if c.horizons else ())
+                        cfg.epochs, c.lengths(cfg.epochs) if c.horizons else (), cfg.goal)
     refs = cn.references(cfg)
     state = derive(trials, settings, grids_done=False)
     runs = list(state.runs)

@@ -20,6 +20,7 @@ from search.contest import law as lr_law
 from search.contest import race as racing
 from search.contest.contenders import REFERENCES, at_edge
 from search.contest.state import Contender, Grid, Settings, State, derive
+from search.goal import Goal
 from search.stats import json_number as _num
 
 __all__ = ["Standing", "standing"]
@@ -41,6 +42,10 @@ class Standing:
     @property
     def leader(self) -> Contender | None:
         return self.state.leader
+
+    @property
+    def goal(self) -> Goal:
+        return self.state.settings.goal
 
     @property
     def decided(self) -> bool:
@@ -158,18 +163,24 @@ class Standing:
                 return f"a tuned reference leads: {lead.label}{sure}"
             p = self.versus(other)
             return (f"no searched shape beats the tuned references: {lead.label} leads, the "
-                    f"best searched shape ({other.label}) is {_points(p.margin)} behind on "
-                    f"{_seeds(p.n)}{_interval(p)}{sure}")
+                    f"best searched shape ({other.label}) is {self.goal.gap(p.margin)} behind "
+                    f"on {_seeds(p.n)}{self._interval(p)}{sure}")
         ref = self.best_reference
         if ref is None:
             return f"{lead.label} leads; no tuned reference finished{sure}"
         p = self.versus(ref)
         if p.distinguishable and p.margin > 0:
             return (f"{lead.label} beats the best tuned reference, {ref.label}, by "
-                    f"{_points(p.margin)} on {_seeds(p.n)}{_interval(p)}{sure}")
+                    f"{self.goal.gap(p.margin)} on {_seeds(p.n)}{self._interval(p)}{sure}")
         return (f"{lead.label} leads, but cannot be told apart from the best tuned reference, "
-                f"{ref.label} ({_points(p.margin, signed=True)} on {_seeds(p.n)}"
-                f"{_interval(p)}){sure}")
+                f"{ref.label} ({self.goal.gap(p.margin, signed=True)} on {_seeds(p.n)}"
+                f"{self._interval(p)}){sure}")
+
+    def _interval(self, p: stats.Paired) -> str:
+        if p.n < 2:
+            return ""
+        return (f"; {stats.CONFIDENCE:.0%} interval {self.goal.interval(p.low, p.high)}, "
+                f"p = {p.p_value:.2g}")
 
     def mattered(self) -> list[str]:
         """What a person should care about: who is within noise, who loses and by how much."""
@@ -178,7 +189,7 @@ class Standing:
             return []
         gaps = self.gaps
         tied = [g.contender.label for g in gaps if g.within]
-        lost = [f"{g.contender.label} {_points(-g.gap)}" for g in gaps
+        lost = [f"{g.contender.label} {self.goal.gap(-g.gap)}" for g in gaps
                 if not g.within and not math.isnan(g.gap)]
         out = []
         if tied:
@@ -195,12 +206,13 @@ class Standing:
         stage = ("race decided" if self.decided else
                  "race not decided" if st.racing and not st.running else
                  "race running" if st.racing else "tuning the references and searching shapes")
+        goal = self.goal
         out = [f"  contest  : {stage}; seed noise {st.race.sigma:.4f} (sd of one run); "
-               "validation split"]
-        out.append(f"    {'#':>2}  {'contender':<40} {'role':<10} {'val accuracy':<17} seeds  LR")
+               f"validation split; {goal.metric}, {goal.better} is better"]
+        out.append(f"    {'#':>2}  {'contender':<40} {'role':<10} {goal.short():<17} seeds  LR")
         ranked = [lead] + [g.contender for g in self.gaps]
         for i, c in enumerate(ranked, start=1):
-            acc = f"{c.mean:.4f} ± {c.std:.4f}" if c.n > 1 else f"{c.mean:.4f}"
+            acc = (f"{goal.text(c.mean)} ± {c.std:.4f}" if c.n > 1 else goal.text(c.mean))
             out.append(f"    {i:>2}  {c.label[:40]:<40} {c.role:<10} {acc:<17} {c.n:<5}  "
                        f"{c.schedule.get('lr', math.nan):.3g}")
         out.append(f"  verdict  : {self.verdict()}")
@@ -216,8 +228,8 @@ class Standing:
             out.append(f"  not tuned: {label}: its best LR is the {edge}est tried, and the "
                        "study's LR range stops the grid there (widen `space.lr`)")
         for label, h, behind in self.stopped:
-            out.append(f"  stopped  : {label} at {h} epochs, {_points(behind)} behind the best "
-                       "reference there (not tuned at longer horizons)")
+            out.append(f"  stopped  : {label} at {h} epochs, {goal.gap(behind)} behind the "
+                       "best reference there (not tuned at longer horizons)")
         for law in self.laws.values():
             lrs = ", ".join(f"{lr:.3g}" for lr in law.lrs)
             out.append(f"  LR*      : {law.label}: {lrs} at {law.horizons} epochs; beta "
@@ -231,13 +243,19 @@ class Standing:
         lead = self.leader
         p = self.versus(self.best_reference) if lead is not None else None
 
-        def one(c: Contender) -> dict[str, Any]:
-            return {"label": c.label, "role": c.role, "key": c.key, "mean": _num(c.mean),
-                    "n_seeds": c.n, "scores": {str(s): v for s, v in sorted(c.scores.items())},
+        goal = self.goal
+
+        def one(c: Contender) -> dict[str, Any]:  # values in the metric's own terms
+            return {"label": c.label, "role": c.role, "key": c.key,
+                    "mean": _num(goal.value(c.mean)), "n_seeds": c.n,
+                    "scores": {str(s): goal.value(v) for s, v in sorted(c.scores.items())},
                     "lr": c.schedule.get("lr"), "source_trial": c.source_trial,
                     "optimizer": c.optimizer or None}
 
+        # gaps and margins: differences of scores, positive where the first is better
         return {
+            "metric": goal.metric,
+            "direction": goal.direction,
             "decided": self.decided,
             "seed_noise": _num(self.state.race.sigma),
             "recommendation": one(lead) if lead is not None else None,
@@ -260,19 +278,10 @@ class Standing:
         }
 
 
-def _points(x: float, signed: bool = False) -> str:
-    return f"{100 * x:+.2f} points" if signed else f"{100 * x:.2f} points"
-
-
 def _seeds(n: int) -> str:
     return "1 seed" if n == 1 else f"{n} shared seeds"
 
 
-def _interval(p: stats.Paired) -> str:
-    if p.n < 2:
-        return ""
-    return (f"; {stats.CONFIDENCE:.0%} interval [{100 * p.low:+.2f}, {100 * p.high:+.2f}] "
-            f"points, p = {p.p_value:.2g}")
 
 
 def standing(study: optuna.Study) -> Standing | None:

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import record, schedules
 from search.contest import race as racing
+from search.goal import DEFAULT, Goal
 from search.stats import SeedScores
 
 __all__ = ["RACE", "REFERENCE", "SEARCH_SEED", "SHAPE", "Contender", "Grid", "Run", "Settings",
@@ -44,6 +45,7 @@ class Settings:
     seed: int  # the training seed of the search; race seeds follow it
     epochs: int = 0  # the search's length (the last horizon); 0: unknown (no epochs recorded)
     horizons: tuple[int, ...] = ()  # the references' lengths, the last `epochs`; () as (epochs,)
+    goal: Goal = Goal()  # what the study optimises: a run's score is its value with this sign
 
     @classmethod
     def of(cls, study_attrs: Mapping[str, Any]) -> Settings | None:
@@ -53,7 +55,8 @@ class Settings:
             return None
         return cls(int(c["shape_trials"]), int(c["finalists"]), int(c["max_seeds"]),
                    float(c["noise_sd"]), int(study_attrs.get(SEARCH_SEED, 0)),
-                   int(study_attrs.get(record.Study.EPOCHS, 0)), tuple(c.get("horizons", ())))
+                   int(study_attrs.get(record.Study.EPOCHS, 0)), tuple(c.get("horizons", ())),
+                   Goal.of(study_attrs))
 
     @property
     def lengths(self) -> tuple[int, ...]:
@@ -76,7 +79,8 @@ class Run:
     slot: str  # a reference's slot ("" for shapes)
     seed: int
     state: TrialState
-    score: float | None  # validation accuracy; -inf where a fixed run diverged
+    score: float | None  # the value as a score (Goal.score: higher is better); -inf where a
+    # fixed run diverged
     schedule: dict[str, Any] | None  # budget-free (ScheduleConfig.to_dict())
     optimizer: str  # "" (the study's) or a schedule-free optimizer name
     grid_step: int | None = None
@@ -91,9 +95,10 @@ class Run:
         return float(self.schedule["lr"]) if self.schedule else math.nan
 
 
-def run_of(t: FrozenTrial, search_seed: int, epochs: int = 0) -> Run:
+def run_of(t: FrozenTrial, search_seed: int, epochs: int = 0, goal: Goal = DEFAULT) -> Run:
     """A trial's part in the contest (see the module docstring); `epochs`: the search's
-    length, the horizon of a trial that does not record its own."""
+    length, the horizon of a trial that does not record its own; `goal`: the study's, which
+    turns the trial's value into its score."""
     from search.contest.contenders import contender_key
 
     r = record.of(t)
@@ -101,7 +106,7 @@ def run_of(t: FrozenTrial, search_seed: int, epochs: int = 0) -> Run:
     seed = r.seed if r.seed is not None else int(search_seed)
     score: float | None = None
     if t.state == TrialState.COMPLETE and t.value is not None:
-        score = float(t.value)
+        score = goal.score(t.value)
     elif t.state == TrialState.PRUNED and r.diverged:
         score = -math.inf  # a diverged LR: the grid and the race count it as the worst
     if r.is_fixed:
@@ -141,7 +146,7 @@ class Contender(SeedScores):
     schedule: dict[str, Any]
     optimizer: str
     source_trial: int  # the trial that ran its first seed
-    scores: Mapping[int, float]  # seed -> validation accuracy
+    scores: Mapping[int, float]  # seed -> score on the validation split (Goal.score)
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,7 @@ def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool |
     due; a reader passes None: the grids are done once a race run exists, or when nothing
     reference-stage is in flight and the shapes are searched).
     """
-    runs = tuple(run_of(t, settings.seed, settings.epochs)
+    runs = tuple(run_of(t, settings.seed, settings.epochs, settings.goal)
                  for t in sorted(trials, key=lambda t: t.number) if t.state != TrialState.WAITING)
     steps = ladder(runs)
     last = settings.lengths[-1] or max((r.horizon for r in runs), default=0)

@@ -30,6 +30,7 @@ from search.engine import claim
 from search.engine.sequential import POLL_S
 from search.engine.signals import Signals
 from search.errors import UserError
+from search.goal import Goal
 from search.progress import notify
 
 __all__ = ["MAX_K", "array_size", "k_from_memory", "pick_k", "run"]
@@ -70,6 +71,9 @@ def _check(cfg: StudyConfig) -> None:
             f"`--array` needs the built-in objective {DEFAULT_OBJECTIVE} but the study uses "
             f"{cfg.objective}; run it without --array"
         )
+    if cfg.goal != Goal():  # the fused trainer returns each member's validation accuracy
+        raise UserError(f"`--array` maximises val_acc only but the study asks to "
+                        f"{cfg.goal.direction} {cfg.goal.metric!r}; run it without --array")
     if not OPTIMIZERS[cfg.train.optimizer].fused:  # FusedSGD is the arrays' optimizer
         fused = " or ".join(o.label for o in OPTIMIZERS.values() if o.fused)
         raise UserError(f"`--array` trains {fused} only but the study's optimizer is "

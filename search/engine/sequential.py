@@ -93,8 +93,15 @@ def work(
             progress.start(study, target)
             objective = _announced(objective, progress)
         policy = claim.Count(target) if cfg.contest is None else ContestPolicy(cfg, target)
-        loop(study, objective, policy, e.sig, cfg.workers.grace_period,
-             progress.trial_finished if progress is not None else None)
+        fresh = not _trained(study)
+        try:
+            loop(study, objective, policy, e.sig, cfg.workers.grace_period,
+                 progress.trial_finished if progress is not None else None)
+        except UserError:
+            if fresh and not _trained(study):  # bad input met in its first trial: the study
+                optuna.delete_study(study_name=study.study_name,  # this run made holds
+                                    storage=compat.storage_of(study))  # nothing worth keeping
+            raise
 
     notify(progress, "phase", "opening the study")
     return claim.enter(store, cfg.workers, lambda s: claim.join(cfg, s, worker)[0], body).study
@@ -116,6 +123,13 @@ def run(
         raise UserError(f"`--trials` must be >= 1 but got {n_trials}")
     runner.prepare(cfg)
     return work(cfg, store, n_trials, progress, worker)
+
+
+def _trained(study: optuna.Study) -> bool:
+    """Whether any trial of `study` finished or is running (anywhere): a study holding only
+    queued and failed trials holds no result."""
+    return bool(study.get_trials(deepcopy=False, states=(
+        TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
 
 
 def _announced(objective: Any, progress: Any) -> Any:

@@ -91,13 +91,23 @@ class Built:
     schedule: ScheduleConfig | None = None  # what was resolved (budget-free)
     _steps: int = 0
 
+    @property
+    def steps(self) -> int:
+        """Optimizer steps taken so far (counted by after_batch / note_step)."""
+        return self._steps
+
     def after_batch(self) -> None:
         """Call after every optimizer.step(), before anything else changes the LR."""
+        self.note_step()
+        if self.interval == ITERATION:
+            self.scheduler.step()
+
+    def note_step(self) -> None:
+        """Record the LR an optimizer step applied, without stepping the scheduler: for a loop
+        that steps it itself (Lightning, the HF Trainer), called at the same point."""
         if self._steps % self.every == 0:
             self.trace.append(float(self.scheduler.optimizer.param_groups[0]["lr"]))
         self._steps += 1
-        if self.interval == ITERATION:
-            self.scheduler.step()
 
     def after_epoch(self, val_loss: float) -> None:
         """Call once after every epoch's validation."""
