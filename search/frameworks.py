@@ -15,12 +15,14 @@ epoch is wrapped there (`StepPerEpoch`) so that it still changes the LR once per
 
 from __future__ import annotations
 
+import inspect
 import json
 import shlex
 import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from objectives.hf import StepPerEpoch
 from objectives.optimizers import by_class
 from search import schedules, storage
 from search.recommendation import Recommendation, optimizer_call
@@ -210,31 +212,9 @@ def _lightning_schedule_free(rec: Recommendation, grad_accum: int) -> str:
             "epoch\n")
 
 
-_STEP_PER_EPOCH = '''
-
-class StepPerEpoch:
-    """The Trainer calls scheduler.step() after every optimizer step; this schedule steps once
-    per epoch, so the wrapped scheduler steps every `steps_per_epoch` calls."""
-
-    def __init__(self, scheduler, steps_per_epoch):
-        self.scheduler, self.steps_per_epoch, self.calls = scheduler, steps_per_epoch, 0
-        self.optimizer = scheduler.optimizer
-
-    def step(self):
-        self.calls += 1
-        if self.calls % self.steps_per_epoch == 0:
-            self.scheduler.step()
-
-    def get_last_lr(self):
-        return self.scheduler.get_last_lr()
-
-    def state_dict(self):
-        return {"calls": self.calls, "scheduler": self.scheduler.state_dict()}
-
-    def load_state_dict(self, state):
-        self.calls = state["calls"]
-        self.scheduler.load_state_dict(state["scheduler"])
-'''
+# The wrapper printed for a schedule stepped per epoch is the class the HF adapter trains with
+# (objectives.hf): one definition for the search and for the code a person pastes.
+_STEP_PER_EPOCH = "\n\n" + inspect.getsource(StepPerEpoch)
 
 
 def _args(fields: dict[str, Any], grad_accum: int) -> str:

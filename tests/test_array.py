@@ -412,7 +412,7 @@ def _pruning_outcomes(cifar_dir, slots: list[int]) -> dict[int, tuple[str, int]]
     out: dict[int, tuple[str, int]] = {}
 
     def finish(job, outcome):
-        done = len(recs[job.tag].accs)
+        done = len(recs[job.tag].values)
         out[job.tag] = ("pruned" if isinstance(outcome, optuna.TrialPruned) else "complete", done)
 
     ArrayTrainer(tiny(cifar_dir), 4).run(next_job, finish)

@@ -176,10 +176,10 @@ def test_piped_output_is_one_line_per_trial_with_the_eta():
     p.epoch(1, 1, 0.4)
     p.trial_finished(study, _trial(1, TrialState.PRUNED, None, 1, "Constant"))
     lines = out.getvalue().splitlines()
-    assert lines[0] == ("[1/3] trial 0 StepLR: 0.8000 (complete); best 0.8000 StepLR (trial 0)"
-                        "; ETA 16s")  # 2 trials x 4 epochs x 2 s
+    assert lines[0] == ("[1/3] trial 0 StepLR: val_acc 0.8000 (complete); best 0.8000 StepLR "
+                        "(trial 0); ETA 16s")  # 2 trials x 4 epochs x 2 s
     # 5 epochs trained of 8 expected (shrunk toward the prior): 1 trial left, 2 s an epoch
-    assert lines[1] == ("[2/3] trial 1 Constant: 0.5000 (pruned after epoch 1/4); best "
+    assert lines[1] == ("[2/3] trial 1 Constant: val_acc 0.5000 (pruned after epoch 1/4); best "
                         "0.8000 StepLR (trial 0); ETA 7s")
     assert len(lines) == 2  # no start-up or epoch chatter when piped
 

@@ -216,7 +216,6 @@ def run(
         raise UserError(f"`--array` must be >= 1 but got {k}")
     _check(cfg)
     notify(progress, "phase", "loading data")
-    runner.prepare(cfg)
 
     def body(e: claim.Entry) -> None:
         study = e.study

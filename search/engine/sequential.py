@@ -117,11 +117,12 @@ def run(
     """Run trials until the study holds `n_trials` finished (complete + pruned) trials.
 
     The target counts every worker's trials, on any machine; `worker` picks the sampler's
-    seed stream (default: the study's next free one).
+    seed stream (default: the study's next free one). The caller has run `runner.prepare`
+    (the CLI, before a store is opened: it may cost the objective a data load or a
+    framework's validation pass, once).
     """
     if n_trials < 1:
         raise UserError(f"`--trials` must be >= 1 but got {n_trials}")
-    runner.prepare(cfg)
     return work(cfg, store, n_trials, progress, worker)
 
 
