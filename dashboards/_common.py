@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import optuna
 import plotly.graph_objects as go
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from search import record
+from search.goal import DEFAULT, Goal
 
 __all__ = [
     "BEST_COLOR",
@@ -28,6 +28,8 @@ __all__ = [
     "RUNNING_COLOR",
     "TEMPLATE",
     "Snapshot",
+    "axis_title",
+    "better_note",
     "curve",
     "empty_figure",
     "end_reason",
@@ -39,9 +41,12 @@ __all__ = [
     "fmt",
     "ints",
     "LRPoints",
+    "last_value",
     "lr_points",
+    "metric_curve",
+    "metric_word",
     "no_complete_reason",
-    "score",
+    "short_name",
     "snapshot",
     "storage_label",
     "value",
@@ -56,11 +61,11 @@ BEST_COLOR = "rgb(214, 39, 40)"
 
 
 class Snapshot(NamedTuple):
-    """All trials of a study, read once, grouped by state."""
+    """All trials of a study, read once, grouped by state, with what the study optimises."""
 
     study: optuna.Study
     trials: tuple[FrozenTrial, ...]
-    maximize: bool
+    goal: Goal  # the study's metric and direction (search.goal): every "best" goes through it
     reason: str  # non-empty when no figure can be drawn at all (e.g. multi-objective)
     # The trial `best` recommends (search.export.recommended_trial: the contest's leader, or a
     # plain search's best trial): every figure names it first, as the winner.
@@ -74,13 +79,18 @@ class Snapshot(NamedTuple):
     def complete(self) -> list[FrozenTrial]:
         return [t for t in self.trials if t.state == TrialState.COMPLETE and _finite(t.value)]
 
+    def score(self, trial: FrozenTrial) -> float | None:
+        """The trial's `last_value` as a score (Goal.score: higher is better); None without
+        one."""
+        v = last_value(trial, self.goal)
+        return None if v is None else self.goal.score(v)
+
     def best_first(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-        """Trials with a score, the recommended one first, then best first (ties: lower trial
-        number first)."""
-        scored = [t for t in trials if score(t) is not None]
-        sign = -1.0 if self.maximize else 1.0
-        return sorted(scored, key=lambda t: (t.number != self.recommended,
-                                             sign * (score(t) or 0.0), t.number))
+        """Trials with a value, the recommended one first, then best first by the study's goal
+        (ties: lower trial number first)."""
+        scored = [(s, t) for t in trials if (s := self.score(t)) is not None]
+        return [t for _, t in sorted(scored, key=lambda st: (st[1].number != self.recommended,
+                                                             -st[0], st[1].number))]
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -95,10 +105,9 @@ def snapshot(study: optuna.Study | Snapshot) -> Snapshot:
         return study
     trials = tuple(study.get_trials(deepcopy=False))
     if len(study.directions) != 1:
-        return Snapshot(study, trials, True, "multi-objective studies are not supported")
+        return Snapshot(study, trials, DEFAULT, "multi-objective studies are not supported")
     number, label = _recommended(study)
-    return Snapshot(study, trials, study.direction == StudyDirection.MAXIMIZE, "", number,
-                    label)
+    return Snapshot(study, trials, Goal.of_study(study), "", number, label)
 
 
 def _recommended(study: optuna.Study) -> tuple[int | None, str]:
@@ -127,18 +136,28 @@ def family_params(trial: FrozenTrial) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in trial.params.items() if k.startswith(prefix)}
 
 
-def curve(trial: FrozenTrial, key: str) -> list[float | None]:
-    """A per-epoch curve from the user attrs; non-finite entries become None (a gap).
-
-    `val_acc_curve` falls back to the intermediate values (trial.report(val_acc, epoch)) for
-    trials written before the attrs existed or interrupted before the runner stored them.
-    """
-    raw = record.of(trial).curve(key)
-    if raw is None:
-        if key != record.VAL_ACC_CURVE or not trial.intermediate_values:
-            return []
-        raw = [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)]
+def _gaps(raw: Sequence[Any]) -> list[float | None]:
     return [float(v) if _finite(v) else None for v in raw]
+
+
+def curve(trial: FrozenTrial, key: str) -> list[float | None]:
+    """A per-epoch curve from the user attrs (`lr_curve`); non-finite entries become None (a
+    gap)."""
+    return _gaps(record.of(trial).curve(key) or [])
+
+
+def metric_curve(trial: FrozenTrial, goal: Goal) -> list[float | None]:
+    """The goal's metric per epoch, as the trial reported it; non-finite entries become None.
+
+    Falls back to the intermediate values (the runner reports the goal's metric to Optuna
+    each epoch) for trials written before the curves existed or interrupted before the runner
+    stored them.
+    """
+    raw = record.of(trial).metric_curve(goal.metric)
+    if raw is None:
+        iv = trial.intermediate_values
+        raw = [iv[s] for s in sorted(iv)] if iv else []
+    return _gaps(raw)
 
 
 class LRPoints(NamedTuple):
@@ -172,11 +191,12 @@ def epoch_fractions(trial: FrozenTrial, n: int) -> list[float]:
     return [(e + 1) / total for e in range(n)]
 
 
-def score(trial: FrozenTrial) -> float | None:
-    """Validation accuracy of a trial: its value, or for an unfinished one its last report."""
+def last_value(trial: FrozenTrial, goal: Goal) -> float | None:
+    """The goal's metric for a trial, in its own terms: its value, or for an unfinished one
+    its last report (None: none finite)."""
     if trial.state == TrialState.COMPLETE:
         return float(trial.value) if _finite(trial.value) else None
-    finite = [v for v in curve(trial, record.VAL_ACC_CURVE) if v is not None]
+    finite = [v for v in metric_curve(trial, goal) if v is not None]
     return finite[-1] if finite else None
 
 
@@ -187,6 +207,39 @@ def epochs_run(trial: FrozenTrial) -> int:
 def value(trial: FrozenTrial) -> float:
     """The objective value of a finished trial (callers filter with Snapshot.complete)."""
     return float(trial.value)  # type: ignore[arg-type]
+
+
+# How figures name the metric. Accuracy keeps the wording the figures had before goals
+# ("validation accuracy", "val acc"); another metric is named as the study file names it, with
+# the direction on the axes, so "val_loss" or "perplexity" is never read the wrong way up.
+# Value axes are never reversed and values never negated: for a minimised metric the best is
+# at the bottom (or on the left); ranked lists (rows, legends) are always best first.
+
+
+def _which_way(goal: Goal) -> str:
+    return "" if goal.is_accuracy else f"{goal.better} is better"  # no one misreads accuracy
+
+
+def better_note(goal: Goal) -> str:
+    """" (lower is better)" after another metric's name; "" for accuracy."""
+    return f" ({_which_way(goal)})" if _which_way(goal) else ""
+
+
+def axis_title(goal: Goal, split: str = "validation", note: str = "") -> str:
+    """A value axis's title: "validation accuracy", "val_loss (lower is better)"; with a
+    `note`, "validation accuracy (note)", "val_loss (note; lower is better)"."""
+    notes = [n for n in (note, _which_way(goal)) if n]
+    return goal.name(split) + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def short_name(goal: Goal) -> str:
+    """The value's name in a hover, a legend or a column: "val acc", "val_loss"."""
+    return "val acc" if goal.is_accuracy else goal.metric
+
+
+def metric_word(goal: Goal) -> str:
+    """The metric in a sentence, whatever the split: "accuracy", "val_loss"."""
+    return "accuracy" if goal.is_accuracy else goal.metric
 
 
 def end_reason(trial: FrozenTrial) -> str:

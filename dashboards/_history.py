@@ -1,6 +1,7 @@
-"""Optimization history: each complete trial's accuracy by trial number and the best so far.
+"""Optimization history: each complete trial's value (the study's metric, search.goal) by
+trial number and the best so far.
 
-Pruned trials appear faded at the last accuracy they reported, so a study that prunes most of
+Pruned trials appear faded at the last value they reported, so a study that prunes most of
 its trials does not look empty.
 """
 
@@ -18,15 +19,18 @@ from dashboards._common import (
     PRUNED_COLOR,
     TEMPLATE,
     Snapshot,
+    axis_title,
     empty_figure,
     family_of,
     floats,
     ints,
+    last_value,
     no_complete_reason,
-    score,
+    short_name,
     snapshot,
     value,
 )
+from search.goal import DEFAULT, Goal
 
 __all__ = ["HistoryInfo"]
 
@@ -39,29 +43,30 @@ class HistoryInfo(NamedTuple):
     families: list[str]
     best_so_far: list[float]  # running best after each complete trial
     pruned_numbers: list[int]
-    pruned_values: list[float]  # last reported accuracy of each pruned trial
+    pruned_values: list[float]  # last reported value of each pruned trial
     reason: str
+    goal: Goal = DEFAULT
 
 
 def _info(study: optuna.Study | Snapshot) -> HistoryInfo:
     snap = snapshot(study)
     if snap.reason:
-        return HistoryInfo([], [], [], [], [], [], snap.reason)
+        return HistoryInfo([], [], [], [], [], [], snap.reason, snap.goal)
+    goal = snap.goal
     done = sorted(snap.complete, key=lambda t: t.number)
-    pick = max if snap.maximize else min
     best: list[float] = []
     for t in done:
-        best.append(value(t) if not best else pick(best[-1], value(t)))
+        best.append(max(best[-1:] + [value(t)], key=goal.score))
     pruned = [
-        (t.number, s)
+        (t.number, v)
         for t in sorted(snap.of_state(TrialState.PRUNED), key=lambda t: t.number)
-        if (s := score(t)) is not None
+        if (v := last_value(t, goal)) is not None
     ]
     reason = "" if done or pruned else no_complete_reason(snap)
     return HistoryInfo(
         [t.number for t in done], [value(t) for t in done],
         [family_of(t) for t in done], best,
-        [n for n, _ in pruned], [s for _, s in pruned], reason,
+        [n for n, _ in pruned], [v for _, v in pruned], reason, goal,
     )
 
 
@@ -69,13 +74,14 @@ def _plot(info: HistoryInfo) -> go.Figure:
     if info.reason:
         return empty_figure(TITLE, info.reason)
     fig = go.Figure()
+    name = short_name(info.goal)
     if info.pruned_numbers:
         fig.add_trace(
             go.Scatter(
                 x=ints(info.pruned_numbers), y=floats(info.pruned_values), mode="markers",
                 name="pruned (last)",
                 marker={"color": PRUNED_COLOR, "size": 5, "symbol": "x"},
-                hovertemplate="trial %{x} pruned<br>last val acc %{y:.4f}<extra></extra>",
+                hovertemplate=f"trial %{{x}} pruned<br>last {name} %{{y:.4f}}<extra></extra>",
             )
         )
     if info.numbers:
@@ -83,7 +89,8 @@ def _plot(info: HistoryInfo) -> go.Figure:
             go.Scatter(
                 x=ints(info.numbers), y=floats(info.values), mode="markers", name="complete",
                 customdata=info.families, marker={"color": COMPLETE_COLOR, "size": 6},
-                hovertemplate="trial %{x} (%{customdata})<br>val acc %{y:.4f}<extra></extra>",
+                hovertemplate=f"trial %{{x}} (%{{customdata}})<br>{name} %{{y:.4f}}"
+                "<extra></extra>",
             )
         )
         fig.add_trace(
@@ -95,6 +102,6 @@ def _plot(info: HistoryInfo) -> go.Figure:
         )
     fig.update_layout(
         title={"text": TITLE}, template=TEMPLATE, height=420,
-        xaxis={"title": {"text": "trial"}}, yaxis={"title": {"text": "validation accuracy"}},
+        xaxis={"title": {"text": "trial"}}, yaxis={"title": {"text": axis_title(info.goal)}},
     )
     return fig

@@ -4,7 +4,9 @@ Optuna 5.0's `PedAnovaImportanceEvaluator` handles conditional parameters itself
 `<Family>.<arg>` is scored within the trials where it is active (one regime per distribution,
 "inactive" being a regime of its own), so one evaluation covers the whole hierarchical space.
 The evaluator reads the study's trials again; to keep a 2,000-trial store to one read we hand
-it an in-memory study holding only what it looks at (params, distributions, value).
+it an in-memory study holding only what it looks at (params, distributions, value), the
+value as its score (search.goal: higher is better, whatever the study's direction), so the
+copy is always maximised.
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ def _slim_copy(snap: Snapshot) -> optuna.Study:
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory"
     try:
-        storage.create_new_study([snap.study.direction], "schedsearch-importance")
+        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE],
+                                 "schedsearch-importance")
     finally:
         optuna.logging.set_verbosity(level)
     study = optuna.Study("schedsearch-importance", storage)
     study.add_trials(
-        optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.value)
+        optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                  value=snap.goal.score(t.value))
         for t in snap.complete
     )
     return study

@@ -1,7 +1,8 @@
-"""Leaderboard: the top trials, one row each (family, key parameters, accuracy, epochs, end).
+"""Leaderboard: the top trials, one row each (family, key parameters, value, epochs, end).
 
-Finished trials rank first, by their value, so the first row is the trial `best` recommends.
-Unfinished ones follow by their last reported accuracy (from fewer epochs, so not comparable
+Finished trials rank first, by their value (best first by the study's goal, search.goal), so
+the first row is the trial `best` recommends. Unfinished ones follow by their last reported
+value (from fewer epochs, so not comparable
 with a finished run): a study with few finished trials still gets a useful table, and the
 end reason says why each stopped.
 """
@@ -16,23 +17,34 @@ import plotly.graph_objects as go
 from dashboards._common import (
     TEMPLATE,
     Snapshot,
+    better_note,
     empty_figure,
     end_reason,
     epochs_run,
     family_of,
     family_params,
     fmt,
+    last_value,
+    metric_word,
     no_complete_reason,
-    score,
+    short_name,
     snapshot,
 )
 from search import record
+from search.goal import DEFAULT, Goal
 
 __all__ = ["Row", "LeaderboardInfo"]
 
 TITLE = "Leaderboard: top trials"
-RULE = ("ranked: complete trials by final val acc, then pruned ones by their last report "
-        "(fewer epochs: not comparable)")
+
+
+def rule(goal: Goal) -> str:
+    """How the rows are ranked ("ranked: complete trials by final val acc, ...")."""
+    return (f"ranked: complete trials by final {short_name(goal)}{better_note(goal)}, then "
+            "pruned ones by their last report (fewer epochs: not comparable)")
+
+
+RULE = rule(DEFAULT)
 SHARED = ("lr", "warmup_epochs")  # shared knobs that shape the schedule, after the family's own
 PARAMS_CHARS_PER_LINE = 60  # the key-parameters column wraps at about this width
 
@@ -42,7 +54,7 @@ class Row(NamedTuple):
     number: int
     family: str
     params: str  # "gamma=0.1, step_size=5, lr=0.05"
-    accuracy: float
+    value: float  # the study's metric: the final value, or a pruned trial's last report
     epochs_run: int
     epochs: int | None  # the budget, from the `epochs` user attr
     end: str  # "complete", "pruned", "non_finite_loss", ...
@@ -51,6 +63,7 @@ class Row(NamedTuple):
 class LeaderboardInfo(NamedTuple):
     rows: list[Row]
     reason: str
+    goal: Goal = DEFAULT
 
 
 def _key_params(trial: optuna.trial.FrozenTrial) -> str:
@@ -75,36 +88,37 @@ def _name(t: optuna.trial.FrozenTrial) -> str:
 def _info(study: optuna.Study | Snapshot, top: int = 10) -> LeaderboardInfo:
     snap = snapshot(study)
     if snap.reason:
-        return LeaderboardInfo([], snap.reason)
+        return LeaderboardInfo([], snap.reason, snap.goal)
     done = snap.best_first(snap.complete)
     finished = {t.number for t in done}
     ranked = (done + snap.best_first([t for t in snap.trials if t.number not in finished]))[:top]
     if not ranked:
-        return LeaderboardInfo([], no_complete_reason(snap) + ": no trial reported an accuracy")
+        return LeaderboardInfo([], f"{no_complete_reason(snap)}: no trial reported "
+                               f"{metric_word(snap.goal)}", snap.goal)
     rows = []
     for rank, t in enumerate(ranked, start=1):
         rows.append(
             Row(
-                rank, t.number, _name(t), _key_params(t), score(t) or 0.0,
+                rank, t.number, _name(t), _key_params(t), last_value(t, snap.goal) or 0.0,
                 epochs_run(t), record.of(t).epochs,
                 end_reason(t),
             )
         )
-    return LeaderboardInfo(rows, "")
+    return LeaderboardInfo(rows, "", snap.goal)
 
 
 def _plot(info: LeaderboardInfo) -> go.Figure:
     if info.reason:
         return empty_figure(TITLE, info.reason)
     rows = info.rows
-    header = ["#", "trial", "family", "key parameters", "val acc", "epochs", "end"]
+    header = ["#", "trial", "family", "key parameters", short_name(info.goal), "epochs", "end"]
     # "complete" rows white, the others grey: the ranking rule's two groups
     cells = [
         [r.rank for r in rows],
         [r.number for r in rows],
         [r.family for r in rows],
         [r.params for r in rows],
-        [f"{r.accuracy:.4f}" for r in rows],
+        [f"{r.value:.4f}" for r in rows],
         [f"{r.epochs_run}/{r.epochs}" if r.epochs else str(r.epochs_run) for r in rows],
         [r.end for r in rows],
     ]
@@ -120,7 +134,8 @@ def _plot(info: LeaderboardInfo) -> go.Figure:
     )
     fig.update_layout(
         # Title band + header + rows (+ slack): a Table scrolls, hiding rows, when too short.
-        title={"text": f"{TITLE}<br><sup>{RULE}</sup>"}, height=80 + 30 + 26 * lines + 20,
+        title={"text": f"{TITLE}<br><sup>{rule(info.goal)}</sup>"},
+        height=80 + 30 + 26 * lines + 20,
         template=TEMPLATE, margin={"l": 10, "r": 10, "t": 80, "b": 10},
     )
     return fig

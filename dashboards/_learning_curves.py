@@ -1,4 +1,5 @@
-"""Validation accuracy against epoch for every trial; pruned ones faded, so pruning is visible.
+"""The study's metric (search.goal: validation accuracy, val_loss, ...) against epoch for
+every trial; pruned ones faded, so pruning is visible.
 
 Each group (complete, pruned, failed, running) is drawn as ONE trace with gaps between
 trials: a 2,000-trial study stays a handful of SVG paths instead of 2,000 traces.
@@ -21,13 +22,15 @@ from dashboards._common import (
     RUNNING_COLOR,
     TEMPLATE,
     Snapshot,
-    curve,
+    axis_title,
     empty_figure,
     floats,
     ints,
+    metric_curve,
+    short_name,
     snapshot,
 )
-from search import record
+from search.goal import DEFAULT, Goal
 
 __all__ = ["Curve", "LearningCurvesInfo"]
 
@@ -53,34 +56,35 @@ PRUNE_MARK_COLOR = "rgba(90, 90, 90, 0.6)"
 class Curve(NamedTuple):
     number: int
     epochs: list[int]  # 1-based
-    accs: list[float | None]
+    values: list[float | None]  # the goal's metric after each epoch
 
 
 class LearningCurvesInfo(NamedTuple):
     groups: dict[str, list[Curve]]  # keys of GROUPS, each possibly empty
     best: Curve | None  # the best complete trial, highlighted
     reason: str
+    goal: Goal = DEFAULT
 
 
 def _info(study: optuna.Study | Snapshot) -> LearningCurvesInfo:
     snap = snapshot(study)
     if snap.reason:
-        return LearningCurvesInfo({}, None, snap.reason)
+        return LearningCurvesInfo({}, None, snap.reason, snap.goal)
     groups: dict[str, list[Curve]] = {}
     for name, states in GROUPS.items():
         curves = []
         for t in snap.of_state(*states):
-            accs = curve(t, record.VAL_ACC_CURVE)
-            if any(a is not None for a in accs):
-                curves.append(Curve(t.number, list(range(1, len(accs) + 1)), accs))
+            values = metric_curve(t, snap.goal)
+            if any(v is not None for v in values):
+                curves.append(Curve(t.number, list(range(1, len(values) + 1)), values))
         groups[name] = curves
     if not any(groups.values()):
         n = len(snap.trials)
         why = f"no trial has reported an epoch yet ({n} trials)" if n else "no trials yet"
-        return LearningCurvesInfo(groups, None, why)
+        return LearningCurvesInfo(groups, None, why, snap.goal)
     done = snap.best_first(snap.complete)
     best = next((c for c in groups["complete"] if done and c.number == done[0].number), None)
-    return LearningCurvesInfo(groups, best, "")
+    return LearningCurvesInfo(groups, best, "", snap.goal)
 
 
 def _joined(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,16 +94,16 @@ def _joined(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ids: list[int] = []
     for c in curves:
         xs += [*c.epochs, 0]
-        ys += [*c.accs, None]
+        ys += [*c.values, None]
         ids += [c.number] * (len(c.epochs) + 1)
     return ints(xs), floats(ys), ints(ids)
 
 
 def _last(c: Curve) -> tuple[int, float | None]:
-    """(epoch, accuracy) of a curve's last reported point."""
-    for epoch, acc in zip(reversed(c.epochs), reversed(c.accs), strict=True):
-        if acc is not None:
-            return epoch, acc
+    """(epoch, value) of a curve's last reported point."""
+    for epoch, v in zip(reversed(c.epochs), reversed(c.values), strict=True):
+        if v is not None:
+            return epoch, v
     return c.epochs[-1], None
 
 
@@ -107,6 +111,7 @@ def _plot(info: LearningCurvesInfo) -> go.Figure:
     if info.reason:
         return empty_figure(TITLE, info.reason)
     fig = go.Figure()
+    metric = short_name(info.goal)
     for name, curves in info.groups.items():
         if not curves:
             continue
@@ -117,7 +122,7 @@ def _plot(info: LearningCurvesInfo) -> go.Figure:
             go.Scatter(
                 x=xs, y=ys, customdata=ids, mode="lines", line=STYLE[name], opacity=opacity,
                 name=f"{name} ({len(curves)})", connectgaps=False,
-                hovertemplate="trial %{customdata}<br>epoch %{x}<br>val acc %{y:.4f}"
+                hovertemplate=f"trial %{{customdata}}<br>epoch %{{x}}<br>{metric} %{{y:.4f}}"
                 f"<extra>{name}</extra>",
             )
         )
@@ -130,19 +135,20 @@ def _plot(info: LearningCurvesInfo) -> go.Figure:
                     marker={"symbol": "x-thin", "size": 6, "color": PRUNE_MARK_COLOR,
                             "line": {"width": 1, "color": PRUNE_MARK_COLOR}},
                     name="pruned here", hovertemplate="trial %{customdata} pruned after "
-                    "epoch %{x}<br>val acc %{y:.4f}<extra></extra>",
+                    f"epoch %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>",
                 )
             )
     if info.best is not None:
         fig.add_trace(
             go.Scatter(
-                x=info.best.epochs, y=floats(info.best.accs), mode="lines",
+                x=info.best.epochs, y=floats(info.best.values), mode="lines",
                 line={"color": BEST_COLOR, "width": 3}, name=f"best (trial {info.best.number})",
-                hovertemplate="best trial<br>epoch %{x}<br>val acc %{y:.4f}<extra></extra>",
+                hovertemplate=f"best trial<br>epoch %{{x}}<br>{metric} %{{y:.4f}}"
+                "<extra></extra>",
             )
         )
     fig.update_layout(
         title={"text": TITLE}, template=TEMPLATE, height=480,
-        xaxis={"title": {"text": "epoch"}}, yaxis={"title": {"text": "validation accuracy"}},
+        xaxis={"title": {"text": "epoch"}}, yaxis={"title": {"text": axis_title(info.goal)}},
     )
     return fig

@@ -54,8 +54,10 @@ def render_page(
         f"; {k} {'failed' if state == 'fail' else state}" for state, k in sorted(n.items()))
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     where = f" &middot; storage {html.escape(storage)}" if storage else ""
+    goal = snap.goal
+    aim = f"{goal.metric}, {goal.better} is better"
     titles = {"recommendation": _recommendation.TITLE}
-    titles |= {key: FIGURES[key].title if key in FIGURES else key for key in figures}
+    titles |= {key: FIGURES[key].heading(goal) if key in FIGURES else key for key in figures}
     nav = " ".join(f'<a href="#{key}">{html.escape(t)}</a>' for key, t in titles.items())
     parts = [
         "<!DOCTYPE html>",
@@ -70,7 +72,8 @@ def render_page(
         "</head>",
         "<body>",
         f"<header><h1>Study {name}: learning-rate schedules</h1>",
-        f'<p class="meta">trials: {html.escape(counts)}{where} &middot; generated {when}</p>',
+        f'<p class="meta">trials: {html.escape(counts)} &middot; objective: '
+        f"{html.escape(aim)}{where} &middot; generated {when}</p>",
         f"<nav>{nav}</nav></header>",
         _recommendation._html(recommendation),
         *(_figure_html(key, fig) for key, fig in figures.items()),

@@ -1,4 +1,5 @@
-"""Per schedule family, each of its parameters (and the shared LR) against validation accuracy.
+"""Per schedule family, each of its parameters (and the shared LR) against the study's metric
+(search.goal: validation accuracy, val_loss, ...).
 
 One row of panels with a dropdown that picks the family: it fits optuna-dashboard's fixed
 450-pixel plot slot as well as the report, however many families the study has.
@@ -17,17 +18,27 @@ from dashboards._common import (
     COMPLETE_COLOR,
     TEMPLATE,
     Snapshot,
+    axis_title,
     empty_figure,
     family_of,
     floats,
     ints,
+    metric_word,
+    short_name,
     snapshot,
     value,
 )
+from search.goal import DEFAULT, Goal
 
 __all__ = ["ParamSeries", "FamilyParams", "ParamsInfo"]
 
-TITLE = "Parameters against validation accuracy, per family"
+
+
+def title(goal: Goal) -> str:
+    return f"Parameters against {goal.name()}, per family"
+
+
+TITLE = title(DEFAULT)
 # Shared knobs that shape the schedule, shown after the family's own (momentum and weight
 # decay are in the importance figure; here they would only add noise and size).
 SHARED = ("lr", "warmup_epochs")
@@ -50,6 +61,7 @@ class FamilyParams(NamedTuple):
 class ParamsInfo(NamedTuple):
     families: list[FamilyParams]  # best family first (the dropdown's default)
     reason: str
+    goal: Goal = DEFAULT
 
 
 def _scale(dist: Any) -> str:
@@ -63,10 +75,11 @@ def _scale(dist: Any) -> str:
 def _info(study: optuna.Study | Snapshot) -> ParamsInfo:
     snap = snapshot(study)
     if snap.reason:
-        return ParamsInfo([], snap.reason)
+        return ParamsInfo([], snap.reason, snap.goal)
     done = snap.best_first(snap.complete)
     if not done:
-        return ParamsInfo([], "no complete trial yet: parameters are plotted against accuracy")
+        return ParamsInfo([], "no complete trial yet: parameters are plotted against "
+                          f"{metric_word(snap.goal)}", snap.goal)
     by_family: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for t in done:
         by_family.setdefault(family_of(t), []).append(t)
@@ -85,8 +98,8 @@ def _info(study: optuna.Study | Snapshot) -> ParamsInfo:
             )
         families.append(FamilyParams(fam, value(trials[0]), series))
     if not any(f.params for f in families):
-        return ParamsInfo([], "no parameters were searched")
-    return ParamsInfo(families, "")
+        return ParamsInfo([], "no parameters were searched", snap.goal)
+    return ParamsInfo(families, "", snap.goal)
 
 
 def _axes_layout(fam: FamilyParams, n_cols: int) -> dict[str, Any]:
@@ -120,7 +133,8 @@ def _dotted(layout: dict[str, Any]) -> dict[str, Any]:
 
 def _plot(info: ParamsInfo) -> go.Figure:
     if info.reason:
-        return empty_figure(TITLE, info.reason)
+        return empty_figure(title(info.goal), info.reason)
+    metric = short_name(info.goal)
     n_cols = max(1, max(len(f.params) for f in info.families))
     fig = make_subplots(rows=1, cols=n_cols, shared_yaxes=True, horizontal_spacing=0.03)
     owner: list[int] = []  # family index of each trace, for the dropdown's visibility masks
@@ -132,7 +146,7 @@ def _plot(info: ParamsInfo) -> go.Figure:
                     customdata=ints(p.numbers), mode="markers", visible=i == 0,
                     showlegend=False, marker={"color": COMPLETE_COLOR, "size": 6},
                     hovertemplate=f"trial %{{customdata}}<br>{p.name} %{{x}}"
-                    "<br>val acc %{y:.4f}<extra></extra>",
+                    f"<br>{metric} %{{y:.4f}}<extra></extra>",
                 ),
                 row=1, col=j + 1,
             )
@@ -150,8 +164,8 @@ def _plot(info: ParamsInfo) -> go.Figure:
     ]
     fig.update_layout(
         _axes_layout(info.families[0], n_cols),
-        title={"text": TITLE}, template=TEMPLATE, height=420,
-        yaxis={"title": {"text": "validation accuracy"}},
+        title={"text": title(info.goal)}, template=TEMPLATE, height=420,
+        yaxis={"title": {"text": axis_title(info.goal)}},
         updatemenus=[{"buttons": buttons, "x": 0, "xanchor": "left", "y": 1.18,
                       "yanchor": "top", "showactive": True}],
         margin={"t": 110},

@@ -4,12 +4,12 @@ Top panel: the LR applied by the recommendation (search.export.recommended_trial
 leader, or a plain search's best trial) and by each baseline (a contest's tuned references, or
 those `validate` tuned (Constant, cosine over the whole run, OneCycle, linear to zero,
 schedule-free), against the fraction of training, at the recorded per-step resolution. Bottom
-panel, same x axis: their validation accuracy (the winner's search trial; a baseline's LR
-source: the searched trial whose LR it took, or its best LR-sweep run) and, once `validate` has
-run, the test accuracy averaged over seeds (dashed). Baselines come from the companion study
-`<study>.validate`: its study attrs `schedule.<key>` (label, roles, lr_source, lr) and its trials
-(`validate_key` + `seed`: test runs; holdout "val" + `sweep_for`, labelled as their baseline:
-LR-sweep runs).
+panel, same x axis: the study's metric (search.goal) on the validation split (the winner's
+search trial; a baseline's LR source: the searched trial whose LR it took, or its best
+LR-sweep run) and, once `validate` has run, on the test split averaged over seeds (dashed).
+Baselines come from the companion study `<study>.validate`: its study attrs `schedule.<key>`
+(label, roles, lr_source, lr) and its trials (`validate_key` + `seed`: test runs; holdout
+"val" + `sweep_for`, labelled as their baseline: LR-sweep runs).
 """
 
 from __future__ import annotations
@@ -28,23 +28,33 @@ from dashboards._common import (
     TEMPLATE,
     LRPoints,
     Snapshot,
-    curve,
+    better_note,
     empty_figure,
     epoch_fractions,
     family_of,
     floats,
     lr_points,
+    metric_curve,
+    metric_word,
     no_complete_reason,
     snapshot,
 )
 from search import compat, record
 from search.companion import companion_name, is_companion
 from search.contest.standing import standing
+from search.goal import DEFAULT, Goal
 from search.storage import hint_command
 
 __all__ = ["Schedule", "WinnerInfo"]
 
-TITLE = "The recommendation against the tuned baselines: LR and accuracy over training"
+
+
+def title(goal: Goal) -> str:
+    return (f"The recommendation against the tuned baselines: LR and {metric_word(goal)} over "
+            "training")
+
+
+TITLE = title(DEFAULT)
 BASELINE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf"]
 
 
@@ -53,10 +63,11 @@ class Schedule(NamedTuple):
     role: str  # "winner" or "baseline"
     lr: LRPoints
     val_x: list[float]  # fraction of training at the end of each epoch
-    val: list[float | None]  # validation accuracy per epoch ([] where none was recorded)
+    val: list[float | None]  # the metric per epoch, validation split ([] where none recorded)
     val_source: str  # "trial 7", "LR sweep trial 3 (companion)", ""
     test_x: list[float]
-    test: list[float | None]  # test accuracy per epoch, mean over seeds ([] before validate)
+    test: list[float | None]  # the metric per epoch on the test split, mean over seeds ([]
+    # before validate)
     seeds: int
 
     @property
@@ -73,11 +84,14 @@ class WinnerInfo(NamedTuple):
     note: str  # what is missing and how to get it ("" when everything is there)
     reason: str
     verdict: str = ""  # a contest's verdict over seeds (the headline where there is one)
+    goal: Goal = DEFAULT
 
 
-def _mean_curve(trials: list[FrozenTrial]) -> tuple[list[float], list[float | None]]:
-    """Per-epoch mean of the trials' `val_acc_curve` (in the companion: test accuracy)."""
-    curves = [curve(t, record.VAL_ACC_CURVE) for t in trials]
+def _mean_curve(trials: list[FrozenTrial], goal: Goal
+                ) -> tuple[list[float], list[float | None]]:
+    """Per-epoch mean of the trials' curve of the goal's metric (in the companion: on the test
+    split)."""
+    curves = [metric_curve(t, goal) for t in trials]
     n = max((len(c) for c in curves), default=0)
     mean: list[float | None] = []
     for e in range(n):
@@ -103,8 +117,9 @@ def _at_length(trials: list[FrozenTrial], epochs: int | None) -> list[FrozenTria
     return same or trials
 
 
-def _sweep_pick(sweeps: list[FrozenTrial], lr: float | None) -> FrozenTrial | None:
-    """The sweep run at the chosen LR, else the best one."""
+def _sweep_pick(sweeps: list[FrozenTrial], lr: float | None, goal: Goal
+                ) -> FrozenTrial | None:
+    """The sweep run at the chosen LR, else the best one by the study's goal."""
     done = [t for t in sweeps if t.state == TrialState.COMPLETE and t.value is not None]
     if lr is not None:
         for t in done:
@@ -112,7 +127,7 @@ def _sweep_pick(sweeps: list[FrozenTrial], lr: float | None) -> FrozenTrial | No
             got = got if got is not None else t.params.get("lr")
             if isinstance(got, (int, float)) and math.isclose(got, lr, rel_tol=1e-6):
                 return t
-    return max(done, key=lambda t: t.value, default=None)
+    return max(done, key=lambda t: goal.score(t.value), default=None)
 
 
 def _baseline(key: str, meta: record.Validated, runs: list[FrozenTrial], sweeps: list[FrozenTrial],
@@ -126,13 +141,14 @@ def _baseline(key: str, meta: record.Validated, runs: list[FrozenTrial], sweeps:
         val_trial = next((t for t in snap.trials if t.number == number), None)
         val_source = f"trial {number}"
     else:
-        val_trial = _sweep_pick([t for t in sweeps if record.of(t).label == label], meta.lr)
+        val_trial = _sweep_pick([t for t in sweeps if record.of(t).label == label], meta.lr,
+                                snap.goal)
         val_source = f"LR sweep run {val_trial.number}" if val_trial is not None else ""
     lr_from = tests[0] if tests else val_trial
     if lr_from is None:
         return None
-    val = curve(val_trial, record.VAL_ACC_CURVE) if val_trial is not None else []
-    test_x, test = _mean_curve(tests)
+    val = metric_curve(val_trial, snap.goal) if val_trial is not None else []
+    test_x, test = _mean_curve(tests, snap.goal)
     return Schedule(label, "baseline", lr_points(lr_from),
                     epoch_fractions(val_trial, len(val)) if val_trial is not None else [], val,
                     val_source, test_x, test, len({record.of(t).seed for t in tests}))
@@ -141,10 +157,10 @@ def _baseline(key: str, meta: record.Validated, runs: list[FrozenTrial], sweeps:
 def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
     snap = snapshot(study)
     if snap.reason:
-        return WinnerInfo([], "", snap.reason)
+        return WinnerInfo([], "", snap.reason, goal=snap.goal)
     done = snap.best_first(snap.complete)
     if not done:
-        return WinnerInfo([], "", no_complete_reason(snap))
+        return WinnerInfo([], "", no_complete_reason(snap), goal=snap.goal)
     win = done[0]  # the recommended trial (Snapshot.best_first names it first)
     epochs = record.of(win).epochs
     companion = _companion(snap)
@@ -159,8 +175,8 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
         record.of(t).validate_key == lead.key if lead is not None
         else record.of(t).source_trial == win.number)]
     tested = _at_length(mine, epochs)
-    test_x, test = _mean_curve(tested)
-    val = curve(win, record.VAL_ACC_CURVE)
+    test_x, test = _mean_curve(tested, snap.goal)
+    val = metric_curve(win, snap.goal)
     label = snap.label or f"trial {win.number} {family_of(win)}"
     out = [Schedule(f"recommended: {label}", "winner", lr_points(win),
                     epoch_fractions(win, len(val)), val, f"trial {win.number}", test_x, test,
@@ -188,7 +204,7 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
                 "over its own run")
     else:
         note = ""
-    return WinnerInfo(out, note, "", st.verdict() if st is not None and lead else "")
+    return WinnerInfo(out, note, "", st.verdict() if st is not None and lead else "", snap.goal)
 
 
 def _reference(c: Any, snap: Snapshot, runs: list[FrozenTrial], epochs: int | None) -> Schedule:
@@ -197,8 +213,8 @@ def _reference(c: Any, snap: Snapshot, runs: list[FrozenTrial], epochs: int | No
     src = next(t for t in snap.trials if t.number == c.source_trial)
     tests = _at_length([t for t in runs if record.of(t).validate_key == c.key
                         and t.state == TrialState.COMPLETE], epochs)
-    val = curve(src, record.VAL_ACC_CURVE)
-    test_x, test = _mean_curve(tests)
+    val = metric_curve(src, snap.goal)
+    test_x, test = _mean_curve(tests, snap.goal)
     return Schedule(c.label, "baseline", lr_points(src), epoch_fractions(src, len(val)), val,
                     f"trial {src.number}", test_x, test,
                     len({record.of(t).seed for t in tests}))
@@ -206,7 +222,9 @@ def _reference(c: Any, snap: Snapshot, runs: list[FrozenTrial], epochs: int | No
 
 def headline(info: WinnerInfo) -> str:
     """By how much the recommendation beats the best tuned baseline, on validation and on
-    test (its first run's validation score; the contest compares means over seeds)."""
+    test (its first run's validation score; the contest compares means over seeds), in the
+    metric's own terms: "val 0.8800 vs 0.8000 (Constant): 8.00 points better"."""
+    goal = info.goal
     win, rest = info.schedules[0], info.schedules[1:]
     parts = []
     for what, get in (("val", lambda s: s.final_val), ("test", lambda s: s.final_test)):
@@ -214,14 +232,17 @@ def headline(info: WinnerInfo) -> str:
         scored = [(get(s), s.label) for s in rest if get(s) is not None]
         if w is None or not scored:
             continue
-        best, lab = max(scored)
-        parts.append(f"{what} {w:.4f} vs {best:.4f} ({lab}): {100 * (w - best):+.1f} points")
+        best, lab = max(scored, key=lambda vl: goal.score(vl[0]))
+        diff = goal.score(w) - goal.score(best)  # positive: the recommendation is better
+        parts.append(f"{what} {w:.4f} vs {best:.4f} ({lab}): {goal.gap(abs(diff))} "
+                     f"{'better' if diff >= 0 else 'worse'}")
     return "; ".join(parts) or info.note
 
 
 def _plot(info: WinnerInfo) -> go.Figure:
     if info.reason:
-        return empty_figure(TITLE, info.reason)
+        return empty_figure(title(info.goal), info.reason)
+    word = metric_word(info.goal)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
                         row_heights=[0.45, 0.55])
     palette = iter(BASELINE_COLORS * 3)
@@ -252,11 +273,11 @@ def _plot(info: WinnerInfo) -> go.Figure:
     res = "LR per step" if not coarse else "LR per epoch for " + ", ".join(coarse)
     sub = info.verdict or headline(info)
     fig.update_yaxes(title_text="learning rate", type="log", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy", row=2, col=1)
-    fig.update_xaxes(title_text="fraction of training (accuracy: solid validation, dashed "
+    fig.update_yaxes(title_text=word + better_note(info.goal), row=2, col=1)
+    fig.update_xaxes(title_text=f"fraction of training ({word}: solid validation, dashed "
                      "test mean over seeds)", tickformat=".0%", range=[0, 1.02], row=2, col=1)
     fig.update_layout(
-        title={"text": f"{TITLE}<br><sup>{sub}<br>{res}"
+        title={"text": f"{title(info.goal)}<br><sup>{sub}<br>{res}"
                + (f"; {info.note}" if info.note and info.note != sub else "") + "</sup>"},
         template=TEMPLATE, height=640, legend=BOTTOM_LEGEND,
         margin={"l": 10, "r": 10, "t": 110},

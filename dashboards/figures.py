@@ -31,6 +31,7 @@ from dashboards import (
 )
 from dashboards._common import BOTTOM_LEGEND, Snapshot, snapshot
 from search import compat
+from search.goal import Goal
 
 __all__ = [
     "FIGURES",
@@ -50,26 +51,34 @@ STORE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchem
 
 
 class Figure(NamedTuple):
-    title: str
+    title: str  # for an accuracy study (`heading` names another study's metric)
     info: Callable[..., Any]  # (Study | Snapshot[, top]) -> info
     plot: Callable[[Any], go.Figure]
     uses_top: bool = False  # takes the `top` argument (how many trials to show)
+    titled: Callable[[Goal], str] | None = None  # the title for a study's goal, where it names
+    # the metric
+
+    def heading(self, goal: Goal) -> str:
+        """The figure's title for a study with this goal (the report's contents line)."""
+        return self.titled(goal) if self.titled is not None else self.title
 
 
 FIGURES: dict[str, Figure] = {
     "leaderboard": Figure(_leaderboard.TITLE, _leaderboard._info, _leaderboard._plot, True),
-    "validation": Figure(validation.TITLE, validation._info, validation._plot),
-    "winner": Figure(_winner.TITLE, _winner._info, _winner._plot),
+    "validation": Figure(validation.TITLE, validation._info, validation._plot,
+                         titled=validation.title),
+    "winner": Figure(_winner.TITLE, _winner._info, _winner._plot, titled=_winner.title),
     "lr-scores": Figure(_lr_scores.TITLE, _lr_scores._info, _lr_scores._plot),
     "lr-law": Figure(_lr_law.TITLE, _lr_law._info, _lr_law._plot),
-    "families": Figure(_families.TITLE, _families._info, _families._plot),
+    "families": Figure(_families.TITLE, _families._info, _families._plot,
+                       titled=_families.title),
     "lr-curves": Figure(_lr_curves.TITLE, _lr_curves._info, _lr_curves._plot, True),
     "learning-curves": Figure(
         _learning_curves.TITLE, _learning_curves._info, _learning_curves._plot
     ),
     "history": Figure(_history.TITLE, _history._info, _history._plot),
     "importance": Figure(_importance.TITLE, _importance._info, _importance._plot),
-    "params": Figure(_params.TITLE, _params._info, _params._plot),
+    "params": Figure(_params.TITLE, _params._info, _params._plot, titled=_params.title),
 }
 
 

@@ -1,9 +1,11 @@
-"""Validation: test accuracy per schedule over new seeds, mean ± std, baselines marked.
+"""Validation: the study's metric (search.goal) on the test split per schedule over new seeds,
+mean ± std, baselines marked.
 
 Reads the companion study that `python -m search validate` writes (`<study>.validate`), one
 panel per validated training length (the searched length first). Each schedule is a row: its
 mean with a ±1 std error bar and every seed as a dot; baselines are diamonds, searched
-schedules circles. The panel title carries the verdict `best` prints.
+schedules circles. The panel title carries the verdict `best` prints. The companion's scores
+(search.stats: higher is better) are shown as the metric's values (a loss as a loss).
 """
 
 from __future__ import annotations
@@ -20,16 +22,24 @@ from dashboards._common import (
     BOTTOM_LEGEND,
     TEMPLATE,
     Snapshot,
+    axis_title,
     empty_figure,
     floats,
     snapshot,
 )
 from search.companion import companion_name, validation
+from search.goal import DEFAULT, Goal
 from search.storage import hint_command
 
 __all__ = ["Panel", "Row", "ValidationInfo"]
 
-TITLE = "Validation: test accuracy over seeds (mean ± std), baselines marked"
+
+
+def title(goal: Goal) -> str:
+    return f"Validation: {goal.name('test')} over seeds (mean ± std), baselines marked"
+
+
+TITLE = title(DEFAULT)
 CANDIDATE_COLOR = "rgb(31, 119, 180)"
 BASELINE_COLOR = "rgb(255, 127, 14)"
 
@@ -37,10 +47,10 @@ BASELINE_COLOR = "rgb(255, 127, 14)"
 class Row(NamedTuple):
     label: str
     role: str  # "recommended", "candidate", "baseline" or "both" (searched = a baseline)
-    mean: float
+    mean: float  # the metric's value (Goal.value of the mean score)
     std: float
     seeds: list[int]
-    scores: list[float]  # test accuracy per seed, same order
+    scores: list[float]  # the metric's value on the test split per seed, same order
     diverged: int  # seeds that stopped on a non-finite loss
 
 
@@ -55,29 +65,30 @@ class ValidationInfo(NamedTuple):
     study: str  # the companion study
     panels: list[Panel]  # the default length first
     reason: str
+    goal: Goal = DEFAULT
 
 
 def _info(study: optuna.Study | Snapshot) -> ValidationInfo:
     snap = snapshot(study)
     if snap.reason:
-        return ValidationInfo("", [], snap.reason)
-    name = snap.study.study_name
+        return ValidationInfo("", [], snap.reason, snap.goal)
+    goal, name = snap.goal, snap.study.study_name
     hint = f"not validated yet: run `{hint_command(f'validate --study {shlex.quote(name)}')}`"
     first = validation(snap.study, recommended=snap.recommended)
     if first is None:
-        return ValidationInfo(companion_name(name), [], hint)
+        return ValidationInfo(companion_name(name), [], hint, goal)
     panels = []
     for v in [first, *(validation(snap.study, e, snap.recommended)
                        for e in first.other_epochs)]:
         rows = [
-            Row(r.label, r.role, r.mean, r.std,
-                sorted(r.scores), [r.scores[s] for s in sorted(r.scores)], len(r.diverged))
+            Row(r.label, r.role, goal.value(r.mean), r.std, sorted(r.scores),
+                [goal.value(r.scores[s]) for s in sorted(r.scores)], len(r.diverged))
             for r in v.ranked
         ]
         panels.append(Panel(v.epochs, rows, v.verdict, v.searched_epochs))
     if not any(row.scores for p in panels for row in p.rows):
-        return ValidationInfo(first.study, [], "no validation run has finished yet")
-    return ValidationInfo(first.study, panels, "")
+        return ValidationInfo(first.study, [], "no validation run has finished yet", goal)
+    return ValidationInfo(first.study, panels, "", goal)
 
 
 def _group(role: str) -> str:
@@ -87,7 +98,7 @@ def _group(role: str) -> str:
 
 def _plot(info: ValidationInfo) -> go.Figure:
     if info.reason:
-        return empty_figure(TITLE, info.reason)
+        return empty_figure(title(info.goal), info.reason)
     titles = [f"{p.epochs} epochs"
               + (f" (NOT the searched {p.searched_epochs})" if p.searched_epochs
                  and p.searched_epochs != p.epochs else "") + f": {p.verdict}"
@@ -128,10 +139,10 @@ def _plot(info: ValidationInfo) -> go.Figure:
         # best on top: categories are drawn bottom-up, so reverse
         fig.update_yaxes(categoryorder="array", categoryarray=labels[::-1], automargin=True,
                          row=i, col=1)
-    fig.update_xaxes(title_text="test accuracy", row=len(info.panels), col=1)
+    fig.update_xaxes(title_text=axis_title(info.goal, "test"), row=len(info.panels), col=1)
     n_rows = sum(len(p.rows) for p in info.panels)
     fig.update_layout(
-        title={"text": f"{TITLE}<br><sup>study {info.study!r}</sup>"},
+        title={"text": f"{title(info.goal)}<br><sup>study {info.study!r}</sup>"},
         height=180 + 40 * n_rows + 60 * len(info.panels), template=TEMPLATE,
         legend=BOTTOM_LEGEND,
     )

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from search.goal import Goal
+from search.goal import DEFAULT, Goal
 
 __all__ = [
     "CONFIDENCE",
@@ -211,7 +211,8 @@ def rank(results: Iterable[Result]) -> list[Result]:
     return sorted(results, key=key)
 
 
-def verdict(winner: Result, baseline: Result | None, cmp: Paired | None) -> str:
+def verdict(winner: Result, baseline: Result | None, cmp: Paired | None,
+            goal: Goal = DEFAULT) -> str:
     """One plain sentence: does the recommendation beat the best baseline, on these seeds?"""
     if baseline is None or cmp is None:
         return ("no baseline was validated at this length: nothing to compare the "
@@ -223,7 +224,7 @@ def verdict(winner: Result, baseline: Result | None, cmp: Paired | None) -> str:
         return (f"only 1 seed in common with {name}: the recommendation cannot be told apart "
                 "from it (validate with --seeds 3 or more)")
     pct = f"{CONFIDENCE:.0%}"
-    interval = f"{pct} interval [{cmp.low:+.4f}, {cmp.high:+.4f}]"
+    interval = f"{pct} interval {goal.interval(cmp.low, cmp.high)}"
     if cmp.distinguishable and cmp.margin > 0:
         return f"the recommendation beats {name} on these {cmp.n} test seeds ({interval})"
     if cmp.distinguishable:
@@ -283,7 +284,7 @@ class Validation:
         if w is None:
             return ("the recommended schedule has no finished validation run at this length "
                     "yet")
-        return verdict(w, self.baseline, self.comparison)
+        return verdict(w, self.baseline, self.comparison, self.goal)
 
     @staticmethod
     def empty_fields() -> dict[str, object]:

@@ -25,6 +25,8 @@ from dashboards import (
     _params,
 )
 from dashboards.figures import FIGURES, make_figures
+from search import record
+from search.goal import DEFAULT
 
 ALL_FAMILIES = [
     "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau",
@@ -132,7 +134,7 @@ def test_snapshot_reads_once_and_groups():
     assert _common.snapshot(snap) is snap
     assert [t.number for t in snap.complete] == [0]
     assert snap.counts() == {"complete": 1, "pruned": 1}
-    assert snap.maximize and snap.reason == ""
+    assert snap.goal == DEFAULT and snap.reason == ""  # a study from before goals: accuracy
 
 
 def test_leaderboard_ranks_finished_first_then_by_last_accuracy():
@@ -144,17 +146,19 @@ def test_leaderboard_ranks_finished_first_then_by_last_accuracy():
     )
     info = _leaderboard._info(study, top=3)
     assert [(r.rank, r.number) for r in info.rows] == [(1, 1), (2, 3), (3, 0)]
-    assert info.rows[0].family == "Constant" and info.rows[0].accuracy == 0.90
+    assert info.rows[0].family == "Constant" and info.rows[0].value == 0.90
     assert info.rows[1].params == "gamma=0.25, step_size=3, lr=0.1"
     assert (info.rows[1].epochs_run, info.rows[1].epochs, info.rows[1].end) == (6, 6, "complete")
     full = _leaderboard._info(study, top=10)
     pruned = full.rows[-1]
-    assert (pruned.number, pruned.accuracy, pruned.epochs_run) == (2, 0.95, 2)
+    assert (pruned.number, pruned.value, pruned.epochs_run) == (2, 0.95, 2)
     assert pruned.end == "pruned"
 
 
 def test_leaderboard_respects_minimize_direction():
     study = optuna.create_study(direction="minimize")
+    record.set_study(study, record.Study.IDENTITY, {"metric": "val_loss",
+                                                    "direction": "minimize"})
     study.add_trials([make_trial(value=0.3), make_trial(value=0.1)])
     assert [r.number for r in _leaderboard._info(study).rows] == [1, 0]
 
@@ -194,7 +198,7 @@ def test_lr_curves_top_trials_best_first_skipping_missing_and_non_positive():
         make_trial("Constant", 0.7, lr=0.1),
     )
     info = _lr_curves._info(study, top=2)
-    assert [(c.number, c.accuracy) for c in info.curves] == [(1, 0.9), (3, 0.7)]
+    assert [(c.number, c.value) for c in info.curves] == [(1, 0.9), (3, 0.7)]
     assert info.curves[0].fractions == [0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6]
     assert info.curves[0].rank == 1 and not info.curves[0].per_step
     assert info.resolution.startswith("per epoch")
@@ -213,7 +217,7 @@ def test_learning_curves_groups_and_best():
     )
     info = _learning_curves._info(study)
     assert [c.number for c in info.groups["complete"]] == [0, 1]
-    assert info.groups["complete"][1].accs == [0.6, None, 0.9]
+    assert info.groups["complete"][1].values == [0.6, None, 0.9]
     assert [c.number for c in info.groups["pruned"]] == [2]
     assert [c.number for c in info.groups["failed"]] == [3]
     assert info.best is not None and info.best.number == 1
@@ -224,7 +228,7 @@ def test_learning_curves_fall_back_to_intermediate_values():
     t = make_trial("StepLR", 0.9, accs=[0.3, 0.6, 0.9])
     del t.user_attrs["val_acc_curve"]
     info = _learning_curves._info(study_of(t))
-    assert info.groups["complete"][0].accs == [0.3, 0.6, 0.9]
+    assert info.groups["complete"][0].values == [0.3, 0.6, 0.9]
 
 
 def test_history_best_so_far_and_pruned_last_values():
@@ -346,7 +350,7 @@ def test_only_pruned_study_still_shows_curves_history_and_leaderboard():
 
 def test_in_progress_study_draws_the_running_trial():
     info = _learning_curves._info(_in_progress())
-    assert [c.accs for c in info.groups["running"]] == [[0.2, 0.4]]
+    assert [c.values for c in info.groups["running"]] == [[0.2, 0.4]]
 
 
 def test_multi_objective_study_is_explained():

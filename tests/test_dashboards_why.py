@@ -103,7 +103,7 @@ def test_winner_against_tuned_baselines_before_and_after_the_test_runs():
     assert const.val_source == "trial 1" and const.val == [0.6, 0.8] and const.test == []
     assert "test curves appear" in info.note
     assert _winner.headline(info) == ("val 0.8800 vs 0.8000 (Constant (LR of trial 1)): "
-                                      "+8.0 points")
+                                      "8.00 points better")
 
 
 def test_winner_test_curves_are_the_mean_over_seeds():
@@ -115,7 +115,7 @@ def test_winner_test_curves_are_the_mean_over_seeds():
     assert cos.test == pytest.approx([0.62, 0.82]) and cos.test_x == [1 / 6, 2 / 6]
     assert cos.lr.lrs == [0.2, 0.15, 0.05, None]  # from the test run: per step
     assert info.note == ""
-    assert "test 0.9100 vs 0.8200 (CosineAnnealingLR (whole run)): +9.0 points" in (
+    assert "test 0.9100 vs 0.8200 (CosineAnnealingLR (whole run)): 9.00 points better" in (
         _winner.headline(info))
     fig = _winner._plot(info)
     recommended = [t.line.color for t in fig.data if t.name == "recommended: trial 0 StepLR"]
