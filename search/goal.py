@@ -59,7 +59,7 @@ class Goal:
 
     def value(self, score: float) -> float:
         """A score back as the metric's own value (`score`'s inverse)."""
-        return self.sign * float(score)
+        return self.sign * float(score) + 0.0  # + 0.0: a loss of 0 shows as 0, not -0
 
     @property
     def worst(self) -> float:
