@@ -1,8 +1,23 @@
-"""Training objectives: `train(cfg, schedule, report) -> validation accuracy`.
+"""Training objectives: `train(cfg, schedule, report) -> its metric`.
 
 No optuna here, and nothing from `search`: an objective receives the trial's schedule as an
 object (`Schedule`) that builds its own torch scheduler, and raises `UserError` for bad input
 (a data set, a device, a setting), which `python -m search` shows as one line (exit 2).
+
+The contract an objective function declares, as attributes on the function itself (as the
+built-in `objectives.classify.train` and the adapters `objectives.lightning.train` and
+`objectives.hf.train` do; per function, so one module can hold several objectives):
+
+- `train.prepare = check`: `check(cfg)` runs once before anything is stored and raises
+  `UserError` for what would fail in the first trial (the data, the user's classes).
+- `train.holdout = True`: it scores the split `cfg.holdout` names: "val", the validation carve
+  of the training data (the search); "test", the test split, trained on all the training data
+  (`validate`). Without it `validate` refuses the objective in one line, before training:
+  its scores would be validation scores labelled as test.
+- `train.options = ("hidden", "dropout")`: the names of the [objective] keys it reads from
+  `cfg.options` (a tuple of names; the defaults stay in its code). A study file's other keys,
+  beyond the `TrainConfig` settings, are then refused when it is loaded, with a did-you-mean.
+  Without it, `cfg.options` takes any key.
 """
 
 from __future__ import annotations

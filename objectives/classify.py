@@ -322,3 +322,4 @@ def prepare(cfg: TrainConfig) -> None:
 
 
 train.prepare = prepare  # type: ignore[attr-defined]  # search.runner.prepare calls it
+train.holdout = True  # type: ignore[attr-defined]  # it scores the split cfg.holdout names

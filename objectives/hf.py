@@ -65,6 +65,8 @@ __all__ = ["EXTRA", "OPTIONS", "OWNED_ARGS", "StepPerEpoch", "TRAINS_OPTIMIZERS"
 TRAINS_OPTIMIZERS = True
 
 EXTRA = "pip install 'schedsearch[hf]'"
+# The [objective] options it reads: declared as `train.options` (a study file's other keys are
+# refused when it is loaded) and the keys `options()` accepts; one list.
 OPTIONS = ("trainer", "training_args", "eval_steps", "loss_metric")
 REQUIRED = ("model", "train_dataset", "eval_dataset")
 TEST_DATASET = "test_dataset"  # ours: evaluated instead of eval_dataset with holdout "test"
@@ -619,3 +621,5 @@ def train(cfg: Any, schedule: Any, report: Callable[..., Any]) -> float:
 
 
 train.prepare = prepare  # type: ignore[attr-defined]  # the runner's check before storing
+train.holdout = True  # type: ignore[attr-defined]  # "test": the trainer's test_dataset
+train.options = OPTIONS  # type: ignore[attr-defined]  # the one list: options() checks the same

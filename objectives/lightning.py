@@ -44,6 +44,8 @@ __all__ = ["OPTIONS", "TRAINS_OPTIMIZERS", "prepare", "train"]
 # run the schedule-free reference through it (search.contest.contenders reads this).
 TRAINS_OPTIMIZERS = True
 
+# The [objective] options it reads: declared as `train.options` (a study file's other keys are
+# refused when it is loaded) and the keys `_options` accepts; one list.
 OPTIONS = ("module", "module_args", "datamodule", "datamodule_args", "trainer_args",
            "loss_metric")
 INSTALL = "pip install 'schedsearch[lightning]'"
@@ -486,3 +488,5 @@ def _configure_optimizers(
 
 
 train.prepare = prepare  # type: ignore[attr-defined]  # the runner calls it before storing
+train.holdout = True  # type: ignore[attr-defined]  # "test": the datamodule's test_dataloader
+train.options = OPTIONS  # type: ignore[attr-defined]  # the one list: _options checks the same

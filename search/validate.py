@@ -324,7 +324,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from search import export
-    from search.config import DEFAULT_OBJECTIVE
+    from search.config import DEFAULT_OBJECTIVE, check_holdout
     from search.options import open_study
 
     cfg, searched = open_study(args)
@@ -339,6 +339,7 @@ def main(args: argparse.Namespace) -> int:
               if k in known}
     cfg = cfg.with_overrides(**stored).with_overrides(
         data_dir=args.data_dir, train_subset=args.train_subset, device=args.device)
+    check_holdout(cfg)  # its "test" scores are the test split's, or one line and nothing runs
     if cfg.objective == DEFAULT_OBJECTIVE:  # missing data: one line, before any training
         from objectives import data
 

@@ -9,7 +9,8 @@ A study file is trusted input (`function` names code that runs); its values are 
 - search.config.settings: the dataclasses a loaded study is made of.
 - search.config.limits: what each objective setting must be, and the limits.
 - search.config.tables: reading and checking the TOML tables.
-- search.config.load: locating, reading and loading a study file; importing its objective.
+- search.config.load: locating, reading and loading a study file; importing its objective and
+  reading what it declares (the options it reads, that it scores `cfg.holdout`).
 """
 
 from search.config.limits import LIMITS, LR_FLOOR, MAX_SEED, MIN_SUBSET
@@ -17,7 +18,9 @@ from search.config.load import (
     MAX_FILE_BYTES,
     MAX_NAME,
     STUDIES_DIR,
+    check_holdout,
     check_study_name,
+    declared_options,
     load_objective,
     load_study,
     study_names,
@@ -49,7 +52,9 @@ __all__ = [
     "SpaceConfig",
     "StudyConfig",
     "WorkersConfig",
+    "check_holdout",
     "check_study_name",
+    "declared_options",
     "load_objective",
     "load_study",
     "study_names",

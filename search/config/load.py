@@ -7,6 +7,7 @@ its path.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.resources
 import inspect
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from objectives.optimizers import OPTIMIZERS, study_optimizers
+from objectives.settings import TrainConfig
 from search import schedules
 from search.config.limits import LIMITS, MAX_SEED, NUM, finite
 from search.config.settings import (
@@ -31,8 +33,8 @@ from search.config.settings import (
 from search.config.tables import Table, families_of, range_spec, space_of, train_of
 from search.errors import UserError, must, shown
 
-__all__ = ["MAX_FILE_BYTES", "MAX_NAME", "STUDIES_DIR", "check_study_name", "load_objective",
-           "load_study", "study_names"]
+__all__ = ["MAX_FILE_BYTES", "MAX_NAME", "STUDIES_DIR", "check_holdout", "check_study_name",
+           "declared_options", "load_objective", "load_study", "study_names"]
 
 STUDIES_DIR = importlib.resources.files("search") / "studies"  # shipped with the package
 MAX_FILE_BYTES = 1 << 20  # a study file is a page of TOML, not a data set
@@ -104,6 +106,58 @@ def load_objective(spec: str) -> Callable[..., float]:
     return func
 
 
+def declared_options(spec: str) -> tuple[str, ...] | None:
+    """The `[objective]` options the objective `spec` declares it reads from `cfg.options`
+    (its `options` attribute, a tuple of names), or None: it declares none (free-form), or it
+    cannot be imported here (load_objective says why before anything is trained or stored).
+
+    A study file's other keys are then refused at load time, with a did-you-mean
+    (tables.train_of). A name that is a TrainConfig setting cannot be an option: it never
+    reaches `cfg.options`.
+    """
+    try:
+        func = load_objective(spec)
+    except UserError:
+        return None
+    names = getattr(func, "options", None)
+    if names is None:
+        return None
+    module_name, _, func_name = spec.partition(":")
+    key = f"{func_name}.options"
+    if not isinstance(names, (tuple, list, set, frozenset)) or not all(
+            isinstance(n, str) and n for n in names):
+        raise must(key, "a tuple of the option names it reads from cfg.options", names,
+                   f'e.g. {func_name}.options = ("hidden", "dropout") in {module_name}')
+    settings = {f.name for f in dataclasses.fields(TrainConfig)} | {"function"}
+    taken = sorted(settings.intersection(names))
+    if taken:
+        raise must(key, "option names other than the TrainConfig settings", taken[0],
+                   f"an [objective] `{taken[0]}` is cfg.{taken[0]}, never in cfg.options; "
+                   f"leave it out of {key} in {module_name}")
+    return tuple(names)
+
+
+def check_holdout(cfg: StudyConfig) -> None:
+    """`validate` reports "test" scores: its runs set `cfg.holdout = "test"`, and only an
+    objective that scores the split `cfg.holdout` names makes them test scores. It says so with
+    `holdout = True` on the function (the built-in objective and the adapters do); any other is
+    refused in one line, before anything is trained or stored."""
+    func = load_objective(cfg.objective)
+    declared = getattr(func, "holdout", None)
+    if declared is True:
+        return
+    module_name, _, func_name = cfg.objective.partition(":")
+    key = f"{func_name}.holdout"
+    if declared is not None:
+        raise must(key, "True (the objective scores the split cfg.holdout names)", declared,
+                   f"set in {module_name}")
+    raise UserError(
+        f"validate scores on the test split, but the objective {cfg.objective!r} does not say "
+        f"that it reads `cfg.holdout`, so its scores would be validation scores labelled as "
+        f'test; make {func_name} train on all the training data and score the test split when '
+        f'cfg.holdout == "test", then declare it in {module_name}: {key} = True')
+
+
 def _read(path: Path | Traversable) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
@@ -173,7 +227,7 @@ def load_study(name_or_path: str) -> StudyConfig:
     lim.done()
     obj = top.table("objective")
     objective = obj.get("function", DEFAULT_OBJECTIVE, str)
-    train = train_of(obj, objective, path, limits)
+    train = train_of(obj, objective, path, limits, declared_options)
     space_table = top.table("space")
     space = space_of(space_table, families_of(space_table), train.epochs, limits)
     for beta in ("beta1", "beta2"):

@@ -95,8 +95,9 @@ class Table:
         self.used.add(k)
         return Table(self.data.get(k, {}), self.key(k), self.file)
 
-    def done(self, valid: tuple[str, ...] = (), allowed_extra: Callable[[str], bool] | None = None
-             ) -> None:
+    def done(self, valid: tuple[str, ...] = (), allowed_extra: Callable[[str], bool] | None = None,
+             note: str = "") -> None:
+        """Refuse the first key neither read nor `valid`, with a did-you-mean (and `note`)."""
         extra = [k for k in self.data if k not in self.used and k not in valid
                  and not (allowed_extra and allowed_extra(k))]
         if extra:
@@ -104,6 +105,7 @@ class Table:
             raise UserError(
                 f"{self.file}: unknown key `{self.key(shown(extra[0])[1:-1])}`; "
                 f"{_suggest(self.where, extra[0], names)}valid keys: {', '.join(names)}"
+                + (f"; {note}" if note else "")
             )
 
 
@@ -203,7 +205,12 @@ def space_of(t: Table, fams: tuple[str, ...], epochs: int, limits: Mapping[str, 
     return space
 
 
-def train_of(t: Table, objective: str, file: Path, limits: Mapping[str, Any]) -> TrainConfig:
+def train_of(t: Table, objective: str, file: Path, limits: Mapping[str, Any],
+             declared: Callable[[str], tuple[str, ...] | None]) -> TrainConfig:
+    """The [objective] table: the TrainConfig settings checked; every other key goes to
+    `options`. The built-in objective takes none; a user's objective takes any, unless it
+    declares the ones it reads (`declared(objective)`, asked only where there are other keys:
+    it imports the objective), then others are refused as for every other key."""
     if objective != DEFAULT_OBJECTIVE:
         _function_spelling(objective, t)
     known = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "options"]
@@ -233,6 +240,11 @@ def train_of(t: Table, objective: str, file: Path, limits: Mapping[str, Any]) ->
     options = {k: v for k, v in t.data.items() if k not in known and k != "function"}
     if objective == DEFAULT_OBJECTIVE:
         t.done(valid=SECTIONS["objective"])
+    elif options and (names := declared(objective)) is not None:
+        module_name, _, func_name = objective.partition(":")
+        t.done(valid=SECTIONS["objective"] + names,
+               note=f"{objective} takes the options its `{func_name}.options` declares "
+                    f"(in {module_name}: add a new one there)")
     return TrainConfig(**values, options=options)
 
 
