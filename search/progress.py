@@ -283,16 +283,22 @@ class Progress:
         return "ETA once 2 epochs are timed" if eta is None else f"ETA {duration(eta)}"
 
     def _eta_work(self) -> str:
-        """What the ETA counts, where the run has a plan: the runs still to start by stage,
-        e.g. " (31 runs to start: 12 shapes (~3.1 epochs), 19 race runs (8 epochs))"."""
+        """What the ETA counts, where the run has a plan: the runs still to start by kind, e.g.
+        " (49 runs to start: 18 grid runs (4-8 epochs), 12 shapes (~3.8 epochs), 19 race runs
+        (8 epochs))"."""
         if self.work is None or not self.work.runs or self._finished() >= self.target:
             return ""
-        parts = []
+        kinds: dict[str, list[pace.Stage]] = {}
         for s in self.work.stages:
             if s.runs:
-                e = f"{s.epochs:g}" if s.epochs == int(s.epochs) else f"~{s.epochs:.1f}"
-                parts.append(f"{s.runs} {s.name}{'' if s.runs == 1 else 's'} ({e} epoch"
-                             f"{'' if e == '1' else 's'})")
+                kinds.setdefault(s.name, []).append(s)
+        parts = []
+        for name, stages in kinds.items():
+            runs = sum(s.runs for s in stages)
+            lengths = [_epochs(s.epochs) for s in stages]
+            span = lengths[0] if len(set(lengths)) == 1 else f"{lengths[0]}-{lengths[-1]}"
+            parts.append(f"{runs} {name}{'' if runs == 1 else 's'} ({span} epoch"
+                         f"{'' if span == '1' else 's'})")
         return f" ({self.work.runs} runs to start: {', '.join(parts)})"
 
     # 3. Rendering: the live panel is re-rendered on every refresh, so its clocks tick.
@@ -341,6 +347,11 @@ class _Panel:
         from rich.text import Text
 
         return Text.from_markup("\n".join(self.progress.lines()))
+
+
+def _epochs(e: float) -> str:
+    """A stage's epochs a run: whole, or the pruner's expectation (~3.8)."""
+    return f"{e:g}" if e == int(e) else f"~{e:.1f}"
 
 
 def _family(trial: Any) -> str:

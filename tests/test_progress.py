@@ -138,6 +138,10 @@ def test_a_run_with_a_plan_counts_its_runs_by_stage():
     # trial 1: 1 epoch of its 2 left; 2 long runs to start, each 1 s to start
     assert p.eta() == pytest.approx((1 + 2 * 8) * 3.0 + 2 * 1.0)
     assert "(2 runs to start: 2 long runs (8 epochs))" in p.lines()[0]
+    p.work = pace.Work((pace.Stage("grid run", 3, 2.0), pace.Stage("grid run", 1, 4.0),
+                        pace.Stage("shape", 1, 3.75)))
+    assert "(5 runs to start: 4 grid runs (2-4 epochs), 1 shape (~3.8 epochs))" in (
+        p.lines()[0])
     study.tell(trial, 0.8)
     p.trial_finished(study, study.trials[1])
     p.plan(lambda trials: pace.Work())  # nothing left before the target (a race decided)
