@@ -179,7 +179,8 @@ class Progress:
             if old.epoch:  # its last epoch was seen here
                 self.epoch_seconds.append(seconds)
             elif old.timed:  # its start was: the first trial also paid the run's own start-up
-                alone = len(self.running) == 1  # since the previous trial's last epoch
+                # trained alone, one at a time: since the previous trial's last epoch
+                alone = len(self.running) == 1 and self.side_by_side == 1
                 since = self.epoch_times[-1] if alone else old.last
                 self.first_seconds.append((now - since) / max(1, epoch))
             self.running[number] = old._replace(epoch=epoch, val_acc=val_acc, family=family,
