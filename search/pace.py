@@ -17,6 +17,13 @@ Measured on the recorded Fashion-MNIST curves replayed through the shipped Hyper
 (tests/test_pace.py): within 20% of the real total from a fifth of the run on, where the
 previous rule (the full budget until a trial finished, then the plain mean) started at twice
 the real total.
+
+A run made of stages of known lengths (a contest: reference grids of 2-, 4- and 8-epoch whole
+runs, shapes at the search's length that the pruner may stop, then the race over seeds) says
+what it still has to train as `Work`: the runs still to start, stage by stage, each with the
+epochs it is expected to train, and what each running trial is expected to train in all
+(search.contest.work builds it from the trials in the store). `validate`'s plan is `Work` too.
+The time is the same rule either way: epochs x seconds per epoch + runs x seconds to start one.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -33,8 +40,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import record
 
-__all__ = ["PRIOR_WEIGHT", "Pace", "epochs_left", "eta_seconds", "measure", "plan_seconds",
-           "pruner_prior"]
+__all__ = ["PRIOR_WEIGHT", "Pace", "Stage", "Work", "epochs_left", "eta_seconds", "measure",
+           "plan_seconds", "prior_scale", "pruner_prior"]
 
 PRIOR_WEIGHT = 10  # trials' worth of the pruner's prior against what finished trials trained
 SIM_SEEDS = 8  # stand-in runs averaged for the prior
@@ -101,6 +108,19 @@ def _stand_in_run(pruner: Any, budget: int, n: int, name: str, defaults: int,
     return out
 
 
+def _expected(prior: Sequence[float], i: int) -> float:
+    return prior[i] if i < len(prior) else (prior[-1] if prior else 1.0)
+
+
+def prior_scale(prior: Sequence[float], finished: Sequence[int],
+                weight: float = PRIOR_WEIGHT) -> float:
+    """What the finished trials trained over what the prior expected of them (the first
+    len(finished) trials of `prior`), shrunk toward 1 by `weight` trials' worth of the prior."""
+    mass = weight * (sum(prior) / len(prior) if prior else 1.0)
+    return (mass + sum(finished)) / (mass + sum(_expected(prior, i)
+                                                for i in range(len(finished))))
+
+
 def epochs_left(prior: Sequence[float], finished: Sequence[int], running: Sequence[int],
                 target: int, weight: float = PRIOR_WEIGHT) -> tuple[float, int]:
     """(epochs still to train until `target` trials have finished, trials still to start).
@@ -113,16 +133,55 @@ def epochs_left(prior: Sequence[float], finished: Sequence[int], running: Sequen
     to_start = max(0, target - n - k)
 
     def expected(i: int) -> float:
-        return prior[i] if i < len(prior) else (prior[-1] if prior else 1.0)
+        return _expected(prior, i)
 
     # 1. Observed over expected, over the finished trials, shrunk toward 1.
-    mass = weight * (sum(prior) / len(prior) if prior else 1.0)
-    scale = (mass + sum(finished)) / (mass + sum(expected(i) for i in range(n)))
+    scale = prior_scale(prior, finished, weight)
     # 2. Each running trial: what it can expect, less what it has trained.
     left = sum(max(0.0, scale * expected(n + j) - done) for j, done in enumerate(running))
     # 3. Each trial still to start: what it can expect.
     left += scale * sum(expected(i) for i in range(n + k, n + k + to_start))
     return left, to_start
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Runs of one kind still to start: `runs` runs, each expected to train `epochs` epochs
+    (the pruner's expectation where it may stop them; in epochs of the search's length, so a
+    run on more data an epoch counts more)."""
+
+    name: str  # what one run is, for people ("grid run", "shape")
+    runs: int
+    epochs: float
+
+    @property
+    def total(self) -> float:
+        return self.runs * self.epochs
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a run still has to train: `stages` of runs still to start, in the order they run,
+    and `running`: each running trial's number -> the epochs it is expected to train in all."""
+
+    stages: tuple[Stage, ...] = ()
+    running: Mapping[int, float] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> int:
+        """Runs still to start."""
+        return sum(s.runs for s in self.stages)
+
+    @property
+    def epochs(self) -> float:
+        """Epochs of the runs still to start."""
+        return sum(s.total for s in self.stages)
+
+    def epochs_left(self, done: Mapping[int, int]) -> float:
+        """Epochs still to train: the runs to start, and each running trial's expectation less
+        `done[number]`, the epochs it has trained so far (as the display saw them)."""
+        return self.epochs + sum(max(0.0, total - done.get(number, 0))
+                                 for number, total in self.running.items())
 
 
 def eta_seconds(epochs: float, trials: int, pace: Pace | None, parallel: int = 1) -> float | None:
@@ -154,12 +213,12 @@ def measure(trials: Iterable[FrozenTrial]) -> Pace | None:
     return Pace(slope, start) if slope > 0 and start >= 0 else ratio
 
 
-def plan_seconds(runs: int, epochs: int, seconds_per_epoch: float, *,
-                 seconds_per_run: float = 0.0, workers: int = 1) -> float:
-    """Seconds to train `runs` runs of `epochs` epochs each, none pruned (a plan such as
-    `validate`'s), at `seconds_per_epoch` (e.g. `measure(study.trials)`, scaled by the plan's
-    optimizer steps an epoch over the searched ones) and `seconds_per_run` to start each, on
-    `workers` processes taking runs in turn."""
-    if runs <= 0:
-        return 0.0
-    return math.ceil(runs / max(1, workers)) * (epochs * seconds_per_epoch + seconds_per_run)
+def plan_seconds(work: Work, pace: Pace, workers: int = 1) -> float:
+    """Seconds to train a plan's `work` (`validate`'s: none of its runs is pruned) at `pace`
+    (e.g. `measure(study.trials)`), on `workers` processes taking runs in turn: each stage in
+    rounds of `workers` runs side by side, one stage after the other (a sweep's next points
+    wait for its scores). With one process it is `eta_seconds` of the same work."""
+    w = max(1, workers)
+    return sum(math.ceil(s.runs / w) * (s.epochs * pace.seconds_per_epoch
+                                        + pace.seconds_per_trial)
+               for s in work.stages if s.runs > 0)

@@ -10,10 +10,15 @@ expectation for each trial, scaled by what the finished trials trained) x the me
 per epoch, plus the trials still to start x the measured seconds to start one, shared among the
 trials trained side by side. Seconds per epoch: between two epochs of the same trial, as seen
 here; seconds to start a trial: its first epoch's wall time beyond that, for trials begun after
-the run's first epoch (the first one also waits for data loading and compilation, once a run);
-before this run has timed an epoch, the pace of the trials the study already finished. With
-worker processes (`--jobs`) the display reads the running trials from the store (`track`):
-each worker's trial, family, epoch and clock.
+the run's first epoch (the first one also waits for data loading and compilation, once a run),
+counted from the epoch before it where it trains alone (the previous trial's last: storing
+that trial and claiming this one take time too); before this run has timed an epoch, the pace
+of the trials the study already finished. A run made of stages (a contest) gives the display
+its plan (`plan`): what it still trains, stage by stage and run by run (search.contest.work),
+read again from the store as each trial starts and finishes; the ETA then counts those runs
+and their lengths instead of the pruner's expectation for every trial. With worker processes
+(`--jobs`) the display reads the running trials from the store (`track`): each worker's trial,
+family, epoch and clock.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -103,6 +108,9 @@ class Progress:
         self.prior: list[float] = []  # epochs trial i is expected to train (search.pace)
         self.stored_pace: pace.Pace | None = None  # of the trials finished before this run
         self.side_by_side = 1  # trials trained at once (worker processes, array members)
+        self.work_of: Callable[[Sequence[FrozenTrial]], pace.Work] | None = None  # `plan`
+        self.work: pace.Work | None = None  # what the plan still trains, as last read
+        self.study: optuna.Study | None = None
         self._lock = threading.Lock()  # the live thread renders while hooks update
         self._live: Any = None
 
@@ -124,6 +132,7 @@ class Progress:
         prior = pace.pruner_prior(getattr(study, "pruner", None), budget or 1,
                                   max(target, len(finished)), study.study_name, defaults)
         with self._lock:
+            self.study = study
             self.goal = Goal.of_study(study)
             self.name, self.target, self.budget = study.study_name, target, budget
             self.prior = prior
@@ -131,6 +140,20 @@ class Progress:
             for t in finished:
                 self._count(t)
         self._start_live()
+
+    def plan(self, work_of: Callable[[Sequence[FrozenTrial]], pace.Work]) -> None:
+        """The run is made of stages (a contest): `work_of(trials)` says what it still trains
+        (search.pace.Work), read from the study's trials as each trial starts and finishes."""
+        self.work_of = work_of
+        self._read_work()
+
+    def _read_work(self, study: optuna.Study | None = None) -> None:
+        study = study or self.study
+        if self.work_of is None or study is None:
+            return
+        work = self.work_of(study.get_trials(deepcopy=False))
+        with self._lock:
+            self.work = work
 
     def parallel(self, trials: int) -> None:
         """`trials` train side by side (worker processes), for the ETA."""
@@ -144,6 +167,7 @@ class Progress:
             began = self.clock() - ago
             self.running[trial.number] = _Running(trial, began, 0, None, _family(trial), began,
                                                   worker, bool(self.epoch_times))
+        self._read_work()
 
     def epoch(self, number: int, epoch: int, val_acc: float | None) -> None:
         """Trial `number` has trained `epoch` epochs (1..N, as the pruner's steps count)."""
@@ -155,7 +179,10 @@ class Progress:
             if old.epoch:  # its last epoch was seen here
                 self.epoch_seconds.append(seconds)
             elif old.timed:  # its start was: the first trial also paid the run's own start-up
-                self.first_seconds.append(seconds)
+                # trained alone, one at a time: since the previous trial's last epoch
+                alone = len(self.running) == 1 and self.side_by_side == 1
+                since = self.epoch_times[-1] if alone else old.last
+                self.first_seconds.append((now - since) / max(1, epoch))
             self.running[number] = old._replace(epoch=epoch, val_acc=val_acc, family=family,
                                                 last=now)
             self.epoch_times.append(now)
@@ -177,6 +204,7 @@ class Progress:
                 self.epoch(t.number, reached, values[max(values)] if values else None)
 
     def trial_finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._read_work(study)
         with self._lock:
             self.running.pop(trial.number, None)
             self._count(trial)
@@ -236,16 +264,43 @@ class Progress:
         return self.stored_pace
 
     def eta(self) -> float | None:
-        running = [r.epoch for _, r in sorted(self.running.items())]
-        left, to_start = pace.epochs_left(self.prior or [float(self.budget or 1)],
-                                          self.reached, running, self.target)
-        side_by_side = max(self.side_by_side, len(running), 1)
+        """Seconds still to go (search.pace): the plan's runs where the run has one (`plan`),
+        else the pruner's expectation for each trial still to finish; None until timed."""
+        if self.work is not None:
+            done = {number: r.epoch for number, r in self.running.items()}
+            left, to_start = self.work.epochs_left(done), self.work.runs
+        else:
+            left, to_start = pace.epochs_left(
+                self.prior or [float(self.budget or 1)],
+                self.reached, [r.epoch for _, r in sorted(self.running.items())], self.target)
+        side_by_side = max(self.side_by_side, len(self.running), 1)
         return pace.eta_seconds(left, to_start, self.measured_pace(), side_by_side)
+
     def _eta_text(self) -> str:
-        if self._finished() >= self.target:
+        if self._finished() >= self.target or (
+                self.work is not None and not self.work.runs and not self.running):
             return "done"
         eta = self.eta()
-        return "ETA after 2 epochs" if eta is None else f"ETA {duration(eta)}"
+        return "ETA once 2 epochs are timed" if eta is None else f"ETA {duration(eta)}"
+
+    def _eta_work(self) -> str:
+        """What the ETA counts, where the run has a plan: the runs still to start by kind, e.g.
+        " (49 runs to start: 18 grid runs (4-8 epochs), 12 shapes (~3.8 epochs), 19 race runs
+        (8 epochs))"."""
+        if self.work is None or not self.work.runs or self._finished() >= self.target:
+            return ""
+        kinds: dict[str, list[pace.Stage]] = {}
+        for s in self.work.stages:
+            if s.runs:
+                kinds.setdefault(s.name, []).append(s)
+        parts = []
+        for name, stages in kinds.items():
+            runs = sum(s.runs for s in stages)
+            lengths = [_epochs(s.epochs) for s in stages]
+            span = lengths[0] if len(set(lengths)) == 1 else f"{lengths[0]}-{lengths[-1]}"
+            parts.append(f"{runs} {name}{'' if runs == 1 else 's'} ({span} epoch"
+                         f"{'' if span == '1' else 's'})")
+        return f" ({self.work.runs} runs to start: {', '.join(parts)})"
 
     # 3. Rendering: the live panel is re-rendered on every refresh, so its clocks tick.
     def _start_live(self) -> None:
@@ -265,7 +320,7 @@ class Progress:
             c, p = self.done["complete"], self.done["pruned"]
             head = (f"[bold]{self.name or 'study'}[/]  finished {self._finished()}/{self.target}"
                     f" ({c} complete, {p} pruned)  elapsed {duration(now - self.started)}  "
-                    f"[bold]{self._eta_text()}[/]")
+                    f"[bold]{self._eta_text()}[/]{self._eta_work()}")
             out = [head]
             if not self.epoch_times and not self.running and self._finished() < self.target:
                 out.append(f"  {self.phase_text} ... {duration(now - self.phase_since)}")
@@ -293,6 +348,11 @@ class _Panel:
         from rich.text import Text
 
         return Text.from_markup("\n".join(self.progress.lines()))
+
+
+def _epochs(e: float) -> str:
+    """A stage's epochs a run: whole, or the pruner's expectation (~3.8)."""
+    return f"{e:g}" if e == int(e) else f"~{e:.1f}"
 
 
 def _family(trial: Any) -> str:

@@ -29,7 +29,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import record, storage
-from search.config import ContestConfig
 from search.contest.contenders import lr_clip, next_lrs
 from search.engine import claim, sequential, workers
 from search.engine.signals import Signals
@@ -37,12 +36,14 @@ from search.errors import UserError
 from search.goal import DEFAULT, Goal
 from search.validate_plan import (
     COMPANION_SUFFIX,
+    SWEEP_STEPS,
     Job,
     Plan,
     add_baseline,
     companion_name,
     job,
     plan,
+    plan_work,
     sweep_lrs,
 )
 
@@ -184,11 +185,11 @@ def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
          sig: Signals) -> Plan:
     """Sweep the LR of every baseline the study cannot lend one, as the search scored its
     trials (validation split, the search's training seed and budget), and add it at its best
-    LR: the contest's grid rule (ContestConfig.SCALE_STEPS around the default LR, extended
+    LR: the contest's grid rule (validate_plan.SWEEP_STEPS around the default LR, extended
     past an edge where the best LR sits there and the study's LR range allows)."""
     jobs = {j.key: j for j in the_plan.jobs}
     seed = cfg.train.seed
-    first = ContestConfig.SCALE_STEPS
+    first = SWEEP_STEPS
     for b in the_plan.sweeps:
         steps, scored, tried = first, {}, set(first)
         centre = cfg.space.default_lr * b.lr_factor
@@ -263,28 +264,61 @@ def _describe(study: optuna.Study, cfg: Any, searched: str, the_plan: Plan) -> N
             lr_trial=j.lr_trial if j.lr_trial is not None else old.lr_trial))
 
 
-def _plan_line(cfg: Any, searched: optuna.Study, the_plan: Plan, seeds: int, jobs: int) -> str:
-    """What validate will train, and about how long it takes at the search's measured pace
-    (its runs train on the validation carve too: 1 / (1 - val_fraction) more steps an epoch).
-    A rerun trains only what is missing, so this is the most it takes."""
+def _held(searched: optuna.Study) -> set[Run]:
+    """The runs the companion study already holds (none where it does not exist yet)."""
+    from search import compat
+
+    try:
+        comp = optuna.load_study(study_name=companion_name(searched.study_name),
+                                 storage=compat.storage_of(searched))
+    except KeyError:
+        return set()
+    return _runs(comp, _DONE)
+
+
+def _span(least: float, most: float, show: Any = str) -> str:
+    return show(least) if show(least) == show(most) else f"{show(least)}-{show(most)}"
+
+
+def _plan_line(cfg: Any, searched: optuna.Study, the_plan: Plan, seeds: list[int],
+               jobs: int) -> str:
+    """What validate will train, run by run (validate_plan.plan_work: the sweeps' first
+    points, the points they may add past an edge stated as such, every schedule on every
+    seed), less what the companion study already holds, and how long it takes at the search's
+    measured pace by the rule of search.pace (a test run trains on the validation carve too:
+    1 / (1 - val_fraction) more steps an epoch)."""
     from search import pace
     from search.progress import duration
 
-    runs = len(the_plan.jobs) * seeds
-    sweeps = len(the_plan.sweeps) * len(ContestConfig.SCALE_STEPS)
-    total = runs + sweeps
-    line = (f"validate plan: {len(the_plan.jobs)} schedules x {seeds} seeds at "
-            f"{the_plan.epochs} epochs ({runs} runs)"
-            + (f" + LR sweeps of {len(the_plan.sweeps)} baselines (about {sweeps} runs)"
-               if sweeps else "") + f" = {total * the_plan.epochs} epochs")
+    scale = 1.0 / (1.0 - float(cfg.train.val_fraction or 0.0))
+    fresh = plan_work(cfg, the_plan, seeds, scale)
+    left = plan_work(cfg, the_plan, seeds, scale, _held(searched))
+    e, n_sweeps = the_plan.epochs, len(the_plan.sweeps)
+    tests = (fresh.least.stages[-1].runs, fresh.most.stages[-1].runs)
+    what = f"{len(the_plan.jobs)} schedules" + (
+        f" + {n_sweeps} baselines at the LR their sweeps find" if n_sweeps else "")
+    line = f"validate plan: {what} x {len(seeds)} seeds at {e} epochs ({_span(*tests)} runs"
+    line += ", fewer where a swept baseline is one of the schedules)" if (
+        tests[0] != tests[1]) else ")"
+    if n_sweeps:
+        first = fresh.least.runs - tests[0]
+        more = fresh.most.runs - tests[1] - first
+        line += (f", after LR sweeps of {n_sweeps} baselines ({first} runs"
+                 + (f", and up to {more} more where a best LR sits on a grid's edge"
+                    if more else "") + ")")
+    low, high = fresh.runs()
+    line += f": {_span(low, high)} runs, {_span(low * e, high * e)} epochs"
+    if left.runs() != fresh.runs():
+        line += (f" ({_span(*left.runs())} to train: the companion study holds "
+                 f"{high - left.most.runs} of them)")
     measured = pace.measure(searched.get_trials(deepcopy=False))
     if measured is None:
         return line + "; no finished trial to time it by"
-    scale = 1.0 / (1.0 - float(cfg.train.val_fraction or 0.0))
-    secs = pace.plan_seconds(total, the_plan.epochs, measured.seconds_per_epoch * scale,
-                             seconds_per_run=measured.seconds_per_trial, workers=jobs)
-    return (line + f"; about {duration(secs)} at the search's pace "
-            f"({measured.seconds_per_epoch:.1f} s an epoch), less what is already done")
+    secs = [pace.plan_seconds(w, measured, jobs) for w in (left.least, left.most)]
+    return (line + f"; about {_span(*secs, show=duration)} at the search's pace "
+            f"({measured.seconds_per_epoch:.2g} s an epoch"
+            + (f", {measured.seconds_per_trial:.2g} s to start a run"
+               if measured.seconds_per_trial else "") + ")")
 
 
 def work(cfg: Any, url: str, searched: str, the_plan: Plan, seeds: list[int],
@@ -352,7 +386,7 @@ def main(args: argparse.Namespace) -> int:
     the_plan = plan(cfg, searched, args.top, args.epochs, args.keep_lr)
     url = storage.resolve(args.storage, cfg.storage)
     seeds = [SEED_BASE + i for i in range(args.seeds)]
-    print(_plan_line(cfg, searched, the_plan, len(seeds), args.jobs), file=sys.stderr,
+    print(_plan_line(cfg, searched, the_plan, seeds, args.jobs), file=sys.stderr,
           flush=True)
     code = 0
     if args.jobs > 1:

@@ -10,23 +10,32 @@ search, its other top-k distinct schedules), at one length. Nothing here chooses
   where the study has MIN_STUDY_TRIALS of them at the same budget, else its LR is swept first
   (the contest's grid rule, on the validation split, the search's training seed and budget;
   `search.validate.tune` trains it).
+
+`plan_work` counts what a plan trains, for its printed line and its time (search.pace): every
+schedule on every seed, each swept baseline at the LR its sweep finds included, and each
+sweep's first grid points; the points a sweep adds past an edge of its grid where its best LR
+sits there are counted as what they are, possible (`most`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search import record, schedules, storage
+from search import pace, record, schedules, storage
 from search.companion import COMPANION_SUFFIX, companion_name
+from search.config import ContestConfig
 from search.contest import contenders as cn
 from search.errors import UserError
 
-__all__ = ["COMPANION_SUFFIX", "MIN_STUDY_TRIALS", "Job", "Plan", "add_baseline", "companion_name",
-           "job", "plan", "sweep_lrs"]
+__all__ = ["COMPANION_SUFFIX", "MIN_STUDY_TRIALS", "SWEEP_STEPS", "Job", "Plan", "PlanWork",
+           "add_baseline", "companion_name", "job", "plan", "sweep_lrs", "plan_work", "sweep_more"]
+
+SWEEP_STEPS = ContestConfig.SCALE_STEPS  # a baseline's sweep: the contest's first grid
 
 MIN_STUDY_TRIALS = 5  # finished trials of a family before the study's best LR is trusted
 
@@ -55,6 +64,20 @@ def sweep_lrs(cfg: Any, ref: cn.Reference, steps: tuple[int, ...]) -> list[float
     """A reference's sweep around the study's default LR (x its own factor): the contest's
     grid, inside the study's LR range for a scheduled optimizer."""
     return cn.grid_lrs(cfg.space.default_lr * ref.lr_factor, steps, cn.lr_clip(cfg, ref))
+
+
+def sweep_more(cfg: Any, ref: cn.Reference, steps: tuple[int, ...] = SWEEP_STEPS) -> int:
+    """The most LRs a sweep adds past an edge of its first grid (`steps`) where its best LR
+    sits there (contenders.next_lrs: GRID_EXTEND steps at most, while the study's LR range
+    leaves room; one side, or both where the first grid is a single LR)."""
+    clip, centre = cn.lr_clip(cfg, ref), cfg.space.default_lr * ref.lr_factor
+    first = sweep_lrs(cfg, ref, steps)
+    low = {clip(centre * cn.GRID_RATIO ** (min(steps) - k)) for k in range(1, cn.GRID_EXTEND + 1)}
+    high = {clip(centre * cn.GRID_RATIO ** (max(steps) + k))
+            for k in range(1, cn.GRID_EXTEND + 1)}
+    below = sum(1 for lr in low if lr < min(first) * (1 - 1e-9))
+    above = sum(1 for lr in high if lr > max(first) * (1 + 1e-9))
+    return below + above if len(first) < 2 else max(below, above)
 
 
 def _study_lr(done: list[FrozenTrial], ref: cn.Reference, epochs: int) -> FrozenTrial | None:
@@ -162,3 +185,53 @@ def add_baseline(jobs: dict[str, Job], b: Job) -> None:
             lr_source=b.lr_source, lr_trial=b.lr_trial, slot=b.slot)
     else:
         jobs[b.key] = b
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanWork:
+    """What a plan trains (`plan_work`): `least` where no sweep is extended and every swept
+    baseline is a schedule of its own, `most` with every possible extension."""
+
+    least: pace.Work
+    most: pace.Work
+    epochs: int  # each run's length
+
+    def runs(self) -> tuple[int, int]:
+        return self.least.runs, self.most.runs
+
+
+def plan_work(cfg: Any, p: Plan, seeds: Sequence[int], scale: float = 1.0,
+              done: set[tuple[str, int, int, str]] | frozenset = frozenset()) -> PlanWork:
+    """The runs plan `p` trains on `seeds`, by stage in the order they train: each sweep's
+    first points, then the points it may add past an edge, then every schedule on every seed
+    (each swept baseline at one of its sweep's LRs among them). `scale`: a test run's epoch in
+    the search's epochs (it trains on the validation carve too); `done`: (key, seed, epochs,
+    split) of the runs the companion study already holds, which are not trained again."""
+    e, seed = p.epochs, cfg.train.seed
+    least: list[pace.Stage] = []
+    most: list[pace.Stage] = []
+    keys = {j.key for j in p.jobs}
+    swept_least = swept_most = 0
+    span = tuple(range(min(SWEEP_STEPS) - cn.GRID_EXTEND, max(SWEEP_STEPS) + cn.GRID_EXTEND + 1))
+    for ref in p.sweeps:
+        def key(lr: float, ref: cn.Reference = ref) -> str:  # a sweep point's = its baseline's
+            return job(ref.label, (), ref.schedule(lr, p.knobs), ref.optimizer).key
+
+        first = sweep_lrs(cfg, ref, SWEEP_STEPS)
+        every = cn.grid_lrs(cfg.space.default_lr * ref.lr_factor, span, cn.lr_clip(cfg, ref))
+        first_left = sum(1 for lr in first if (key(lr), seed, e, "val") not in done)
+        more_left = max(0, sweep_more(cfg, ref) - sum(
+            1 for lr in every if lr not in first and (key(lr), seed, e, "val") in done))
+        least.append(pace.Stage(f"sweep of {ref.label}", first_left, float(e)))
+        most.append(pace.Stage(f"sweep of {ref.label}", first_left, float(e)))
+        most.append(pace.Stage(f"sweep of {ref.label}, extended", more_left, float(e)))
+        # its baseline on every seed, at the LR the sweep finds: trained once where that is a
+        # schedule the plan trains anyway
+        held = sum(1 for s in seeds if any((key(lr), s, e, "test") in done for lr in every))
+        swept_most += len(seeds) - held
+        swept_least += 0 if any(key(lr) in keys for lr in every) else len(seeds) - held
+    known = sum(1 for j in p.jobs for s in seeds if (j.key, s, e, "test") not in done)
+    test = float(e) * scale
+    least.append(pace.Stage("test runs", known + swept_least, test))
+    most.append(pace.Stage("test runs", known + swept_most, test))
+    return PlanWork(pace.Work(tuple(least)), pace.Work(tuple(most)), e)

@@ -70,7 +70,27 @@ def test_measure_tells_the_start_of_a_trial_from_its_epochs():
 
 
 def test_a_plans_time_for_validate():
+    p = pace.Pace(seconds_per_epoch=20.0, seconds_per_trial=10.0)
     # 10 runs of 8 epochs at 20 s an epoch and 10 s to start, 3 workers: 4 rounds
-    assert pace.plan_seconds(10, 8, 20.0, seconds_per_run=10.0, workers=3) == 4 * 170.0
-    assert pace.plan_seconds(10, 8, 20.0) == 10 * 160.0
-    assert pace.plan_seconds(0, 8, 20.0) == 0.0
+    ten = pace.Work((pace.Stage("run", 10, 8.0),))
+    assert pace.plan_seconds(ten, p, workers=3) == 4 * 170.0
+    assert pace.plan_seconds(ten, p) == 10 * 170.0 == pace.eta_seconds(80.0, 10, p)
+    # stages one after the other, each in its own rounds: 5 sweep points, then 6 longer runs
+    two = pace.Work((pace.Stage("sweep", 5, 4.0), pace.Stage("test", 6, 4.5)))
+    assert pace.plan_seconds(two, p, workers=2) == 3 * 90.0 + 3 * 100.0
+    assert pace.plan_seconds(pace.Work(), p) == 0.0
+
+
+def test_work_left_counts_the_runs_to_start_and_what_running_trials_still_train():
+    w = pace.Work((pace.Stage("grid run", 3, 4.0), pace.Stage("shape", 2, 2.5)),
+                  {7: 8.0, 8: 4.0})
+    assert w.runs == 5 and w.epochs == 3 * 4 + 2 * 2.5
+    # trial 7 has trained 3 of its 8, trial 8 all of its 4 (and one more: never below 0)
+    assert w.epochs_left({7: 3, 8: 5}) == w.epochs + 5
+    assert w.epochs_left({}) == w.epochs + 12  # not seen yet: all of it
+
+
+def test_the_prior_scale_is_what_finished_trials_trained_over_what_was_expected():
+    prior = [8.0, 8.0, 4.0, 4.0]
+    assert pace.prior_scale(prior, []) == 1.0
+    assert pace.prior_scale(prior, [4, 4], weight=1) == pytest.approx((6 + 8) / (6 + 16))

@@ -90,6 +90,64 @@ def test_eta_uses_the_pruning_rate_so_far_and_the_measured_epoch_time():
     assert "finished 2/6 (1 complete, 1 pruned)" in p.lines()[0]
 
 
+def test_before_two_epochs_are_timed_the_eta_says_so():
+    clock = Clock()
+    p = Progress(live=False, stream=io.StringIO(), clock=clock)
+    p.start(_study(), target=2)
+    assert p.eta() is None and "ETA once 2 epochs are timed" in p.lines()[0]
+
+
+def test_a_run_with_a_plan_counts_its_runs_by_stage():
+    """A run made of stages (a contest gives search.contest.work): the ETA counts the runs its
+    plan still has to start, each at its stage's length, and what each running trial is
+    expected to train less what it has; the plan is read again as trials start and finish."""
+    lengths = [2, 2, 8, 8]  # two short runs, then two long ones
+
+    def work_of(trials):
+        begun = [t for t in trials if t.state != TrialState.WAITING]
+        todo = lengths[len(begun):]
+        return pace.Work((pace.Stage("short run", todo.count(2), 2.0),
+                          pace.Stage("long run", todo.count(8), 8.0)),
+                         {t.number: float(lengths[t.number]) for t in trials
+                          if t.state == TrialState.RUNNING})
+
+    clock = Clock()
+    p = Progress(live=False, stream=io.StringIO(), clock=clock)
+    study = _study()
+    p.start(study, target=4)
+    p.plan(work_of)
+    assert "(4 runs to start: 2 short runs (2 epochs), 2 long runs (8 epochs))" in p.lines()[0]
+    trial = study.ask()
+    p.trial_started(trial)
+    clock.now += 10  # loading data
+    p.epoch(trial.number, 1, 0.6)
+    clock.now += 3
+    p.epoch(trial.number, 2, 0.7)
+    assert p.measured_pace() == pace.Pace(3.0, 0.0)
+    # trial 0 has trained its 2 epochs; 1 short and 2 long runs to start, 3 s an epoch
+    assert p.eta() == pytest.approx((2 + 2 * 8) * 3.0)
+    study.tell(trial, 0.7)
+    p.trial_finished(study, study.trials[0])
+    assert p.eta() == pytest.approx((2 + 2 * 8) * 3.0)
+    clock.now += 1  # storing trial 0, claiming the next
+    trial = study.ask()
+    p.trial_started(trial)  # begun after the first epoch: its start is timed, from the last
+    clock.now += 3  # epoch before it (it trains alone)
+    p.epoch(trial.number, 1, 0.6)
+    assert p.measured_pace() == pace.Pace(3.0, 1.0)
+    # trial 1: 1 epoch of its 2 left; 2 long runs to start, each 1 s to start
+    assert p.eta() == pytest.approx((1 + 2 * 8) * 3.0 + 2 * 1.0)
+    assert "(2 runs to start: 2 long runs (8 epochs))" in p.lines()[0]
+    p.work = pace.Work((pace.Stage("grid run", 3, 2.0), pace.Stage("grid run", 1, 4.0),
+                        pace.Stage("shape", 1, 3.75)))
+    assert "(5 runs to start: 4 grid runs (2-4 epochs), 1 shape (~3.8 epochs))" in (
+        p.lines()[0])
+    study.tell(trial, 0.8)
+    p.trial_finished(study, study.trials[1])
+    p.plan(lambda trials: pace.Work())  # nothing left before the target (a race decided)
+    assert "finished 2/4" in p.lines()[0] and p.lines()[0].endswith("done[/]")
+
+
 # lr-fashion's pruner (search/studies/lr-fashion.toml: hyperband from epoch 1, factor 3)
 HYPERBAND = {"min_resource": 1, "max_resource": 8, "reduction_factor": 3}
 

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import sqlite3
 import statistics
@@ -178,6 +179,73 @@ def test_companion_holds_k_plus_baselines_times_n_and_best_reads_it(here, capsys
     assert "schedule-free SGD baseline not run" in text
     # the fake trains 10 steps an epoch when validating and when searching: nothing to add
     assert "validated as" not in text
+
+
+PLAN = re.compile(r"^validate plan: .*LR sweeps of (\d+) baselines \((\d+) runs, and up to "
+                  r"(\d+) more where a best LR sits on a grid's edge\): (\d+)-(\d+) runs, ",
+                  re.MULTILINE)
+
+
+def _plan(err: str) -> tuple[int, ...]:
+    """(baselines swept, their first points, the most they may add, runs: least, most)."""
+    found = PLAN.search(err)
+    assert found, err
+    return tuple(int(g) for g in found.groups())
+
+
+def test_the_plan_counts_exactly_the_runs_validate_trains(here, capsys):
+    """Issue 32: the plan said 2 schedules x 2 seeds + the sweeps, and left out the baselines'
+    own test runs. Here every sweep's best LR is inside its grid: the plan's count is exact."""
+    assert _validate("--top", "2", "--seeds", "3") == 0
+    err = capsys.readouterr().err
+    swept, first, more, least, most = _plan(err)
+    assert "2 schedules + 4 baselines at the LR their sweeps find x 3 seeds at 4 epochs" in err
+    assert (swept, first) == (N_BASE, N_SWEEP)
+    assert least == len(CALLS) == N_SWEEP + (2 + N_BASE) * 3
+    assert most == least + more and more > 0  # the study's LR range leaves room past each edge
+    # a rerun: everything it counts is held, and the sweeps are done (nothing past an edge)
+    CALLS.clear()
+    assert _validate("--top", "2", "--seeds", "3") == 0
+    assert f"(0-{more} to train: the companion study holds {least} of them)" in (
+        capsys.readouterr().err) and CALLS == []
+
+
+def test_a_sweep_extended_past_its_edge_is_inside_the_plans_range(here, capsys):
+    """The default LR far below the best (0.1): every sweep's best is its grid's top point, so
+    each adds a point past it; the plan said which first points it trains (the study's LR range
+    clips the lowest two onto one), and how many more it might."""
+    (here / "fake.toml").write_text(FAKE.replace("enqueue_defaults = false",
+                                                 "enqueue_defaults = false\ndefault_lr = 0.012"))
+    assert _validate("--top", "1", "--seeds", "1") == 0
+    swept, first, more, least, most = _plan(capsys.readouterr().err)
+    sweeps = [c for c in CALLS if c[3] == "val"]
+    assert first == 4 * N_BASE  # 0.0013 and 0.004 are both 0.01, the range's low end
+    assert len(sweeps) > first and least < len(CALLS) <= most
+
+
+def test_the_plans_time_is_the_pace_rule_on_the_searchs_pace(here, monkeypatch):
+    """The estimate is search.pace's rule on the runs the plan counts: at 2 s an epoch and
+    0.5 s to start a run, a test run's epoch 1 / (1 - val_fraction) as long (it trains on the
+    validation carve too); with 2 workers, each stage in rounds of 2."""
+    from search import pace
+    from search.progress import duration
+
+    monkeypatch.setattr(pace, "measure", lambda trials: pace.Pace(2.0, 0.5))
+    cfg = load_study("fake.toml")
+    p = validate.plan(cfg, _load("fake"), top=2)
+    seeds = [SEED_BASE, SEED_BASE + 1]
+    scale = 1 / (1 - cfg.train.val_fraction)
+    sweep, test = 4 * 2.0 + 0.5, 4 * 2.0 * scale + 0.5
+    for jobs in (1, 2):
+        line = validate._plan_line(cfg, _load("fake"), p, seeds, jobs)
+        w = validate_plan.plan_work(cfg, p, seeds, scale)
+        secs = [pace.plan_seconds(x, pace.Pace(2.0, 0.5), jobs) for x in (w.least, w.most)]
+        assert f"about {duration(secs[0])}-{duration(secs[1])} at the search's pace" in line
+        if jobs == 1:  # 20 sweep points (and up to 4 more), 6 schedules x 2 seeds
+            assert secs == pytest.approx([20 * sweep + 12 * test, 24 * sweep + 12 * test])
+        else:  # each sweep's 5 points in 3 rounds, its point past an edge in 1
+            assert secs == pytest.approx([4 * 3 * sweep + 6 * test,
+                                          4 * 4 * sweep + 6 * test])
 
 
 def test_rerunning_a_half_done_or_finished_validation_trains_only_what_is_missing(here, capsys):
