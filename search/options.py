@@ -55,30 +55,56 @@ def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
     """(StudyConfig or None, the stored optuna.Study) for --study/--storage; must exist.
 
     A name that is not a study file is looked up in the storage as a study name. Nothing is
-    created: a store or study that does not exist is one line. How the study was reached is
-    recorded for the hints this command prints (`storage.reached`).
+    created: a store or study that does not exist is one line (`_missing`). How the study was
+    reached is recorded for the hints this command prints (`storage.reached`).
     """
     import optuna
 
     from search import storage
 
     try:
-        cfg = with_name(load_cfg(args.study), getattr(args, "study_name", None))
-        name = cfg.name
+        base = load_cfg(args.study)
     except UserError:
         if args.study.endswith(".toml") or "/" in args.study:
             raise
-        cfg, name = None, args.study
-    storage.reached(storage.Reach(study=args.study, name=name,
-                                  study_name=getattr(args, "study_name", None),
-                                  storage=args.storage))
+        base = None
+    # a bad --study-name is its own one line, never a silent fall-back to the file's study
+    cfg = with_name(base, getattr(args, "study_name", None)) if base is not None else None
+    own = base.name if base is not None else None  # the study file's own study name
+    name = cfg.name if cfg is not None else args.study
+    reach = storage.reached(storage.Reach(study=args.study, name=name,
+                                          study_name=getattr(args, "study_name", None),
+                                          storage=args.storage))
     url = storage.resolve(args.storage, cfg.storage if cfg else None)
     store = storage.open_existing(url)
     try:
         study = optuna.load_study(study_name=name, storage=store)
     except KeyError:
-        there = ", ".join(optuna.get_all_study_names(store)) or "none"
-        hint = (f"run `{storage.hint_command('run')}` first" if cfg is not None
-                else f"studies there: {there}")
-        raise UserError(f"no study {name!r} in {storage.redact(url)}; {hint}") from None
+        raise _missing(args, reach, own, store, url) from None
     return cfg, study
+
+
+def _missing(args: argparse.Namespace, reach: Any, own: str | None, store: Any,
+             url: str) -> UserError:
+    """The one line for a study that is not in the store: where a stored study's name is
+    close to the name given (a typo'd --study or --study-name), "did you mean" it with the
+    command that reads it, and nothing about running; else how to start it (a study file
+    given) or the studies there (a stored name given)."""
+    import optuna
+
+    from search import config, storage
+    from search.companion import is_companion
+    from search.errors import closest
+    from search.storage.hints import toward
+
+    names = optuna.get_all_study_names(store)
+    what = f"no study {reach.name!r} in {storage.redact(url)}"
+    near = closest(reach.name, [n for n in names if not is_companion(n)])
+    if near is not None:
+        meant = storage.reached(toward(reach, near, own, config.study_names()))
+        # recorded as this command's reach, so that the CLI's `carried` keeps the hint as built
+        read = storage.hint_command(getattr(args, "command", None) or "best", meant)
+        return UserError(f"{what}; did you mean {near!r}? `{read}` reads it")
+    if own is not None:
+        return UserError(f"{what}; run `{storage.hint_command('run', reach)}` first")
+    return UserError(f"{what}; studies there: {', '.join(names) or 'none'}")

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT
+from conftest import ROOT, dump
 from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
+
+from search import cli
 
 EXAMPLES = int(os.environ.get("BAD_INPUT_EXAMPLES", "200"))
 TIMEOUT_S = 60  # one tiny trial takes about a second; a minute is a hang
@@ -232,3 +234,40 @@ def test_every_generated_study_file_runs_or_is_refused_in_one_line(driver, text)
     assert result in ("clean", "refused"), f"{result}: exit {answer['code']}\n{err[-3000:]}"
     if result == "clean":
         assert "1 finished trials" in out
+
+
+# A reading command (`best`, `validate`, `report`, `dashboard`) naming a study that is not
+# stored: a name close to a stored study's is "did you mean" it, with the command that reads it
+# and no study to run; a bad --study-name is its own line. One line, exit 2, the store as it was.
+
+
+@pytest.mark.parametrize("args, line", [
+    (["best", "--study", "lr-fashoin"],  # a typo'd --study: the stored name
+     "no study 'lr-fashoin' in {url}; did you mean 'lr-fashion'? `python -m search best "
+     "--study lr-fashion --storage {url}` reads it"),
+    (["report", "--study", "lr-fashion", "--study-name", "lr-fashoin"],  # its file's own study
+     "no study 'lr-fashoin' in {url}; did you mean 'lr-fashion'? `python -m search report "
+     "--study lr-fashion --storage {url}` reads it"),
+    (["dashboard", "--study", "lr", "--study-name", "lr-cpuu"],  # a study run with --study-name
+     "no study 'lr-cpuu' in {url}; did you mean 'lr-cpu'? `python -m search dashboard "
+     "--study lr --study-name lr-cpu --storage {url}` reads it"),
+    (["validate", "--study", "lr-fashion-adamw"],  # another shipped study's: by its own file
+     "no study 'lr-fashion-adamw' in {url}; did you mean 'lr-fashion'? `python -m search "
+     "validate --study lr-fashion --storage {url}` reads it"),
+    (["best", "--study", "lr", "--study-name", "unrelated"],  # nothing close: start it
+     "no study 'unrelated' in {url}; run `python -m search run --study lr --study-name "
+     "unrelated --storage {url}` first"),
+    (["best", "--study", "lr-fashion", "--study-name", "a b"],  # never the file's study instead
+     "`--study-name` must be 1 to 100 letters, digits, '.', '_' or '-', starting with a letter "
+     "or digit but got 'a b'; it names files and database rows"),
+])
+def test_a_reading_command_on_a_mistyped_study_names_the_stored_one(tmp_path, capsys, args,
+                                                                     line):
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    for name in ("lr-fashion", "lr-fashion.validate", "lr-cpu"):
+        optuna.create_study(storage=url, study_name=name)
+    before = dump(db)
+    code = cli.main([*args, "--storage", url])
+    assert (code, capsys.readouterr().err) == (2, f"error: {line.format(url=url)}\n")
+    assert dump(db) == before

@@ -16,11 +16,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import dump
 from workers_support import ENV, write_study
 
 from search import runner, storage
 from search.config import load_study
 from search.storage import Reach, carried, hint_command
+from search.storage.hints import toward
 
 HINT = re.compile(r"`(python -m search [^`\n]+)`")
 
@@ -52,6 +54,27 @@ def test_a_url_from_the_environment_is_named_not_spelled_out(monkeypatch):
     # the flag wins over the environment, as storage.resolve decides
     assert hint_command("best", Reach(study="lr", storage="sqlite:///f.db")).endswith(
         "--storage sqlite:///f.db")
+
+
+def test_did_you_mean_reaches_the_stored_study_as_it_was_run():
+    shipped = ("lr", "lr-fashion", "lr-fashion-adamw", "quick")
+    cases = [  # (the reach given, the stored study meant, the file's own name, the hint)
+        (Reach(study="lr-fashion", name="lr-fashoin", study_name="lr-fashoin"), "lr-fashion",
+         "lr-fashion", "best --study lr-fashion"),  # a typo'd --study-name: its file's own
+        (Reach(study="lr-fashoin", name="lr-fashoin"), "lr-fashion", None,
+         "best --study lr-fashion"),  # a typo'd --study: by the stored name
+        (Reach(study="lr-fashion-adamw", name="lr-fashion-adamw"), "lr-fashion",
+         "lr-fashion-adamw", "best --study lr-fashion"),  # another shipped study: its own file
+        (Reach(study="lr", name="lr-cpuu", study_name="lr-cpuu", storage="sqlite:///s.db"),
+         "lr-cpu", "lr", "best --study lr --study-name lr-cpu --storage sqlite:///s.db"),
+        (Reach(study="my.toml", name="my", storage="sqlite:///s.db"), "lr", "my",
+         "best --study my.toml --study-name lr --storage sqlite:///s.db"),  # a file's own
+    ]
+    for reach, stored, own, hint in cases:
+        meant = toward(reach, stored, own, shipped)
+        assert meant.name == stored
+        assert hint_command("best", meant) == f"python -m search {hint}"
+        assert carried(f"`python -m search {hint}`", meant) == f"`python -m search {hint}`"
 
 
 def test_carried_rewrites_hints_in_text_once():
@@ -102,6 +125,7 @@ def printed(tmp_path_factory) -> tuple:
         (f"python -m search best {flags} --format hf --grad-accum 2", 0, None),
         (f"python -m search best {flags} --trial 99", 2, None),
         (f"python -m search best {flags} --study-name fresh", 2, None),
+        (f"python -m search best {flags} --study-name onw", 2, None),  # did you mean 'own'?
         ("python -m search best --study studies/empty.toml --storage sqlite:///stores/s.db",
          2, None),
         ("python -m search run --study studies/own.toml", 0, env_store),
@@ -137,3 +161,34 @@ def test_every_hint_printed_runs_as_printed(printed):
 
 def test_the_reports_winner_note_carries_the_study_file(printed):
     assert WINNER_NOTE not in printed[2]
+
+
+def test_a_typo_in_a_study_name_is_did_you_mean_the_stored_study_and_changes_nothing(printed):
+    """A typo'd --study-name or --study: 'did you mean' the stored study with the command that
+    reads it (it runs as printed), never a new study to run; exit 2, the store unchanged."""
+    cwd = printed[0]
+    db = cwd / "stores" / "s.db"
+    before = dump(db)
+    readers = []
+    for typed, meant in [
+        ("best --study studies/own.toml --study-name onw", "best --study studies/own.toml"),
+        ("best --study onw", "best --study own"),  # a stored name, not a study file
+        ("validate --study studies/empty.toml --study-name onw",  # another file's study
+         "validate --study studies/empty.toml --study-name own"),
+    ]:
+        r = _run(cwd, f"python -m search {typed} --storage sqlite:///stores/s.db")
+        line = f"python -m search {meant} --storage sqlite:///stores/s.db"
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert f"did you mean 'own'? `{line}` reads it" in r.stderr
+        assert "run" not in r.stderr.replace(line, "")
+        assert dump(db) == before
+        readers.append(line)
+    for line in readers[:2]:  # the reading hints run as printed (validate would train)
+        assert _run(cwd, line).returncode == 0, line
+    # nothing close: how to start it, as before
+    r = _run(cwd, "python -m search best --study studies/own.toml --study-name unrelated "
+             "--storage sqlite:///stores/s.db")
+    assert r.returncode == 2 and "did you mean" not in r.stderr and "`python -m search run " \
+        "--study studies/own.toml --study-name unrelated --storage sqlite:///stores/s.db` first" \
+        in r.stderr
+    assert dump(db) == before

@@ -19,5 +19,6 @@ def test_studies_lists_a_validation_study_by_its_winners_mean_test_accuracy(tmp_
     assert cli.main(["studies", "--storage", url]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert rows["lr"].endswith("0.8800 StepLR")
-    assert rows["lr.validate"].endswith("validation: test 0.9100 mean of 2 seeds, trial 0 StepLR")
+    assert rows["lr.validate"].endswith(
+        "validation: test accuracy 0.9100 mean of 2 seeds, trial 0 StepLR")
     assert rows["other.validate"].endswith("validation: no finished run")

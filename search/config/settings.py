@@ -123,7 +123,8 @@ class ContestConfig:
             return ""
         return (f">= {self.min_trials()} for a study with a [contest] (its reference LR "
                 f"grids, {self.shape_trials} shape trials and one race run a finalist; or "
-                "lower `contest.shape_trials`)")
+                "lower `contest.shape_trials`, or try `python -m search run --study quick` "
+                "for a few-minute look)")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ run was given, so that the hint runs as printed:
 
 How the running command reached its study (a `Reach`) is recorded once, where the study is
 opened (`search.options.open_study` calls `reached`), and read by every hint built while the
-command runs. Hints that other modules still write as plain text (`` `python -m search
-validate --study lr` ``) are carried at the edge where text leaves the program (`carried`:
-`best`'s output, the CLI's error line); a hint already carried is left as it is.
+command runs. Where the study it names is not stored but another's name is close to it,
+`toward` turns that reach toward the stored study, for the "did you mean" hint. Hints that
+other modules still write as plain text (`` `python -m search validate --study lr` ``) are
+carried at the edge where text leaves the program (`carried`: `best`'s output, the CLI's
+error line); a hint already carried is left as it is.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Collection
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from search.storage.urls import ENV, redact
 
-__all__ = ["Reach", "carried", "hint_command", "reached"]
+__all__ = ["Reach", "carried", "hint_command", "reached", "toward"]
 
 # The commands that take --study (`studies` lists a whole store).
 STUDY_COMMANDS = ("run", "best", "validate", "report", "dashboard")
@@ -51,6 +54,19 @@ def reached(reach: Reach) -> Reach:
     """Record how this command reached its study, for every hint it prints from now on."""
     _REACH.set(reach)
     return reach
+
+
+def toward(reach: Reach, stored: str, own: str | None,
+           shipped: Collection[str] = ()) -> Reach:
+    """`reach` turned toward the stored study `stored` (a "did you mean"), as it was likely
+    reached when it was run: by the study file `--study` gave where `stored` is that file's own
+    study (`own`: its name; None where `--study` named no study file), by its own shipped file
+    where both are shipped studies (`shipped`: their names), else by `--study-name` beside the
+    file given, or by its stored name where no file was given. The store is the same."""
+    if own is not None and stored != own and not (stored in shipped and reach.study in shipped):
+        return Reach(study=reach.study, name=stored, study_name=stored, storage=reach.storage)
+    return Reach(study=reach.study if stored == own else stored, name=stored,
+                 storage=reach.storage)
 
 
 def hint_command(rest: str, reach: Reach | None = None) -> str:
