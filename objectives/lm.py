@@ -219,3 +219,5 @@ def train(cfg: TrainConfig, schedule: Schedule, report: Callable[..., Any]) -> f
 
 
 train.prepare = prepare
+train.holdout = True  # type: ignore[attr-defined]  # "test": trains on train + val, scores test
+train.options = tuple(DEFAULTS)  # type: ignore[attr-defined]  # the keys options_of accepts

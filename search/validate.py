@@ -158,7 +158,7 @@ def _train(cfg: Any, study: optuna.Study, jobs: dict[str, Job], wanted: list[Run
         split = r.holdout
         runs.tried.add((r.validate_key, r.seed if r.seed is not None else -1,
                         r.epochs if r.epochs is not None else -1, split))
-        result = (f"{split} acc {t.value:.4f}" if t.value is not None
+        result = (f"{cfg.goal.metric} on {split} {t.value:.4f}" if t.value is not None
                   else r.end_reason or t.state.name.lower())
         j = jobs.get(r.validate_key) if r.validate_key is not None else None
         lr = f" at LR {j.schedule.lr:.3g}" if j is not None and split == "val" else ""

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, runner
+from search.contest import work as contest_work
 from search.contest.policy import ContestPolicy
 from search.engine import claim
 from search.engine.signals import Signals
@@ -91,6 +92,8 @@ def work(
         objective = runner.make_objective(cfg, progress.epoch if progress else None)
         if progress is not None:
             progress.start(study, target)
+            if cfg.contest is not None:  # the ETA counts the contest's remaining stages
+                notify(progress, "plan", contest_work.tracker(cfg, target, study))
             objective = _announced(objective, progress)
         policy = claim.Count(target) if cfg.contest is None else ContestPolicy(cfg, target)
         fresh = not _trained(study)

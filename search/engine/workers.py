@@ -161,6 +161,10 @@ def run_many(
     before = set(seen)
     if progress is not None:
         progress.start(study, target)
+        if cfg.contest is not None:  # the ETA counts the contest's remaining stages
+            from search.contest import work as contest_work
+
+            notify(progress, "plan", contest_work.tracker(cfg, target, study))
         notify(progress, "parallel", jobs)
         notify(progress, "phase", f"starting {jobs} worker processes")
     with Signals(store) as sig:
