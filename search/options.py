@@ -95,13 +95,12 @@ def _missing(args: argparse.Namespace, reach: Any, own: str | None, store: Any,
     from search import config, storage
     from search.companion import is_companion
     from search.errors import closest
-    from search.storage.hints import toward
 
     names = optuna.get_all_study_names(store)
     what = f"no study {reach.name!r} in {storage.redact(url)}"
     near = closest(reach.name, [n for n in names if not is_companion(n)])
     if near is not None:
-        meant = storage.reached(toward(reach, near, own, config.study_names()))
+        meant = storage.reached(storage.toward(reach, near, own, config.study_names()))
         # recorded as this command's reach, so that the CLI's `carried` keeps the hint as built
         read = storage.hint_command(getattr(args, "command", None) or "best", meant)
         return UserError(f"{what}; did you mean {near!r}? `{read}` reads it")

@@ -38,3 +38,6 @@ def train(cfg, schedule: schedules.ScheduleConfig, report) -> float:
         report(epoch, 1.0 - acc, acc, lr)
         built.after_epoch(1.0 - acc)
     return acc
+
+
+train.holdout = True  # no data: every split scores the same synthetic function

@@ -5,7 +5,7 @@ surviving outages (`resilient`), the claim lock (`locks`). Callers use this pack
 
 from __future__ import annotations
 
-from search.storage.hints import Reach, carried, hint_command, reached
+from search.storage.hints import Reach, carried, hint_command, reached, toward
 from search.storage.locks import LOCK_TIMEOUT_S, claim_lock
 from search.storage.resilient import (
     ABORT_PATIENCE_S,
@@ -38,5 +38,5 @@ __all__ = [
     "RECONNECT_PATIENCE_S", "Reach", "Resilient", "carried", "check", "claim_lock",
     "close_failed", "engine_kwargs", "hint_command", "is_transient", "is_write_fault",
     "open_existing", "open_storage", "rdb_of", "reached", "redact", "resilient", "resolve",
-    "retried", "retry", "scrub", "sqlite_path", "write_fault",
+    "retried", "retry", "scrub", "sqlite_path", "toward", "write_fault",
 ]
