@@ -354,7 +354,8 @@ class Progress:
                 else:
                     doing = "starting (loading data, building the model)"
                 who = "running" if r.worker is None else f"worker {r.worker}"
-                what = r.what or self._what(r.trial) or record.UNKNOWN
+                what = (r.what or self._what(r.trial)  # not yet sampled: a contest's shape
+                        or ("shape" if self.contest else record.UNKNOWN))
                 out.append(f"  {who} trial {number} {what}: {doing}  "
                            f"{duration(now - r.started)}")
             out.append(f"  {self._best()}")

@@ -197,6 +197,48 @@ def test_start_up_phase_is_shown_until_the_first_epoch():
     assert "loading data ..." not in text
 
 
+def _fixed(number, state, stage, label, epochs, lr, seed=0):
+    """A contest's fixed run as its record has it (search.contest.policy enqueues it)."""
+    attrs = {"fixed_schedule": {"family": "Constant", "params": {}, "lr": lr}, "stage": stage,
+             "label": label, "epochs": epochs, "seed": seed,
+             "val_acc_curve": [0.8] * (epochs if state == TrialState.COMPLETE else 1)}
+    return optuna.trial.FrozenTrial(
+        number=number, state=state, value=0.8 if state == TrialState.COMPLETE else None,
+        datetime_start=None, datetime_complete=None, params={}, distributions={},
+        user_attrs=attrs, system_attrs={}, trial_id=number, intermediate_values={})
+
+
+def test_a_contest_run_is_named_by_its_role_label_and_length_and_best_is_the_standing():
+    """Each line names a contest run's role, label, own length (not the study's) and LR as its
+    record says; "best" is what the `leader` callback (the CLI: the contest's standing at the
+    study's length) says, not the best single run."""
+    from search import record
+
+    clock, out = Clock(), io.StringIO()
+    p = Progress(live=False, stream=out, clock=clock,
+                 leader=lambda study: f"leader: {len(study.trials)} trials read")
+    study = _study()
+    study.set_user_attr(record.Study.IDENTITY, {"contest": {"shape_trials": 6}})
+    p.start(study, target=3)
+    assert p.lines()[-1] == "  leader: 0 trials read"
+    p.trial_started(_fixed(0, TrialState.RUNNING, "reference", "linear to zero", 1, 0.1 / 3))
+    assert "running trial 0 reference linear to zero at 1 epoch: starting" in "\n".join(
+        p.lines())
+    clock.now += 2
+    p.epoch(0, 1, 0.8)
+    assert "trial 0 reference linear to zero at 1 epoch: epoch 1/1 done" in "\n".join(p.lines())
+    p.trial_finished(study, _fixed(0, TrialState.COMPLETE, "reference", "linear to zero", 1,
+                                   0.1 / 3))
+    p.trial_started(_fixed(1, TrialState.RUNNING, "race", "schedule-free SGD", 4, 1.0, seed=2))
+    p.trial_finished(study, _fixed(1, TrialState.COMPLETE, "race", "schedule-free SGD", 4, 1.0,
+                                   seed=2))
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[1/3] trial 0 reference linear to zero at 1 epoch, LR 0.03333: "
+                               "val_acc 0.8000 (complete); leader: 0 trials read; ")
+    assert lines[1].startswith("[2/3] trial 1 race schedule-free SGD at 4 epochs, LR 1, seed 2: "
+                               "val_acc 0.8000 (complete); leader: 0 trials read; ")
+
+
 TMUX = shutil.which("tmux")
 
 
