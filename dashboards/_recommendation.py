@@ -1,7 +1,8 @@
 """The report's first section: the best schedule in words and code, exactly as `best` prints it.
 
 The words and the code come from `search.export` (one source of truth for the snippet); this
-module only places them in HTML, or says why there is nothing to recommend yet.
+module only places them in HTML, or says why there is nothing to recommend yet (an unfinished
+contest: where it stands, in `best`'s words, and no code).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _info(
     # Imported here: the report must still render if export is broken or not there yet.
     try:
         from search.errors import UserError
-        from search.export import recommend, render
+        from search.export import NotYet, pending_text, recommend, render
     except ImportError as e:
         return RecommendationInfo("", "", None, f"search.export is not available ({e})")
     if len(study.directions) != 1:
@@ -37,6 +38,8 @@ def _info(
     try:
         rec = recommend(study, epochs=epochs, steps_per_epoch=steps_per_epoch)
         text = render(rec, "text")
+    except NotYet as e:  # an unfinished contest: where it stands, as `best` says it; no code
+        return RecommendationInfo(pending_text(e.standing), "", None, "")
     except UserError as e:
         return RecommendationInfo("", "", None, str(e))
     except (KeyError, TypeError, ValueError) as e:

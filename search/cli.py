@@ -66,7 +66,6 @@ def _run(args: argparse.Namespace) -> int:
 
     from search import runner, storage
     from search.engine import array, claim, sequential, workers
-    from search.progress import Progress
 
     cfg = with_name(load_cfg(args.study), args.study_name).with_overrides(
         epochs=args.epochs, train_subset=args.train_subset, data_dir=args.data_dir,
@@ -83,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         raise must("--trials", cfg.contest.budget_problem(target), target)
     if args.array is not None:
         array.array_size(cfg, args.array)  # a study that cannot be fused fails here, once
-    progress = Progress()
+    progress = _progress(cfg)
     code = 0
     if args.jobs > 1:  # worker processes; each opens the storage itself
         try:
@@ -114,23 +113,45 @@ def _check_before_store(cfg: Any) -> None:
     resolve_device(cfg.train.device)
 
 
+def _progress(cfg: Any) -> Any:
+    """`run`'s display: a contest's "best" is its standing at the study's length."""
+    from search.progress import Progress
+
+    return Progress(leader=_leading if cfg.contest is not None else None)
+
+
+def _leading(study: Any) -> str | None:
+    """The live line's "best" for a contest: its standing at the study's length (None, where
+    the store did not answer this once: the line keeps the last one)."""
+    from search import storage
+    from search.contest.standing import standing
+
+    try:
+        st = standing(study)
+    except Exception as e:
+        if storage.is_transient(e):
+            return None
+        raise
+    return st.headline() if st is not None else None
+
+
 def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int) -> int:
     from optuna.trial import TrialState
 
     from search import export, storage
+    from search.contest.standing import standing
     from search.engine.claim import count
 
     summary = f"study {cfg.name!r}: {count(study)} finished trials in {storage.redact(url)}"
-    if count(study, (TrialState.COMPLETE,)):
-        reach = storage.Reach(study=args.study, name=cfg.name, study_name=args.study_name,
-                              storage=args.storage)
-        trial, st = export.recommended_trial(study)
-        lead = st.leader if st is not None else None
-        g = cfg.goal
-        what = (f"recommended {lead.label}, {g.metric} {g.text(lead.mean)} (mean of {lead.n} "
-                f"seeds)" if lead else f"best {record.family_of(trial)}, {g.metric} "
-                f"{trial.value:.4f}")
-        summary += f"; {what}: `{storage.hint_command('best', reach)}`"
+    reach = storage.Reach(study=args.study, name=cfg.name, study_name=args.study_name,
+                          storage=args.storage)
+    st = standing(study)
+    if st is not None:  # where the contest stands, at the study's length
+        summary += f"; {st.headline()}: `{storage.hint_command('best', reach)}`"
+    elif count(study, (TrialState.COMPLETE,)):
+        trial, _ = export.recommended_trial(study)
+        summary += (f"; best {record.family_of(trial)}, {cfg.goal.metric} {trial.value:.4f}: "
+                    f"`{storage.hint_command('best', reach)}`")
     print(summary)
     return code
 
@@ -167,7 +188,13 @@ def _best(args: argparse.Namespace) -> int:
     steps = args.steps_per_epoch
     if steps and args.grad_accum > 1:  # optimizer steps an epoch, counted as the Trainer does
         steps = -(-steps // args.grad_accum)
-    rec = export.recommend(study, args.epochs, steps, args.trial, args.keep_lr)
+    try:
+        rec = export.recommend(study, args.epochs, steps, args.trial, args.keep_lr)
+    except export.NotYet as e:  # a contest with no run of the study's length finished yet
+        if args.format != "text":  # code (or its JSON) for a shorter run would be wrong: 2
+            raise
+        print(export.pending_text(e.standing))  # a person asking during the run: 0
+        return 0
     print(export.render(rec, args.format, grad_accum=args.grad_accum))
     return 0
 
@@ -201,27 +228,29 @@ def _studies(args: argparse.Namespace) -> int:
         if is_companion(s.study_name):  # not a search: its trials are seeds
             best = _validated(store, searched_name(s.study_name))
         else:
-            best = _recommended(store, s) if s.best_trial else "-"
+            best = _recommended(store, s)
         print(f"{s.study_name:<24} {n[TrialState.COMPLETE]:>8} {n[TrialState.PRUNED]:>7} "
               f"{n[TrialState.FAIL]:>7} {n[TrialState.RUNNING]:>8}  {best}")
     return 0
 
 
 def _recommended(store: Any, summary: Any) -> str:
-    """A searched study's line: what `best` recommends (the contest's leader, or the best
-    trial of a plain search)."""
+    """A searched study's line: what `best` recommends (a contest: its standing at the study's
+    length, unfinished or not; a plain search: its best trial)."""
     import optuna
 
     from search import export
+    from search.contest.standing import standing
 
     study = optuna.load_study(study_name=summary.study_name, storage=store)
-    trial, st = export.recommended_trial(study)
-    lead = st.leader if st is not None else None
+    st = standing(study)
+    if st is not None:
+        return f"contest: {st.headline()}"
+    if summary.best_trial is None:
+        return "-"
+    trial, _ = export.recommended_trial(study)
     g = Goal.of_study(study)
-    if lead is None:
-        return (f"{g.metric} {trial.value:.4f} "
-                f"{(record.of(trial).schedule or {}).get('family', '')}")
-    return f"{g.metric} {g.text(lead.mean)} mean of {lead.n} seeds, {lead.label} (contest)"
+    return f"{g.metric} {trial.value:.4f} {(record.of(trial).schedule or {}).get('family', '')}"
 
 
 def _validated(store: Any, searched: str) -> str:

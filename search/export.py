@@ -23,16 +23,46 @@ from search.companion import validation
 from search.contest.law import Transfer, moved
 from search.contest.law import transfer as lr_transfer
 from search.contest.standing import Standing, standing
+from search.contest.state import Settings
 from search.errors import UserError
 from search.goal import DEFAULT, Goal
-from search.recommendation import Recommendation, optimizer_call, optimizer_line
+from search.progress import what_ran
+from search.recommendation import Recommendation, lr_shown, optimizer_call, optimizer_line
 from search.stats import Validation
 
-__all__ = ["FORMATS", "Recommendation", "Validation", "as_dict", "best_trial", "from_trial",
-           "optimizer_call", "optimizer_line", "recommend", "recommended_trial", "render",
-           "trial_of", "validation"]
+__all__ = ["FORMATS", "NotYet", "Recommendation", "Validation", "as_dict", "best_trial",
+           "from_trial", "optimizer_call", "optimizer_line", "pending_text", "recommend",
+           "recommended_trial", "render", "trial_of", "validation"]
 
 FORMATS = ("text", "json", "python", "lightning", "hf")
+
+
+class NotYet(UserError):
+    """A contest that has not yet finished a run at the study's length: it has no
+    recommendation and `best` no code (a shorter horizon's run is never the answer). The
+    message is one line; `pending_text` says the same for people, with what exists so far."""
+
+    def __init__(self, st: Standing) -> None:
+        self.standing = st
+        short = st.leading_short()
+        again = (f" (`{storage.hint_command(f'best --study {st.study} --trial {short[0].number}')}"
+                 "` exports a finished trial as it is)") if short is not None else ""
+        super().__init__(f"{st.pending()}; `best` prints code once one has finished{again}")
+
+
+def pending_text(st: Standing) -> str:
+    """`best`'s text while a contest has no run at the study's length: where it stands, the
+    leading reference of the longest horizon so far (what exists), and why no code yet."""
+    again = storage.hint_command(f"best --study {st.study}")
+    short = st.leading_short()
+    trial = "" if short is None else (f" (`--trial {short[0].number}` exports trial "
+                                      f"{short[0].number} as it is)")
+    return "\n".join([
+        f"No recommendation yet from study {st.study!r}: its contest is unfinished",
+        *st.lines(),
+        f"  code     : none yet: `{again}` prints it once a {st.budget}-epoch run has "
+        f"finished{trial}",
+    ])
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
@@ -119,14 +149,18 @@ def recommend(
     In a contest, the LR at `epochs` is the LR law's (search.contest.law: measured across the
     study's horizons; unchanged where it was not, or with `keep_lr`)."""
     goal = Goal.of_study(study)
-    if trial_number is not None:
-        return from_trial(study.study_name, trial_of(study, trial_number), epochs,
-                          steps_per_epoch, goal=goal)
+    if trial_number is not None:  # as asked, whatever its part: named as the live line does
+        trial = trial_of(study, trial_number)
+        contest = Settings.of(record.study_of(study)) is not None
+        rec = from_trial(study.study_name, trial, epochs, steps_per_epoch, goal=goal)
+        return replace(rec, label=(record.of(trial).label or "") if contest else "",
+                       asked=what_ran(trial, contest))
     trial, st = recommended_trial(study)
     if st is not None and st.leader is not None:
         move = st.transfer(st.leader, epochs, keep_lr)
         rec = from_trial(study.study_name, trial, epochs, steps_per_epoch, move, goal)
-        rec = replace(rec, standing=st, label=st.leader.label, transfer=move)
+        rec = replace(rec, standing=st, label=st.leader.label, transfer=move,
+                      unfinished="" if st.decided else st.stage.text())
         val = validation(study, epochs, recommended=trial.number,
                          keys=st.keys_at(epochs, keep_lr))
     else:
@@ -139,9 +173,13 @@ def recommend(
 
 def recommended_trial(study: optuna.Study) -> tuple[FrozenTrial, Standing | None]:
     """The one answer to "which schedule does this study recommend", read by every reader:
-    the contest's leader (the best shared-seed mean on the validation split) where the study
-    runs a contest, else its best complete trial. Never chosen on the test split."""
+    the contest's leader (the best shared-seed mean on the validation split, among runs of the
+    study's length) where the study runs a contest, else its best complete trial. Never chosen
+    on the test split; never a shorter horizon's run: a contest with no run of the study's
+    length finished raises NotYet."""
     st = standing(study)
+    if st is not None and st.leader is None:
+        raise NotYet(st)
     if st is not None and st.leader is not None:
         trial = _trial_by_number(study, st.leader.source_trial)
         if trial is not None:
@@ -160,21 +198,26 @@ def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
 
 def _text(rec: Recommendation) -> str:
     st = rec.standing
-    if st is not None:
+    if rec.asked:  # `--trial N`: as asked, not chosen
+        head = (f"Schedule of study {rec.study!r}: trial {rec.trial_number}, {rec.asked}, "
+                f"{rec.outcome()}")
+    elif st is not None:
         which = "" if rec.label.startswith(f"trial {rec.trial_number} ") else (
             f" (trial {rec.trial_number})")
-        head = f"Recommended schedule of study {rec.study!r}: {rec.label}{which}, {rec.outcome()}"
+        what = "Recommended schedule" if st.state.racing else "Leading schedule so far"
+        head = f"{what} of study {rec.study!r}: {rec.label}{which}, {rec.outcome()}"
     else:
         head = (f"{'Best schedule' if rec.state == 'COMPLETE' else 'Schedule'} of study "
                 f"{rec.study!r}: trial {rec.trial_number}, {rec.family}, {rec.outcome()}")
     lines = [
         head,
         *(st.lines() if st is not None else []),
-        *(rec.validation.lines() if rec.validation else [
+        *(rec.validation.lines() if rec.validation else [] if rec.asked else [
             f"  (not validated: `{storage.hint_command(f'validate --study {rec.study}')}` "
             "re-trains it "
             "and the tuned baselines on new seeds, scored on the test set)"]),
-        *([f"  scheduler kwargs : {json.dumps(rec.kwargs)}"] if not rec.schedule_free else []),
+        *([f"  scheduler kwargs : {json.dumps(lr_shown(rec.kwargs))}"]
+          if not rec.schedule_free else []),
         f"  optimizer        : {optimizer_line(rec.optimizer)}",
         f"  stepping         : {rec.stepping()}",
     ]

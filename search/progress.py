@@ -3,7 +3,9 @@
 On a terminal it is a rich live panel redrawn four times a second, so its clocks move between
 epochs; otherwise (logs, CI) one plain line per finished trial, ETA included. Counts use one
 vocabulary everywhere: finished = complete + pruned (what `--trials` counts). No URL or
-secret is ever shown here.
+secret is ever shown here. Every line names a run as `what_ran` reads it from its record (a
+contest's role and label, its length, its LR: `lr_text`), and a contest's "best" is its
+standing at the study's length (the `leader` the CLI passes), never a shorter run.
 
 The ETA is the rule of `search.pace`: the epochs still to train (the study's pruner's
 expectation for each trial, scaled by what the finished trials trained) x the measured seconds
@@ -38,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import pace, record
 from search.goal import Goal
 
-__all__ = ["Progress", "duration", "interruption", "notify"]
+__all__ = ["Progress", "duration", "interruption", "lr_text", "notify", "what_ran"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HOST = f"{socket.gethostname()}:"  # a worker on this machine is shown by its pid
@@ -53,6 +55,36 @@ def duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def lr_text(lr: float) -> str:
+    """An LR as people read it: 4 significant digits (0.1, not 0.09999999999999999). Every
+    line that shows an LR goes through it; code keeps the exact value (`schedules.lit`)."""
+    return f"{float(lr):.4g}"
+
+
+def what_ran(trial: Any, contest: bool = False, budget: int | None = None,
+             lr: bool = True) -> str:
+    """What a trial runs, in words, for every line that names a run: its role in a contest
+    ("reference", "shape", "race"), its name there (a fixed run's contest label: "linear to
+    zero", "schedule-free SGD"; a shape's or a plain search's trial: its family), its length
+    and its LR (a race run: and its seed), all read from its record: `reference linear to
+    zero at 2 epochs, LR 0.3`. `budget`: the study's epochs, for a trial that has not yet
+    recorded its own length; `lr=False`: without the LR (the live table's narrow rows)."""
+    r = record.of(trial)
+    fixed = r.fixed
+    role = "" if not contest else (r.stage or "race") if fixed is not None else "shape"
+    label = r.label if fixed is not None and r.label else record.family_of(trial)
+    epochs = r.epochs or budget
+    peak = (fixed or r.schedule or {}).get("lr", r.lr)
+    out = f"{role} {label}" if role else label
+    if epochs:
+        out += f" at {epochs} epoch{'' if epochs == 1 else 's'}"
+    if lr and isinstance(peak, (int, float)):
+        out += f", LR {lr_text(peak)}"
+    if role == "race" and r.seed is not None:
+        out += f", seed {r.seed}"
+    return out
 
 
 def interruption(trials: Sequence[int]) -> str:
@@ -75,19 +107,24 @@ def notify(progress: Any, hook: str, *args: Any) -> None:
 
 
 class _Running(NamedTuple):
-    trial: Any  # optuna.Trial (its params are read for the family) or None
+    trial: Any  # optuna.Trial (its record and params are read for what it runs) or None
     started: float
     epoch: int  # epochs trained so far
     val_acc: float | None
-    family: str
+    what: str | None  # what it runs (`what_ran`); None before its record or params say
     last: float  # when its latest epoch ended (or it started)
     worker: str | None = None  # the worker process training it (`--jobs`): its pid here
     timed: bool = False  # began after this run's first epoch: its start-up is a trial's own
+    epochs: int | None = None  # its length (a contest's reference runs at each horizon)
 
 
 class Progress:
+    """`leader(study)`: where a contest stands and who leads it at the study's length, one line
+    (the CLI passes the contest's standing; None: the best trial, a plain search's answer)."""
+
     def __init__(self, live: bool | None = None, stream: Any = None,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Any = time.monotonic,
+                 leader: Callable[[optuna.Study], str | None] | None = None) -> None:
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self.clock = clock
@@ -98,6 +135,9 @@ class Progress:
         self.done = {"complete": 0, "pruned": 0}
         self.best: tuple[float, str, int] | None = None  # value, family, trial number
         self.goal = Goal()  # the study's (start): which value is best, and its name
+        self.contest = False  # the study runs a contest (start): its runs have roles
+        self.leader = leader
+        self.standing: str | None = None  # `leader`'s line, as of the last finished trial
         self.last = ""
         self.phase_text, self.phase_since = "starting", self.started
         self.running: dict[int, _Running] = {}
@@ -131,9 +171,13 @@ class Progress:
         defaults = sum(1 for t in trials if record.of(t).default)
         prior = pace.pruner_prior(getattr(study, "pruner", None), budget or 1,
                                   max(target, len(finished)), study.study_name, defaults)
+        standing = self.leader(study) if self.leader is not None else None
         with self._lock:
             self.study = study
             self.goal = Goal.of_study(study)
+            self.contest = isinstance(
+                (record.study_of(study).get(record.Study.IDENTITY) or {}).get("contest"), dict)
+            self.standing = standing
             self.name, self.target, self.budget = study.study_name, target, budget
             self.prior = prior
             self.stored_pace = pace.measure(finished)
@@ -165,16 +209,17 @@ class Progress:
         since it began, where it is seen late (read from the store)."""
         with self._lock:
             began = self.clock() - ago
-            self.running[trial.number] = _Running(trial, began, 0, None, _family(trial), began,
-                                                  worker, bool(self.epoch_times))
+            what = self._what(trial)
+            self.running[trial.number] = _Running(trial, began, 0, None, what, began, worker,
+                                                  bool(self.epoch_times), self._length(trial))
         self._read_work()
 
     def epoch(self, number: int, epoch: int, val_acc: float | None) -> None:
         """Trial `number` has trained `epoch` epochs (1..N, as the pruner's steps count)."""
         now = self.clock()
         with self._lock:
-            old = self.running.get(number) or _Running(None, now, 0, None, "?", now)
-            family = old.family if old.family != "?" else _family(old.trial)
+            old = self.running.get(number) or _Running(None, now, 0, None, None, now)
+            what = self._what(old.trial) or old.what  # a sampled trial's family is known now
             seconds = (now - old.last) / max(1, epoch - old.epoch)
             if old.epoch:  # its last epoch was seen here
                 self.epoch_seconds.append(seconds)
@@ -183,8 +228,9 @@ class Progress:
                 alone = len(self.running) == 1 and self.side_by_side == 1
                 since = self.epoch_times[-1] if alone else old.last
                 self.first_seconds.append((now - since) / max(1, epoch))
-            self.running[number] = old._replace(epoch=epoch, val_acc=val_acc, family=family,
-                                                last=now)
+            self.running[number] = old._replace(epoch=epoch, val_acc=val_acc, what=what,
+                                                last=now,
+                                                epochs=self._length(old.trial) or old.epochs)
             self.epoch_times.append(now)
 
     def track(self, trials: Sequence[FrozenTrial], now: datetime | None = None) -> None:
@@ -198,6 +244,9 @@ class Progress:
                 ago = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
                 worker = (record.worker_of(t) or "?").removeprefix(HOST)
                 self.trial_started(t, max(0.0, ago), worker)
+            else:  # the newest read: what it runs is recorded once it has started
+                with self._lock:
+                    self.running[t.number] = self.running[t.number]._replace(trial=t)
             reached = record.epochs_trained(t)
             if reached > self.running[t.number].epoch:
                 values = t.intermediate_values
@@ -205,21 +254,24 @@ class Progress:
 
     def trial_finished(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._read_work(study)
+        standing = self.leader(study) if self.leader is not None else None
         with self._lock:
             self.running.pop(trial.number, None)
             self._count(trial)
-            family = record.family_of(trial)
+            if standing is not None:
+                self.standing = standing
             value = "-" if trial.value is None else f"{trial.value:.4f}"
             r = record.of(trial)
             reason = r.end_reason or trial.state.name.lower()
             reached = record.epochs_trained(trial)
-            at = f" after epoch {self._of(reached)}" if trial.state == TrialState.PRUNED else ""
+            at = (f" after epoch {self._of(reached, self._length(trial))}"
+                  if trial.state == TrialState.PRUNED else "")
             if trial.state == TrialState.PRUNED and trial.value is None and reached:
                 curve = r.metric_curve(self.goal.metric) or [None]
                 value = f"{curve[-1]:.4f}" if isinstance(curve[-1], float) else "-"
-            self.last = (f"trial {trial.number} {family}: {self.goal.metric} {value} "
-                         f"({reason}{at})")
-            line = (f"[{self._finished()}/{self.target}] {self.last}; best {self._best()}; "
+            what = what_ran(trial, self.contest, self.budget)
+            self.last = f"trial {trial.number} {what}: {self.goal.metric} {value} ({reason}{at})"
+            line = (f"[{self._finished()}/{self.target}] {self.last}; {self._best()}; "
                     f"{self._eta_text()}")
         if not self.live:
             print(line, file=self.stream, flush=True)
@@ -243,14 +295,40 @@ class Progress:
     def _finished(self) -> int:
         return self.done["complete"] + self.done["pruned"]
 
-    def _of(self, n: int) -> str:
-        return f"{n}/{self.budget}" if self.budget else str(n)
+    def _of(self, n: int, epochs: int | None = None) -> str:
+        """Epoch `n` of the run's length (`epochs`; else the study's)."""
+        length = epochs or self.budget
+        return f"{n}/{length}" if length else str(n)
+
+    def _length(self, trial: Any) -> int | None:
+        """The epochs a trial trains: its record's (a contest's shorter horizons), else the
+        study's."""
+        try:
+            return record.of(trial).epochs if trial is not None else None
+        except RuntimeError:  # its user attrs changed while copied (another thread)
+            return None
+
+    def _what(self, trial: Any) -> str | None:
+        """A running trial's `what_ran` (its LR shows once it has finished); None before its
+        family is known (a sampled trial before its suggestion) or while another thread
+        changes the trial's dicts."""
+        if trial is None:
+            return None
+        try:
+            what = what_ran(trial, self.contest, self.budget, lr=False)
+        except RuntimeError:  # the params dict changed size while copied (another thread)
+            return None
+        return None if what.split(" at ", 1)[0].endswith(record.UNKNOWN) else what
 
     def _best(self) -> str:
+        """What leads: a contest's standing at the study's length (`leader`), never a shorter
+        run; a plain search's best trial."""
+        if self.standing is not None:
+            return self.standing
         if self.best is None:
-            return "-"
+            return "best -"
         value, family, number = self.best
-        return f"{value:.4f} {family} (trial {number})"
+        return f"best {value:.4f} {family} (trial {number})"
 
     def measured_pace(self) -> pace.Pace | None:
         """Seconds an epoch and a trial's start take, as measured so far (search.pace)."""
@@ -325,16 +403,17 @@ class Progress:
             if not self.epoch_times and not self.running and self._finished() < self.target:
                 out.append(f"  {self.phase_text} ... {duration(now - self.phase_since)}")
             for number, r in sorted(self.running.items()):
-                family = r.family if r.family != "?" else _family(r.trial)
                 if r.epoch:
                     acc = f"  val acc {r.val_acc:.4f}" if r.val_acc is not None else ""
-                    what = f"epoch {self._of(r.epoch)} done{acc}"
+                    doing = f"epoch {self._of(r.epoch, r.epochs)} done{acc}"
                 else:
-                    what = "starting (loading data, building the model)"
+                    doing = "starting (loading data, building the model)"
                 who = "running" if r.worker is None else f"worker {r.worker}"
-                out.append(f"  {who} trial {number} {family}: {what}  "
+                what = (r.what or self._what(r.trial)  # not yet sampled: a contest's shape
+                        or ("shape" if self.contest else record.UNKNOWN))
+                out.append(f"  {who} trial {number} {what}: {doing}  "
                            f"{duration(now - r.started)}")
-            out.append(f"  best {self._best()}")
+            out.append(f"  {self._best()}")
             if self.last:
                 out.append(f"  last {self.last}")
             return out
@@ -350,14 +429,7 @@ class _Panel:
         return Text.from_markup("\n".join(self.progress.lines()))
 
 
+
 def _epochs(e: float) -> str:
     """A stage's epochs a run: whole, or the pruner's expectation (~3.8)."""
     return f"{e:g}" if e == int(e) else f"~{e:.1f}"
-
-
-def _family(trial: Any) -> str:
-    """The family of a live optuna.Trial once suggested; "?" before (or without a trial)."""
-    try:
-        return record.family_of(trial)
-    except RuntimeError:  # the params dict changed size while copied (another thread)
-        return "?"

@@ -19,9 +19,15 @@ import torch
 from objectives.optimizers import by_class
 from search import schedules
 from search.goal import Goal
+from search.progress import lr_text
 from search.stats import Validation
 
-__all__ = ["STEP_WORDS", "Recommendation", "optimizer_call", "optimizer_line"]
+__all__ = ["LR_KEYS", "STEP_WORDS", "Recommendation", "lr_shown", "optimizer_call",
+           "optimizer_line"]
+
+# The kwargs that are LRs (the optimizer's; a scheduler's peak and floor): the text shows them
+# rounded (search.progress.lr_text), the code exactly (schedules.lit).
+LR_KEYS = ("lr", "max_lr", "eta_min", "min_lr")
 
 STEP_WORDS = {
     schedules.EPOCH: ("epoch", "call scheduler.step() once after each epoch"),
@@ -51,6 +57,9 @@ class Recommendation:
     standing: Any = None  # search.contest.standing.Standing, where the study runs a contest
     transfer: Any = None  # search.contest.law.Transfer: how the LR was carried to `epochs`
     goal: Goal = Goal()  # what the study optimises (its metric's name, which way is better)
+    unfinished: str = ""  # where an unfinished contest stands ("" where decided, or a plain
+    # search): this is its leader so far, and every form says so (`outcome`)
+    asked: str = ""  # `best --trial N`: what that trial ran (search.progress.what_ran)
 
     @property
     def lr(self) -> float:
@@ -77,24 +86,26 @@ class Recommendation:
     def schedule_free_note(self) -> str:
         lr = self.optimizer.get("lr")
         scale = by_class(str(self.optimizer.get("name"))).lr_range
-        return (f"{lr:.4g} is the schedule-free optimizer's own LR; its authors use {scale} the "
-                "LR of the same optimizer with a schedule, and this one was tuned on the "
-                "validation split")
+        return (f"{lr_text(lr)} is the schedule-free optimizer's own LR; its authors use "
+                f"{scale} the LR of the same optimizer with a schedule, and this one was tuned "
+                "on the validation split")
 
     def scheduler_code(self) -> str:
         """The scheduler as the trial built it (search.schedules.codegen: its construction)."""
         return schedules.code(self.family, self.kwargs, self.warmup)
 
     def outcome(self) -> str:
+        """Its score in words; an unfinished contest's leader says it is one so far."""
+        so_far = f"; the contest is unfinished: {self.unfinished}" if self.unfinished else ""
         lead = self.standing.leader if self.standing is not None else None
         name = self.goal.name()
         if lead is not None and lead.n > 1:
             return (f"{name} {self.goal.text(lead.mean)} ± {lead.std:.4f} (mean ± std over "
-                    f"{lead.n} seeds)")
+                    f"{lead.n} seeds){so_far}")
         acc = f"no {name}" if self.value is None else f"{name} {self.value:.4f}"
         if self.state == "PRUNED":
             return f"pruned after {self.epochs_trained} of {self.searched_epochs} epochs ({acc})"
-        return acc
+        return acc + so_far
 
     def optimizer_code(self) -> str:
         """The optimizer the trial trained with, as torch received it, on `params`."""
@@ -218,6 +229,15 @@ def optimizer_call(o: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def optimizer_line(o: dict[str, Any]) -> str:
-    """One line: `AdamW lr=0.003 betas=(0.9, 0.999) eps=1e-08 weight_decay=0.05`."""
+    """One line for people: `AdamW lr=0.003 betas=(0.9, 0.999) eps=1e-08 weight_decay=0.05`
+    (the LR rounded, `lr_shown`; the code prints it exactly)."""
     name, kwargs = optimizer_call(o)
-    return " ".join([name.rsplit(".", 1)[1], *(f"{k}={_lit(v)}" for k, v in kwargs.items())])
+    return " ".join([name.rsplit(".", 1)[1],
+                     *(f"{k}={_lit(v)}" for k, v in lr_shown(kwargs).items())])
+
+
+def lr_shown(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` for a line people read: each LR (LR_KEYS) rounded as `lr_text` shows it, the
+    rest as they are (a gamma rounded would be another schedule)."""
+    return {k: float(lr_text(v)) if k in LR_KEYS and isinstance(v, float) else v
+            for k, v in kwargs.items()}

@@ -84,8 +84,8 @@ def test_eta_uses_the_pruning_rate_so_far_and_the_measured_epoch_time():
     scale = (pace.PRIOR_WEIGHT * 4 + 6) / (pace.PRIOR_WEIGHT * 4 + 8)
     # trial 2's epochs left, then 3 trials still to start, at 5 s an epoch
     assert p.eta() == pytest.approx((4 * scale - 2 + 3 * 4 * scale) * 5.0)
-    assert "running trial 2 StepLR: epoch 2/4 done  val acc 0.7000  1m25s" in "\n".join(
-        p.lines())
+    assert ("running trial 2 StepLR at 4 epochs: epoch 2/4 done  val acc 0.7000  1m25s"
+            in "\n".join(p.lines()))
     assert "best 0.9000 Constant (trial 0)" in p.lines()[-1]
     assert "finished 2/6 (1 complete, 1 pruned)" in p.lines()[0]
 
@@ -234,11 +234,11 @@ def test_piped_output_is_one_line_per_trial_with_the_eta():
     p.epoch(1, 1, 0.4)
     p.trial_finished(study, _trial(1, TrialState.PRUNED, None, 1, "Constant"))
     lines = out.getvalue().splitlines()
-    assert lines[0] == ("[1/3] trial 0 StepLR: val_acc 0.8000 (complete); best 0.8000 StepLR "
-                        "(trial 0); ETA 16s")  # 2 trials x 4 epochs x 2 s
+    assert lines[0] == ("[1/3] trial 0 StepLR at 4 epochs: val_acc 0.8000 (complete); best "
+                        "0.8000 StepLR (trial 0); ETA 16s")  # 2 trials x 4 epochs x 2 s
     # 5 epochs trained of 8 expected (shrunk toward the prior): 1 trial left, 2 s an epoch
-    assert lines[1] == ("[2/3] trial 1 Constant: val_acc 0.5000 (pruned after epoch 1/4); best "
-                        "0.8000 StepLR (trial 0); ETA 7s")
+    assert lines[1] == ("[2/3] trial 1 Constant at 4 epochs: val_acc 0.5000 (pruned after epoch "
+                        "1/4); best 0.8000 StepLR (trial 0); ETA 7s")
     assert len(lines) == 2  # no start-up or epoch chatter when piped
 
 
@@ -251,7 +251,50 @@ def test_start_up_phase_is_shown_until_the_first_epoch():
     assert "loading data ... 1m21s" in "\n".join(p.lines())
     p.trial_started(FakeTrial(0, "StepLR"))
     text = "\n".join(p.lines())
-    assert "running trial 0 StepLR: starting" in text and "loading data ..." not in text
+    assert "running trial 0 StepLR at 4 epochs: starting" in text
+    assert "loading data ..." not in text
+
+
+def _fixed(number, state, stage, label, epochs, lr, seed=0):
+    """A contest's fixed run as its record has it (search.contest.policy enqueues it)."""
+    attrs = {"fixed_schedule": {"family": "Constant", "params": {}, "lr": lr}, "stage": stage,
+             "label": label, "epochs": epochs, "seed": seed,
+             "val_acc_curve": [0.8] * (epochs if state == TrialState.COMPLETE else 1)}
+    return optuna.trial.FrozenTrial(
+        number=number, state=state, value=0.8 if state == TrialState.COMPLETE else None,
+        datetime_start=None, datetime_complete=None, params={}, distributions={},
+        user_attrs=attrs, system_attrs={}, trial_id=number, intermediate_values={})
+
+
+def test_a_contest_run_is_named_by_its_role_label_and_length_and_best_is_the_standing():
+    """Each line names a contest run's role, label, own length (not the study's) and LR as its
+    record says; "best" is what the `leader` callback (the CLI: the contest's standing at the
+    study's length) says, not the best single run."""
+    from search import record
+
+    clock, out = Clock(), io.StringIO()
+    p = Progress(live=False, stream=out, clock=clock,
+                 leader=lambda study: f"leader: {len(study.trials)} trials read")
+    study = _study()
+    study.set_user_attr(record.Study.IDENTITY, {"contest": {"shape_trials": 6}})
+    p.start(study, target=3)
+    assert p.lines()[-1] == "  leader: 0 trials read"
+    p.trial_started(_fixed(0, TrialState.RUNNING, "reference", "linear to zero", 1, 0.1 / 3))
+    assert "running trial 0 reference linear to zero at 1 epoch: starting" in "\n".join(
+        p.lines())
+    clock.now += 2
+    p.epoch(0, 1, 0.8)
+    assert "trial 0 reference linear to zero at 1 epoch: epoch 1/1 done" in "\n".join(p.lines())
+    p.trial_finished(study, _fixed(0, TrialState.COMPLETE, "reference", "linear to zero", 1,
+                                   0.1 / 3))
+    p.trial_started(_fixed(1, TrialState.RUNNING, "race", "schedule-free SGD", 4, 1.0, seed=2))
+    p.trial_finished(study, _fixed(1, TrialState.COMPLETE, "race", "schedule-free SGD", 4, 1.0,
+                                   seed=2))
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[1/3] trial 0 reference linear to zero at 1 epoch, LR 0.03333: "
+                               "val_acc 0.8000 (complete); leader: 0 trials read; ")
+    assert lines[1].startswith("[2/3] trial 1 race schedule-free SGD at 4 epochs, LR 1, seed 2: "
+                               "val_acc 0.8000 (complete); leader: 0 trials read; ")
 
 
 TMUX = shutil.which("tmux")
@@ -266,7 +309,8 @@ def test_live_display_in_a_terminal_during_a_tiny_run(tmp_path):
     study = write_study(tmp_path, "live", trials=3, epochs=3, sleep=2.0)
     session = f"t{uuid.uuid4().hex[:8]}"
     pythonpath = ENV["PYTHONPATH"]
-    cmd = (f"cd {tmp_path} && PYTHONPATH={pythonpath} {sys.executable} -m search run "
+    # COLUMNS: the pane's width (one inherited from the caller would make rich wrap the rows)
+    cmd = (f"cd {tmp_path} && COLUMNS=160 PYTHONPATH={pythonpath} {sys.executable} -m search run "
            f"--study {study} --storage sqlite:///{tmp_path}/s.db; sleep 30")
     subprocess.run([TMUX, "new-session", "-d", "-s", session, "-x", "160", "-y", "20", cmd],
                    check=True)
@@ -316,12 +360,13 @@ def test_worker_processes_trials_are_read_from_the_store():
 
     p.track([running(0, 4242, 1, 65), running(1, 4343, 0, 3)], now)
     text = "\n".join(p.lines())
-    assert "worker 4242 trial 0 StepLR: epoch 1/4 done  val acc 0.6000  1m05s" in text
-    assert "worker 4343 trial 1 StepLR: starting" in text and "starting ..." not in text
+    assert "worker 4242 trial 0 StepLR at 4 epochs: epoch 1/4 done  val acc 0.6000  1m05s" in text
+    assert "worker 4343 trial 1 StepLR at 4 epochs: starting" in text
+    assert "starting ..." not in text
     clock.now += 10
     p.track([running(0, 4242, 2, 75), running(1, 4343, 1, 13)], now + timedelta(seconds=10))
-    assert "worker 4242 trial 0 StepLR: epoch 2/4 done  val acc 0.7000  1m15s" in "\n".join(
-        p.lines())
+    assert ("worker 4242 trial 0 StepLR at 4 epochs: epoch 2/4 done  val acc 0.7000  1m15s"
+            in "\n".join(p.lines()))
     # an epoch: trial 0's second; a start: trial 1 began 13 s before its first epoch ended
     assert p.measured_pace() == pace.Pace(10.0, 3.0)
     # epochs left: 2 + 3 of the running ones, 2 trials x 4 to start, 2 side by side
@@ -336,11 +381,13 @@ def test_live_display_shows_each_workers_trial(tmp_path):
 
     study = write_study(tmp_path, "live", trials=6, epochs=4, sleep=2.0)
     session = f"t{uuid.uuid4().hex[:8]}"
-    cmd = (f"cd {tmp_path} && PYTHONPATH={ENV['PYTHONPATH']} {sys.executable} -m search run "
+    cmd = (f"cd {tmp_path} && COLUMNS=160 PYTHONPATH={ENV['PYTHONPATH']} {sys.executable} -m "
+           f"search run "
            f"--study {study} --storage sqlite:///{tmp_path}/s.db --jobs 2; sleep 30")
     subprocess.run([TMUX, "new-session", "-d", "-s", session, "-x", "160", "-y", "20", cmd],
                    check=True)
-    line = re.compile(r"worker (\d+) trial \d+ \w+: epoch \d/4 done  val acc [\d.]+  \d+s")
+    line = re.compile(r"worker (\d+) trial \d+ \w+ at 4 epochs: epoch \d/4 done  val acc "
+                      r"[\d.]+  \d+s")
     workers: set[str] = set()
     screen = ""
     try:

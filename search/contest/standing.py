@@ -3,7 +3,10 @@ tuned reference on shared validation seeds, who is within noise, the LR bands, a
 
 `standing(study)` is the one function that names the recommendation of a contest study;
 `best`, `studies`, the report, its figures and `validate` all ask it. Everything here is on
-the validation split (the test split is `validate`'s, and chooses nothing).
+the validation split (the test split is `validate`'s, and chooses nothing). The
+recommendation is chosen among runs of the study's length only: until one has finished there
+is none, and every reader says where the contest stands instead (`stage`, `pending`,
+`headline`).
 """
 
 from __future__ import annotations
@@ -14,16 +17,63 @@ from functools import cached_property
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from search import record, stats
+from search.config import ContestConfig
 from search.contest import law as lr_law
 from search.contest import race as racing
 from search.contest.contenders import REFERENCES, at_edge
-from search.contest.state import Contender, Grid, Settings, State, derive
+from search.contest.state import (
+    RACE,
+    REFERENCE,
+    SHAPE,
+    Contender,
+    Grid,
+    Run,
+    Settings,
+    State,
+    derive,
+)
 from search.goal import Goal
+from search.progress import lr_text
 from search.stats import json_number as _num
 
-__all__ = ["Standing", "standing"]
+__all__ = ["Stage", "Standing", "standing"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where a contest stands: its stage and how far it has come, for every reader's line."""
+
+    name: str  # REFERENCE (the LR grids), SHAPE (the shapes searched) or RACE
+    horizon: int  # the epochs its runs train: the grids' horizon now, else the search's length
+    lengths: tuple[int, ...]  # the horizons, shortest first, the search's length last
+    done: int  # its runs finished (reference runs, shape trials, race runs)
+    planned: int  # the runs it takes as planned so far (the race: 0, as many as it needs)
+    running: bool  # a run of the contest is in flight
+    decided: bool  # the race is decided
+
+    def text(self) -> str:
+        """"tuning the references at 4 of 2, 4, 8 epochs: 23 of about 47 reference runs"."""
+        if self.name == REFERENCE:
+            at = (f"{self.horizon} of {', '.join(map(str, self.lengths))}"
+                  if len(self.lengths) > 1 else str(self.horizon))
+            return (f"tuning the references at {at} epochs: {self.done} of about "
+                    f"{self.planned} reference runs")
+        if self.name == SHAPE:
+            return (f"searching shapes at {self.lengths[-1]} epochs: {self.done} of "
+                    f"{self.planned} shape trials")
+        runs = _count(self.done, "race run")
+        if self.decided:
+            return f"race decided after {runs}"
+        if self.running:
+            return f"race running: {runs} so far"
+        return f"race not decided after {runs}" if self.done else "race starting"
+
+    def fields(self) -> dict[str, Any]:
+        return {"name": self.name, "horizon": self.horizon, "horizons": list(self.lengths),
+                "done": self.done, "planned": self.planned, "text": self.text()}
 
 
 @dataclass(frozen=True)
@@ -152,8 +202,9 @@ class Standing:
     def verdict(self) -> str:
         lead = self.leader
         if lead is None:
-            return "nothing has finished yet"
+            return self.pending()
         sure = "" if self.decided else (
+            " (so far: the race has not begun)" if not self.state.racing else
             " (so far: the race is running)" if self.state.running else
             " (so far: the budget ended before the race was decided; run again with more "
             "--trials to finish it)")
@@ -198,32 +249,98 @@ class Standing:
             out.append(f"behind it: {', '.join(lost)}")
         return out
 
+    @cached_property
+    def stage(self) -> Stage:
+        """Which stage the contest is in and how far it has come (a reader's view: the race
+        has begun once a race run exists, or the shapes are searched and nothing runs)."""
+        st = self.state
+        lengths = st.settings.lengths
+        running = bool(st.running)
+        if st.racing:
+            done = sum(1 for r in st.runs if r.stage == RACE and r.finished)
+            return Stage(RACE, lengths[-1], lengths, done, 0, running, self.decided)
+        if st.shapes:
+            done = sum(1 for r in st.shapes if r.state in (TrialState.COMPLETE,
+                                                            TrialState.PRUNED))
+            return Stage(SHAPE, lengths[-1], lengths, done, st.settings.shape_trials, running,
+                         False)
+        refs = [r for r in st.runs if r.stage == REFERENCE]
+        horizon = max((r.horizon for r in refs), default=lengths[0])
+        done = sum(1 for r in refs if r.finished)
+        busy = sum(1 for r in refs if r.state == TrialState.RUNNING)
+        return Stage(REFERENCE, horizon, lengths, done,
+                     max(_planned_references(st), done + busy), running, False)
+
+    @property
+    def budget(self) -> int:
+        """The search's length: the recommendation is chosen among runs of this length."""
+        return self.state.settings.lengths[-1]
+
+    def leading_short(self) -> tuple[Run, int] | None:
+        """Before any run at the search's length has finished: the best reference run at the
+        longest horizon reached so far, and that horizon (shown as what exists, never as the
+        answer)."""
+        best: tuple[Run, int] | None = None
+        for by_h in self.state.ladder.values():
+            for h, g in by_h.items():
+                b = g.best
+                if b is not None and (best is None or (h, b.score) > (best[1], best[0].score)):
+                    best = (b, h)
+        return best
+
+    def pending(self) -> str:
+        """One line: why there is no recommendation yet (no run at the search's length has
+        finished), with the stage and how far it has come."""
+        return (f"study {self.study!r} has no recommendation yet: its contest is "
+                f"{self.stage.text()}, and its answer is chosen among runs of "
+                f"{_count(self.budget, 'epoch')}, the study's length")
+
+    def headline(self) -> str:
+        """Who leads at the search's length and where the contest stands, in one line (the
+        live line, `studies`, the end of `run`)."""
+        lead, goal, stage = self.leader, self.goal, self.stage.text()
+        if lead is None:
+            return f"no recommendation yet ({stage})"
+        if not self.state.racing:
+            which = ("" if lead.label.startswith(f"trial {lead.source_trial} ")
+                     else f", trial {lead.source_trial}")
+            return (f"leader so far {lead.label} at {_count(self.budget, 'epoch')}: "
+                    f"{goal.metric} {goal.text(lead.mean)}{which} ({stage})")
+        who = "recommended" if self.decided else "leader"
+        return (f"{who} {lead.label}: {goal.metric} {goal.text(lead.mean)} mean of "
+                f"{_count(lead.n, 'seed')} ({stage})")
+
     def lines(self) -> list[str]:
         """The contest for people, indented to sit in `best`'s output."""
-        st, lead = self.state, self.leader
+        st, lead, goal = self.state, self.leader, self.goal
         if lead is None:
-            return ["  contest  : no contender has finished a run yet"]
-        stage = ("race decided" if self.decided else
-                 "race not decided" if st.racing and not st.running else
-                 "race running" if st.racing else "tuning the references and searching shapes")
-        goal = self.goal
-        out = [f"  contest  : {stage}; seed noise {st.race.sigma:.4f} (sd of one run); "
-               f"validation split; {goal.metric}, {goal.better} is better"]
+            out = [f"  contest  : {self.stage.text()}; validation split; {goal.metric}, "
+                   f"{goal.better} is better"]
+            short = self.leading_short()
+            if short is None:
+                return out + ["  so far   : no run has finished yet"]
+            run, h = short
+            return out + [f"  so far   : leading reference at {_count(h, 'epoch')}: {run.label}, "
+                          f"LR {lr_text(run.lr)}, {goal.name()} {goal.text(run.score)} (trial "
+                          f"{run.number}); a {h}-epoch run, not the answer: that is chosen "
+                          f"among runs of {_count(self.budget, 'epoch')}, the study's length"]
+        out = [f"  contest  : {self.stage.text()}; seed noise {st.race.sigma:.4f} (sd of one "
+               f"run); validation split; {goal.metric}, {goal.better} is better"]
         out.append(f"    {'#':>2}  {'contender':<40} {'role':<10} {goal.short():<17} seeds  LR")
         ranked = [lead] + [g.contender for g in self.gaps]
         for i, c in enumerate(ranked, start=1):
             acc = (f"{goal.text(c.mean)} ± {c.std:.4f}" if c.n > 1 else goal.text(c.mean))
             out.append(f"    {i:>2}  {c.label[:40]:<40} {c.role:<10} {acc:<17} {c.n:<5}  "
-                       f"{c.schedule.get('lr', math.nan):.3g}")
+                       f"{lr_text(c.schedule.get('lr', math.nan))}")
         out.append(f"  verdict  : {self.verdict()}")
         out += [f"  mattered : {line}" for line in self.mattered()]
         for g in st.grids.values():
             band = self.lr_band(g)
             if band is not None:
                 lo, hi, best = band
-                span = f"{lo:.3g}" if lo == hi else f"{lo:.3g} to {hi:.3g}"
+                span = lr_text(lo) if lo == hi else f"{lr_text(lo)} to {lr_text(hi)}"
                 out.append(f"  LR band  : {g.label}: {span} within noise of its best "
-                           f"({best:.3g}; {len(g.scored)} LRs tried)")
+                           f"({lr_text(best)}; {len(g.scored)} LRs tried)")
         for label, edge in self.untuned:
             out.append(f"  not tuned: {label}: its best LR is the {edge}est tried, and the "
                        "study's LR range stops the grid there (widen `space.lr`)")
@@ -231,7 +348,7 @@ class Standing:
             out.append(f"  stopped  : {label} at {h} epochs, {goal.gap(behind)} behind the "
                        "best reference there (not tuned at longer horizons)")
         for law in self.laws.values():
-            lrs = ", ".join(f"{lr:.3g}" for lr in law.lrs)
+            lrs = ", ".join(lr_text(lr) for lr in law.lrs)
             out.append(f"  LR*      : {law.label}: {lrs} at {law.horizons} epochs; beta "
                        f"{law.beta:.2f} [{law.beta_low:.2f}, {law.beta_high:.2f}]"
                        f"{' (flat)' if law.flat else ''}"
@@ -257,6 +374,7 @@ class Standing:
             "metric": goal.metric,
             "direction": goal.direction,
             "decided": self.decided,
+            "stage": self.stage.fields(),
             "seed_noise": _num(self.state.race.sigma),
             "recommendation": one(lead) if lead is not None else None,
             "contenders": [one(g.contender) | {"gap": _num(g.gap), "shared_seeds": g.n,
@@ -280,6 +398,36 @@ class Standing:
 
 def _seeds(n: int) -> str:
     return "1 seed" if n == 1 else f"{n} shared seeds"
+
+
+def _count(n: int, what: str) -> str:
+    """"1 epoch", "2 epochs"."""
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _planned_references(st: State) -> int:
+    """The reference runs the grids take as planned so far: every reference's grid at every
+    horizon, its first points (the first reference's wider at the first horizon) or as many
+    as it has run (a grid extended past an edge). Until the first horizon's grids are done the
+    references are not all known: as many as a contest can have (ContestConfig.REFERENCES)."""
+    lengths = st.settings.lengths
+    first_done = st.racing or bool(st.shapes) or any(
+        r.stage == REFERENCE and r.horizon != lengths[0] for r in st.runs)
+    if first_done:  # every reference has run at the first horizon
+        slots = [s for s in st.ladder if lengths[0] in st.ladder[s]]
+    else:  # those seen, the scheduled ones, and one more (a schedule-free one, where it runs)
+        slots = list(dict.fromkeys([*(ref.slot for ref in REFERENCES), *st.ladder]))
+        slots += [""] * max(0, ContestConfig.REFERENCES - len(slots))
+    total = 0
+    for i, h in enumerate(lengths):
+        for slot in slots:
+            first = (ContestConfig.SCALE_STEPS if i == 0 and slot == REFERENCES[0].slot
+                     else ContestConfig.SHAPE_STEPS)
+            g = st.ladder.get(slot, {}).get(h)
+            ran = {r.grid_step for r in g.runs if r.finished or r.state == TrialState.RUNNING
+                   } if g is not None else set()
+            total += max(len(first), len(ran))
+    return total
 
 
 
