@@ -22,10 +22,12 @@ built-in `objectives.classify.train` and the adapters `objectives.lightning.trai
 
 from __future__ import annotations
 
+import importlib
 import re
+from types import ModuleType
 from typing import Any, Protocol
 
-__all__ = ["Diverged", "Schedule", "Stepper", "UserError", "hide_secrets"]
+__all__ = ["Diverged", "Schedule", "Stepper", "UserError", "hide_secrets", "import_module"]
 
 # user:password@ in any URL; password=... in key-value connection strings (libpq DSNs)
 _URL_SECRET = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@'\"]*:)[^\s@'\"]*@")
@@ -48,6 +50,18 @@ class UserError(ValueError):
     def __init__(self, message: str = "") -> None:
         one_line = " ".join(hide_secrets(str(message)).split())
         super().__init__(one_line)
+
+
+def import_module(name: str, what: str) -> ModuleType:
+    """Import a module a study file names (an objective, a user's classes or functions): a
+    module that is missing or fails on import is one UserError line, `what` naming it
+    ("objective module", "`objective.trainer` = ...: module")."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise UserError(f"{what} {name!r} cannot be imported: {e}") from None
+    except Exception as e:  # SyntaxError, or the module's own code failing on import
+        raise UserError(f"{what} {name!r} fails on import: {type(e).__name__}: {e}") from None
 
 
 class Diverged(RuntimeError):

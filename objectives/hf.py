@@ -46,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import importlib
 import inspect
 import math
 import tempfile
@@ -55,7 +54,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from objectives import Diverged, UserError
+from objectives import Diverged, UserError, import_module
 
 __all__ = ["EXTRA", "OPTIONS", "OWNED_ARGS", "StepPerEpoch", "TRAINS_OPTIMIZERS", "prepare",
            "steps_per_epoch", "train"]
@@ -234,13 +233,7 @@ def load_function(spec: str) -> Callable[..., Any]:
     optional `holdout`)."""
     module_name, _, func_name = spec.partition(":")
     where = f"{_key('trainer')} = {spec!r}"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UserError(f"{where}: module {module_name!r} cannot be imported ({e})") from None
-    except Exception as e:  # SyntaxError, or the module's own code failing on import
-        raise UserError(f"{where}: module {module_name!r} fails on import: "
-                        f"{type(e).__name__}: {e}") from None
+    module = import_module(module_name, f"{where}: module")
     func = getattr(module, func_name, None)
     if func is None:
         raise UserError(f"{where}: module {module_name!r} has no {func_name!r}"

@@ -22,7 +22,6 @@ stored, so a typo or a metric that is never logged is one line, and nothing is s
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import logging
 import math
@@ -34,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from objectives import Diverged, Schedule, UserError
+from objectives import Diverged, Schedule, UserError, import_module
 from objectives.optimizers import OPTIMIZERS
 from objectives.settings import TrainConfig
 
@@ -129,13 +128,7 @@ def _import_class(option: str, spec: str, base: type) -> type:
     module_name, _, name = spec.partition(":")
     if not module_name or not name.isidentifier():
         raise UserError(f'{where} must look like "package.module:ClassName"')
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UserError(f"{where}: module {module_name!r} cannot be imported: {e}") from None
-    except Exception as e:  # SyntaxError, or the module's own code failing on import
-        raise UserError(f"{where}: module {module_name!r} fails on import: "
-                        f"{type(e).__name__}: {e}") from None
+    module = import_module(module_name, f"{where}: module")
     cls = getattr(module, name, None)
     if cls is None:
         raise UserError(f"{where}: module {module_name} has no {name!r}")

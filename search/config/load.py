@@ -18,6 +18,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from objectives import import_module
 from objectives.optimizers import OPTIMIZERS, study_optimizers
 from objectives.settings import TrainConfig
 from search import schedules
@@ -86,13 +87,7 @@ def load_objective(spec: str) -> Callable[..., float]:
         raise UserError(
             f"`objective.function` must look like package.module:function but got {shown(spec)}"
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UserError(f"objective module {module_name!r} cannot be imported: {e}") from None
-    except Exception as e:  # SyntaxError, or the module's own code failing on import
-        raise UserError(f"objective module {module_name!r} fails on import: "
-                        f"{type(e).__name__}: {e}") from None
+    module = import_module(module_name, "objective module")
     func = getattr(module, func_name, None)
     if not callable(func):
         raise UserError(f"objective {spec!r}: {module_name} has no function {func_name!r}")
