@@ -25,7 +25,6 @@ from objectives.optimizers import OPTIMIZERS, nesterov
 from objectives.settings import TrainConfig
 
 __all__ = [
-    "AUGMENT",
     "EVAL_BATCH",
     "SPLIT_SEED",
     "TrainConfig",
@@ -45,13 +44,6 @@ EVAL_BATCH = 1024  # images per forward pass when evaluating
 SCHEDULEFREE_WARMUP = 0.05  # schedule-free SGD warms up linearly over this fraction of steps
 BN_RECALIBRATION_STEPS = 50  # schedule-free: batches that refresh BatchNorm stats before eval
 
-
-
-
-# Augmentation per data set: (padding of the random crop in pixels, random horizontal flip).
-# Fashion-MNIST: a smaller crop for its 28-pixel images, and no flip (its shoes all face left).
-AUGMENT: dict[str, tuple[int, bool]] = {"cifar10": (4, True), "cifar100": (4, True),
-                                        "fashion_mnist": (2, False)}
 
 
 def _devices_here() -> str:
@@ -271,7 +263,7 @@ def train(
     optimizer = make_optimizer(params, cfg, schedule, steps * cfg.epochs)
     free = cfg.optimizer.startswith("schedulefree")
     built = schedule.build(optimizer, steps, cfg.epochs)
-    pad, flip = AUGMENT.get(cfg.dataset, (0, False))
+    pad, flip = spec.crop_pad, spec.flip  # the data set's augmentation (objectives.data)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
     # 3. Epochs: shuffle, then `steps` full batches; validate; step the schedule; report.
