@@ -41,7 +41,6 @@ __all__ = [
 
 SPLIT_SEED = 20240611  # fixed: the validation split must not depend on a trial's seed
 EVAL_BATCH = 1024  # images per forward pass when evaluating
-SCHEDULEFREE_WARMUP = 0.05  # schedule-free SGD warms up linearly over this fraction of steps
 BN_RECALIBRATION_STEPS = 50  # schedule-free: batches that refresh BatchNorm stats before eval
 
 
@@ -65,7 +64,7 @@ def make_optimizer(
     cls = getattr(importlib.import_module(kind.module), kind.name)
     kwargs: dict[str, Any] = {"lr": schedule.lr, "weight_decay": schedule.weight_decay}
     if kind.schedule_free:
-        kwargs["warmup_steps"] = round(SCHEDULEFREE_WARMUP * total_steps)
+        kwargs["warmup_steps"] = kind.warmup_steps(total_steps)
     if kind.adam:  # the schedule's betas where the search drew them
         drawn = (getattr(schedule, "beta1", None), getattr(schedule, "beta2", None))
         betas = tuple(b if b is not None else c for b, c in zip(drawn, cfg.betas, strict=True))
