@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/report.py                 # 2,000 trials, temporary SQLite
     .venv/bin/python benchmarks/report.py --keep /tmp/bench.db   # build once, reuse after
 
-1. A fast synthetic objective runs in memory (no training): the same conditional space
-   (`scheduler` + `<Family>.<arg>` + shared `lr`, `momentum`, `weight_decay`), the same user
-   attrs the runner writes (scheduler_kwargs, lr_curve, lr_trace, val_acc_curve,
+1. A fast synthetic objective runs in memory (no training): the project's conditional space
+   (search.space over every family of the catalog; `lr`, `momentum`, `weight_decay`
+   searched), the exact torch kwargs from schedules.resolve as training records them, the
+   same user attrs the runner writes (scheduler_kwargs, lr_curve, lr_trace, val_acc_curve,
    val_loss_curve, end_reason, interval, epochs, steps_per_epoch, optimizer), pruned and
    failed trials.
 2. The trials are copied into a fresh SQLite store opened the project's way
@@ -33,96 +34,79 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from search import record  # noqa: E402
+from search import record, schedules, space  # noqa: E402
+from search.config import ParamSpec, SpaceConfig  # noqa: E402
 
 EPOCHS, STEPS = 20, 98  # a CIFAR-10 subset budget: 98 steps of 512 per epoch
-FAMILIES = [  # family -> (interval, its own searched parameters as (name, low, high, kind))
-    ("Constant", "epoch", []),
-    ("StepLR", "epoch", [("step_size", 2, 10, "int"), ("gamma", 0.05, 0.7, "log")]),
-    ("MultiStepLR", "epoch", [("n_milestones", 1, 3, "int"), ("milestone_0", 0.2, 0.95, "f"),
-                              ("milestone_1", 0.2, 0.95, "f"), ("milestone_2", 0.2, 0.95, "f"),
-                              ("gamma", 0.05, 0.7, "log")]),
-    ("ExponentialLR", "epoch", [("final_factor", 1e-3, 0.5, "log")]),
-    ("CosineAnnealingLR", "epoch", [("T_max", 10, 20, "int"),
-                                    ("eta_min_factor", 1e-4, 0.1, "log")]),
-    ("ReduceLROnPlateau", "plateau", [("factor", 0.1, 0.7, "f"), ("patience", 0, 4, "int")]),
-    ("OneCycleLR", "iteration", [("pct_start", 0.1, 0.5, "f"), ("div_factor", 5, 100, "log"),
-                                 ("final_div_factor", 10, 1e4, "log")]),
-    ("CosineAnnealingWarmRestarts", "epoch", [("T_0", 2, 10, "int"), ("T_mult", 1, 2, "int"),
-                                              ("eta_min_factor", 1e-4, 0.1, "log")]),
-    ("PolynomialLR", "epoch", [("power", 0.5, 3.0, "f")]),
-    ("InverseTimeDecay", "iteration", [("decay", 1e-5, 1e-1, "log")]),
-    ("WarmupCosine", "iteration", [("warmup_frac", 0.01, 0.3, "f"),
-                                   ("eta_min_factor", 1e-4, 0.1, "log")]),
-    ("WarmupStableDecay", "iteration", [("warmup_frac", 0.01, 0.2, "f"),
-                                        ("decay_frac", 0.1, 0.6, "f"),
-                                        ("end_factor", 1e-3, 0.1, "log")]),
-]
-SPEC = {name: (interval, params) for name, interval, params in FAMILIES}
+# Every family of the catalog, searched as a study searches it (search.space), with searched
+# momentum and weight decay.
+SPACE = SpaceConfig(families=tuple(schedules.SCHEDULES), momentum=ParamSpec(0.8, 0.99),
+                    weight_decay=ParamSpec(1e-5, 1e-3, log=True))
 
 
-def _shape(family: str, p: dict, e: int) -> float:
-    """A plausible LR multiplier at epoch e (the benchmark needs realistic data, not torch)."""
-    x = e / EPOCHS
-    match family:
+def _shape(built: schedules.Built, lr: float, e: int) -> float:
+    """A plausible LR multiplier at epoch e, from the exact torch kwargs (the benchmark needs
+    realistic data, not torch). Counts are in the schedule's own steps: epochs, or optimizer
+    steps for per-iteration families."""
+    kw, x, it = built.kwargs, e / EPOCHS, e * STEPS
+    match built.family:
         case "StepLR":
-            return p["gamma"] ** (e // p["step_size"])
+            return kw["gamma"] ** (e // kw["step_size"])
         case "MultiStepLR":
-            return p["gamma"] ** (e >= round(p["milestone_0"] * EPOCHS))
+            return kw["gamma"] ** sum(e >= m for m in kw["milestones"])
         case "ExponentialLR":
-            return p["final_factor"] ** x
-        case "CosineAnnealingLR" | "WarmupCosine" | "CosineAnnealingWarmRestarts":
-            t = x if family != "CosineAnnealingWarmRestarts" else (e % p["T_0"]) / p["T_0"]
-            warm = min(1.0, x / p["warmup_frac"]) if family == "WarmupCosine" else 1.0
-            return warm * (p["eta_min_factor"] + 0.5 * (1 + math.cos(math.pi * t)))
+            return kw["gamma"] ** e
+        case "CosineAnnealingLR" | "CosineAnnealingWarmRestarts":
+            t = min(1.0, e / kw["T_max"]) if "T_max" in kw else (e % kw["T_0"]) / kw["T_0"]
+            floor = kw["eta_min"] / lr
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        case "WarmupCosine":
+            w, t = kw["warmup_iters"], kw["total_iters"]
+            if it < w:
+                return it / w
+            floor = kw["eta_min"] / lr
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (it - w) / max(1, t - w)))
         case "ReduceLROnPlateau":
-            return p["factor"] ** (e // (p["patience"] + 4))
+            return kw["factor"] ** (e // (kw["patience"] + 4))
         case "OneCycleLR":
-            return (x / p["pct_start"] if x < p["pct_start"] else 1 - x) + 1 / p["div_factor"]
+            return (x / kw["pct_start"] if x < kw["pct_start"] else 1 - x) + 1 / kw["div_factor"]
         case "PolynomialLR":
-            return (1 - x) ** p["power"] + 1e-4
+            return (1 - min(1.0, e / kw["total_iters"])) ** kw["power"] + 1e-4
         case "InverseTimeDecay":
-            return 1 / (1 + p["decay"] * e * STEPS)
+            return 1 / (1 + kw["decay"] * it)
         case "WarmupStableDecay":
-            return min(1.0, x / p["warmup_frac"], max(p["end_factor"], (1 - x) / p["decay_frac"]))
+            w, s, d = kw["warmup_iters"], kw["stable_iters"], kw["decay_iters"]
+            if it < w:
+                return it / w
+            done = min(1.0, max(0, it - w - s) / d)
+            return 1 - done * (1 - kw["end_factor"])
     return 1.0
 
 
-def _kwargs(family: str, p: dict, lr: float) -> dict:
-    """The exact torch kwargs, from the project's catalog (so `best`'s code path runs too)."""
-    try:
-        from search.schedules import SCHEDULES
-
-        return SCHEDULES[family].kwargs(p, lr, EPOCHS, STEPS)
-    except (ImportError, KeyError, TypeError):  # catalog moved on: the figures don't care
-        return dict(p)
+def _resolved(trial: optuna.Trial) -> schedules.Built:
+    """The trial's schedule drawn as search.space draws it, resolved for the budget as
+    training resolves it (schedules.resolve): the exact torch kwargs the runner records, the
+    ones `best` reads back and prints as code."""
+    return schedules.resolve(space.suggest(trial, SPACE, EPOCHS), EPOCHS, STEPS)
 
 
 def objective(trial: optuna.Trial) -> float:
-    """Suggest like search.space, write the attrs like search.runner, 'train' in microseconds."""
-    family = trial.suggest_categorical("scheduler", [f for f, _, _ in FAMILIES])
-    interval, spec = SPEC[family]
-    p = {}
-    for name, low, high, kind in spec:
-        key = f"{family}.{name}"
-        if kind == "int":
-            p[name] = trial.suggest_int(key, low, high)
-        else:
-            p[name] = trial.suggest_float(key, low, high, log=kind == "log")
-    lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
-    momentum = trial.suggest_float("momentum", 0.8, 0.99)
-    wd = trial.suggest_float("weight_decay", 1e-5, 1e-3, log=True)
+    """Suggest with search.space, write the attrs like search.runner, 'train' in microseconds."""
+    built = _resolved(trial)
+    sched = built.schedule
+    assert sched is not None
+    family, lr = built.family, sched.lr
     write = record.Writer(trial)
-    write.built(None, _kwargs(family, p, lr), interval, STEPS, EPOCHS, None)
-    write.optimizer({"name": "SGD", "lr": lr, "momentum": momentum, "nesterov": True,
-                     "weight_decay": wd})
+    write.built(sched.to_dict(), built.kwargs, built.interval, STEPS, EPOCHS, built.warmup)
+    write.optimizer({"name": "SGD", "lr": lr, "momentum": sched.momentum, "nesterov": True,
+                     "weight_decay": sched.weight_decay})
     rng = random.Random(trial.number)
     final = 0.93 - 0.04 * math.log10(lr / 0.08) ** 2 - 0.02 * (family == "Constant")
     final = max(0.1, final + rng.gauss(0, 0.015))
     prune_at = rng.randint(3, 8) if final < 0.86 and rng.random() < 0.7 else None
     lrs, accs, losses = [], [], []
     for e in range(EPOCHS):
-        lrs.append(lr * _shape(family, p, e))
+        lrs.append(lr * _shape(built, lr, e))
         if lr > 0.8 and e == 2:  # too hot: the loss blows up, as the runner records it
             losses.append(None)
             accs.append(None)
@@ -138,7 +122,7 @@ def objective(trial: optuna.Trial) -> float:
     # as the runner keeps it; a pruned trial's stops where it stopped.
     every = math.ceil(EPOCHS * STEPS / 256)
     write.epoch(lrs, {"val_acc": accs, "val_loss": losses}, (every, [
-        lr * _shape(family, p, step // STEPS) for step in range(0, len(lrs) * STEPS, every)]))
+        lr * _shape(built, lr, step // STEPS) for step in range(0, len(lrs) * STEPS, every)]))
     if record.of(trial).end_reason is not None:
         raise optuna.TrialPruned()
     if rng.random() < 0.01:

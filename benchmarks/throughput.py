@@ -82,11 +82,11 @@ def example_loop(cfg: config.StudyConfig, url: str, n: int, loader_workers: int)
     t = cfg.train
     device = classify.resolve_device(t.device)
     split = classify.split(t)
-    pad, flip = classify.AUGMENT.get(t.dataset, (0, False))
-    args = (split.mean, split.std)
-    train_set = PerSampleDataset(split.train_x, split.train_y, *args, pad, flip, train=True)
-    val_set = PerSampleDataset(split.val_x, split.val_y, *args, 0, False, train=False)
     spec = data.dataset(t.dataset)
+    args = (split.mean, split.std)
+    train_set = PerSampleDataset(split.train_x, split.train_y, *args, spec.crop_pad, spec.flip,
+                                 train=True)
+    val_set = PerSampleDataset(split.val_x, split.val_y, *args, 0, False, train=False)
 
     def objective(trial: optuna.Trial) -> float:
         schedule = space.suggest(trial, cfg.space, t.epochs)

@@ -93,11 +93,10 @@ class PerSampleDataset(torch.utils.data.Dataset):
 
 def baseline(cfg: classify.TrainConfig, args, storage) -> tuple[Timing, Callable]:
     split = classify.split(cfg)  # the same images as ours
-    pad, flip = classify.AUGMENT[cfg.dataset]
-    train_set = PerSampleDataset(split.train_x, split.train_y, split.mean, split.std, pad, flip,
-                                 True)
-    val_set = PerSampleDataset(split.val_x, split.val_y, split.mean, split.std, 0, False, False)
     spec = data.dataset(cfg.dataset)
+    train_set = PerSampleDataset(split.train_x, split.train_y, split.mean, split.std,
+                                 spec.crop_pad, spec.flip, True)
+    val_set = PerSampleDataset(split.val_x, split.val_y, split.mean, split.std, 0, False, False)
     device = classify.resolve_device(cfg.device)
     timing = Timing()
 

@@ -25,7 +25,6 @@ from objectives.optimizers import OPTIMIZERS, nesterov
 from objectives.settings import TrainConfig
 
 __all__ = [
-    "AUGMENT",
     "EVAL_BATCH",
     "SPLIT_SEED",
     "TrainConfig",
@@ -42,16 +41,8 @@ __all__ = [
 
 SPLIT_SEED = 20240611  # fixed: the validation split must not depend on a trial's seed
 EVAL_BATCH = 1024  # images per forward pass when evaluating
-SCHEDULEFREE_WARMUP = 0.05  # schedule-free SGD warms up linearly over this fraction of steps
 BN_RECALIBRATION_STEPS = 50  # schedule-free: batches that refresh BatchNorm stats before eval
 
-
-
-
-# Augmentation per data set: (padding of the random crop in pixels, random horizontal flip).
-# Fashion-MNIST: a smaller crop for its 28-pixel images, and no flip (its shoes all face left).
-AUGMENT: dict[str, tuple[int, bool]] = {"cifar10": (4, True), "cifar100": (4, True),
-                                        "fashion_mnist": (2, False)}
 
 
 def _devices_here() -> str:
@@ -73,7 +64,7 @@ def make_optimizer(
     cls = getattr(importlib.import_module(kind.module), kind.name)
     kwargs: dict[str, Any] = {"lr": schedule.lr, "weight_decay": schedule.weight_decay}
     if kind.schedule_free:
-        kwargs["warmup_steps"] = round(SCHEDULEFREE_WARMUP * total_steps)
+        kwargs["warmup_steps"] = kind.warmup_steps(total_steps)
     if kind.adam:  # the schedule's betas where the search drew them
         drawn = (getattr(schedule, "beta1", None), getattr(schedule, "beta2", None))
         betas = tuple(b if b is not None else c for b, c in zip(drawn, cfg.betas, strict=True))
@@ -271,7 +262,7 @@ def train(
     optimizer = make_optimizer(params, cfg, schedule, steps * cfg.epochs)
     free = cfg.optimizer.startswith("schedulefree")
     built = schedule.build(optimizer, steps, cfg.epochs)
-    pad, flip = AUGMENT.get(cfg.dataset, (0, False))
+    pad, flip = spec.crop_pad, spec.flip  # the data set's augmentation (objectives.data)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
     # 3. Epochs: shuffle, then `steps` full batches; validate; step the schedule; report.

@@ -63,6 +63,10 @@ class Dataset:
     archive: bool  # the download is one tar.gz holding `folder`, else the files themselves
     shape: tuple[int, int, int]  # C, H, W
     classes: int
+    # Training augmentation (required: a data set added without them is an error here, not a
+    # silent "no augmentation"): the random crop's padding in pixels, a random horizontal flip.
+    crop_pad: int
+    flip: bool
     system_dirs: tuple[str, ...] = ()
 
 
@@ -244,7 +248,7 @@ DATASETS: dict[str, Dataset] = {
             _cifar_reader(b"labels", 10),
             ("https://www.cs.toronto.edu/~kriz/",),
             {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
-            archive=True, shape=(3, 32, 32), classes=10,
+            archive=True, shape=(3, 32, 32), classes=10, crop_pad=4, flip=True,
         ),
         Dataset(
             "cifar100", "CIFAR-100", "cifar-100-python",
@@ -252,7 +256,7 @@ DATASETS: dict[str, Dataset] = {
             _cifar_reader(b"fine_labels", 100),
             ("https://www.cs.toronto.edu/~kriz/",),
             {"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85"},
-            archive=True, shape=(3, 32, 32), classes=100,
+            archive=True, shape=(3, 32, 32), classes=100, crop_pad=4, flip=True,
         ),
         Dataset(
             "fashion_mnist", "Fashion-MNIST", "fashion-mnist", _FASHION, _read_fashion,
@@ -266,7 +270,8 @@ DATASETS: dict[str, Dataset] = {
                 "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
                 "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
             },
-            archive=False, shape=(1, 28, 28), classes=10,
+            # a smaller crop for its 28-pixel images, and no flip (its shoes all face left)
+            archive=False, shape=(1, 28, 28), classes=10, crop_pad=2, flip=False,
             system_dirs=("/usr/share/datasets/fashion-mnist",),
         ),
     ]

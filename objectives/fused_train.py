@@ -95,8 +95,8 @@ class ArrayTrainer:
         self.memory = torch.channels_last if channels_last else torch.contiguous_format
         self.n, self.bs = len(self.train_y), cfg.batch_size
         self.steps = lone.steps_per_epoch(cfg)
-        pad, flip = lone.AUGMENT.get(cfg.dataset, (0, False))
-        self.pad, self.flip = (pad, flip) if cfg.augment else (0, False)
+        spec = data.dataset(cfg.dataset)
+        self.pad, self.flip = (spec.crop_pad, spec.flip) if cfg.augment else (0, False)
 
         # 2. The lone trial's initial weights, and the fused model of K members.
         torch.manual_seed(cfg.seed)

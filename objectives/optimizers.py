@@ -32,6 +32,13 @@ class Optimizer:
     # the factor the contest centres its grid on
     lr_range: str = ""
     lr_factor: float = 1.0
+    # schedule-free: its linear warmup, as a share of the run's optimizer steps
+    warmup: float = 0.0
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """The warmup's optimizer steps for a run of `total_steps` (training and every export
+        at another budget)."""
+        return round(self.warmup * total_steps)
 
     @property
     def nesterov(self) -> bool:
@@ -48,10 +55,10 @@ OPTIMIZERS: dict[str, Optimizer] = {o.key: o for o in (
               schedule_free_variant="schedulefree_adamw"),
     Optimizer("schedulefree", "schedulefree", "SGDScheduleFree", adam=False, schedule_free=True,
               study=False, fused=False, hf="schedule_free_sgd", label="schedule-free SGD",
-              lr_range="10-50x", lr_factor=10.0),
+              lr_range="10-50x", lr_factor=10.0, warmup=0.05),
     Optimizer("schedulefree_adamw", "schedulefree", "AdamWScheduleFree", adam=True,
               schedule_free=True, study=False, fused=False, hf="schedule_free_adamw",
-              label="schedule-free AdamW", lr_range="1-10x", lr_factor=3.0),
+              label="schedule-free AdamW", lr_range="1-10x", lr_factor=3.0, warmup=0.05),
 )}
 
 

@@ -119,9 +119,7 @@ def _for_budget(optimizer: dict[str, Any], total_steps: int) -> dict[str, Any]:
     kind = by_class(str(optimizer.get("name")))
     if "warmup_steps" not in optimizer or kind is None or not kind.schedule_free:
         return optimizer
-    from objectives.classify import SCHEDULEFREE_WARMUP
-
-    return {**optimizer, "warmup_steps": round(SCHEDULEFREE_WARMUP * total_steps)}
+    return {**optimizer, "warmup_steps": kind.warmup_steps(total_steps)}
 
 
 def trial_of(study: optuna.Study, number: int) -> FrozenTrial:

@@ -116,38 +116,45 @@ def standard_betas(space: SpaceConfig) -> dict[str, float]:
             in zip(("beta1", "beta2"), specs, ADAMW_BETAS, strict=True) if spec is not None}
 
 
-def defaults(space: SpaceConfig, epochs: int) -> list[dict[str, Any]]:
-    """Known-good schedules to enqueue first, as Optuna params (only enabled families).
+def _reference_params(space: SpaceConfig, ref: schedules.Reference, epochs: int
+                      ) -> dict[str, Any]:
+    """A reference's parameters as Optuna params of this study: each inside the study's range
+    (epoch-kind ones in whole epochs of the searched budget), fixed ones not suggested."""
+    out: dict[str, Any] = {}
+    for prm in schedules.family(ref.family).params:
+        if prm.name not in ref.params:
+            continue
+        spec, value = _range(space, ref.family, prm), ref.params[prm.name]
+        if prm.kind in ("epochs", "int", "cuts"):
+            low, high = _int_range(spec, prm, epochs)
+            whole = value * epochs if prm.kind == "epochs" else value
+            if low != high:
+                out[param_name(ref.family, prm.name)] = min(max(round(whole), low), high)
+        elif not spec.fixed:
+            out[param_name(ref.family, prm.name)] = spec.clip(value)
+    return out
 
-    Cosine annealing over the whole run (no added warmup where warmup is optional), and
-    one-cycle at torch's standard settings, both at the study's `default_lr`.
+
+def defaults(space: SpaceConfig, epochs: int) -> list[dict[str, Any]]:
+    """Known-good schedules to enqueue first, as Optuna params (only enabled families): the
+    reference shapes marked `enqueued` (schedules.REFERENCES: cosine over the whole run and
+    one-cycle at torch's standard settings), at the study's `default_lr`, without an added
+    warmup where warmup is optional, each parameter inside the study's range.
     """
     shared: dict[str, Any] = {}
     if not space.lr.fixed:
         shared["lr"] = space.lr.clip(space.default_lr)
     shared |= {k: v for k, v in standard_betas(space).items() if not getattr(space, k).fixed}
     out = []
-    if "CosineAnnealingLR" in space.families:
-        p = {"scheduler": "CosineAnnealingLR", **shared}
+    for ref in schedules.REFERENCES:
+        if not ref.enqueued or ref.family not in space.families:
+            continue
+        p = {"scheduler": ref.family, **shared}
         w = space.warmup_epochs
-        if w.high > 0 and w.low <= 0:
-            p["warmup"] = False
-        elif w.low > 0 and not w.fixed:
-            p["warmup_epochs"] = w.low
-        t_max, eta_min = schedules.family("CosineAnnealingLR").params
-        low, high = _epoch_range(_range(space, "CosineAnnealingLR", t_max), epochs)
-        if low != high:
-            p["CosineAnnealingLR.T_max"] = high  # the whole run, or as close as the range allows
-        eta = _range(space, "CosineAnnealingLR", eta_min)
-        if not eta.fixed:
-            p["CosineAnnealingLR.eta_min_factor"] = eta.low
-        out.append(p)
-    if "OneCycleLR" in space.families:
-        p = {"scheduler": "OneCycleLR", **shared}
-        standard = schedules.ONE_CYCLE_STANDARD
-        for prm in schedules.family("OneCycleLR").params:
-            spec = _range(space, "OneCycleLR", prm)
-            if not spec.fixed:
-                p[param_name("OneCycleLR", prm.name)] = spec.clip(standard[prm.name])
-        out.append(p)
+        if schedules.family(ref.family).warmup_ok:
+            if w.high > 0 and w.low <= 0:
+                p["warmup"] = False
+            elif w.low > 0 and not w.fixed:
+                p["warmup_epochs"] = w.low
+        out.append(p | _reference_params(space, ref, epochs))
     return out

@@ -103,7 +103,8 @@ _DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 class _Runs:
-    """The claim policy of a validation: the wanted runs not done yet, in order.
+    """The claim policy of a validation: the wanted runs not done yet, in order (a
+    claim.ClaimPolicy, structurally).
 
     Done: complete, pruned, or running now in another worker. A run this worker tried and
     that failed is not tried again in this invocation. While only other workers' runs are

@@ -175,3 +175,30 @@ def test_finished_and_running_are_counted_by_one_query_that_loads_no_trial(tmp_p
     memory = optuna.create_study()
     fill(memory)
     assert claim.finished_and_running(memory) == (3, 1)
+
+
+def test_every_claim_policy_satisfies_the_protocol_and_one_function_chooses_it():
+    """Count, the contest's policy and validate's satisfy claim.ClaimPolicy (structurally:
+    isinstance through runtime_checkable, and the methods' parameters), and `policy_for` is
+    what both loops call: the contest's policy for a contest study, else Count."""
+    import dataclasses
+    import inspect
+
+    from search import config, validate
+    from search.contest.policy import ContestPolicy
+
+    cfg = config.load_study("lr-fashion")
+    assert cfg.contest is not None
+    policies = [claim.Count(3), ContestPolicy(cfg, 3), validate._Runs({}, [], "s")]
+    for policy in policies:
+        assert isinstance(policy, claim.ClaimPolicy), type(policy).__name__
+        assert list(inspect.signature(policy).parameters) == ["study", "live"]
+        assert list(inspect.signature(policy.next_run).parameters) == []
+        if policy.wanted is not None:
+            assert list(inspect.signature(policy.wanted).parameters) == ["trial"]
+    assert not isinstance(object(), claim.ClaimPolicy)
+
+    chosen = claim.policy_for(cfg, 7)
+    assert isinstance(chosen, ContestPolicy) and chosen.target == 7
+    plain = claim.policy_for(dataclasses.replace(cfg, contest=None), 7, own=lambda: 2)
+    assert type(plain) is claim.Count and plain.target == 7 and plain.own() == 2

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -80,6 +81,37 @@ def test_augment_flips_about_half():
 def test_augment_without_padding_or_flip_is_identity():
     x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     assert torch.equal(classify.augment(x, 0, False), x)
+
+
+def test_training_augments_as_the_data_sets_entry_says(fixture_dir, monkeypatch):
+    """The crop padding and flip come from the data set's entry (objectives.data), for every
+    data set, and a data set cannot be declared without them."""
+    seen: list[tuple[int, bool]] = []
+    real = classify.augment
+
+    def spy(x, pad, flip, gen=None):
+        seen.append((pad, flip))
+        return real(x, pad, flip, gen)
+
+    monkeypatch.setattr(classify, "augment", spy)
+    cfg = tiny(fixture_dir, epochs=1)
+    classify.train(cfg, ScheduleConfig("Constant", lr=0.1), Recorder())
+    assert seen and set(seen) == {(4, True)}
+    entry = data.DATASETS["cifar10"]
+    monkeypatch.setitem(data.DATASETS, "cifar10",
+                        dataclasses.replace(entry, crop_pad=3, flip=False))
+    seen.clear()
+    classify.train(cfg, ScheduleConfig("Constant", lr=0.1), Recorder())
+    assert seen and set(seen) == {(3, False)}
+    assert (data.dataset("fashion_mnist").crop_pad, data.dataset("fashion_mnist").flip) == (
+        2, False)
+    fields = {f.name: f for f in dataclasses.fields(data.Dataset)}
+    for name in ("crop_pad", "flip"):
+        assert fields[name].default is dataclasses.MISSING
+    kwargs = {f.name: getattr(entry, f.name) for f in dataclasses.fields(data.Dataset)
+              if f.name not in ("crop_pad", "flip")}
+    with pytest.raises(TypeError, match="crop_pad"):
+        data.Dataset(**kwargs)
 
 
 # 2. Training.
@@ -214,3 +246,10 @@ def test_each_optimizer_is_built_and_recorded_as_its_table_says(key):
     assert ("betas" in record) == kind.adam
     assert record.get("nesterov", False) == kind.nesterov
     assert ("warmup_steps" in record) == kind.schedule_free
+    if kind.schedule_free:  # the table's warmup share of the run, in training and exports
+        from search.export import _for_budget
+
+        assert kind.warmup == 0.05 and record["warmup_steps"] == kind.warmup_steps(100) == 5
+        assert _for_budget(record, 400)["warmup_steps"] == kind.warmup_steps(400) == 20
+    else:
+        assert kind.warmup == 0.0

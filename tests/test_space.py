@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 
@@ -124,3 +126,21 @@ def test_defaults_are_valid_points_of_the_space():
         assert cfg.family == p["scheduler"]
         assert all(trial.params[k] == v for k, v in p.items())
     assert space.defaults(SpaceConfig(families=("StepLR",)), EPOCHS) == []
+
+
+def test_defaults_are_the_enqueued_reference_shapes_inside_the_studys_ranges(monkeypatch):
+    """A plain search's defaults are read from schedules.REFERENCES (the contest's reference
+    shapes): each parameter the reference's value, put inside the study's range."""
+    cosine = next(r for r in schedules.REFERENCES if r.slot == "cosine")
+    assert cosine.params["eta_min_factor"] == 0.0
+    ranged = SpaceConfig(families=("CosineAnnealingLR",), ranges={"CosineAnnealingLR": {
+        "eta_min_factor": ParamSpec(0.0, 0.05)}})
+    assert space.defaults(ranged, EPOCHS)[0]["CosineAnnealingLR.eta_min_factor"] == 0.0
+    logged = SpaceConfig(families=("CosineAnnealingLR",))  # the catalog's 1e-4..0.1, log
+    assert space.defaults(logged, EPOCHS)[0]["CosineAnnealingLR.eta_min_factor"] == 1e-4
+
+    marked = tuple(dataclasses.replace(r, enqueued=r.slot == "linear0")
+                   for r in schedules.REFERENCES)
+    monkeypatch.setattr(schedules, "REFERENCES", marked)
+    out = space.defaults(SpaceConfig(families=tuple(schedules.SCHEDULES)), EPOCHS)
+    assert out == [{"scheduler": "PolynomialLR", "lr": 0.1, "PolynomialLR.power": 1.0}]

@@ -10,7 +10,6 @@ searched shapes; `validate` confirms them on the test split with the LR the cont
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -23,36 +22,15 @@ from objectives.optimizers import OPTIMIZERS
 from search import schedules, space
 from search.config import ContestConfig
 
+# The reference shapes are defined in search.schedules.references (a plain search's enqueued
+# defaults read them too); the contest adds the schedule-free one (`references`).
+from search.schedules import REFERENCES, Reference
+
 __all__ = ["REFERENCES", "Reference", "at_edge", "contender_key", "grid_lrs",
            "knobs", "lr_clip", "next_lrs", "references", "unavailable"]
 
 # The grids' ratio and steps: search.config.ContestConfig (the study's contest settings).
 GRID_RATIO, GRID_EXTEND = ContestConfig.GRID_RATIO, ContestConfig.GRID_EXTEND
-
-
-@dataclasses.dataclass(frozen=True)
-class Reference:
-    slot: str  # stable name: "cosine", "constant", ...
-    label: str
-    family: str
-    params: Mapping[str, Any]  # budget-free, as schedules.ScheduleConfig holds them
-    optimizer: str = ""  # "": the study's own optimizer; else a schedule-free one
-    lr_factor: float = 1.0  # its LR relative to a scheduled LR (the centre of its grid)
-
-    def schedule(self, lr: float, knob: Mapping[str, float]) -> schedules.ScheduleConfig:
-        return schedules.ScheduleConfig(self.family, dict(self.params), **dict(knob, lr=lr))
-
-
-# The first one sets the LR scale of the problem (the others' grids are centred on it).
-REFERENCES = (
-    Reference("cosine", "CosineAnnealingLR (whole run)", "CosineAnnealingLR",
-              {"T_max": 1.0, "eta_min_factor": 0.0}),
-    Reference("constant", "Constant", "Constant", {}),
-    Reference("onecycle", "OneCycleLR (standard)", "OneCycleLR",
-              dict(schedules.ONE_CYCLE_STANDARD)),
-    # airbench's schedule; "Straight to Zero" (ICLR 2025) finds it beats cosine-to-10%
-    Reference("linear0", "linear to zero", "PolynomialLR", {"power": 1.0}),
-)
 
 
 def unavailable(cfg: Any, ref: Reference) -> str:

@@ -159,7 +159,8 @@ def _matches(t: FrozenTrial, p: Plan) -> bool:
 
 
 class ContestPolicy:
-    """The claim policy of a contest study: `trials` runs in all, then done."""
+    """The claim policy of a contest study: `trials` runs in all, then done (a
+    search.engine.claim.ClaimPolicy, structurally: the contest sits below the engine)."""
 
     def __init__(self, cfg: Any, target: int) -> None:
         self.cfg, self.target = cfg, target

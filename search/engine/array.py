@@ -117,7 +117,7 @@ class _Array:
         self.cfg, self.study, self.progress = cfg, study, progress
         self.sig = sig or Signals()
         self.live: dict[int, _Live] = {}
-        self.policy = claim.Count(n_trials, own=lambda: len(self.live))
+        self.policy = claim.policy_for(cfg, n_trials, own=lambda: len(self.live))
         self.claimer = claim.Claimer(study, cfg.workers.grace_period, self.sig)
         self.streak = claim.FailureStreak()
 

@@ -34,7 +34,7 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -42,18 +42,42 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, record, runner, storage
+from search.contest.policy import ContestPolicy
 from search.engine.signals import Signals
 from search.errors import UserError
 from search.progress import interruption
 
 __all__ = ["CLAIMED", "DONE", "FINISHED", "MAX_FAILURES_IN_A_ROW", "WAIT", "WORKER_ID",
-           "Claimer", "Count", "FailureStreak", "Heartbeat", "RetryStale", "beats", "conclude",
-           "count", "end", "enter", "finished_and_running", "guarded", "join", "lost",
-           "open_for", "refused", "take_queued"]
+           "ClaimPolicy", "Claimer", "Count", "FailureStreak", "Heartbeat", "RetryStale", "beats",
+           "conclude", "count", "end", "enter", "finished_and_running", "guarded", "join", "lost",
+           "open_for", "policy_for", "refused", "take_queued"]
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+# A policy's verdicts. Defined in search.runner, below both the engine and search.contest,
+# whose ContestPolicy returns them too (the contest cannot import the engine).
 DONE, WAIT, FINISHED = runner.DONE, runner.WAIT, runner.FINISHED
 log = logging.getLogger("search.engine")
+
+
+@runtime_checkable
+class ClaimPolicy(Protocol):
+    """What a loop asks, under the claim lock, before it claims a trial (`Claimer.claim`).
+
+    Implemented structurally (no base class): `Count` here, the contest's `ContestPolicy`
+    (search.contest.policy) and validate's `_Runs` (search.validate).
+    """
+
+    def __call__(self, study: optuna.Study, live: bool) -> str | None:
+        """None where a trial is due, else DONE or WAIT. `live`: the store records
+        heartbeats (a RUNNING trial is a live worker's)."""
+
+    @property
+    def wanted(self) -> Callable[[FrozenTrial], bool] | None:
+        """Whether a queued trial is one the policy wants next (`take_queued` ends the ones
+        ahead of it); None: any queued trial is taken, as `ask` takes the oldest."""
+
+    def next_run(self) -> record.Enqueued | None:
+        """The run to queue where no queued trial is wanted (None: `ask` samples one)."""
 
 
 # Trial system attr: the user attrs a trial had when it was claimed (those it was enqueued
@@ -133,7 +157,8 @@ def finished_and_running(study: optuna.Study) -> tuple[int, int]:
 
 
 class Count:
-    """Claim until the study holds `target` finished trials, counting every worker's.
+    """Claim until the study holds `target` finished trials, counting every worker's (a
+    `ClaimPolicy`, structurally).
 
     With heartbeats, running trials count too (a dead worker's fails after the grace period
     and is retried); without, only `own()` running trials do.
@@ -153,6 +178,19 @@ class Count:
     # Any queued trial (a default, a retry) is taken first, as `ask` takes the oldest one;
     # with none queued, `ask` samples a trial: nothing to look at or queue here.
     wanted = None
+
+    def next_run(self) -> None:
+        """Never asked (`wanted` is None): `ask` samples the trial."""
+        return None
+
+
+def policy_for(cfg: Any, target: int, own: Callable[[], int] = lambda: 0) -> ClaimPolicy:
+    """The claim policy of a study's loop, `target` finished trials in all: its contest's
+    (search.contest.policy) where the study has one, else `Count` (`own`: this worker's
+    running trials, counted where the store keeps no heartbeats)."""
+    if cfg.contest is not None:
+        return ContestPolicy(cfg, target)
+    return Count(target, own)
 
 
 def take_queued(study: optuna.Study, wanted: Callable[[FrozenTrial], bool]
@@ -186,7 +224,7 @@ class Claimer:
         self.study, self.grace_s, self.signals = study, grace_s, signals
         self.orphans: dict[int, float] = {}  # RUNNING without any heartbeat: first seen at
 
-    def claim(self, policy: Any, engine: str | None = None) -> optuna.Trial | str:
+    def claim(self, policy: ClaimPolicy, engine: str | None = None) -> optuna.Trial | str:
         """A trial to train (RUNNING, heartbeat recorded), or DONE or WAIT from `policy`.
 
         `policy(study, live)`: None where a trial is due, else DONE or WAIT;
@@ -198,7 +236,7 @@ class Claimer:
         return storage.retry(lambda: self._claim(policy, engine),
                              url=getattr(store, "url", None), abort=abort)
 
-    def _claim(self, policy: Any, engine: str | None) -> optuna.Trial | str:
+    def _claim(self, policy: ClaimPolicy, engine: str | None) -> optuna.Trial | str:
         study, store = self.study, compat.storage_of(self.study)
         live = beats(store)
         with _direct(store), storage.claim_lock(store, study.study_name):

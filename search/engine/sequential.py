@@ -15,7 +15,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, runner
 from search.contest import work as contest_work
-from search.contest.policy import ContestPolicy
 from search.engine import claim
 from search.engine.signals import Signals
 from search.errors import UserError
@@ -53,7 +52,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
         beat.stop()
 
 
-def loop(study: optuna.Study, objective: Callable[[optuna.Trial], float], policy: Any,
+def loop(study: optuna.Study, objective: Callable[[optuna.Trial], float],
+         policy: claim.ClaimPolicy,
          sig: Signals, grace_s: float,
          on_finished: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
     """Claim and train trials until `policy` says DONE or a signal arrives."""
@@ -95,7 +95,7 @@ def work(
             if cfg.contest is not None:  # the ETA counts the contest's remaining stages
                 notify(progress, "plan", contest_work.tracker(cfg, target, study))
             objective = _announced(objective, progress)
-        policy = claim.Count(target) if cfg.contest is None else ContestPolicy(cfg, target)
+        policy = claim.policy_for(cfg, target)
         fresh = not _trained(study)
         try:
             loop(study, objective, policy, e.sig, cfg.workers.grace_period,

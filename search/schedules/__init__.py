@@ -6,6 +6,8 @@
 - search.schedules.construction: a scheduler's construction as data, built by torch and
   printed from the same value.
 - search.schedules.codegen: exact kwargs -> the Python code that builds the same scheduler.
+- search.schedules.references: the reference shapes (LR their only knob), read by a plain
+  search's enqueued defaults and by the contest.
 
 Nothing here imports optuna. The names below are the package's interface.
 """
@@ -25,6 +27,7 @@ from search.schedules.catalog import (
     milestones,
 )
 from search.schedules.codegen import code, lit
+from search.schedules.references import REFERENCES, Reference
 from search.schedules.rescale import (
     TRACE_POINTS,
     Built,
@@ -40,6 +43,7 @@ __all__ = [
     "MAX_MILESTONES",
     "ONE_CYCLE_STANDARD",
     "PLATEAU",
+    "REFERENCES",
     "SCHEDULES",
     "TRACE_POINTS",
     "WARMUP_START_FACTOR",
@@ -47,6 +51,7 @@ __all__ = [
     "Built",
     "Family",
     "Param",
+    "Reference",
     "ScheduleConfig",
     "build",
     "recorded",
