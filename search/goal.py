@@ -45,6 +45,10 @@ class Goal:
         """`Goal.of` on an optuna Study (or anything `record.study_of` reads)."""
         return cls.of(record.study_of(study))
 
+    def holds(self, study: Any) -> bool:
+        """Whether an optuna Study optimises in this goal's direction (one objective)."""
+        return [d.name.lower() for d in study.directions] == [self.direction]
+
     @property
     def maximize(self) -> bool:
         return self.direction == "maximize"

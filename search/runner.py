@@ -21,7 +21,7 @@ from objectives.optimizers import by_class, nesterov
 from search import compat, record, schedules, space
 from search.config import StudyConfig, load_objective
 from search.errors import UserError
-from search.goal import ACCURACY, Goal
+from search.goal import ACCURACY, DEFAULT
 
 __all__ = [
     "DONE",
@@ -184,7 +184,7 @@ def _check_identity(study: optuna.Study, cfg: StudyConfig) -> None:
     mine = identity(cfg)
     if keys.IDENTITY in stored:
         # a study from before goals: what it optimised is all it could have been
-        theirs = {"metric": Goal().metric, "direction": Goal().direction,
+        theirs = {"metric": DEFAULT.metric, "direction": DEFAULT.direction,
                   **stored[keys.IDENTITY]}
     else:  # a study created before identities were recorded: what it did record
         theirs = {k: stored[k] for k in (keys.OBJECTIVE, keys.DATASET, keys.EPOCHS)
@@ -217,7 +217,7 @@ def create_or_load(
         direction=cfg.goal.direction,
         load_if_exists=True,
     )
-    if study.directions != [_DIRECTION[cfg.goal.direction]]:
+    if not cfg.goal.holds(study):
         raise UserError(
             f"study {cfg.name!r} already exists in this storage with direction "
             f"{study.directions[0].name.lower()}, but this run asks to "
@@ -239,10 +239,6 @@ def create_or_load(
             # marked: a default is never pruned, so the search reports at least its result
             record.enqueue(study, record.Enqueued(default=True), params, skip_if_exists=True)
     return study
-
-
-_DIRECTION = {"maximize": optuna.study.StudyDirection.MAXIMIZE,
-              "minimize": optuna.study.StudyDirection.MINIMIZE}
 
 
 def _any_trial(study: optuna.Study) -> bool:

@@ -73,7 +73,7 @@ def open_companion(store: optuna.storages.BaseStorage, searched: str,
     study = optuna.create_study(
         study_name=name, storage=store, direction=goal.direction, load_if_exists=True,
         sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
-    if (study.direction.name.lower() != goal.direction
+    if (not goal.holds(study)
             or record.study_of(study).get(record.Study.SEARCHED_STUDY, searched) != searched):
         raise UserError(f"study {name!r} exists in this storage and is not the validation of "
                         f"{searched!r}; give the study another `name`")

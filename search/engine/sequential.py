@@ -96,14 +96,15 @@ def work(
                 notify(progress, "plan", contest_work.tracker(cfg, target, study))
             objective = _announced(objective, progress)
         policy = claim.policy_for(cfg, target)
-        fresh = not _trained(study)
+        fresh = not any(claim.finished_and_running(study))
         try:
             loop(study, objective, policy, e.sig, cfg.workers.grace_period,
                  progress.trial_finished if progress is not None else None)
         except UserError:
-            if fresh and not _trained(study):  # bad input met in its first trial: the study
-                optuna.delete_study(study_name=study.study_name,  # this run made holds
-                                    storage=compat.storage_of(study))  # nothing worth keeping
+            # bad input met in its first trial: the study this run made holds no result
+            if fresh and not any(claim.finished_and_running(study)):
+                optuna.delete_study(study_name=study.study_name,
+                                    storage=compat.storage_of(study))
             raise
 
     notify(progress, "phase", "opening the study")
@@ -127,13 +128,6 @@ def run(
     if n_trials < 1:
         raise UserError(f"`--trials` must be >= 1 but got {n_trials}")
     return work(cfg, store, n_trials, progress, worker)
-
-
-def _trained(study: optuna.Study) -> bool:
-    """Whether any trial of `study` finished or is running (anywhere): a study holding only
-    queued and failed trials holds no result."""
-    return bool(study.get_trials(deepcopy=False, states=(
-        TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
 
 
 def _announced(objective: Any, progress: Any) -> Any:
