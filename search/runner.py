@@ -176,6 +176,10 @@ def identity(cfg: StudyConfig) -> dict[str, Any]:
                           "lr_factor": [c.lr_factor.low, c.lr_factor.high, c.lr_factor.log]}
         if c.horizons:  # absent without: studies from before horizons keep their identity
             out["contest"]["horizons"] = list(c.lengths(cfg.epochs))
+        # the references step per optimizer step (schedules.stepped_per_step); a study from
+        # before, whose references stepped per epoch, cannot mix its grids with these
+        out["contest"]["references_step"] = "optimizer step"
+        out["contest"]["equivalence"] = c.equivalence  # the race's practical margin δ
     return out
 
 

@@ -104,6 +104,7 @@ def suggest(
         momentum=_shared(trial, "momentum", space.momentum),
         weight_decay=_shared(trial, "weight_decay", space.weight_decay),
         warmup=warmup / epochs,
+        per_step=schedules.stepped_per_step(fam_name, space.per_epoch),
         **betas,
     )
 

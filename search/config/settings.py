@@ -51,6 +51,9 @@ class SpaceConfig:
     ranges: Mapping[str, Mapping[str, ParamSpec]] = field(default_factory=dict)
     default_lr: float = 0.1  # base LR of the known-good schedules enqueued first
     enqueue_defaults: bool = True
+    # families kept stepping once per epoch, as torch's examples step them; every other family
+    # that torch steps per epoch steps per optimizer step (search.schedules.stepped_per_step)
+    per_epoch: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,13 +100,26 @@ class ContestConfig:
     noise_sd: float = 0.004
     lr_factor: ParamSpec = ParamSpec(1 / 3, 3.0, log=True)
     horizons: tuple[int, ...] = ()
-    # The LR grids, as steps of GRID_RATIO: the first reference's around the default LR, the
-    # others' around the scale it found. Their runs come out of `trials` first.
+    # The LR grids, as steps of a ratio (`grid`): coarse at the first horizon (the first
+    # reference's around the default LR, the others' around the scale it found), refined at
+    # each longer one (half steps around the same reference's best one horizon shorter,
+    # extended only where an edge is clearly better). Their runs come out of `trials` first.
     GRID_RATIO: ClassVar[float] = 3.0
     SCALE_STEPS: ClassVar[tuple[int, ...]] = (-2, -1, 0, 1, 2)
     SHAPE_STEPS: ClassVar[tuple[int, ...]] = (-1, 0, 1)
+    LATER_STEPS: ClassVar[tuple[int, ...]] = (-1, 0, 1)  # of GRID_RATIO ** 0.5
     GRID_EXTEND: ClassVar[int] = 2  # steps added past an edge of a grid where its best sits
     REFERENCES: ClassVar[int] = 5  # at most: cosine, constant, one-cycle, linear, schedule-free
+
+    @classmethod
+    def grid(cls, horizon_index: int, scale_setter: bool) -> tuple[float, tuple[int, ...]]:
+        """(ratio, first steps) of a reference's LR grid at the `horizon_index`-th horizon
+        (0: the first); `scale_setter`: the reference that sets the LR scale (whole-run
+        cosine). At a longer horizon the grid is refined: a half step of the coarse ratio, and
+        extended past an edge only where that edge beats its neighbour by more than noise."""
+        if horizon_index == 0:
+            return cls.GRID_RATIO, cls.SCALE_STEPS if scale_setter else cls.SHAPE_STEPS
+        return cls.GRID_RATIO ** 0.5, cls.LATER_STEPS
 
     def lengths(self, epochs: int) -> tuple[int, ...]:
         """The horizons the references' LRs are tuned at: those shorter than `epochs` (the
@@ -114,7 +130,7 @@ class ContestConfig:
         """The smallest `trials` that tunes every reference at every horizon, searches the
         shapes and leaves each finalist one race run."""
         grids = len(self.SCALE_STEPS) + (self.REFERENCES - 1) * len(self.SHAPE_STEPS)
-        later = max(0, len(self.horizons) - 1) * self.REFERENCES * len(self.SHAPE_STEPS)
+        later = max(0, len(self.horizons) - 1) * self.REFERENCES * len(self.LATER_STEPS)
         return grids + later + self.shape_trials + self.finalists
 
     def budget_problem(self, trials: int) -> str:

@@ -38,7 +38,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                   "optimizer", "betas", "eps", "final_test", "metric", "direction"),
     "space": ("families", "lr", "momentum", "weight_decay", "warmup_epochs", "beta1", "beta2",
               "default_lr",
-              "enqueue_defaults"),
+              "enqueue_defaults", "per_epoch"),
     "sampler": ("name", "n_startup_trials", "multivariate", "group"),
     "pruner": ("name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"),
     "workers": ("heartbeat_interval", "grace_period", "max_retry"),
@@ -162,6 +162,19 @@ def families_of(t: Table) -> tuple[str, ...]:
     return tuple(dict.fromkeys(fams))
 
 
+def per_epoch_of(t: Table) -> tuple[str, ...]:
+    """[space] per_epoch: the families kept stepping once per epoch ("all": every one)."""
+    epochwise = tuple(n for n, f in schedules.SCHEDULES.items() if f.interval == schedules.EPOCH)
+    names = t.get("per_epoch", [], (str, list))
+    if names == "all":
+        return epochwise
+    if isinstance(names, str) or any(n not in epochwise for n in names):
+        bad = names if isinstance(names, str) else next(n for n in names if n not in epochwise)
+        raise t.error("per_epoch", f'"all" or a list of families that torch steps per epoch '
+                      f"({', '.join(epochwise)})", bad)
+    return tuple(names)
+
+
 def space_of(t: Table, fams: tuple[str, ...], epochs: int, limits: Mapping[str, Any]
            ) -> SpaceConfig:
     base = SpaceConfig(families=fams)
@@ -193,6 +206,7 @@ def space_of(t: Table, fams: tuple[str, ...], epochs: int, limits: Mapping[str, 
                          lambda v: LR_FLOOR <= v <= limits["lr"],
                          f"a number in [{LR_FLOOR:g}, {limits['lr']:g}]"),
         enqueue_defaults=t.get("enqueue_defaults", True, bool),
+        per_epoch=per_epoch_of(t),
     )
     if "default_lr" in t.data and not space.lr.low <= space.default_lr <= space.lr.high:
         raise t.error("default_lr", f"inside the searched lr range [{space.lr.low:g}, "

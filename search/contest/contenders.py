@@ -86,23 +86,33 @@ def contender_key(s: schedules.ScheduleConfig, optimizer: str = "") -> str:
     return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def grid_lrs(centre: float, steps: tuple[int, ...], clip: Callable[[float], float]) -> list[float]:
-    """LRs centre x GRID_RATIO ** k for k in `steps`, each put through `clip` (the study's LR
+def grid_lrs(centre: float, steps: tuple[int, ...], clip: Callable[[float], float],
+             ratio: float = GRID_RATIO) -> list[float]:
+    """LRs centre x ratio ** k for k in `steps`, each put through `clip` (the study's LR
     range for a scheduled optimizer), distinct and sorted."""
-    return sorted({clip(centre * GRID_RATIO**k) for k in steps})
+    return sorted({clip(centre * ratio**k) for k in steps})
 
 
 def next_lrs(scored: Mapping[float, float], centre: float, clip: Callable[[float], float],
-             first: tuple[int, ...], tried: tuple[int, ...]) -> tuple[int, ...]:
+             first: tuple[int, ...], tried: tuple[int, ...], ratio: float = GRID_RATIO,
+             margin: float = 0.0) -> tuple[int, ...]:
     """The grid step to add where the best LR sits on an edge that `clip` leaves room past,
-    at most GRID_EXTEND steps beyond the `first` grid; () where the grid is done."""
+    at most GRID_EXTEND steps beyond the `first` grid, and (with `margin`) only where that
+    edge beats its neighbour by more than `margin`; () where the grid is done."""
     best = max(scored, key=lambda lr: (scored[lr], -lr))
+    order = sorted(scored)
     low, high = min(tried), max(tried)
-    if best == min(scored) and low > min(first) - GRID_EXTEND:
-        if clip(centre * GRID_RATIO ** (low - 1)) < min(scored) * (1 - 1e-9):
+
+    def clear(edge: float, inner: float) -> bool:
+        return margin <= 0 or scored[edge] - scored[inner] > margin
+
+    if best == order[0] and low > min(first) - GRID_EXTEND and (
+            len(order) < 2 or clear(order[0], order[1])):
+        if clip(centre * ratio ** (low - 1)) < min(scored) * (1 - 1e-9):
             return (low - 1,)
-    if best == max(scored) and high < max(first) + GRID_EXTEND:
-        if clip(centre * GRID_RATIO ** (high + 1)) > max(scored) * (1 + 1e-9):
+    if best == order[-1] and high < max(first) + GRID_EXTEND and (
+            len(order) < 2 or clear(order[-1], order[-2])):
+        if clip(centre * ratio ** (high + 1)) > max(scored) * (1 + 1e-9):
             return (high + 1,)
     return ()
 

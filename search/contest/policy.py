@@ -24,8 +24,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import record, runner
 from search.contest import contenders as cn
+from search.contest import race as racing
 from search.contest.law import laws
-from search.contest.state import RACE, REFERENCE, SHAPE, Settings, State, derive
+from search.contest.state import (
+    RACE,
+    REFERENCE,
+    SHAPE,
+    Settings,
+    State,
+    derive,
+    ladder,
+    stopped,
+)
 
 __all__ = ["LR_LAW", "ContestPolicy", "Due", "plan"]
 
@@ -52,10 +62,11 @@ class Plan:
 
 
 def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
-              first: tuple[int, ...], seed: int, horizon: int,
-              ) -> tuple[list[Due], bool, float | None]:
-    """A reference's grid at `horizon` epochs: the points still to run, whether it is
-    finished, its best LR."""
+              first: tuple[int, ...], seed: int, horizon: int, ratio: float,
+              margin: float = 0.0) -> tuple[list[Due], bool, float | None]:
+    """A reference's grid at `horizon` epochs (steps of `ratio` around `centre`): the points
+    still to run, whether it is finished, its best LR. An edge is extended where the best
+    sits on it (by more than `margin` over its neighbour: contenders.next_lrs)."""
     mine = [r for r in state_runs if r.stage == REFERENCE and r.slot == ref.slot
             and r.horizon == horizon]
     clip, kn = cn.lr_clip(cfg, ref), cn.knobs(cfg)
@@ -66,7 +77,7 @@ def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
     for k in steps:
         if k in have:
             continue
-        lr = clip(centre * cfg.contest.GRID_RATIO ** k)
+        lr = clip(centre * ratio ** k)
         if any(abs(r.lr / lr - 1) < 1e-9 and (r.finished or r.state == TrialState.RUNNING)
                for r in mine):
             continue  # clipped onto an LR already run
@@ -80,9 +91,10 @@ def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
             r.finished for r in mine):
         return due, False, None
     scored = {r.lr: r.score for r in mine if r.finished}
-    more = cn.next_lrs(scored, centre, clip, first, steps)
+    more = cn.next_lrs(scored, centre, clip, first, steps, ratio, margin)
     if more:
-        extra, _, _ = _grid_due(cfg, ref, state_runs, centre, (*first, *more), seed, horizon)
+        extra, _, _ = _grid_due(cfg, ref, state_runs, centre, (*first, *more), seed, horizon,
+                                ratio, margin)
         return extra, False, None
     best = max(scored, key=lambda lr: (scored[lr], -lr))
     return [], True, best
@@ -100,7 +112,8 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
     the last horizon."""
     c = cfg.contest
     settings = Settings(c.shape_trials, c.finalists, c.max_seeds, c.noise_sd, cfg.train.seed,
-                        cfg.epochs, c.lengths(cfg.epochs) if c.horizons else (), cfg.goal)
+                        cfg.epochs, c.lengths(cfg.epochs) if c.horizons else (), cfg.goal,
+                        c.equivalence)
     refs = cn.references(cfg)
     state = derive(trials, settings, grids_done=False)
     runs = list(state.runs)
@@ -110,17 +123,25 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
     due: list[Due] = []
     done_all, scale = False, None
     going: dict[str, float] = {}  # slot -> its best LR one horizon shorter
+    # a longer horizon's grid is refined: extended past an edge only where the edge is
+    # better than its neighbour by more than the noise of a paired difference allows
+    refine = racing.margin(settings.noise_sd, 1)
     for i, h in enumerate(settings.lengths):
-        first = c.SCALE_STEPS if i == 0 else c.SHAPE_STEPS
+        ratio, first = c.grid(i, scale_setter=True)
+        margin = refine if i > 0 else 0.0
         centre0 = cfg.space.default_lr if i == 0 else going[refs[0].slot]
-        d, done_all, best0 = _grid_due(cfg, refs[0], runs, centre0, first, seed, h)
+        d, done_all, best0 = _grid_due(cfg, refs[0], runs, centre0, first, seed, h, ratio,
+                                       margin)
         due += d
         if best0 is None:
             break
         found = {refs[0].slot: best0}
         for ref in refs[1:]:
+            if i > 0 and ref.slot not in going:
+                continue  # stopped at the first horizon: clearly behind
             centre = best0 * ref.lr_factor if i == 0 else going[ref.slot]
-            d, ok, best = _grid_due(cfg, ref, runs, centre, c.SHAPE_STEPS, seed, h)
+            d, ok, best = _grid_due(cfg, ref, runs, centre, c.grid(i, False)[1], seed, h,
+                                    c.grid(i, False)[0], margin)
             due += d
             done_all = done_all and ok
             if best is not None:
@@ -130,7 +151,8 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
         elif not done_all:
             break
         else:
-            going = found
+            out = stopped(ladder(runs), settings, refs[0].slot) if i == 0 else {}
+            going = {slot: lr for slot, lr in found.items() if slot not in out}
     shapes_due = 0
     if scale is not None:
         used = sum(1 for r in runs if r.stage == SHAPE and r.state in (

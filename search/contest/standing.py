@@ -165,12 +165,15 @@ class Standing:
     @property
     def stopped(self) -> list[tuple[str, int, float]]:
         """(label, horizon, points behind the best there) of the references the race began
-        without: tuned at a shorter horizon only (a contest run with rungs at short horizons,
-        which stopped clear losers there)."""
+        without: clearly behind at the first horizon (state.stopped), or tuned at a shorter
+        horizon only (a contest from before, run with rungs at short horizons)."""
         st = self.state
-        last = st.settings.lengths[-1]
-        if len(st.settings.lengths) < 2 or not st.racing:
+        last, first = st.settings.lengths[-1], st.settings.lengths[0]
+        if not st.racing:
             return []
+        if len(st.settings.lengths) < 2:
+            return [(st.ladder[slot][first].label, first, gap)
+                    for slot, gap in st.behind.items()]
         out = []
         for by_h in st.ladder.values():
             h = max(by_h)
@@ -421,8 +424,9 @@ def _planned_references(st: State) -> int:
     total = 0
     for i, h in enumerate(lengths):
         for slot in slots:
-            first = (ContestConfig.SCALE_STEPS if i == 0 and slot == REFERENCES[0].slot
-                     else ContestConfig.SHAPE_STEPS)
+            if i > 0 and slot in st.behind:
+                continue  # stopped at the first horizon
+            first = ContestConfig.grid(i, scale_setter=slot == REFERENCES[0].slot)[1]
             g = st.ladder.get(slot, {}).get(h)
             ran = {r.grid_step for r in g.runs if r.finished or r.state == TrialState.RUNNING
                    } if g is not None else set()

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import record, schedules
 from search.contest import race as racing
+from search.contest import stopping
 from search.goal import DEFAULT, Goal
 from search.stats import SeedScores
 
@@ -46,6 +47,8 @@ class Settings:
     epochs: int = 0  # the search's length (the last horizon); 0: unknown (no epochs recorded)
     horizons: tuple[int, ...] = ()  # the references' lengths, the last `epochs`; () as (epochs,)
     goal: Goal = Goal()  # what the study optimises: a run's score is its value with this sign
+    equivalence: float = 0.0  # the race's practical margin δ (score units; 0: no equivalence
+    # stop, as in a study from before it)
 
     @classmethod
     def of(cls, study_attrs: Mapping[str, Any]) -> Settings | None:
@@ -56,7 +59,7 @@ class Settings:
         return cls(int(c["shape_trials"]), int(c["finalists"]), int(c["max_seeds"]),
                    float(c["noise_sd"]), int(study_attrs.get(SEARCH_SEED, 0)),
                    int(study_attrs.get(record.Study.EPOCHS, 0)), tuple(c.get("horizons", ())),
-                   Goal.of(study_attrs))
+                   Goal.of(study_attrs), float(c.get("equivalence", 0.0)))
 
     @property
     def lengths(self) -> tuple[int, ...]:
@@ -160,6 +163,9 @@ class State:
     racing: bool  # the race has begun: the references are tuned and the shapes searched
     ladder: Mapping[str, Mapping[int, Grid]] = dataclasses.field(default_factory=dict)
     # slot -> horizon -> grid, every horizon (the search's length included)
+    behind: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # slot -> how far its best trails the leading reference's at the first horizon, for the
+    # references stopped there (`stopped`): no longer horizons, no race seat
 
     @property
     def running(self) -> list[Run]:
@@ -185,6 +191,29 @@ def ladder(runs: Iterable[Run]) -> dict[str, dict[int, Grid]]:
             for slot, hs in by.items()}
 
 
+def stopped(ladder: Mapping[str, Mapping[int, Grid]], settings: Settings,
+            scale_slot: str) -> dict[str, float]:
+    """The references that are clearly behind once every grid of the first horizon is tuned
+    (search.contest.stopping.behind on their best scores there, with the study's prior seed
+    noise): slot -> its gap below the leader. They take no more grid points, horizons or race
+    seats. The reference that sets the LR scale (`scale_slot`, the first) is never stopped:
+    the shapes' LRs are a factor of its tuned LR at the search's length."""
+    first = settings.lengths[0]
+    bests = {slot: g.best.score for slot, hs in ladder.items()
+             if (g := hs.get(first)) is not None and g.best is not None
+             and g.best.score is not None}
+    gaps = stopping.behind(bests, settings.noise_sd)
+    return {slot: gap for slot, gap in gaps.items() if slot != scale_slot}
+
+
+def _past_first(runs: Sequence[Run], settings: Settings) -> bool:
+    """Whether the contest has moved past the first horizon's grids (so all of them are
+    tuned): a reference run at a longer horizon, a shape or a race run exists."""
+    first = settings.lengths[0]
+    return any(r.stage in (SHAPE, RACE) or (r.stage == REFERENCE and r.horizon > first)
+               for r in runs)
+
+
 def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool | None = None,
            ) -> State:
     """The contest's state from the study's trials.
@@ -197,7 +226,9 @@ def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool |
                  for t in sorted(trials, key=lambda t: t.number) if t.state != TrialState.WAITING)
     steps = ladder(runs)
     last = settings.lengths[-1] or max((r.horizon for r in runs), default=0)
-    grids = {slot: hs[last] for slot, hs in steps.items() if last in hs}
+    behind = (stopped(steps, settings, next(iter(steps), ""))
+              if steps and _past_first(runs, settings) else {})
+    grids = {slot: hs[last] for slot, hs in steps.items() if last in hs and slot not in behind}
     shapes = tuple(r for r in runs if r.stage == SHAPE)
     contenders: list[Contender] = []
     for g in grids.values():  # 1. each reference at its best LR so far
@@ -233,5 +264,6 @@ def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool |
     busy = [(r.key, r.seed) for r in runs if r.stage == RACE and r.state == TrialState.RUNNING]
     race = racing.race([racing.Contender(c.key, c.scores) for c in contenders],
                        settings.max_seeds if began else 1, settings.noise_sd,
-                       running=busy, seeds=settings.seeds)
-    return State(settings, runs, grids, shapes, tuple(contenders), race, began, steps)
+                       running=busy, seeds=settings.seeds,
+                       equivalence=settings.equivalence if began else 0.0)
+    return State(settings, runs, grids, shapes, tuple(contenders), race, began, steps, behind)

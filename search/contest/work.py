@@ -86,7 +86,9 @@ def remaining(cfg: Any, trials: Sequence[FrozenTrial], target: int,
     for i, h in enumerate(settings.lengths):
         left = 0
         for j, ref in enumerate(refs):
-            first = len(c.SCALE_STEPS if i == 0 and j == 0 else c.SHAPE_STEPS)
+            if i > 0 and ref.slot in st.behind:
+                continue  # stopped at the first horizon
+            first = len(c.grid(i, scale_setter=j == 0)[1])
             have = sum(1 for r in runs if r.stage == REFERENCE and r.slot == ref.slot
                        and r.horizon == h and (r.finished or r.state == TrialState.RUNNING))
             left += max(first - have, due[(ref.slot, h)])

@@ -35,6 +35,7 @@ from search.schedules.rescale import (
     build,
     recorded,
     resolve,
+    stepped_per_step,
 )
 
 __all__ = [
@@ -60,4 +61,5 @@ __all__ = [
     "lit",
     "milestones",
     "resolve",
+    "stepped_per_step",
 ]

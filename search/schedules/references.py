@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from search.schedules.catalog import ONE_CYCLE_STANDARD
-from search.schedules.rescale import ScheduleConfig
+from search.schedules.rescale import ScheduleConfig, stepped_per_step
 
 __all__ = ["REFERENCES", "Reference"]
 
@@ -26,7 +26,10 @@ class Reference:
     enqueued: bool = False  # a plain search enqueues it first (search.space.defaults)
 
     def schedule(self, lr: float, knob: Mapping[str, float]) -> ScheduleConfig:
-        return ScheduleConfig(self.family, dict(self.params), **dict(knob, lr=lr))
+        """At `lr`, stepped per optimizer step: a reference is a whole-run shape, the same
+        function of the fraction of training at every horizon (stepped_per_step)."""
+        return ScheduleConfig(self.family, dict(self.params), **dict(knob, lr=lr),
+                              per_step=stepped_per_step(self.family))
 
 
 # The first one sets the LR scale of the problem (the contest centres the others' grids on it).

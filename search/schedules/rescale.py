@@ -27,7 +27,7 @@ from search.errors import UserError
 from search.schedules.catalog import EPOCH, ITERATION, PLATEAU, WARMUP_START_FACTOR, family
 from search.schedules.construction import construct, with_warmup
 
-__all__ = ["TRACE_POINTS", "Built", "ScheduleConfig", "build", "resolve"]
+__all__ = ["TRACE_POINTS", "Built", "ScheduleConfig", "build", "resolve", "stepped_per_step"]
 
 TRACE_POINTS = 256  # the applied LR is recorded at about this many optimizer steps per run
 
@@ -38,7 +38,9 @@ class ScheduleConfig:
 
     `params` hold the family's parameters without the `<Family>.` prefix (epoch-kind ones as
     fractions of the run). `warmup` is the fraction of the run spent in an added linear
-    warmup (0: none). `listener`, when set, is called with the `Built` schedule once it exists
+    warmup (0: none). `per_step`: a family that steps per epoch in torch's usage steps per
+    optimizer step instead (`stepped_per_step` says which; its lengths count optimizer
+    steps), so the LR is the same function of the fraction of training at every length. `listener`, when set, is called with the `Built` schedule once it exists
     (the runner uses it to record the exact kwargs without the objective knowing about it).
     """
 
@@ -50,6 +52,7 @@ class ScheduleConfig:
     warmup: float = 0.0
     beta1: float | None = None  # AdamW's betas where the search draws them (else the objective's)
     beta2: float | None = None
+    per_step: bool = False
     listener: Callable[[Built], None] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,13 +61,14 @@ class ScheduleConfig:
                 "momentum": self.momentum, "weight_decay": self.weight_decay,
                 "warmup": self.warmup,
                 **{k: v for k, v in (("beta1", self.beta1), ("beta2", self.beta2))
-                   if v is not None}}
+                   if v is not None},
+                **({"per_step": True} if self.per_step else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ScheduleConfig:
         return cls(family=d["family"], params=dict(d["params"]), lr=float(d["lr"]),
                    momentum=float(d["momentum"]), weight_decay=float(d["weight_decay"]),
-                   warmup=float(d["warmup"]),
+                   warmup=float(d["warmup"]), per_step=bool(d.get("per_step", False)),
                    **{k: float(d[k]) for k in ("beta1", "beta2") if d.get(k) is not None})
 
     def build(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> Built:
@@ -117,6 +121,15 @@ class Built:
             self.scheduler.step(val_loss)
 
 
+def stepped_per_step(name: str, per_epoch: tuple[str, ...] = ()) -> bool:
+    """Whether a schedule of family `name` steps per optimizer step (`ScheduleConfig.per_step`):
+    every family torch steps per epoch does, unless the study keeps it per epoch (`per_epoch`,
+    the study file's `[space] per_epoch`). Stepped per epoch, whole-run shapes collapse at
+    short lengths (over 2 epochs cosine and linear-to-zero are the same two-step staircase,
+    over 1 every one is a constant LR); stepped per optimizer step they stay distinct."""
+    return family(name).interval == EPOCH and name not in per_epoch
+
+
 def resolve(schedule: ScheduleConfig, epochs: int, steps_per_epoch: int) -> Built:
     """The exact kwargs for `epochs` x `steps_per_epoch`, without building anything.
 
@@ -124,16 +137,18 @@ def resolve(schedule: ScheduleConfig, epochs: int, steps_per_epoch: int) -> Buil
        warmup of their own and ReduceLROnPlateau get none).
     2. The family's schedule spans the rest of the run: all epochs when it steps per epoch,
        else the optimizer steps after the warmup, so it ends where the family ends (cosine
-       at eta_min, polynomial at 0) when training ends.
+       at eta_min, polynomial at 0) when training ends. A `per_step` schedule of a family
+       that torch steps per epoch steps per optimizer step (its counts in optimizer steps).
     """
     fam = family(schedule.family)
+    per_step = schedule.per_step and fam.interval == EPOCH
     total = epochs * steps_per_epoch
     warm = min(total - 1, round(schedule.warmup * total)) if fam.warmup_ok else 0
     if warm > 0:
         warmup: dict[str, Any] | None = {"start_factor": WARMUP_START_FACTOR, "total_iters": warm}
         interval, horizon = ITERATION, total - warm
     else:
-        warmup, interval = None, fam.interval
+        warmup, interval = None, ITERATION if per_step else fam.interval
         horizon = total if interval == ITERATION else epochs
     kwargs = fam.kwargs(schedule.params, schedule.lr, horizon)
     every = max(1, math.ceil(total / TRACE_POINTS))
