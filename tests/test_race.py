@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 from hypothesis import given, settings
@@ -98,3 +99,50 @@ def test_a_clear_loser_is_out_after_one_seed():
     r = racing.race([racing.Contender("a", {0: 0.90}), racing.Contender("b", {0: 0.85})], 4,
                     prior_sd=0.004, seeds=SEEDS)
     assert r.incumbent == "a" and "b" in r.out and r.decided
+
+
+def _fields(r: racing.Race) -> tuple:
+    return (r.incumbent, r.sigma, dict(r.gaps), r.out, r.due, r.max_seeds, r.equivalent)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(table=tables(), max_seeds=st.integers(1, 6), delta=st.floats(0.0, 0.03))
+def test_the_equivalence_stop_only_ends_a_race_early(table, max_seeds, delta):
+    """delta = 0 is the race as before (nothing equivalent, every field as without the
+    keyword); a delta > 0 changes a race only by deciding it: its challengers still in are
+    all shown within delta of the incumbent, and every other field is as at delta = 0."""
+    before = racing.race(table, max_seeds, prior_sd=0.004, seeds=SEEDS)
+    zero = racing.race(table, max_seeds, prior_sd=0.004, seeds=SEEDS, equivalence=0.0)
+    assert _fields(zero) == _fields(before) and before.equivalent == frozenset()
+    r = racing.race(table, max_seeds, prior_sd=0.004, seeds=SEEDS, equivalence=delta)
+    if not r.equivalent:
+        assert _fields(r) == _fields(before)
+        return
+    assert delta > 0 and r.decided and r.due == ()
+    assert r.equivalent == frozenset(r.tied) and r.out == before.out
+    assert (r.incumbent, r.gaps) == (before.incumbent, before.gaps)
+    for key in r.equivalent:
+        gap, n = r.gaps[key]
+        assert n > 0 and abs(gap) + racing.margin(r.sigma, n) < delta
+
+
+def test_challengers_shown_within_delta_end_the_race_as_equivalent():
+    a = racing.Contender("a", {0: 0.900, 1: 0.902, 2: 0.901, 3: 0.899})
+    b = racing.Contender("b", {0: 0.899, 1: 0.901, 2: 0.902, 3: 0.898})
+    plain = racing.race([a, b], 6, prior_sd=0.001, seeds=SEEDS)
+    assert plain.due and not plain.equivalent  # tied, more seeds due
+    # margin(sigma ~ 0.001, 4) = 1.645 x 0.001 x sqrt(1/2) ~ 0.0012; gap 0.0005
+    r = racing.race([a, b], 6, prior_sd=0.001, seeds=SEEDS, equivalence=0.003)
+    assert r.decided and r.equivalent == {"b"} and r.incumbent == "a"
+    # too narrow a delta to show at this noise: the race goes on
+    assert not racing.race([a, b], 6, prior_sd=0.001, seeds=SEEDS,
+                           equivalence=0.0015).equivalent
+
+
+def test_a_challenger_without_shared_seeds_is_never_shown_equivalent():
+    a = racing.Contender("a", {0: 0.90, 1: 0.90})
+    b = racing.Contender("b", {})
+    r = racing.race([a, b], 4, prior_sd=0.0001, seeds=SEEDS, equivalence=0.1)
+    assert not r.equivalent and r.due == (("b", 0),)
+    assert not racing.equivalent(math.nan, 0, 0.001, 0.1)
+    assert not racing.equivalent(0.0, 4, 0.0, 0.0)  # delta 0: never

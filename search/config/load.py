@@ -201,6 +201,10 @@ def _contest(top: Table, trials_max: int, epochs: int) -> ContestConfig:
         lr_factor=range_spec(t, "lr_factor", d.lr_factor, True,
                              schedules.Bounds(0.0, 1e3, low_open=True)),
         horizons=_horizons(t, epochs),
+        equivalence=float(t.get("equivalence", d.equivalence, NUM,
+                                lambda v: finite(v) and v >= 0,
+                                "a number >= 0 (the race's equivalence margin, in the "
+                                "metric's units; 0: none)")),
     )
     t.done()
     if not out.lr_factor.low <= 1.0 <= out.lr_factor.high:

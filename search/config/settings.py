@@ -100,6 +100,11 @@ class ContestConfig:
     noise_sd: float = 0.004
     lr_factor: ParamSpec = ParamSpec(1 / 3, 3.0, log=True)
     horizons: tuple[int, ...] = ()
+    # The race's equivalence margin (`[contest] equivalence`, in the metric's own units; 0.001
+    # = 0.1 point of accuracy): the race stops when every challenger still in is shown within
+    # it of the leader (search.contest.race, rule 6). 0: no such stop, the behaviour before
+    # this key, which a study stored without it keeps.
+    equivalence: float = 0.001
     # The LR grids, as steps of a ratio (`grid`): coarse at the first horizon (the first
     # reference's around the default LR, the others' around the scale it found), refined at
     # each longer one (half steps around the same reference's best one horizon shorter,

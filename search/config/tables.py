@@ -42,7 +42,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "sampler": ("name", "n_startup_trials", "multivariate", "group"),
     "pruner": ("name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"),
     "workers": ("heartbeat_interval", "grace_period", "max_retry"),
-    "contest": ("shape_trials", "finalists", "max_seeds", "noise_sd", "lr_factor"),
+    "contest": ("shape_trials", "finalists", "max_seeds", "noise_sd", "lr_factor", "horizons",
+                "equivalence"),
     "limits": tuple(LIMITS),
 }
 

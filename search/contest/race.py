@@ -16,6 +16,14 @@ the scores in the store):
    in and the incumbent has fewer than `max_seeds`; then the challengers catch up again.
 5. The race is decided when nothing is due: every challenger is out, or those still in have
    run `max_seeds` seeds with the incumbent and are within noise of it (tied).
+6. Equivalence (`equivalence` = delta > 0, in score units; 0 leaves rules 1-5 exactly as
+   they are): when every challenger still in has shared seeds with the incumbent and is
+   shown within (-delta, delta) of it by two one-sided tests at 95% each (TOST: gap -
+   Z_OUT x se > -delta and gap + Z_OUT x se < delta, se = sigma x sqrt(2 / n), what `margin`
+   bounds), nothing more is due: the race is decided and `Race.equivalent` names them. With
+   sigma 0.0037 a delta of 0.001 needs n > 2 (Z_OUT x sigma / delta)^2 = 74 shared seeds
+   even at a gap of exactly 0, so it fires only where delta is several sds wide
+   (benchmarks/stopping_rules.py).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from dataclasses import dataclass
 
 from search.stats import mean_std
 
-__all__ = ["Z_OUT", "Contender", "Race", "margin", "noise", "race"]
+__all__ = ["Z_OUT", "Contender", "Race", "equivalent", "margin", "noise", "race"]
 
 Z_OUT = 1.645  # a challenger is out below incumbent - Z_OUT x sd(difference): one-sided 95%
 
@@ -64,6 +72,16 @@ def margin(sigma: float, n: int) -> float:
     return Z_OUT * sigma * math.sqrt(2.0 / n) if n > 0 else math.inf
 
 
+def equivalent(gap: float, n: int, sigma: float, delta: float) -> bool:
+    """Whether a difference `gap` of two means over n shared seeds is shown inside (-delta,
+    delta) by two one-sided tests at 95% each (TOST): gap - m > -delta and gap + m < delta,
+    m = `margin(sigma, n)`. Never with delta <= 0, no shared seed or a NaN gap."""
+    if not delta > 0 or n <= 0 or math.isnan(gap):
+        return False
+    m = margin(sigma, n)
+    return gap - m > -delta and gap + m < delta
+
+
 @dataclass(frozen=True)
 class Race:
     """The state of a race, derived from the scores (`race`)."""
@@ -74,6 +92,8 @@ class Race:
     out: frozenset[str]  # challengers below the incumbent by more than the noise allows
     due: tuple[tuple[str, int], ...]  # (contender, seed) runs to train next, in order
     max_seeds: int
+    equivalent: frozenset[str] = frozenset()  # challengers shown within the equivalence
+    # margin of the incumbent (rule 6), which decided the race; empty otherwise
 
     @property
     def decided(self) -> bool:
@@ -99,11 +119,12 @@ def _incumbent(cs: Sequence[Contender]) -> Contender | None:
 
 def race(contenders: Sequence[Contender], max_seeds: int, prior_sd: float,
          prior_df: float = 4.0, running: Iterable[tuple[str, int]] = (),
-         seeds: Sequence[int] | None = None) -> Race:
+         seeds: Sequence[int] | None = None, equivalence: float = 0.0) -> Race:
     """The race over `contenders` (in a fixed order: ties go to the earlier one).
 
     `running`: (contender, seed) runs in flight, never due twice. `seeds`: the seed of each
     race position, in order (default 0, 1, 2, ...): a contender's k-th run uses seeds[k].
+    `equivalence`: the practical margin delta of rule 6, in score units (0: no such stop).
     """
     order = list(seeds) if seeds is not None else list(range(max_seeds))
     busy = set(running)
@@ -125,8 +146,12 @@ def race(contenders: Sequence[Contender], max_seeds: int, prior_sd: float,
         gaps[c.key] = (gap, len(shared))
         if gap < -margin(sigma, len(shared)):
             out.add(c.key)
-    due: list[tuple[str, int]] = []
     alive = [c for c in contenders if c.key != inc.key and c.key not in out]
+    if alive and all(equivalent(*gaps[c.key], sigma, equivalence) for c in alive):
+        # 6. every challenger still in is shown within delta of the incumbent: decided
+        return Race(inc.key, sigma, gaps, frozenset(out), (), max_seeds,
+                    frozenset(c.key for c in alive))
+    due: list[tuple[str, int]] = []
     alive.sort(key=lambda c: -(gaps[c.key][0] if not math.isnan(gaps[c.key][0]) else math.inf))
     for c in alive:  # 3. challengers catch up on the incumbent's seeds, doubling at most
         pending = [s for s in order if s in inc.scores and s not in c.scores]
