@@ -59,8 +59,15 @@ def test_the_law_carries_the_recommendation_to_another_length(tmp_path, capsys):
             assert e in (1, 2, 4) and len(t.user_attrs["val_acc_curve"]) == e
             assert t.user_attrs["scheduler_kwargs"].get("T_max", e) in (e, e * 4)
     assert {h for g in st.state.ladder.values() for h in g} == {1, 2, 4}
-    # every reference is tuned at every horizon (a short one stops none)
-    assert st.stopped == [] and all(set(g) == {1, 2, 4} for g in st.state.ladder.values())
+    # constant (true 0.870 against cosine's 0.900) is clearly behind at the first horizon
+    # (more than 3 paired noise sds): stopped there, with its numbers, and never raced; every
+    # other reference is tuned at every horizon
+    (label, h, gap), = st.stopped
+    assert (label, h) == ("Constant", 1) and gap > 3 * 2**0.5 * 0.004
+    assert set(st.state.behind) == {"constant"} and st.state.behind["constant"] == gap
+    assert all(set(g) == ({1} if slot == "constant" else {1, 2, 4})
+               for slot, g in st.state.ladder.items())
+    assert "constant" not in {c.slot for c in st.state.contenders}
     cosine = st.laws["cosine"]
     assert cosine.horizons == (1, 2, 4) and cosine.beta_low < BETA < cosine.beta_high
     assert not cosine.flat
