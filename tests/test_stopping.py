@@ -101,15 +101,15 @@ def drive(means: list[float], sd: float, max_seeds: int, delta: float,
 
 
 RACES = 500
-# benchmarks/stopping_rules.py, "equivalence at the boundary": with every rival exactly delta
+# benchmarks/stopping_rules.py, step 4 (benchmarks/RESULTS.md): with every rival exactly delta
 # below the best (the worst case of a TOST), delta 1.5-3 noise sds, 2-8 contenders and
-# max_seeds 2-6, the share of races declaring equivalent a rival delta or more away from the
-# incumbent is at most 24% (8 contenders, max_seeds 6, delta 2.5 sds), and the share ending
-# on an incumbent delta or more below the true best at most 4.5% (4 contenders, max_seeds 6,
-# delta 1.5 sds). The nominal 5% of one TOST is exceeded: the race tests after every seed,
-# with a sigma it estimates, against the incumbent it selected, and only the challengers
-# still in need be shown equivalent.
-MEASURED_WRONG, MEASURED_LOST = 0.24, 0.045
+# max_seeds 2-6, 1,000 races a row, the share of races declaring equivalent a rival delta or
+# more away from the incumbent is at most 22.0% (8 contenders, max_seeds 6, delta 2 sds), and
+# the share ending on an incumbent delta or more below the true best at most 3.8% (8
+# contenders, max_seeds 6, delta 1.5 sds). The nominal 5% of one TOST is exceeded: the race
+# tests after every seed, with a sigma it estimates, against the incumbent it selected, and
+# only the challengers still in need be shown equivalent.
+MEASURED_WRONG, MEASURED_LOST = 0.22, 0.038
 
 
 @settings(max_examples=20, deadline=None, derandomize=True)
