@@ -76,9 +76,17 @@ def test_a_tuned_reference_wins_where_the_searched_families_cannot(tmp_path, cap
     assert st.decided and st.leader.role == "reference"
     assert st.leader.label in ("CosineAnnealingLR (whole run)", "linear to zero",
                                "OneCycleLR (standard)", "schedule-free SGD")
+    # the constant reference (true 0.870 against 0.900) is clearly behind once tuned: more
+    # than 3 paired noise sds (3 x 0.003 x sqrt 2) below the best reference, it takes no race
+    # seat, and `best` says so with its numbers
+    (label, h, gap), = st.stopped
+    assert (label, h) == ("Constant", 2) and gap > 3 * 0.003 * 2**0.5
+    assert "constant" not in {c.slot for c in st.state.contenders}
+    assert not any(r.stage == "race" and r.slot == "constant" for r in st.state.runs)
     capsys.readouterr()
     assert cli.main(["best", "--study", str(f), "--storage", url]) == 0
     out = capsys.readouterr().out
+    assert f"stopped  : Constant at 2 epochs, {st.goal.gap(gap)} behind" in out
     assert f"Recommended schedule of study 'c': {st.leader.label}" in out
     assert "no searched shape beats the tuned references" in out
     trial = study.trials[st.leader.source_trial]

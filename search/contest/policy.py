@@ -138,7 +138,7 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
         found = {refs[0].slot: best0}
         for ref in refs[1:]:
             if i > 0 and ref.slot not in going:
-                continue  # stopped at the first horizon: clearly behind
+                continue  # stopped one horizon shorter: clearly behind
             centre = best0 * ref.lr_factor if i == 0 else going[ref.slot]
             d, ok, best = _grid_due(cfg, ref, runs, centre, c.grid(i, False)[1], seed, h,
                                     c.grid(i, False)[0], margin)
@@ -151,7 +151,8 @@ def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
         elif not done_all:
             break
         else:
-            out = stopped(ladder(runs), settings, refs[0].slot) if i == 0 else {}
+            out = (stopped(ladder(runs), settings, refs[0].slot)
+                   if i == len(settings.lengths) - 2 else {})
             going = {slot: lr for slot, lr in found.items() if slot not in out}
     shapes_due = 0
     if scale is not None:

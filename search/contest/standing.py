@@ -168,12 +168,11 @@ class Standing:
         without: clearly behind at the first horizon (state.stopped), or tuned at a shorter
         horizon only (a contest from before, run with rungs at short horizons)."""
         st = self.state
-        last, first = st.settings.lengths[-1], st.settings.lengths[0]
+        last = st.settings.lengths[-1]
         if not st.racing:
             return []
         if len(st.settings.lengths) < 2:
-            return [(st.ladder[slot][first].label, first, gap)
-                    for slot, gap in st.behind.items()]
+            return [(st.ladder[slot][last].label, last, gap) for slot, gap in st.behind.items()]
         out = []
         for by_h in st.ladder.values():
             h = max(by_h)
@@ -424,8 +423,8 @@ def _planned_references(st: State) -> int:
     total = 0
     for i, h in enumerate(lengths):
         for slot in slots:
-            if i > 0 and slot in st.behind:
-                continue  # stopped at the first horizon
+            if slot in st.behind and h > max(st.ladder[slot]):
+                continue  # stopped at a shorter horizon
             first = ContestConfig.grid(i, scale_setter=slot == REFERENCES[0].slot)[1]
             g = st.ladder.get(slot, {}).get(h)
             ran = {r.grid_step for r in g.runs if r.finished or r.state == TrialState.RUNNING

@@ -164,8 +164,8 @@ class State:
     ladder: Mapping[str, Mapping[int, Grid]] = dataclasses.field(default_factory=dict)
     # slot -> horizon -> grid, every horizon (the search's length included)
     behind: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    # slot -> how far its best trails the leading reference's at the first horizon, for the
-    # references stopped there (`stopped`): no longer horizons, no race seat
+    # slot -> how far its best trails the leading reference's at the stopping horizon, for
+    # the references stopped there (`stopped`): no longer horizons, no race seat
 
     @property
     def running(self) -> list[Run]:
@@ -193,24 +193,25 @@ def ladder(runs: Iterable[Run]) -> dict[str, dict[int, Grid]]:
 
 def stopped(ladder: Mapping[str, Mapping[int, Grid]], settings: Settings,
             scale_slot: str) -> dict[str, float]:
-    """The references that are clearly behind once every grid of the first horizon is tuned
-    (search.contest.stopping.behind on their best scores there, with the study's prior seed
-    noise): slot -> its gap below the leader. They take no more grid points, horizons or race
-    seats. The reference that sets the LR scale (`scale_slot`, the first) is never stopped:
-    the shapes' LRs are a factor of its tuned LR at the search's length."""
-    first = settings.lengths[0]
+    """The references that are clearly behind once every grid at the stopping horizon is
+    tuned (search.contest.stopping: `stop_at` says where and how strictly, `behind` the rule,
+    with the study's prior seed noise): slot -> its gap below the leader there. They take no
+    more grid points, horizons or race seats. The reference that sets the LR scale
+    (`scale_slot`, the first) is never stopped: the shapes' LRs are a factor of its tuned LR
+    at the search's length."""
+    h, z = stopping.stop_at(settings.lengths)
     bests = {slot: g.best.score for slot, hs in ladder.items()
-             if (g := hs.get(first)) is not None and g.best is not None
+             if (g := hs.get(h)) is not None and g.best is not None
              and g.best.score is not None}
-    gaps = stopping.behind(bests, settings.noise_sd)
+    gaps = stopping.behind(bests, settings.noise_sd, z)
     return {slot: gap for slot, gap in gaps.items() if slot != scale_slot}
 
 
-def _past_first(runs: Sequence[Run], settings: Settings) -> bool:
-    """Whether the contest has moved past the first horizon's grids (so all of them are
+def _past_stop(runs: Sequence[Run], settings: Settings) -> bool:
+    """Whether the contest has moved past the stopping horizon's grids (so all of them are
     tuned): a reference run at a longer horizon, a shape or a race run exists."""
-    first = settings.lengths[0]
-    return any(r.stage in (SHAPE, RACE) or (r.stage == REFERENCE and r.horizon > first)
+    h, _ = stopping.stop_at(settings.lengths)
+    return any(r.stage in (SHAPE, RACE) or (r.stage == REFERENCE and r.horizon > h)
                for r in runs)
 
 
@@ -227,7 +228,7 @@ def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool |
     steps = ladder(runs)
     last = settings.lengths[-1] or max((r.horizon for r in runs), default=0)
     behind = (stopped(steps, settings, next(iter(steps), ""))
-              if steps and _past_first(runs, settings) else {})
+              if steps and _past_stop(runs, settings) else {})
     grids = {slot: hs[last] for slot, hs in steps.items() if last in hs and slot not in behind}
     shapes = tuple(r for r in runs if r.stage == SHAPE)
     contenders: list[Contender] = []

@@ -86,8 +86,8 @@ def remaining(cfg: Any, trials: Sequence[FrozenTrial], target: int,
     for i, h in enumerate(settings.lengths):
         left = 0
         for j, ref in enumerate(refs):
-            if i > 0 and ref.slot in st.behind:
-                continue  # stopped at the first horizon
+            if ref.slot in st.behind and h > max(st.ladder[ref.slot]):
+                continue  # stopped at a shorter horizon
             first = len(c.grid(i, scale_setter=j == 0)[1])
             have = sum(1 for r in runs if r.stage == REFERENCE and r.slot == ref.slot
                        and r.horizon == h and (r.finished or r.state == TrialState.RUNNING))
