@@ -180,6 +180,8 @@ def identity(cfg: StudyConfig) -> dict[str, Any]:
         # before, whose references stepped per epoch, cannot mix its grids with these
         out["contest"]["references_step"] = "optimizer step"
         out["contest"]["equivalence"] = c.equivalence  # the race's practical margin δ
+        if c.references:  # absent: the default set, as every study before the key had
+            out["contest"]["references"] = list(c.references)
     return out
 
 

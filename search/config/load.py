@@ -190,6 +190,18 @@ def _horizons(t: Table, epochs: int) -> tuple[int, ...]:
         and v[-1] == epochs), what))
 
 
+def _references(t: Table) -> tuple[str, ...]:
+    """`references`: reference slots, whole-run cosine among them (it sets the LR scale)."""
+    from search.schedules.references import REFERENCES, SLOTS
+
+    first = REFERENCES[0].slot
+    got = t.get("references", [], list, lambda v: all(s in SLOTS for s in v) and first in v
+                and len(set(v)) == len(v),
+                f"a list of distinct names from {', '.join(SLOTS)}, {first!r} among them (it "
+                "sets the LR scale)")
+    return tuple(s for s in SLOTS if s in got)
+
+
 def _contest(top: Table, trials_max: int, epochs: int) -> ContestConfig:
     t, d = top.table("contest"), ContestConfig()
     out = ContestConfig(
@@ -205,6 +217,7 @@ def _contest(top: Table, trials_max: int, epochs: int) -> ContestConfig:
                                 lambda v: finite(v) and v >= 0,
                                 "a number >= 0 (the race's equivalence margin, in the "
                                 "metric's units; 0: none)")),
+        references=_references(t),
     )
     t.done()
     if not out.lr_factor.low <= 1.0 <= out.lr_factor.high:

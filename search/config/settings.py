@@ -105,6 +105,9 @@ class ContestConfig:
     # it of the leader (search.contest.race, rule 6). 0: no such stop, the behaviour before
     # this key, which a study stored without it keeps.
     equivalence: float = 0.001
+    # the reference slots this contest runs (search.schedules.references.SLOTS; the first,
+    # whole-run cosine, always: it sets the LR scale); (): the default set
+    references: tuple[str, ...] = ()
     # The LR grids, as steps of a ratio (`grid`): coarse at the first horizon (the first
     # reference's around the default LR, the others' around the scale it found), refined at
     # each longer one (half steps around the same reference's best one horizon shorter,
@@ -134,8 +137,9 @@ class ContestConfig:
     def min_trials(self) -> int:
         """The smallest `trials` that tunes every reference at every horizon, searches the
         shapes and leaves each finalist one race run."""
-        grids = len(self.SCALE_STEPS) + (self.REFERENCES - 1) * len(self.SHAPE_STEPS)
-        later = max(0, len(self.horizons) - 1) * self.REFERENCES * len(self.LATER_STEPS)
+        refs = len(self.references) or self.REFERENCES
+        grids = len(self.SCALE_STEPS) + (refs - 1) * len(self.SHAPE_STEPS)
+        later = max(0, len(self.horizons) - 1) * refs * len(self.LATER_STEPS)
         return grids + later + self.shape_trials + self.finalists
 
     def budget_problem(self, trials: int) -> str:

@@ -43,7 +43,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "pruner": ("name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"),
     "workers": ("heartbeat_interval", "grace_period", "max_retry"),
     "contest": ("shape_trials", "finalists", "max_seeds", "noise_sd", "lr_factor", "horizons",
-                "equivalence"),
+                "equivalence", "references"),
     "limits": tuple(LIMITS),
 }
 

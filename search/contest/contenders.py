@@ -25,6 +25,7 @@ from search.config import ContestConfig
 # The reference shapes are defined in search.schedules.references (a plain search's enqueued
 # defaults read them too); the contest adds the schedule-free one (`references`).
 from search.schedules import REFERENCES, Reference
+from search.schedules.references import SCHEDULE_FREE
 
 __all__ = ["REFERENCES", "Reference", "at_edge", "contender_key", "grid_lrs",
            "knobs", "lr_clip", "next_lrs", "references", "unavailable"]
@@ -52,12 +53,17 @@ def unavailable(cfg: Any, ref: Reference) -> str:
 
 
 def references(cfg: Any, notes: list[str] | None = None) -> tuple[Reference, ...]:
-    """The references this study can run: REFERENCES, then the schedule-free variant of its
-    optimizer where the objective and the installed packages allow (else a note says why)."""
+    """The references this study can run: those its `[contest] references` lists (by default
+    every REFERENCES entry marked by_default and the schedule-free one), in REFERENCES' order,
+    the schedule-free variant of its optimizer last where the objective and the installed
+    packages allow (else a note says why)."""
     free = OPTIMIZERS[OPTIMIZERS[cfg.train.optimizer].schedule_free_variant]
+    wanted = cfg.contest.references
     out = []
-    for ref in (*REFERENCES, Reference("schedulefree", free.label, "Constant", {}, free.key,
+    for ref in (*REFERENCES, Reference(SCHEDULE_FREE, free.label, "Constant", {}, free.key,
                                        free.lr_factor)):
+        if (ref.slot not in wanted) if wanted else not ref.by_default:
+            continue
         why = unavailable(cfg, ref)
         if why and notes is not None:
             notes.append(why)

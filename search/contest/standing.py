@@ -418,7 +418,8 @@ def _planned_references(st: State) -> int:
     if first_done:  # every reference has run at the first horizon
         slots = [s for s in st.ladder if lengths[0] in st.ladder[s]]
     else:  # those seen, the scheduled ones, and one more (a schedule-free one, where it runs)
-        slots = list(dict.fromkeys([*(ref.slot for ref in REFERENCES), *st.ladder]))
+        slots = list(dict.fromkeys([*(ref.slot for ref in REFERENCES if ref.by_default),
+                                    *st.ladder]))
         slots += [""] * max(0, ContestConfig.REFERENCES - len(slots))
     total = 0
     for i, h in enumerate(lengths):
