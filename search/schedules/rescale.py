@@ -18,7 +18,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.optim import Optimizer
 
@@ -26,6 +26,10 @@ from search import record
 from search.errors import UserError
 from search.schedules.catalog import EPOCH, ITERATION, PLATEAU, WARMUP_START_FACTOR, family
 from search.schedules.construction import construct, with_warmup
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 __all__ = ["TRACE_POINTS", "Built", "ScheduleConfig", "build", "resolve"]
 
@@ -153,7 +157,7 @@ def build(
     return built
 
 
-def recorded(trial: Any) -> ScheduleConfig:
+def recorded(trial: optuna.Trial | FrozenTrial) -> ScheduleConfig:
     """The budget-free schedule a trial trained with, as training recorded it (search.record)."""
     sched = record.of(trial).schedule
     if sched is None:
