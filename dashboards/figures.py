@@ -176,7 +176,8 @@ class _Collected:
     are collected (in order; a later write of a key wins) instead of made."""
 
     def __init__(self, storage: Any) -> None:
-        self.storage, self.attrs = storage, {}
+        self.storage = storage
+        self.attrs: dict[str, Any] = {}
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
         return {**self.storage.get_study_system_attrs(study_id), **self.attrs}

@@ -52,9 +52,12 @@ import tempfile
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from objectives import Diverged, UserError, import_module
+
+if TYPE_CHECKING:
+    from objectives.settings import TrainConfig
 
 __all__ = ["EXTRA", "OPTIONS", "OWNED_ARGS", "StepPerEpoch", "TRAINS_OPTIMIZERS", "prepare",
            "steps_per_epoch", "train"]
@@ -163,7 +166,7 @@ def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def options(cfg: Any) -> Options:
+def options(cfg: TrainConfig) -> Options:
     """The options from `cfg.options`, each mistake one UserError line (no imports)."""
     given = dict(cfg.options)
     for k in given:
@@ -201,7 +204,7 @@ def options(cfg: Any) -> Options:
 # -- the user's function --------------------------------------------------------------------
 
 
-def _no_ignored_settings(cfg: Any) -> None:
+def _no_ignored_settings(cfg: TrainConfig) -> None:
     """A built-in objective's setting given to this objective: one line saying where it goes."""
     if not dataclasses.is_dataclass(cfg):
         return
@@ -336,7 +339,7 @@ def _device_args(device: str) -> dict[str, Any]:
     return {"use_cpu": True} if d.type == "cpu" else {}
 
 
-def training_arguments(cfg: Any, opts: Options, output_dir: str, **ours: Any) -> Any:
+def training_arguments(cfg: TrainConfig, opts: Options, output_dir: str, **ours: Any) -> Any:
     """TrainingArguments: schedsearch's defaults, the user's `training_args`, then `ours`."""
     import transformers
 
@@ -415,7 +418,7 @@ def _names_said(names: list[str]) -> str:
 # -- prepare --------------------------------------------------------------------------------
 
 
-def prepare(cfg: Any) -> None:
+def prepare(cfg: TrainConfig) -> None:
     """Check everything the study file and the `trainer` function can get wrong, before the
     search stores anything: each mistake is one UserError line.
 
@@ -518,7 +521,7 @@ def _classes() -> tuple[type, type]:
 class _Run:
     """One trial's bookkeeping between the Trainer's events, the schedule and `report`."""
 
-    def __init__(self, cfg: Any, opts: Options, built: Any, optimizer: Any, report: Any,
+    def __init__(self, cfg: TrainConfig, opts: Options, built: Any, optimizer: Any, report: Any,
                  steps: int, accum: int) -> None:
         self.cfg, self.opts, self.built, self.optimizer, self.report = (
             cfg, opts, built, optimizer, report)
@@ -572,7 +575,7 @@ class _Run:
         self.report(index, values, lr=lr)
 
 
-def train(cfg: Any, schedule: Any, report: Callable[..., Any]) -> float:
+def train(cfg: TrainConfig, schedule: Any, report: Callable[..., Any]) -> float:
     """Train with the Hugging Face Trainer as the study file's options say (module docstring);
     `report(i, metrics, lr=...)` after the i-th evaluation with all its metrics and the LR of
     the first optimizer step since the one before. Returns the last evaluation's `metric`.

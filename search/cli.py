@@ -12,12 +12,18 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search import record
 from search.errors import UserError, must
 from search.goal import Goal
 from search.options import add_study_args, load_cfg, open_study, positive_int, with_name
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.config import StudyConfig
+    from search.progress import Progress
 
 __all__ = ["COMMANDS", "main"]
 
@@ -103,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     return _summary(args, cfg, study, url, code)
 
 
-def _check_before_store(cfg: Any) -> None:
+def _check_before_store(cfg: StudyConfig) -> None:
     """The objective imports with the right signature and the device exists: else one line,
     before a study is created (a typo must not leave a study behind that refuses the fix)."""
     from objectives.classify import resolve_device
@@ -113,14 +119,14 @@ def _check_before_store(cfg: Any) -> None:
     resolve_device(cfg.train.device)
 
 
-def _progress(cfg: Any) -> Any:
+def _progress(cfg: StudyConfig) -> Progress:
     """`run`'s display: a contest's "best" is its standing at the study's length."""
     from search.progress import Progress
 
     return Progress(leader=_leading if cfg.contest is not None else None)
 
 
-def _leading(study: Any) -> str | None:
+def _leading(study: optuna.Study) -> str | None:
     """The live line's "best" for a contest: its standing at the study's length (None, where
     the store did not answer this once: the line keeps the last one)."""
     from search import storage
@@ -135,7 +141,8 @@ def _leading(study: Any) -> str | None:
     return st.headline() if st is not None else None
 
 
-def _summary(args: argparse.Namespace, cfg: Any, study: Any, url: str, code: int) -> int:
+def _summary(args: argparse.Namespace, cfg: StudyConfig, study: optuna.Study, url: str,
+             code: int) -> int:
     from optuna.trial import TrialState
 
     from search import export, storage
@@ -234,7 +241,7 @@ def _studies(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recommended(store: Any, summary: Any) -> str:
+def _recommended(store: optuna.storages.BaseStorage, summary: Any) -> str:
     """A searched study's line: what `best` recommends (a contest: its standing at the study's
     length, unfinished or not; a plain search: its best trial)."""
     import optuna
@@ -253,7 +260,7 @@ def _recommended(store: Any, summary: Any) -> str:
     return f"{g.metric} {trial.value:.4f} {(record.of(trial).schedule or {}).get('family', '')}"
 
 
-def _validated(store: Any, searched: str) -> str:
+def _validated(store: optuna.storages.BaseStorage, searched: str) -> str:
     """A validation study's line: the winner's mean test accuracy over its seeds."""
     import optuna
 

@@ -34,15 +34,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.storages import BaseStorage
 from optuna.storages import _CachedStorage as CachedStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["CachedStorage", "TrialsView", "backend_of", "count_trials", "fail_running",
            "insert_trials",
@@ -50,24 +51,25 @@ __all__ = ["CachedStorage", "TrialsView", "backend_of", "count_trials", "fail_ru
            "study_id", "study_stand_in", "trial_id", "trials_without_heartbeat", "url_of"]
 
 
-def storage_of(study: Any) -> optuna.storages.BaseStorage:
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage an `optuna.Study` reads and writes."""
     return study._storage
 
 
-def study_id(study: Any) -> int:
+def study_id(study: optuna.Study) -> int:
     """The id a study has in its storage (what the storage API takes)."""
     return study._study_id
 
 
-def trial_id(trial: Any) -> int:
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
     """The storage id of an `optuna.Trial` (not its number)."""
     return trial._trial_id
 
 
-def stale_trial_ids(store: Any, study_id: int) -> list[int]:
+def stale_trial_ids(store: BaseStorage, study_id: int) -> list[int]:
     """RUNNING trials of the study whose last heartbeat is older than the grace period."""
-    return list(store._get_stale_trial_ids(study_id))
+    # only a store with heartbeats (optuna's BaseHeartbeat) is asked (claim.beats)
+    return list(store._get_stale_trial_ids(study_id))  # type: ignore[attr-defined]
 
 
 def trials_without_heartbeat(rdb: optuna.storages.RDBStorage, study_id: int) -> set[int]:
@@ -86,7 +88,7 @@ class TrialsView:
     """`study`, except that its trials are only those `keep(trial)` accepts (what a sampler
     reads through `_get_trials` and `get_trials`); everything else is the study's own."""
 
-    def __init__(self, study: Any, keep: Any) -> None:
+    def __init__(self, study: optuna.Study, keep: Callable[[FrozenTrial], bool]) -> None:
         self._study, self._keep = study, keep
 
     def __getattr__(self, name: str) -> Any:
@@ -104,26 +106,26 @@ class TrialsView:
     @property
     def trials(self) -> list[Any]:
         return self.get_trials()
-def backend_of(store: Any) -> optuna.storages.BaseStorage:
+def backend_of(store: BaseStorage) -> optuna.storages.BaseStorage:
     """The storage under optuna's cache (which wraps every RDBStorage a study opens), or
     `store` itself where it has no cache."""
     return store._backend if isinstance(store, CachedStorage) else store
 
 
-def rdb_of(store: Any) -> optuna.storages.RDBStorage | None:
+def rdb_of(store: BaseStorage) -> optuna.storages.RDBStorage | None:
     """The RDBStorage under `store` (cached, resilient or bare), or None."""
     backend = backend_of(store)
     return backend if isinstance(backend, optuna.storages.RDBStorage) else None
 
 
-def url_of(store: Any) -> str | None:
+def url_of(store: BaseStorage) -> str | None:
     """The database URL under `store` (password included: redact it before showing), or None
     for a store without a database."""
     rdb = rdb_of(store)
     return rdb.url if rdb is not None else None
 
 
-def set_study_system_attrs(store: Any, study_id: int, attrs: Mapping[str, Any]) -> None:
+def set_study_system_attrs(store: BaseStorage, study_id: int, attrs: Mapping[str, Any]) -> None:
     """Set every study system attribute of `attrs`: in one transaction on a database (all or
     none is written), one by one through the API elsewhere (nothing to interrupt in memory)."""
     rdb = rdb_of(store)
@@ -142,13 +144,14 @@ def set_study_system_attrs(store: Any, study_id: int, attrs: Mapping[str, Any]) 
                 conn.execute(sqlalchemy.insert(table).values(study_id=study_id, key=key, **row))
 
 
-def study_stand_in(store: Any, study_id: int) -> Any:
+def study_stand_in(store: object, study_id: int) -> Any:
     """What optuna-dashboard's `save_plotly_graph_object` takes for a study: all it reads of
-    one is the private `_storage` and `_study_id`."""
+    one is the private `_storage` and `_study_id` (`store`: a storage, or anything that
+    answers the storage calls that writer makes)."""
     return SimpleNamespace(_storage=store, _study_id=study_id)
 
 
-def saved_figures(store: Any, study_id: int) -> dict[str, str]:
+def saved_figures(store: BaseStorage, study_id: int) -> dict[str, str]:
     """The figures saved into the study by optuna-dashboard's `save_plotly_graph_object`:
     graph object id -> the figure's JSON, as the dashboard reads them back."""
     from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
@@ -156,7 +159,7 @@ def saved_figures(store: Any, study_id: int) -> dict[str, str]:
     return get_plotly_graph_objects(store.get_study_system_attrs(study_id))
 
 
-def count_trials(store: Any, study_id: int,
+def count_trials(store: BaseStorage, study_id: int,
                  states: Sequence[TrialState]) -> dict[TrialState, int]:
     """How many trials of the study are in each of `states` (absent: none), from one counted
     query that loads no trial; a store without a database counts through the public API."""
@@ -174,7 +177,7 @@ def count_trials(store: Any, study_id: int,
         return {state: n for state, n in conn.execute(query)}  # the column reads TrialStates
 
 
-def fail_running(store: Any, trial_id: int, user_attrs: dict[str, Any]) -> bool:
+def fail_running(store: BaseStorage, trial_id: int, user_attrs: dict[str, Any]) -> bool:
     """Fail the trial and set `user_attrs` on it if it is still RUNNING, in one transaction;
     False, and nothing written, where it is not (its owner finished it, or another worker
     failed it first). The database decides: no one can finish the trial in between.
@@ -213,13 +216,14 @@ def _utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def insert_trials(store: Any, study_id: int, values: Sequence[float],
+def insert_trials(store: BaseStorage, study_id: int, values: Sequence[float],
                   user_attrs: Mapping[str, Any]) -> None:
     """Add COMPLETE trials with these values, each with `user_attrs`, in one transaction
     (numbered after the study's trials; no parameters). Benchmarks only: nothing is checked."""
     from optuna.storages._rdb import models
 
     rdb = rdb_of(store)
+    assert rdb is not None, "insert_trials writes into an RDB store"
     t, v = models.TrialModel.__table__, models.TrialValueModel.__table__
     a = models.TrialUserAttributeModel.__table__
     now = _utc_now()

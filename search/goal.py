@@ -16,9 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search import record
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["ACCURACY", "DEFAULT", "DIRECTIONS", "Goal"]
 
@@ -41,11 +44,11 @@ class Goal:
         return cls(str(metric), direction if direction in DIRECTIONS else "maximize")
 
     @classmethod
-    def of_study(cls, study: Any) -> Goal:
+    def of_study(cls, study: optuna.Study) -> Goal:
         """`Goal.of` on an optuna Study (or anything `record.study_of` reads)."""
         return cls.of(record.study_of(study))
 
-    def holds(self, study: Any) -> bool:
+    def holds(self, study: optuna.Study) -> bool:
         """Whether an optuna Study optimises in this goal's direction (one objective)."""
         return [d.name.lower() for d in study.directions] == [self.direction]
 

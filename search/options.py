@@ -6,9 +6,14 @@ never `search.cli`.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.config import StudyConfig
 
 __all__ = ["add_study_args", "load_cfg", "open_study", "positive_int", "with_name"]
 
@@ -34,13 +39,13 @@ def add_study_args(parser: argparse.ArgumentParser, required: bool = True) -> No
                         "(run --study-name starts a separate study from the same file)")
 
 
-def load_cfg(name: str) -> Any:
+def load_cfg(name: str) -> StudyConfig:
     from search import config
 
     return config.load_study(name)
 
 
-def with_name(cfg: Any, name: str | None) -> Any:
+def with_name(cfg: StudyConfig, name: str | None) -> StudyConfig:
     """The study file's settings under another study name (`--study-name`)."""
     if name is None:
         return cfg
@@ -84,7 +89,8 @@ def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
     return cfg, study
 
 
-def _missing(args: argparse.Namespace, reach: Any, own: str | None, store: Any,
+def _missing(args: argparse.Namespace, reach: Any, own: str | None,
+             store: optuna.storages.BaseStorage,
              url: str) -> UserError:
     """The one line for a study that is not in the store: where a stored study's name is
     close to the name given (a typo'd --study or --study-name), "did you mean" it with the

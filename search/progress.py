@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import pace, record
 from search.goal import Goal
 
-__all__ = ["Progress", "duration", "interruption", "lr_text", "notify", "what_ran"]
+__all__ = ["Display", "Progress", "duration", "interruption", "lr_text", "notify", "what_ran"]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HOST = f"{socket.gethostname()}:"  # a worker on this machine is shown by its pid
@@ -63,7 +63,7 @@ def lr_text(lr: float) -> str:
     return f"{float(lr):.4g}"
 
 
-def what_ran(trial: Any, contest: bool = False, budget: int | None = None,
+def what_ran(trial: optuna.Trial | FrozenTrial, contest: bool = False, budget: int | None = None,
              lr: bool = True) -> str:
     """What a trial runs, in words, for every line that names a run: its role in a contest
     ("reference", "shape", "race"), its name there (a fixed run's contest label: "linear to
@@ -98,7 +98,7 @@ def interruption(trials: Sequence[int]) -> str:
     return f"{which} ended as FAIL ({_INTERRUPTED})"
 
 
-def notify(progress: Any, hook: str, *args: Any) -> None:
+def notify(progress: Display | None, hook: str, *args: Any) -> None:
     """Call an optional hook (`phase`, `trial_started`) where the display has it: engines also
     take minimal displays that only know start / epoch / trial_finished."""
     method = getattr(progress, hook, None)
@@ -106,8 +106,20 @@ def notify(progress: Any, hook: str, *args: Any) -> None:
         method(*args)
 
 
+class Display(Protocol):
+    """What the engines take for a progress display: `Progress`, or a minimal one that only
+    knows these (the optional hooks go through `notify`)."""
+
+    def start(self, study: optuna.Study, target: int) -> None: ...
+
+    def epoch(self, number: int, epoch: int, val_acc: float | None) -> None: ...
+
+    def trial_finished(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
+
+
 class _Running(NamedTuple):
-    trial: Any  # optuna.Trial (its record and params are read for what it runs) or None
+    # optuna.Trial or FrozenTrial (its record and params are read for what it runs) or None
+    trial: optuna.Trial | FrozenTrial | None
     started: float
     epoch: int  # epochs trained so far
     val_acc: float | None
@@ -204,7 +216,8 @@ class Progress:
         with self._lock:
             self.side_by_side = max(1, trials)
 
-    def trial_started(self, trial: Any, ago: float = 0.0, worker: str | None = None) -> None:
+    def trial_started(self, trial: optuna.Trial | FrozenTrial, ago: float = 0.0,
+                      worker: str | None = None) -> None:
         """A trial begins (its family is read from its params once suggested); `ago`: seconds
         since it began, where it is seen late (read from the store)."""
         with self._lock:
@@ -300,7 +313,7 @@ class Progress:
         length = epochs or self.budget
         return f"{n}/{length}" if length else str(n)
 
-    def _length(self, trial: Any) -> int | None:
+    def _length(self, trial: optuna.Trial | FrozenTrial | None) -> int | None:
         """The epochs a trial trains: its record's (a contest's shorter horizons), else the
         study's."""
         try:
@@ -308,7 +321,7 @@ class Progress:
         except RuntimeError:  # its user attrs changed while copied (another thread)
             return None
 
-    def _what(self, trial: Any) -> str | None:
+    def _what(self, trial: optuna.Trial | FrozenTrial | None) -> str | None:
         """A running trial's `what_ran` (its LR shows once it has finished); None before its
         family is known (a sampled trial before its suggestion) or while another thread
         changes the trial's dicts."""

@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
 
 __all__ = ["CLAIMED", "COMPANION_SCHEDULE", "ENGINE", "End", "Enqueued", "FIXED", "Record",
            "Study", "UNKNOWN", "Validated", "WORKER", "WORKERS_STARTED", "Writer", "claimed_of",
@@ -116,7 +121,7 @@ class Enqueued:
         return out
 
 
-def enqueue(study: Any, run: Enqueued, params: Mapping[str, Any] | None = None,
+def enqueue(study: optuna.Study, run: Enqueued, params: Mapping[str, Any] | None = None,
             skip_if_exists: bool = False) -> None:
     """Queue `run` on `study` (with `params` fixed, for a default)."""
     study.enqueue_trial(dict(params or {}), user_attrs=run.attrs(),
@@ -233,7 +238,7 @@ class Record:
         return self.attrs.get(END_REASON) == End.NON_FINITE
 
 
-def of(trial: Any) -> Record:
+def of(trial: optuna.Trial | FrozenTrial | Mapping[str, Any]) -> Record:
     """The record of an optuna Trial or FrozenTrial, or of a user-attribute mapping."""
     return Record(_attrs(trial))
 
@@ -241,7 +246,7 @@ def of(trial: Any) -> Record:
 class Writer:
     """What training writes on a live trial (see the module docstring)."""
 
-    def __init__(self, trial: Any) -> None:
+    def __init__(self, trial: optuna.Trial) -> None:
         self.set = trial.set_user_attr
 
     def built(self, schedule: Mapping[str, Any] | None, kwargs: Mapping[str, Any],
@@ -284,7 +289,7 @@ class Writer:
 
 
 # What a trial's record says together with the trial itself (its parameters, its reports).
-def family_of(trial: Any, unknown: str = UNKNOWN) -> str:
+def family_of(trial: optuna.Trial | FrozenTrial | None, unknown: str = UNKNOWN) -> str:
     """The family of an optuna Trial or FrozenTrial (`unknown` before anything says it): its
     `scheduler` parameter where it was sampled, else its schedule record (what training
     wrote, or what a fixed run was given)."""
@@ -300,7 +305,7 @@ def family_of(trial: Any, unknown: str = UNKNOWN) -> str:
     return unknown
 
 
-def epochs_trained(trial: Any) -> int:
+def epochs_trained(trial: optuna.Trial | FrozenTrial | Mapping[str, Any]) -> int:
     """Epochs a trial trained and reported: its LR curve's length (one entry per report, in
     either form; stores before it: the validation-accuracy curve), else (a store written
     before the curves, a bare attribute mapping without one) the epochs it reported to
@@ -353,35 +358,35 @@ class Validated:
                    lr_trial=_int(v.get("lr_trial")))
 
 
-def validated(study: Any) -> dict[str, Validated]:
+def validated(study: optuna.Study) -> dict[str, Validated]:
     """Each validation key of a companion study, and what it trains."""
     return {k.removeprefix(COMPANION_SCHEDULE): Validated.of(v)
             for k, v in study.user_attrs.items()
             if k.startswith(COMPANION_SCHEDULE) and isinstance(v, Mapping)}
 
 
-def set_validated(study: Any, key: str, v: Validated) -> None:
+def set_validated(study: optuna.Study, key: str, v: Validated) -> None:
     set_study(study, COMPANION_SCHEDULE + key, v.attrs())
 
 
-def study_of(study: Any) -> Mapping[str, Any]:
+def study_of(study: optuna.Study) -> Mapping[str, Any]:
     """A study's user attributes (read them with the `Study` keys)."""
     return study.user_attrs
 
 
-def set_study(study: Any, key: str, value: Any) -> None:
+def set_study(study: optuna.Study, key: str, value: Any) -> None:
     """Set one of a study's user attributes, where it changed."""
     if study.user_attrs.get(key) != value:
         study.set_user_attr(key, value)
 
 
 # The engine's writes and reads of a trial by its storage id (search.engine.claim).
-def store_end(store: Any, trial_id: int, reason: str) -> None:
+def store_end(store: BaseStorage, trial_id: int, reason: str) -> None:
     """Say why trial `trial_id` ended, through `store` (its state is set by the caller)."""
     store.set_trial_user_attr(trial_id, END_REASON, reason)
 
 
-def store_claim(store: Any, trial_id: int, enqueued: Mapping[str, Any], worker: str,
+def store_claim(store: BaseStorage, trial_id: int, enqueued: Mapping[str, Any], worker: str,
                 engine: str | None = None) -> None:
     """What a claim records on its trial (system attributes): the user attributes it was
     enqueued with (its retry keeps exactly those), the worker, and the engine."""
@@ -392,25 +397,25 @@ def store_claim(store: Any, trial_id: int, enqueued: Mapping[str, Any], worker: 
         store.set_trial_system_attr(trial_id, key, value)
 
 
-def claimed_of(trial: Any) -> dict[str, Any]:
+def claimed_of(trial: FrozenTrial) -> dict[str, Any]:
     """The user attributes a claimed trial was enqueued with (empty before claims recorded
     them: an older schedsearch, or a worker that died between ask and claim)."""
     return dict(trial.system_attrs.get(CLAIMED, {}))
 
 
-def with_attrs(trial: Any, attrs: Mapping[str, Any]) -> Any:
+def with_attrs(trial: FrozenTrial, attrs: Mapping[str, Any]) -> FrozenTrial:
     """`trial` (a FrozenTrial copy) carrying exactly `attrs` as its user attributes."""
     trial.user_attrs = dict(attrs)
     return trial
 
 
-def worker_of(trial: Any) -> str | None:
+def worker_of(trial: FrozenTrial) -> str | None:
     """host:pid of the worker that claimed `trial`."""
     w = trial.system_attrs.get(WORKER)
     return None if w is None else str(w)
 
 
-def next_worker_index(store: Any, study_id: int) -> int:
+def next_worker_index(store: BaseStorage, study_id: int) -> int:
     """Take the study's next sampler seed stream (call under the claim lock)."""
     index = int(store.get_study_system_attrs(study_id).get(WORKERS_STARTED, 0))
     store.set_study_system_attr(study_id, WORKERS_STARTED, index + 1)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from objectives import Diverged
 from objectives.optimizers import by_class, nesterov
@@ -84,21 +85,24 @@ class SampledOnly(optuna.samplers.BaseSampler):
     def _view(study: optuna.Study) -> Any:
         return compat.TrialsView(study, _sampled)
 
-    def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
+                                    ) -> dict[str, BaseDistribution]:
         return self.base.infer_relative_search_space(self._view(study), trial)
 
-    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         return self.base.sample_relative(self._view(study), trial, search_space)
 
-    def sample_independent(self, study: Any, trial: Any, param_name: str,
-                           param_distribution: Any) -> Any:
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
         return self.base.sample_independent(self._view(study), trial, param_name,
                                             param_distribution)
 
-    def before_trial(self, study: Any, trial: Any) -> None:
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.base.before_trial(self._view(study), trial)
 
-    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
         self.base.after_trial(self._view(study), trial, state, values)
 
     def reseed_rng(self) -> None:
@@ -134,8 +138,9 @@ class SampledOnlyPruner(optuna.pruners.BasePruner):
     def __init__(self, base: optuna.pruners.BasePruner) -> None:
         self.base = base
 
-    def prune(self, study: Any, trial: Any) -> bool:
-        return self.base.prune(compat.TrialsView(study, _sampled),
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        # a TrialsView is the study, its trials filtered (compat.TrialsView)
+        return self.base.prune(compat.TrialsView(study, _sampled),  # type: ignore[arg-type]
                                trial)
 
 
@@ -220,7 +225,7 @@ def create_or_load(
         storage=storage,
         sampler=make_sampler(cfg, worker),
         pruner=make_pruner(cfg),
-        direction=cfg.goal.direction,
+        direction=cfg.goal.direction,  # type: ignore[arg-type]  # one of DIRECTIONS
         load_if_exists=True,
     )
     if not cfg.goal.holds(study):
@@ -440,7 +445,8 @@ def setup(cfg: StudyConfig, rec: Recorder) -> tuple[Any, schedules.ScheduleConfi
     return train_cfg, schedule
 
 
-def fixed_run(train_cfg: Any, trial: Any) -> tuple[schedules.ScheduleConfig, Any]:
+def fixed_run(train_cfg: Any, trial: optuna.Trial | FrozenTrial | Mapping[str, Any]
+              ) -> tuple[schedules.ScheduleConfig, Any]:
     """What a fixed run trains (a trial or its record's attributes): its schedule, and the
     study's training settings with the run's own seed, epochs, split and schedule-free
     optimizer where it sets them."""

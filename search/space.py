@@ -91,7 +91,7 @@ def suggest(
         else:
             params[p.name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
     warmup = _warmup_epochs(trial, space.warmup_epochs) if fam.warmup_ok else 0.0
-    betas = {b: _shared(trial, b, spec) for b in ("beta1", "beta2")
+    betas: dict[str, Any] = {b: _shared(trial, b, spec) for b in ("beta1", "beta2")
              if (spec := getattr(space, b)) is not None}
     if lr_scale is not None and lr_factor is not None:
         lr = space.lr.clip(lr_scale * _shared(trial, "lr_factor", lr_factor))

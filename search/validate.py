@@ -29,6 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import record, storage
+from search.config import StudyConfig
 from search.contest.contenders import lr_clip, next_lrs
 from search.engine import claim, sequential, workers
 from search.engine.signals import Signals
@@ -57,7 +58,7 @@ SEED_BASE = 10_000  # validation seeds are SEED_BASE + i: never a seed the searc
 # 2. Training into the companion study.
 
 
-def _objective(cfg: Any) -> Any:
+def _objective(cfg: StudyConfig) -> Any:
     """The Optuna objective: a fixed run (search.runner.fixed_run) of the schedule, seed,
     length and split (the test split for the seeds, the validation split for LR sweeps) its
     queued trial names."""
@@ -140,7 +141,7 @@ class _Runs:
             sweep_for=j.slot if holdout == "val" else None)
 
 
-def _train(cfg: Any, study: optuna.Study, jobs: dict[str, Job], wanted: list[Run],
+def _train(cfg: StudyConfig, study: optuna.Study, jobs: dict[str, Job], wanted: list[Run],
            searched: str, what: str, log: Any, sig: Signals) -> None:
     """Train every wanted run not done yet, in order, into the companion study."""
     objective = _objective(cfg)
@@ -182,7 +183,7 @@ def _scores(study: optuna.Study, jobs: dict[str, Job], epochs: int, seed: int,
     return out
 
 
-def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
+def tune(cfg: StudyConfig, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
          sig: Signals) -> Plan:
     """Sweep the LR of every baseline the study cannot lend one, as the search scored its
     trials (validation split, the search's training seed and budget), and add it at its best
@@ -221,7 +222,7 @@ def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
 
 
 def run(
-    cfg: Any, store: optuna.storages.BaseStorage, searched: str, the_plan: Plan,
+    cfg: StudyConfig, store: optuna.storages.BaseStorage, searched: str, the_plan: Plan,
     seeds: list[int], log: Any = None,
 ) -> optuna.Study:
     """Tune the baselines' LRs where needed, then train every (schedule, seed) run not done
@@ -247,7 +248,7 @@ def run(
     return entry.study or open_companion(entry.store, searched, cfg.goal)
 
 
-def _describe(study: optuna.Study, cfg: Any, searched: str, the_plan: Plan) -> None:
+def _describe(study: optuna.Study, cfg: StudyConfig, searched: str, the_plan: Plan) -> None:
     """What the companion study validates, in its user attributes (for `best`, dashboards)."""
     keys = record.Study
     attrs = {keys.SEARCHED_STUDY: searched, keys.OBJECTIVE: cfg.objective, keys.HOLDOUT: "test",
@@ -281,7 +282,7 @@ def _span(least: float, most: float, show: Any = str) -> str:
     return show(least) if show(least) == show(most) else f"{show(least)}-{show(most)}"
 
 
-def _plan_line(cfg: Any, searched: optuna.Study, the_plan: Plan, seeds: list[int],
+def _plan_line(cfg: StudyConfig, searched: optuna.Study, the_plan: Plan, seeds: list[int],
                jobs: int) -> str:
     """What validate will train, run by run (validate_plan.plan_work: the sweeps' first
     points, the points they may add past an edge stated as such, every schedule on every
@@ -322,7 +323,7 @@ def _plan_line(cfg: Any, searched: optuna.Study, the_plan: Plan, seeds: list[int
                if measured.seconds_per_trial else "") + ")")
 
 
-def work(cfg: Any, url: str, searched: str, the_plan: Plan, seeds: list[int],
+def work(cfg: StudyConfig, url: str, searched: str, the_plan: Plan, seeds: list[int],
          share: int = 1) -> None:
     """One worker process of `validate --jobs`: the whole validation, shared through the
     claim protocol with the other workers."""

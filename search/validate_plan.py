@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import pace, record, schedules, storage
 from search.companion import COMPANION_SUFFIX, companion_name
-from search.config import ContestConfig
+from search.config import ContestConfig, StudyConfig
 from search.contest import contenders as cn
 from search.errors import UserError
 
@@ -60,13 +60,13 @@ def job(label: str, roles: tuple[str, ...], s: schedules.ScheduleConfig, optimiz
     return Job(cn.contender_key(s, optimizer), label, roles, s, optimizer, **more)
 
 
-def sweep_lrs(cfg: Any, ref: cn.Reference, steps: tuple[int, ...]) -> list[float]:
+def sweep_lrs(cfg: StudyConfig, ref: cn.Reference, steps: tuple[int, ...]) -> list[float]:
     """A reference's sweep around the study's default LR (x its own factor): the contest's
     grid, inside the study's LR range for a scheduled optimizer."""
     return cn.grid_lrs(cfg.space.default_lr * ref.lr_factor, steps, cn.lr_clip(cfg, ref))
 
 
-def sweep_more(cfg: Any, ref: cn.Reference, steps: tuple[int, ...] = SWEEP_STEPS) -> int:
+def sweep_more(cfg: StudyConfig, ref: cn.Reference, steps: tuple[int, ...] = SWEEP_STEPS) -> int:
     """The most LRs a sweep adds past an edge of its first grid (`steps`) where its best LR
     sits there (contenders.next_lrs: GRID_EXTEND steps at most, while the study's LR range
     leaves room; one side, or both where the first grid is a single LR)."""
@@ -100,7 +100,7 @@ class Plan:
     knobs: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None,
+def plan(cfg: StudyConfig, study: optuna.Study, top: int, epochs: int | None = None,
          keep_lr: bool = False) -> Plan:
     """What to validate in `study` at `epochs` (default: the recommended trial's length)."""
     from search.export import recommended_trial
@@ -200,7 +200,7 @@ class PlanWork:
         return self.least.runs, self.most.runs
 
 
-def plan_work(cfg: Any, p: Plan, seeds: Sequence[int], scale: float = 1.0,
+def plan_work(cfg: StudyConfig, p: Plan, seeds: Sequence[int], scale: float = 1.0,
               done: set[tuple[str, int, int, str]] | frozenset = frozenset()) -> PlanWork:
     """The runs plan `p` trains on `seeds`, by stage in the order they train: each sweep's
     first points, then the points it may add past an edge, then every schedule on every seed

@@ -65,7 +65,8 @@ class Table:
     def __init__(self, data: Mapping[str, Any], where: str, file: Path) -> None:
         if not isinstance(data, Mapping):
             raise UserError(f"{file}: {must(where, 'a table', data)}")
-        self.data, self.where, self.file, self.used = data, where, file, set()
+        self.used: set[str] = set()  # the keys read so far
+        self.data, self.where, self.file = data, where, file
 
     def key(self, k: str) -> str:
         return f"{self.where}.{k}" if self.where else k

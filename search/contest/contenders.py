@@ -16,11 +16,10 @@ import importlib.util
 import json
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from objectives.optimizers import OPTIMIZERS
 from search import schedules, space
-from search.config import ContestConfig
+from search.config import ContestConfig, StudyConfig
 
 # The reference shapes are defined in search.schedules.references (a plain search's enqueued
 # defaults read them too); the contest adds the schedule-free one (`references`).
@@ -34,7 +33,7 @@ __all__ = ["REFERENCES", "Reference", "at_edge", "contender_key", "grid_lrs",
 GRID_RATIO, GRID_EXTEND = ContestConfig.GRID_RATIO, ContestConfig.GRID_EXTEND
 
 
-def unavailable(cfg: Any, ref: Reference) -> str:
+def unavailable(cfg: StudyConfig, ref: Reference) -> str:
     """Why a reference cannot run in this study ("" where it can). A user objective trains a
     schedule-free optimizer where its module says so: `TRAINS_OPTIMIZERS = True` (it builds
     the optimizer `cfg.optimizer` names, as objectives.classify.make_optimizer does)."""
@@ -52,7 +51,7 @@ def unavailable(cfg: Any, ref: Reference) -> str:
     return ""
 
 
-def references(cfg: Any, notes: list[str] | None = None) -> tuple[Reference, ...]:
+def references(cfg: StudyConfig, notes: list[str] | None = None) -> tuple[Reference, ...]:
     """The references this study can run: those its `[contest] references` lists (by default
     every REFERENCES entry marked by_default and the schedule-free one), in REFERENCES' order,
     the schedule-free variant of its optimizer last where the objective and the installed
@@ -72,7 +71,7 @@ def references(cfg: Any, notes: list[str] | None = None) -> tuple[Reference, ...
     return tuple(out)
 
 
-def knobs(cfg: Any) -> dict[str, float]:
+def knobs(cfg: StudyConfig) -> dict[str, float]:
     """The references' fixed knobs: the study's momentum and weight decay (the standard value
     inside a searched range) and AdamW's standard betas."""
     sp, base = cfg.space, schedules.ScheduleConfig("Constant")
@@ -80,7 +79,7 @@ def knobs(cfg: Any) -> dict[str, float]:
             "weight_decay": sp.weight_decay.clip(base.weight_decay), **space.standard_betas(sp)}
 
 
-def lr_clip(cfg: Any, ref: Reference) -> Callable[[float], float]:
+def lr_clip(cfg: StudyConfig, ref: Reference) -> Callable[[float], float]:
     """Where a reference's LRs may go: the study's LR range for its own optimizer; anywhere for
     a schedule-free one (its LR is its own scale, 3-10x a scheduled one)."""
     return cfg.space.lr.clip if not ref.optimizer else (lambda lr: lr)

@@ -17,12 +17,12 @@ study's LR range stops it, the state says that reference is not tuned.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import record, runner
+from search.config import StudyConfig
 from search.contest import contenders as cn
 from search.contest import race as racing
 from search.contest.law import laws
@@ -61,7 +61,7 @@ class Plan:
     scale: float | None
 
 
-def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
+def _grid_due(cfg: StudyConfig, ref: cn.Reference, state_runs: list, centre: float,
               first: tuple[int, ...], seed: int, horizon: int, ratio: float,
               margin: float = 0.0) -> tuple[list[Due], bool, float | None]:
     """A reference's grid at `horizon` epochs (steps of `ratio` around `centre`): the points
@@ -100,7 +100,7 @@ def _grid_due(cfg: Any, ref: cn.Reference, state_runs: list, centre: float,
     return [], True, best
 
 
-def plan(cfg: Any, trials: list[FrozenTrial], live: bool = True) -> Plan:
+def plan(cfg: StudyConfig, trials: list[FrozenTrial], live: bool = True) -> Plan:
     """What the contest needs next, from `trials` (the study's, WAITING ones included).
 
     The references' grids run horizon by horizon, shortest first: at the first, whole-run
@@ -185,7 +185,7 @@ class ContestPolicy:
     """The claim policy of a contest study: `trials` runs in all, then done (a
     search.engine.claim.ClaimPolicy, structurally: the contest sits below the engine)."""
 
-    def __init__(self, cfg: Any, target: int) -> None:
+    def __init__(self, cfg: StudyConfig, target: int) -> None:
         self.cfg, self.target = cfg, target
         self.last: Plan | None = None
         self.stored = -1  # finished trials when the LR law was last stored

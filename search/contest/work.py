@@ -25,15 +25,19 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial, TrialState
 
 from search import pace, record, runner
+from search.config import StudyConfig
 from search.contest import contenders as cn
 from search.contest import race as racing
 from search.contest.policy import plan
 from search.contest.state import RACE, REFERENCE, SHAPE, derive
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["race_runs", "remaining", "tracker"]
 
@@ -64,7 +68,7 @@ def race_runs(contenders: Sequence[racing.Contender], max_seeds: int, sigma: flo
     return n
 
 
-def remaining(cfg: Any, trials: Sequence[FrozenTrial], target: int,
+def remaining(cfg: StudyConfig, trials: Sequence[FrozenTrial], target: int,
               shape_prior: Sequence[float]) -> pace.Work:
     """What the contest of `cfg` still trains until `target` trials have finished, from the
     study's `trials`; `shape_prior`: epochs shape i is expected to train (pace.pruner_prior
@@ -139,7 +143,8 @@ def remaining(cfg: Any, trials: Sequence[FrozenTrial], target: int,
     return pace.Work(tuple(cut), running)
 
 
-def tracker(cfg: Any, target: int, study: Any) -> Callable[[Sequence[FrozenTrial]], pace.Work]:
+def tracker(cfg: StudyConfig, target: int, study: optuna.Study
+            ) -> Callable[[Sequence[FrozenTrial]], pace.Work]:
     """`remaining` for this study's run of `target` trials, the pruner's prior for its shapes
     computed once (what the progress display is given: Progress.plan)."""
     prior = pace.pruner_prior(getattr(study, "pruner", None), int(cfg.epochs),

@@ -31,7 +31,7 @@ from search.engine.sequential import POLL_S
 from search.engine.signals import Signals
 from search.errors import UserError
 from search.goal import Goal
-from search.progress import notify
+from search.progress import Display, notify
 
 __all__ = ["MAX_K", "array_size", "k_from_memory", "pick_k", "run"]
 
@@ -112,7 +112,8 @@ class _Live:
 class _Array:
     """The study side of one array: claims trials for empty slots and concludes them."""
 
-    def __init__(self, cfg: StudyConfig, study: optuna.Study, n_trials: int, progress: Any,
+    def __init__(self, cfg: StudyConfig, study: optuna.Study, n_trials: int,
+                 progress: Display | None,
                  sig: Signals | None = None):
         self.cfg, self.study, self.progress = cfg, study, progress
         self.sig = sig or Signals()
@@ -197,7 +198,7 @@ def run(
     cfg: StudyConfig,
     store: optuna.storages.BaseStorage | str,
     n_trials: int,
-    progress: Any = None,
+    progress: Display | None = None,
     worker: int | None = None,
     k: int | None = None,
     compile: bool = False,
@@ -219,11 +220,14 @@ def run(
 
     def body(e: claim.Entry) -> None:
         study = e.study
+        assert study is not None  # enter() opened it before the body
         if progress is not None:
             progress.start(study, n_trials)
         _loop(cfg, _Array(cfg, study, n_trials, progress, e.sig), k or pick_k(cfg), compile)
 
-    return claim.enter(store, cfg.workers, lambda s: claim.join(cfg, s, worker)[0], body).study
+    study = claim.enter(store, cfg.workers, lambda s: claim.join(cfg, s, worker)[0], body).study
+    assert study is not None  # enter() opens it before anything can end the run
+    return study
 
 
 def _loop(cfg: StudyConfig, array: _Array, k: int, compile: bool) -> None:

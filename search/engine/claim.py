@@ -33,12 +33,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
-from typing import Any, Protocol, runtime_checkable
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from search import compat, record, runner, storage
@@ -46,6 +46,9 @@ from search.contest.policy import ContestPolicy
 from search.engine.signals import Signals
 from search.errors import UserError
 from search.progress import interruption
+
+if TYPE_CHECKING:
+    from search.config import StudyConfig
 
 __all__ = ["CLAIMED", "DONE", "FINISHED", "MAX_FAILURES_IN_A_ROW", "WAIT", "WORKER_ID",
            "ClaimPolicy", "Claimer", "Count", "FailureStreak", "Heartbeat", "RetryStale", "beats",
@@ -109,17 +112,18 @@ def open_for(workers: Any, url: str, retry_stale: bool = True) -> optuna.storage
             grace_period=workers.grace_period, stale_trial_callback=callback))
 
 
-def beats(store: Any) -> bool:
+def beats(store: BaseStorage) -> bool:
     """Whether the store records heartbeats (else a RUNNING trial may be a dead one)."""
     get = getattr(store, "get_heartbeat_interval", None)
     return bool(get and get())
 
 
-def _direct(store: Any):
+def _direct(store: BaseStorage) -> AbstractContextManager[None]:
     return store.direct() if isinstance(store, storage.Resilient) else nullcontext()
 
 
-def join(cfg: Any, store: Any, worker: int | None = None) -> tuple[optuna.Study, int]:
+def join(cfg: StudyConfig, store: BaseStorage, worker: int | None = None
+         ) -> tuple[optuna.Study, int]:
     """The study, its sampler on this worker's own seed stream, and that stream's index.
 
     `worker` None takes the study's next free index (every process ever started gets one).
@@ -184,7 +188,7 @@ class Count:
         return None
 
 
-def policy_for(cfg: Any, target: int, own: Callable[[], int] = lambda: 0) -> ClaimPolicy:
+def policy_for(cfg: StudyConfig, target: int, own: Callable[[], int] = lambda: 0) -> ClaimPolicy:
     """The claim policy of a study's loop, `target` finished trials in all: its contest's
     (search.contest.policy) where the study has one, else `Count` (`own`: this worker's
     running trials, counted where the store keeps no heartbeats)."""
@@ -206,7 +210,7 @@ def take_queued(study: optuna.Study, wanted: Callable[[FrozenTrial], bool]
     return None
 
 
-def end(store: Any, trial_id: int, reason: str, running_only: bool = False) -> bool:
+def end(store: BaseStorage, trial_id: int, reason: str, running_only: bool = False) -> bool:
     """End a trial that is not training here as FAIL with `reason` (record.End); with
     `running_only`, only where it is still RUNNING, the reason in the same transaction (the
     stale sweep: a live owner that finished it meanwhile keeps its state and reason). Returns
@@ -256,7 +260,8 @@ class Claimer:
                 record.store_claim(store, compat.trial_id(trial), record.of(trial).attrs,
                                    WORKER_ID, engine)
                 if live:
-                    store.record_heartbeat(compat.trial_id(trial))
+                    # live: the store keeps heartbeats (optuna's BaseHeartbeat; `beats`)
+                    store.record_heartbeat(compat.trial_id(trial))  # type: ignore[attr-defined]
             except Exception as e:  # a full disk: the trial just created must not stay RUNNING
                 if storage.is_write_fault(e):
                     storage.close_failed(store, compat.trial_id(trial), record.End.STORAGE_ERROR)
@@ -277,7 +282,8 @@ class Claimer:
         for tid in current:  # died before its first heartbeat
             if now - self.orphans.setdefault(tid, now) > 2 * self.grace_s:
                 stale.add(tid)
-        callback = store.get_heartbeat_stale_trial_callback()
+        # swept only where the store keeps heartbeats (optuna's BaseHeartbeat; `beats`)
+        callback = store.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
         for tid in sorted(stale):
             # The state change decides, with the reason in the same transaction: a live owner
             # that finished the trial meanwhile keeps its state and reason, and only the
@@ -293,9 +299,10 @@ class Heartbeat:
     one, and logged once per kind of failure: beats that stop for the grace period let another
     worker fail and retry the trial, and the log says why."""
 
-    def __init__(self, store: Any, trial_id: int) -> None:
+    def __init__(self, store: BaseStorage, trial_id: int) -> None:
         self.store, self.trial_id, self.stop_event = store, trial_id, threading.Event()
-        interval = store.get_heartbeat_interval() if beats(store) else None
+        # `beats`: the store keeps heartbeats (optuna's BaseHeartbeat)
+        interval = store.get_heartbeat_interval() if beats(store) else None  # type: ignore[attr-defined]
         if interval:
             threading.Thread(target=self._beat, args=(interval,), daemon=True,
                              name=f"heartbeat-{trial_id}").start()
@@ -304,7 +311,8 @@ class Heartbeat:
         seen: set[str] = set()
         while not self.stop_event.wait(interval):
             try:
-                self.store.record_heartbeat(self.trial_id)
+                # a beat runs only where the store keeps heartbeats (__init__)
+                self.store.record_heartbeat(self.trial_id)  # type: ignore[attr-defined]
             except Exception as e:
                 if type(e).__name__ not in seen:
                     seen.add(type(e).__name__)
@@ -342,14 +350,14 @@ def conclude(study: optuna.Study, trial_id: int, state: TrialState, value: float
         raise _closing_refused(store, trial_id, e) from e
 
 
-def _closing_refused(store: Any, trial_id: int, error: BaseException) -> UserError:
+def _closing_refused(store: BaseStorage, trial_id: int, error: BaseException) -> UserError:
     """The line for a store that refused a write of this trial, once the trial is closed as
     FAIL with end_reason storage_error (best effort: around the cache, without retries)."""
     closed = storage.close_failed(store, trial_id, record.End.STORAGE_ERROR)
     return refused(error, getattr(store, "url", None), closed)
 
 
-def _tell(study: optuna.Study, store: Any, trial_id: int, state: TrialState,
+def _tell(study: optuna.Study, store: BaseStorage, trial_id: int, state: TrialState,
           value: float | None, error: BaseException | None) -> FrozenTrial | None:
     if isinstance(error, KeyboardInterrupt) or (error and storage.is_transient(error)):
         reason = (record.End.INTERRUPTED if isinstance(error, KeyboardInterrupt)
@@ -372,7 +380,8 @@ def _tell(study: optuna.Study, store: Any, trial_id: int, state: TrialState,
                     "period); its retry runs instead", store.get_trial(trial_id).number)
         return None
     if error is not None and storage.is_transient(error):
-        callback = store.get_heartbeat_stale_trial_callback()
+        # a lost connection: a database's store, which keeps heartbeats (optuna's BaseHeartbeat)
+        callback = store.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
         if callback is not None:  # a lost connection is no verdict on the schedule
             callback(study, copy.deepcopy(frozen))
     elif error is not None and not isinstance(error, runner.TrialFailed):
@@ -415,12 +424,13 @@ def lost(e: BaseException, url: str | None) -> UserError:
 class Entry:
     """A trial loop's hold on its store: the store, the signals, the study once opened."""
 
-    store: Any
+    store: BaseStorage
     sig: Signals
     study: optuna.Study | None = None
 
 
-def enter(store: Any, workers: Any, opener: Callable[[Any], optuna.Study],
+def enter(store: BaseStorage | str, workers: Any,
+          opener: Callable[[BaseStorage], optuna.Study],
           body: Callable[[Entry], None]) -> Entry:
     """Every trial loop's entry: the store opened (a URL: with heartbeats from `workers`, the
     study file's [workers]; a storage: made resilient), the signals installed, the study
@@ -438,7 +448,7 @@ def enter(store: Any, workers: Any, opener: Callable[[Any], optuna.Study],
     return entry
 
 
-def guarded(store: Any, sig: Signals, body: Callable[[], Any]) -> Any:
+def guarded(store: BaseStorage, sig: Signals, body: Callable[[], Any]) -> Any:
     """`body()` with the loops' endings: SIGTERM returns (None), Ctrl-C raises
     KeyboardInterrupt, a store that refuses writes or stays away is one UserError line."""
     url = getattr(store, "url", None)

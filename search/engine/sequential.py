@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -18,7 +18,10 @@ from search.contest import work as contest_work
 from search.engine import claim
 from search.engine.signals import Signals
 from search.errors import UserError
-from search.progress import notify
+from search.progress import Display, notify
+
+if TYPE_CHECKING:
+    from search.config import StudyConfig
 
 __all__ = ["POLL_S", "loop", "run", "run_trial", "work"]
 
@@ -70,6 +73,7 @@ def loop(study: optuna.Study, objective: Callable[[optuna.Trial], float],
             sig.sleep(POLL_S)
             continue
         waited = 0.0
+        assert not isinstance(claimed, str)  # DONE and WAIT returned or continued above
         frozen = run_trial(study, claimed, objective, sig)
         if frozen is None:
             continue
@@ -79,16 +83,17 @@ def loop(study: optuna.Study, objective: Callable[[optuna.Trial], float],
 
 
 def work(
-    cfg: Any,
+    cfg: StudyConfig,
     store: optuna.storages.BaseStorage | str,
     target: int,
-    progress: Any = None,
+    progress: Display | None = None,
     worker: int | None = None,
 ) -> optuna.Study:
     """Run trials until the study holds `target` finished trials, counting every worker's."""
 
     def body(e: claim.Entry) -> None:
         study = e.study
+        assert study is not None  # enter() opened it before the body
         objective = runner.make_objective(cfg, progress.epoch if progress else None)
         if progress is not None:
             progress.start(study, target)
@@ -108,14 +113,16 @@ def work(
             raise
 
     notify(progress, "phase", "opening the study")
-    return claim.enter(store, cfg.workers, lambda s: claim.join(cfg, s, worker)[0], body).study
+    study = claim.enter(store, cfg.workers, lambda s: claim.join(cfg, s, worker)[0], body).study
+    assert study is not None  # enter() opens it before anything can end the run
+    return study
 
 
 def run(
-    cfg: Any,
+    cfg: StudyConfig,
     store: optuna.storages.BaseStorage | str,
     n_trials: int,
-    progress: Any = None,
+    progress: Display | None = None,
     worker: int | None = None,
 ) -> optuna.Study:
     """Run trials until the study holds `n_trials` finished (complete + pruned) trials.
@@ -130,7 +137,7 @@ def run(
     return work(cfg, store, n_trials, progress, worker)
 
 
-def _announced(objective: Any, progress: Any) -> Any:
+def _announced(objective: Any, progress: Display | None) -> Any:
     """The objective, telling the progress display when each trial starts."""
 
     def announce(trial: optuna.Trial) -> float:

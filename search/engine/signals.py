@@ -10,7 +10,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["Interrupted", "Signals"]
 
@@ -34,10 +37,12 @@ class Signals:
     `store.abort` is set so that a wait for a database that is away is cut short.
     """
 
-    def __init__(self, store: Any = None) -> None:
+    def __init__(self, store: optuna.storages.BaseStorage | None = None) -> None:
+        self._old: dict[int, Any] = {}  # the handlers install() replaced, by signal
         self.received: int | None = None
         self.interrupted: list[int] = []  # trials the loop ended as `interrupted`, by number
-        self._inside, self._old, self._store = False, {}, store
+        self._inside = False
+        self._store: Any = store  # read for a Resilient's optional `shield` and `abort`
 
     def install(self) -> Signals:
         if threading.current_thread() is threading.main_thread():

@@ -31,7 +31,7 @@ from search.engine import sequential
 from search.engine.claim import count, join, open_for
 from search.engine.signals import Interrupted, Signals
 from search.errors import UserError
-from search.progress import notify
+from search.progress import Display, notify
 
 __all__ = ["gpu_plan", "run_many", "search_worker", "supervise", "visible_gpus"]
 
@@ -74,6 +74,7 @@ def _spawn(job: dict[str, Any], gpu: str | None, jobs: int) -> subprocess.Popen:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     proc = subprocess.Popen([sys.executable, "-m", "search.engine.workers"],
                             stdin=subprocess.PIPE, env=env)
+    assert proc.stdin is not None  # stdin=PIPE
     proc.stdin.write(pickle.dumps(job))
     proc.stdin.close()
     return proc
@@ -126,7 +127,7 @@ def search_worker(cfg: StudyConfig, url: str, target: int, array: int | None,
         arrays.run(cfg, url, target, k=k)
 
 
-def _show_new(study: optuna.Study, seen: set[int], progress: Any) -> None:
+def _show_new(study: optuna.Study, seen: set[int], progress: Display | None) -> None:
     """The trials the workers ended since the last look, then what each worker trains now."""
     try:
         trials = study.get_trials(deepcopy=False, states=runner.FINISHED + (
@@ -144,7 +145,8 @@ def _show_new(study: optuna.Study, seen: set[int], progress: Any) -> None:
 
 
 def run_many(
-    cfg: StudyConfig, url: str, target: int, jobs: int, per_gpu: int = 1, progress: Any = None,
+    cfg: StudyConfig, url: str, target: int, jobs: int, per_gpu: int = 1,
+    progress: Display | None = None,
     array: int | None = None,
 ) -> tuple[optuna.Study, int]:
     """Start `jobs` worker processes on the study and wait for them: (study, exit code).

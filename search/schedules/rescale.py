@@ -18,7 +18,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.optim import Optimizer
 
@@ -26,6 +26,10 @@ from search import record
 from search.errors import UserError
 from search.schedules.catalog import EPOCH, ITERATION, PLATEAU, WARMUP_START_FACTOR, family
 from search.schedules.construction import construct, with_warmup
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 __all__ = ["TRACE_POINTS", "Built", "ScheduleConfig", "build", "resolve", "stepped_per_step"]
 
@@ -40,8 +44,9 @@ class ScheduleConfig:
     fractions of the run). `warmup` is the fraction of the run spent in an added linear
     warmup (0: none). `per_step`: a family that steps per epoch in torch's usage steps per
     optimizer step instead (`stepped_per_step` says which; its lengths count optimizer
-    steps), so the LR is the same function of the fraction of training at every length. `listener`, when set, is called with the `Built` schedule once it exists
-    (the runner uses it to record the exact kwargs without the objective knowing about it).
+    steps), so the LR is the same function of the fraction of training at every length.
+    `listener`, when set, is called with the `Built` schedule once it exists (the runner uses
+    it to record the exact kwargs without the objective knowing about it).
     """
 
     family: str
@@ -168,7 +173,7 @@ def build(
     return built
 
 
-def recorded(trial: Any) -> ScheduleConfig:
+def recorded(trial: optuna.Trial | FrozenTrial) -> ScheduleConfig:
     """The budget-free schedule a trial trained with, as training recorded it (search.record)."""
     sched = record.of(trial).schedule
     if sched is None:

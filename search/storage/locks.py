@@ -33,7 +33,7 @@ def claim_lock(storage: optuna.storages.BaseStorage, name: str,
     """Hold the claim lock of study `name` in `storage` (see the module docstring)."""
     rdb = rdb_of(storage)
     url = make_url(rdb.url) if rdb is not None else None
-    if url is not None and url.get_backend_name() == "postgresql":
+    if rdb is not None and url is not None and url.get_backend_name() == "postgresql":
         key = int.from_bytes(hashlib.sha1(f"schedsearch:{name}".encode()).digest()[:8], "big",
                              signed=True)
         conn = rdb.engine.connect()
@@ -47,7 +47,7 @@ def claim_lock(storage: optuna.storages.BaseStorage, name: str,
                 conn.close()
             except sqlalchemy.exc.SQLAlchemyError:
                 conn.invalidate()
-    elif url is not None and sqlite_path(rdb.url) is not None:
+    elif rdb is not None and sqlite_path(rdb.url) is not None:
         with filelock.FileLock(f"{sqlite_path(rdb.url)}.lock", timeout=timeout_s):
             yield
     else:

@@ -92,7 +92,7 @@ def is_write_fault(exc: BaseException) -> bool:
     return write_fault(exc) is not None
 
 
-def close_failed(store: Any, trial_id: int, reason: str) -> bool:
+def close_failed(store: optuna.storages.BaseStorage, trial_id: int, reason: str) -> bool:
     """Best effort: end a trial as FAIL with `end_reason` in a store that refuses writes.
 
     A SQLite WAL checkpoint first lets the next write reuse the log's space on a full disk.
@@ -121,7 +121,8 @@ class _Outage:
     """One warning when the database goes away and one when it is back, whatever the threads."""
 
     def __init__(self) -> None:
-        self.lock, self.since = threading.Lock(), None
+        self.lock = threading.Lock()
+        self.since: float | None = None  # when the database went away
 
     def failed(self, e: BaseException, url: str | None) -> None:
         with self.lock:
@@ -170,7 +171,9 @@ def retry(
     result = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient), stop=out_of_patience,
         wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=MAX_BACKOFF_S, jitter=0.1),
-        sleep=pause, before_sleep=lambda s: _outage.failed(s.outcome.exception(), url),
+        # before_sleep: the attempt failed, so it has an outcome holding an exception
+        sleep=pause,
+        before_sleep=lambda s: _outage.failed(s.outcome.exception(), url),  # type: ignore[union-attr,arg-type]
         reraise=True,
     )(call)
     _outage.ok()
@@ -193,7 +196,7 @@ class Resilient(CachedStorage):
         self._local = threading.local()
 
     @property
-    def url(self) -> str:
+    def url(self) -> str | None:
         return compat.url_of(self)
 
     @contextmanager
@@ -250,7 +253,7 @@ def resilient(storage: optuna.storages.BaseStorage | str) -> optuna.storages.Bas
     return Resilient(rdb) if rdb is not None else storage
 
 
-def retried(store: Any, read: Callable[[], T]) -> T:
+def retried(store: optuna.storages.BaseStorage, read: Callable[[], T]) -> T:
     """`read()` with `store`'s retries where it is Resilient (`Resilient.call`), else once."""
     return store.call(read) if isinstance(store, Resilient) else read()
 
