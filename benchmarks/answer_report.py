@@ -4,10 +4,10 @@
 
 Reads the store only (the study and its `<study>.validate` companion), through the project's
 own readers: `search.contest.standing` (the contenders on the validation split) and
-`search.companion.validation` (the test split). Prints the standing, the recommendation's
-test accuracy against every tuned reference (paired over the same seeds: margin, 95%
-interval, p), and the epochs spent: the study's trials (pruned ones count the epochs they
-trained) and the validation runs.
+`search.validation.companion.validation` (the test split). Prints the standing, the
+recommendation's test accuracy against every tuned reference (paired over the same seeds:
+margin, 95% interval, p), and the epochs spent: the study's trials (pruned ones count the
+epochs they trained) and the validation runs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from search import export, record, stats  # noqa: E402
-from search.companion import companion_name  # noqa: E402
+from search.validation.companion import companion_name  # noqa: E402
 
 
 def _epochs(trials: list) -> int:

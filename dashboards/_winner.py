@@ -40,10 +40,10 @@ from dashboards._common import (
     snapshot,
 )
 from search import compat, record
-from search.companion import companion_name, is_companion
 from search.contest.standing import standing
 from search.goal import DEFAULT, Goal
 from search.storage import hint_command
+from search.validation.companion import companion_name, is_companion
 
 __all__ = ["Schedule", "WinnerInfo"]
 

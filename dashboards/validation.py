@@ -27,9 +27,9 @@ from dashboards._common import (
     floats,
     snapshot,
 )
-from search.companion import companion_name, validation
 from search.goal import DEFAULT, Goal
 from search.storage import hint_command
+from search.validation.companion import companion_name, validation
 
 __all__ = ["Panel", "Row", "ValidationInfo"]
 

@@ -28,7 +28,7 @@ COMMANDS: dict[str, str] = {
     "studies": "search.cli",
     "report": "dashboards.report",
     "dashboard": "dashboards.serve",
-    "validate": "search.validate",
+    "validate": "search.validation.validate",
 }
 
 
@@ -212,7 +212,7 @@ def _studies(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
     from search import storage
-    from search.companion import is_companion, searched_name
+    from search.validation.companion import is_companion, searched_name
 
     url = storage.resolve(args.storage)
     store = storage.open_existing(url)
@@ -258,7 +258,7 @@ def _validated(store: Any, searched: str) -> str:
     import optuna
 
     from search import export
-    from search.companion import validation
+    from search.validation.companion import validation
 
     try:
         study = optuna.load_study(study_name=searched, storage=store)

@@ -19,7 +19,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives.optimizers import by_class
 from search import compat, frameworks, record, schedules, storage
-from search.companion import validation
 from search.contest.law import Transfer, moved
 from search.contest.law import transfer as lr_transfer
 from search.contest.standing import Standing, standing
@@ -29,6 +28,7 @@ from search.goal import DEFAULT, Goal
 from search.progress import what_ran
 from search.recommendation import Recommendation, lr_shown, optimizer_call, optimizer_line
 from search.stats import Validation
+from search.validation.companion import validation
 
 __all__ = ["FORMATS", "NotYet", "Recommendation", "Validation", "as_dict", "best_trial",
            "from_trial", "optimizer_call", "optimizer_line", "pending_text", "recommend",

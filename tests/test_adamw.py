@@ -189,9 +189,9 @@ def test_searched_betas_reach_torch_the_record_and_every_export(tmp_path, cifar_
     assert json.loads(capsys.readouterr().out)["optimizer"]["betas"] == [
         best.params["beta1"], 0.995]
     # validate: candidates keep their drawn betas, baselines take the standard ones in range
-    from search import validate_plan
+    from search.validation import plan
 
-    p = validate_plan.plan(load_study(study_file), study, top=1)
+    p = plan.plan(load_study(study_file), study, top=1)
     (cand,) = [j for j in p.jobs if "candidate" in j.roles]
     assert cand.schedule.beta1 == best.params["beta1"]
     assert (p.knobs["beta1"], p.knobs["beta2"]) == (0.9, 0.995)

@@ -15,8 +15,9 @@ from conftest import applied_lrs, step_through
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search import cli, config, export, runner, schedules, space, validate
+from search import cli, config, export, runner, schedules, space
 from search.config import ParamSpec, SpaceConfig
+from search.validation import validate
 
 FAMILIES = sorted(schedules.SCHEDULES)
 WARMED = sorted(f for f in FAMILIES if schedules.family(f).warmup_ok)

@@ -8,7 +8,7 @@ the held-out test split. Every schedule is resolved for that budget by `schedule
 the same path `best` prints from, so what is validated is what `best --epochs E
 --steps-per-epoch S` prints for that budget.
 
-What is trained, and how baselines are tuned: `search.validate_plan`. Every run trains
+What is trained, and how baselines are tuned: `search.validation.plan`. Every run trains
 through the engine's claim protocol (search.engine.claim): runs are claimed under the study's
 lock, so `--jobs N` worker processes share the work and nothing trains twice; SIGTERM ends
 the run in flight as `interrupted` and exits 0, Ctrl-C exits 130. Results go to the companion
@@ -34,7 +34,7 @@ from search.engine import claim, sequential, workers
 from search.engine.signals import Signals
 from search.errors import UserError
 from search.goal import DEFAULT, Goal
-from search.validate_plan import (
+from search.validation.plan import (
     COMPANION_SUFFIX,
     SWEEP_STEPS,
     Job,
@@ -186,7 +186,7 @@ def tune(cfg: Any, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
          sig: Signals) -> Plan:
     """Sweep the LR of every baseline the study cannot lend one, as the search scored its
     trials (validation split, the search's training seed and budget), and add it at its best
-    LR: the contest's grid rule (validate_plan.SWEEP_STEPS around the default LR, extended
+    LR: the contest's grid rule (plan.SWEEP_STEPS around the default LR, extended
     past an edge where the best LR sits there and the study's LR range allows)."""
     jobs = {j.key: j for j in the_plan.jobs}
     seed = cfg.train.seed
@@ -283,7 +283,7 @@ def _span(least: float, most: float, show: Any = str) -> str:
 
 def _plan_line(cfg: Any, searched: optuna.Study, the_plan: Plan, seeds: list[int],
                jobs: int) -> str:
-    """What validate will train, run by run (validate_plan.plan_work: the sweeps' first
+    """What validate will train, run by run (plan.plan_work: the sweeps' first
     points, the points they may add past an edge stated as such, every schedule on every
     seed), less what the companion study already holds, and how long it takes at the search's
     measured pace by the rule of search.pace (a test run trains on the validation carve too:
