@@ -175,7 +175,7 @@ def test_companion_holds_k_plus_baselines_times_n_and_best_reads_it(here, capsys
     capsys.readouterr()
     assert cli.main(["best", "--study", "fake.toml"]) == 0
     text = capsys.readouterr().out
-    assert "Best schedule of study 'fake'" in text and "validated on the test split" in text
+    assert "Study 'fake': best trial " in text and "validated on the test split" in text
     assert f"{means[win]:.4f} ± " in text and "verdict  :" in text and "margin   :" in text
     assert "schedule-free SGD baseline not run" in text
     # the fake trains 10 steps an epoch when validating and when searching: nothing to add
@@ -456,11 +456,11 @@ def test_real_training_uses_all_training_data_and_scores_on_the_test_split(
     assert "validated as     : 2 epochs x 9 steps" in capsys.readouterr().out
     # what validate trained is exactly what `best` prints for that budget
     study = optuna.load_study(study_name="smoke", storage="sqlite:///search.db")
-    from search import export
+    from search import answer
 
     for t in done:
         if t.user_attrs.get("source_trial") is not None:
-            rec = export.from_trial("smoke", study.trials[t.user_attrs["source_trial"]], 2,
+            rec = answer.from_trial("smoke", study.trials[t.user_attrs["source_trial"]], 2,
                                     600 // 64)
             assert (rec.kwargs, rec.warmup, rec.interval) == (
                 t.user_attrs["scheduler_kwargs"], t.user_attrs.get("warmup"),

@@ -103,7 +103,7 @@ class Plan:
 def plan(cfg: Any, study: optuna.Study, top: int, epochs: int | None = None,
          keep_lr: bool = False) -> Plan:
     """What to validate in `study` at `epochs` (default: the recommended trial's length)."""
-    from search.export import recommended_trial
+    from search.answer import recommended_trial
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None]

@@ -13,7 +13,7 @@ through the engine's claim protocol (search.engine.claim): runs are claimed unde
 lock, so `--jobs N` worker processes share the work and nothing trains twice; SIGTERM ends
 the run in flight as `interrupted` and exits 0, Ctrl-C exits 130. Results go to the companion
 study `<study>.validate` in the same store: a second run trains exactly what is missing, and
-optuna-dashboard shows it like any study. `best` reads the companion (search.export).
+optuna-dashboard shows it like any study. `best` reads the companion (search.answer).
 """
 
 from __future__ import annotations
@@ -358,9 +358,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from search import export
+    from search.answer.text import validation_lines
     from search.config import DEFAULT_OBJECTIVE, check_holdout
     from search.options import open_study
+    from search.validation.companion import validation
 
     cfg, searched = open_study(args)
     if cfg is None:
@@ -404,7 +405,7 @@ def main(args: argparse.Namespace) -> int:
     else:  # heartbeats: a killed run's trial is freed after the grace period
         run(cfg, claim.open_for(cfg.workers, url, retry_stale=False), searched.study_name,
             the_plan, seeds)
-    found = export.validation(searched, the_plan.epochs)
+    found = validation(searched, the_plan.epochs)
     print(f"study {companion_name(searched.study_name)!r} in {storage.redact(url)}")
-    print("\n".join(found.lines()) if found else "nothing validated yet")
+    print("\n".join(validation_lines(found)) if found else "nothing validated yet")
     return code
