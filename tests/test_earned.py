@@ -73,7 +73,7 @@ def test_an_unfinished_contest_says_where_it_stands_and_prints_code_only_for_its
     # best: where the contest stands, what exists (the 1-epoch leader, said to be one), no code
     code, out, _ = best(capsys, *where)
     assert code == 0
-    assert out.startswith("No recommendation yet from study 'c': its contest is unfinished")
+    assert out.startswith(f"Study 'c': no recommendation yet ({stage}: 8 of about ")
     assert f"contest  : {stage}: 8 of about " in out
     attrs = lead.user_attrs
     assert (f"so far   : leading reference at 1 epoch: {attrs['label']}, LR "
@@ -97,7 +97,7 @@ def test_an_unfinished_contest_says_where_it_stands_and_prints_code_only_for_its
     page = report.write_report(study, tmp_path / "r.html", save=False).read_text()
     section = page[page.index('<section id="recommendation">'):]
     section = section[:section.index("</section>")]
-    assert "No recommendation yet from study &#x27;c&#x27;" in section and stage in section
+    assert "Study &#x27;c&#x27;: no recommendation yet (" in section and stage in section
     assert "make_optimizer_and_scheduler" not in section and 'class="code"' not in section
 
     # --trial N still exports a finished run as asked: the text rounds its LR, the code

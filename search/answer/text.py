@@ -23,12 +23,12 @@ from search.goal import DEFAULT, Goal
 from search.progress import lr_text
 from search.stats import CONFIDENCE, Paired, Result, Validation
 
-__all__ = ["contest_lines", "contest_verdict", "count", "headline", "left_out", "mattered",
+__all__ = ["contest_lines", "contest_verdict", "headline", "left_out", "mattered",
            "pending", "pending_text", "stage_text", "text", "transfer_lines",
            "validation_lines", "validation_verdict", "verdict"]
 
 
-def count(n: int, what: str) -> str:
+def _count(n: int, what: str) -> str:
     """"1 epoch", "2 epochs"."""
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
@@ -54,11 +54,11 @@ def headline(st: Standing | None, trial: FrozenTrial | None = None,
         return f"no recommendation yet ({stage})"
     name = _named(lead.label, lead.source_trial)
     if not st.state.racing:
-        return (f"leader so far {name} at {count(st.budget, 'epoch')}: "
+        return (f"leader so far {name} at {_count(st.budget, 'epoch')}: "
                 f"{goal.metric} {goal.text(lead.mean)} ({stage})")
     who = "recommended" if st.decided else "leader"
     return (f"{who} {name}: {goal.metric} {goal.text(lead.mean)} mean of "
-            f"{count(lead.n, 'seed')} ({stage})")
+            f"{_count(lead.n, 'seed')} ({stage})")
 
 
 def _named(label: str, number: int | None) -> str:
@@ -92,7 +92,7 @@ def stage_text(s: Stage) -> str:
     if s.name == SHAPE:
         return (f"searching shapes at {s.lengths[-1]} epochs: {s.done} of "
                 f"{s.planned} shape trials")
-    runs = count(s.done, "race run")
+    runs = _count(s.done, "race run")
     if s.decided:
         return f"race decided after {runs}"
     if s.running:
@@ -105,7 +105,7 @@ def pending(st: Standing) -> str:
     finished), with the stage and how far it has come."""
     return (f"study {st.study!r} has no recommendation yet: its contest is "
             f"{stage_text(st.stage)}, and its answer is chosen among runs of "
-            f"{count(st.budget, 'epoch')}, the study's length")
+            f"{_count(st.budget, 'epoch')}, the study's length")
 
 
 def _interval(goal: Goal, p: Paired) -> str:
@@ -179,10 +179,10 @@ def contest_lines(st: Standing) -> list[str]:
         if short is None:
             return out + ["  so far   : no run has finished yet"]
         run, h = short
-        return out + [f"  so far   : leading reference at {count(h, 'epoch')}: {run.label}, "
+        return out + [f"  so far   : leading reference at {_count(h, 'epoch')}: {run.label}, "
                       f"LR {lr_text(run.lr)}, {goal.name()} {goal.text(run.score)} (trial "
                       f"{run.number}); a {h}-epoch run, not the answer: that is chosen "
-                      f"among runs of {count(st.budget, 'epoch')}, the study's length"]
+                      f"among runs of {_count(st.budget, 'epoch')}, the study's length"]
     out = [f"  contest  : {stage_text(st.stage)}; seed noise {state.race.sigma:.4f} (sd of one "
            f"run); validation split; {goal.metric}, {goal.better} is better"]
     out.append(f"    {'#':>2}  {'contender':<40} {'role':<10} {goal.short():<17} seeds  LR")
@@ -337,7 +337,7 @@ def pending_text(st: Standing) -> str:
     trial = "" if short is None else (f" (`--trial {short[0].number}` exports trial "
                                       f"{short[0].number} as it is)")
     return "\n".join([
-        f"No recommendation yet from study {st.study!r}: its contest is unfinished",
+        f"Study {st.study!r}: {headline(st)}",
         *contest_lines(st),
         f"  code     : none yet: `{again}` prints it once a {st.budget}-epoch run has "
         f"finished{trial}",
