@@ -4,10 +4,10 @@
 
 Reads the store only (the study and its `<study>.validate` companion), through the project's
 own readers: `search.contest.standing` (the contenders on the validation split) and
-`search.companion.validation` (the test split). Prints the standing, the recommendation's
-test accuracy against every tuned reference (paired over the same seeds: margin, 95%
-interval, p), and the epochs spent: the study's trials (pruned ones count the epochs they
-trained) and the validation runs.
+`search.validation.companion.validation` (the test split). Prints the standing, the
+recommendation's test accuracy against every tuned reference (paired over the same seeds:
+margin, 95% interval, p), and the epochs spent: the study's trials (pruned ones count the
+epochs they trained) and the validation runs.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search import export, record, stats  # noqa: E402
-from search.companion import companion_name  # noqa: E402
+from search import answer, record, stats  # noqa: E402
+from search.answer.text import contest_verdict, mattered, validation_verdict  # noqa: E402
+from search.validation.companion import companion_name  # noqa: E402
 
 
 def _epochs(trials: list) -> int:
@@ -38,7 +39,7 @@ def main() -> None:
     a = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.load_study(study_name=a.study, storage=a.storage)
-    rec = export.recommend(study)
+    rec = answer.recommend(study)
     st = rec.standing
     print(f"### {a.study}: the contest (validation split)\n")
     if st is not None:
@@ -48,8 +49,8 @@ def main() -> None:
         for i, c in enumerate(ranked, start=1):
             print(f"| {i} | {c.label} | {c.role} | {c.schedule.get('lr', 0):.3g} | "
                   f"{c.mean:.4f} ± {c.std:.4f} | {c.n} |")
-        print(f"\nverdict: {st.verdict()}\n")
-        for line in st.mattered():
+        print(f"\nverdict: {contest_verdict(st)}\n")
+        for line in mattered(st):
             print(f"- {line}")
         for label, edge in st.untuned:
             print(f"- not tuned: {label} (best LR at the {edge} edge of the study's range)")
@@ -82,7 +83,7 @@ def main() -> None:
         c = stats.paired(w.scores, r.scores)
         print(f"| {r.label} | {r.role} | {r.mean:.4f} ± {r.std:.4f} | "
               f"{c.margin:+.4f} [{c.low:+.4f}, {c.high:+.4f}] | {c.p_value:.2g} |")
-    print(f"\nverdict: {v.verdict}\n")
+    print(f"\nverdict: {validation_verdict(v)}\n")
     print(f"validation: {len(comp.trials)} runs, {val_epochs} epochs; search + validation: "
           f"{search_epochs + val_epochs} epochs")
 

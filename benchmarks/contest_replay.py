@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/contest_replay.py [--repeats R]
 
-No training: every trial is answered by the table's surrogate (search.replay.Surrogate, k=1:
+No training: every trial is answered by the table's surrogate (benchmarks.replay.Surrogate, k=1:
 the recorded curve of the nearest recorded schedule of the same family and warmup choice) plus
 seed noise. A schedule's TRUE score is the surrogate's final validation accuracy; a run on seed
 s scores true + e, e ~ N(0, 0.0037) drawn from (repeat, schedule, optimizer, seed) by a hash:
@@ -62,6 +62,7 @@ from optuna.distributions import BaseDistribution
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.replay import Surrogate, Table  # noqa: E402
 from search import config, record, runner, schedules, space  # noqa: E402
 from search.contest import race as racing  # noqa: E402
 from search.contest.contenders import contender_key  # noqa: E402
@@ -70,7 +71,6 @@ from search.contest.standing import standing  # noqa: E402
 from search.engine.claim import Count, join  # noqa: E402
 from search.engine.sequential import loop  # noqa: E402
 from search.engine.signals import Signals  # noqa: E402
-from search.replay import Surrogate, Table  # noqa: E402
 from search.stats import mean_std, paired, t_quantile  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "curves.json.gz"

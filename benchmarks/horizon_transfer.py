@@ -143,15 +143,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import optuna
 
-    from search import config, export, record, schedules, stats
+    from search import answer, config, record, schedules, stats
+    from search.answer.text import left_out
     from search.stats import paired
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = config.load_study(args.study)
     study = optuna.load_study(study_name=args.study_name or cfg.name, storage=args.storage)
     runs = Runs(args.runs)
-    law = export.recommend(study, args.epochs)
-    naive = export.recommend(study, args.epochs, keep_lr=True)
+    law = answer.recommend(study, args.epochs)
+    naive = answer.recommend(study, args.epochs, keep_lr=True)
     lead = naive.standing.leader if naive.standing is not None else None
     optimizer = lead.optimizer if lead is not None else ""
     base = schedules.ScheduleConfig.from_dict(lead.schedule)
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     fit = law.transfer.law
     beta = (f"beta {fit.beta:.3f} [{fit.beta_low:.3f}, {fit.beta_high:.3f}] from LR* "
             + ", ".join(f"{lr:.3g} at {h}" for h, lr in zip(fit.horizons, fit.lrs, strict=True))
-            + (f" ({fit.left_out})" if fit.left_out else "")) if fit else "no law"
+            + (f" ({left_out(fit)})" if left_out(fit) else "")) if fit else "no law"
     print(f"\n{cfg.name}: {naive.label}; {beta}; {args.epochs} epochs, {len(seeds)} seeds, "
           f"test split; {platform.machine()} {os.cpu_count()} cores, {dt.date.today()}")
     print(_cost(study))

@@ -32,8 +32,7 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search import config, runner  # noqa: E402
-from search.replay import (  # noqa: E402
+from benchmarks.replay import (  # noqa: E402
     SameFamily,
     Surrogate,
     Table,
@@ -42,6 +41,7 @@ from search.replay import (  # noqa: E402
     replay_search,
     spearman,
 )
+from search import config, runner  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "curves.json.gz"
 TOP = 0.05  # "the winner": the table's top 5% by final validation accuracy

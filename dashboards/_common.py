@@ -67,7 +67,7 @@ class Snapshot(NamedTuple):
     trials: tuple[FrozenTrial, ...]
     goal: Goal  # the study's metric and direction (search.goal): every "best" goes through it
     reason: str  # non-empty when no figure can be drawn at all (e.g. multi-objective)
-    # The trial `best` recommends (search.export.recommended_trial: the contest's leader, or a
+    # The trial `best` recommends (search.answer.recommended_trial: the contest's leader, or a
     # plain search's best trial): every figure names it first, as the winner.
     recommended: int | None = None
     label: str = ""  # its name in the contest ("linear to zero"), "" for a plain search
@@ -112,8 +112,8 @@ def snapshot(study: optuna.Study | Snapshot) -> Snapshot:
 
 def _recommended(study: optuna.Study) -> tuple[int | None, str]:
     """The recommended trial and its contest label, as `best` has them (None: none yet)."""
+    from search.answer import recommended_trial
     from search.errors import UserError
-    from search.export import recommended_trial
 
     try:
         trial, st = recommended_trial(study)

@@ -1,8 +1,8 @@
 """The report's first section: the best schedule in words and code, exactly as `best` prints it.
 
-The words and the code come from `search.export` (one source of truth for the snippet); this
-module only places them in HTML, or says why there is nothing to recommend yet (an unfinished
-contest: where it stands, in `best`'s words, and no code).
+The words and the code come from `search.answer.shown` (one source of truth for the snippet);
+this module only places them in HTML, or says why there is nothing to recommend yet (an
+unfinished contest: where it stands, in `best`'s words, and no code).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ TITLE = "Recommendation"
 
 
 class RecommendationInfo(NamedTuple):
-    text: str  # render(rec, "text"): the schedule in words (and code, if text includes it)
-    code: str  # rec.code: paste-ready PyTorch
+    text: str  # `best`'s text: the schedule in words and code, or where a contest stands
+    code: str  # the paste-ready PyTorch alone ("" while there is no recommendation)
     trial_number: int | None
     reason: str
 
@@ -27,19 +27,13 @@ class RecommendationInfo(NamedTuple):
 def _info(
     study: optuna.Study, epochs: int | None = None, steps_per_epoch: int | None = None
 ) -> RecommendationInfo:
-    # Imported here: the report must still render if export is broken or not there yet.
-    try:
-        from search.errors import UserError
-        from search.export import NotYet, pending_text, recommend, render
-    except ImportError as e:
-        return RecommendationInfo("", "", None, f"search.export is not available ({e})")
+    from search.answer import shown  # torch: imported once the report is asked for
+    from search.errors import UserError
+
     if len(study.directions) != 1:
         return RecommendationInfo("", "", None, "multi-objective studies are not supported")
     try:
-        rec = recommend(study, epochs=epochs, steps_per_epoch=steps_per_epoch)
-        text = render(rec, "text")
-    except NotYet as e:  # an unfinished contest: where it stands, as `best` says it; no code
-        return RecommendationInfo(pending_text(e.standing), "", None, "")
+        answer = shown(study, epochs=epochs, steps_per_epoch=steps_per_epoch)
     except UserError as e:
         return RecommendationInfo("", "", None, str(e))
     except (KeyError, TypeError, ValueError) as e:
@@ -48,8 +42,7 @@ def _info(
         return RecommendationInfo(
             "", "", None, f"the best trial's schedule record is incomplete ({e!r})"
         )
-    code = rec.code() if callable(rec.code) else rec.code  # a method on export's dataclass
-    return RecommendationInfo(text, str(code), rec.trial_number, "")
+    return RecommendationInfo(answer.text, answer.code, answer.trial_number, "")
 
 
 def _html(info: RecommendationInfo) -> str:

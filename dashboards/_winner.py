@@ -1,6 +1,6 @@
 """The winner against the tuned baselines: what its LR does differently, and what that buys.
 
-Top panel: the LR applied by the recommendation (search.export.recommended_trial: the contest's
+Top panel: the LR applied by the recommendation (search.answer.recommended_trial: the contest's
 leader, or a plain search's best trial) and by each baseline (a contest's tuned references, or
 those `validate` tuned (Constant, cosine over the whole run, OneCycle, linear to zero,
 schedule-free), against the fraction of training, at the recorded per-step resolution. Bottom
@@ -40,10 +40,10 @@ from dashboards._common import (
     snapshot,
 )
 from search import compat, record
-from search.companion import companion_name, is_companion
 from search.contest.standing import standing
 from search.goal import DEFAULT, Goal
 from search.storage import hint_command
+from search.validation.companion import companion_name, is_companion
 
 __all__ = ["Schedule", "WinnerInfo"]
 
@@ -204,7 +204,10 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
                 "over its own run")
     else:
         note = ""
-    return WinnerInfo(out, note, "", st.verdict() if st is not None and lead else "", snap.goal)
+    from search.answer.text import contest_verdict  # torch: only once a figure is drawn
+
+    verdict = contest_verdict(st) if st is not None and lead else ""
+    return WinnerInfo(out, note, "", verdict, snap.goal)
 
 
 def _reference(c: Any, snap: Snapshot, runs: list[FrozenTrial], epochs: int | None) -> Schedule:

@@ -95,7 +95,7 @@ def write_report(
     """Write the HTML report for `study` and return its absolute path.
 
     1. read the trials once and build every figure from that one snapshot;
-    2. ask `search.export` for the recommendation (optuna's storage cache serves the finished
+    2. ask `search.answer` for the recommendation (optuna's storage cache serves the finished
        trials it reads, so this is no second read of the store);
     3. write the page (in one step: an interrupted write leaves the previous report), then
        (with `save`) store the figures in the study for optuna-dashboard, all in one step.

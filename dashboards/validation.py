@@ -27,9 +27,9 @@ from dashboards._common import (
     floats,
     snapshot,
 )
-from search.companion import companion_name, validation
 from search.goal import DEFAULT, Goal
 from search.storage import hint_command
+from search.validation.companion import companion_name, validation
 
 __all__ = ["Panel", "Row", "ValidationInfo"]
 
@@ -77,6 +77,8 @@ def _info(study: optuna.Study | Snapshot) -> ValidationInfo:
     first = validation(snap.study, recommended=snap.recommended)
     if first is None:
         return ValidationInfo(companion_name(name), [], hint, goal)
+    from search.answer.text import validation_verdict  # the verdict `best` prints (torch)
+
     panels = []
     for v in [first, *(validation(snap.study, e, snap.recommended)
                        for e in first.other_epochs)]:
@@ -85,7 +87,7 @@ def _info(study: optuna.Study | Snapshot) -> ValidationInfo:
                 [goal.value(r.scores[s]) for s in sorted(r.scores)], len(r.diverged))
             for r in v.ranked
         ]
-        panels.append(Panel(v.epochs, rows, v.verdict, v.searched_epochs))
+        panels.append(Panel(v.epochs, rows, validation_verdict(v), v.searched_epochs))
     if not any(row.scores for p in panels for row in p.rows):
         return ValidationInfo(first.study, [], "no validation run has finished yet", goal)
     return ValidationInfo(first.study, panels, "", goal)

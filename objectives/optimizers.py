@@ -1,10 +1,10 @@
 """The optimizers an objective trains with, each described once, as data.
 
 Building one (objectives.classify.make_optimizer), recording and printing it (search.runner,
-search.recommendation, search.frameworks), validating a study file (search.config), the
-contest's schedule-free baselines (search.contest.contenders) and the fused arrays
-(search.engine.array) all read this table; none of them tests a name. No torch here: the
-study files are checked without it.
+search.answer.recommendation, search.answer.frameworks), validating a study file
+(search.config), the contest's schedule-free baselines (search.contest.contenders) and the
+fused arrays (search.engine.array) all read this table; none of them tests a name. No torch
+here: the study files are checked without it.
 """
 
 from __future__ import annotations

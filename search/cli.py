@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from search import record
 from search.errors import UserError, must
 from search.goal import Goal
 from search.options import add_study_args, load_cfg, open_study, positive_int, with_name
@@ -34,7 +33,7 @@ COMMANDS: dict[str, str] = {
     "studies": "search.cli",
     "report": "dashboards.report",
     "dashboard": "dashboards.serve",
-    "validate": "search.validate",
+    "validate": "search.validation.validate",
 }
 
 
@@ -130,6 +129,7 @@ def _leading(study: optuna.Study) -> str | None:
     """The live line's "best" for a contest: its standing at the study's length (None, where
     the store did not answer this once: the line keeps the last one)."""
     from search import storage
+    from search.answer import headline
     from search.contest.standing import standing
 
     try:
@@ -138,14 +138,14 @@ def _leading(study: optuna.Study) -> str | None:
         if storage.is_transient(e):
             return None
         raise
-    return st.headline() if st is not None else None
+    return headline(st) if st is not None else None
 
 
 def _summary(args: argparse.Namespace, cfg: StudyConfig, study: optuna.Study, url: str,
              code: int) -> int:
     from optuna.trial import TrialState
 
-    from search import export, storage
+    from search import answer, storage
     from search.contest.standing import standing
     from search.engine.claim import count
 
@@ -154,10 +154,10 @@ def _summary(args: argparse.Namespace, cfg: StudyConfig, study: optuna.Study, ur
                           storage=args.storage)
     st = standing(study)
     if st is not None:  # where the contest stands, at the study's length
-        summary += f"; {st.headline()}: `{storage.hint_command('best', reach)}`"
+        summary += f"; {answer.headline(st)}: `{storage.hint_command('best', reach)}`"
     elif count(study, (TrialState.COMPLETE,)):
-        trial, _ = export.recommended_trial(study)
-        summary += (f"; best {record.family_of(trial)}, {cfg.goal.metric} {trial.value:.4f}: "
+        trial, _ = answer.recommended_trial(study)
+        summary += (f"; {answer.headline(None, trial, cfg.goal)}: "
                     f"`{storage.hint_command('best', reach)}`")
     print(summary)
     return code
@@ -168,7 +168,7 @@ def _summary(args: argparse.Namespace, cfg: StudyConfig, study: optuna.Study, ur
 
 
 def _best_arguments(p: argparse.ArgumentParser) -> None:
-    from search.export import FORMATS
+    from search.answer import FORMATS
 
     add_study_args(p)
     p.add_argument("--epochs", type=positive_int, help="rescale the schedule to N epochs")
@@ -189,20 +189,20 @@ def _best_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _best(args: argparse.Namespace) -> int:
-    from search import export
+    from search import answer
 
     _, study = open_study(args)
     steps = args.steps_per_epoch
     if steps and args.grad_accum > 1:  # optimizer steps an epoch, counted as the Trainer does
         steps = -(-steps // args.grad_accum)
     try:
-        rec = export.recommend(study, args.epochs, steps, args.trial, args.keep_lr)
-    except export.NotYet as e:  # a contest with no run of the study's length finished yet
+        rec = answer.recommend(study, args.epochs, steps, args.trial, args.keep_lr)
+    except answer.NotYet as e:  # a contest with no run of the study's length finished yet
         if args.format != "text":  # code (or its JSON) for a shorter run would be wrong: 2
             raise
-        print(export.pending_text(e.standing))  # a person asking during the run: 0
+        print(answer.pending_text(e.standing))  # a person asking during the run: 0
         return 0
-    print(export.render(rec, args.format, grad_accum=args.grad_accum))
+    print(answer.render(rec, args.format, grad_accum=args.grad_accum))
     return 0
 
 
@@ -219,7 +219,7 @@ def _studies(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
     from search import storage
-    from search.companion import is_companion, searched_name
+    from search.validation.companion import is_companion, searched_name
 
     url = storage.resolve(args.storage)
     store = storage.open_existing(url)
@@ -246,30 +246,29 @@ def _recommended(store: optuna.storages.BaseStorage, summary: Any) -> str:
     length, unfinished or not; a plain search: its best trial)."""
     import optuna
 
-    from search import export
+    from search import answer
     from search.contest.standing import standing
 
     study = optuna.load_study(study_name=summary.study_name, storage=store)
     st = standing(study)
     if st is not None:
-        return f"contest: {st.headline()}"
+        return answer.headline(st)
     if summary.best_trial is None:
         return "-"
-    trial, _ = export.recommended_trial(study)
-    g = Goal.of_study(study)
-    return f"{g.metric} {trial.value:.4f} {(record.of(trial).schedule or {}).get('family', '')}"
+    trial, _ = answer.recommended_trial(study)
+    return answer.headline(None, trial, Goal.of_study(study))
 
 
 def _validated(store: optuna.storages.BaseStorage, searched: str) -> str:
     """A validation study's line: the winner's mean test accuracy over its seeds."""
     import optuna
 
-    from search import export
-    from search.companion import validation
+    from search import answer
+    from search.validation.companion import validation
 
     try:
         study = optuna.load_study(study_name=searched, storage=store)
-        v = validation(study, recommended=export.recommended_trial(study)[0].number)
+        v = validation(study, recommended=answer.recommended_trial(study)[0].number)
     except (KeyError, UserError):  # the searched study was deleted, or has no complete trial
         v = None
     w = v.winner if v is not None else None

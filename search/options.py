@@ -99,8 +99,8 @@ def _missing(args: argparse.Namespace, reach: Any, own: str | None,
     import optuna
 
     from search import config, storage
-    from search.companion import is_companion
     from search.errors import closest
+    from search.validation.companion import is_companion
 
     names = optuna.get_all_study_names(store)
     what = f"no study {reach.name!r} in {storage.redact(url)}"

@@ -1,7 +1,8 @@
 """How much better is the winner, really: per-schedule mean ± std over seeds, ranking, and a
 paired comparison with the best baseline over the same seeds (`Validation`, read by `best`).
 
-Pure math on plain numbers (no optuna, no torch), so it is unit-tested on known values.
+Pure math on plain numbers (no optuna, no torch, no words: how a validation reads is
+search.answer's), so it is unit-tested on known values.
 Student's t distribution is computed here from the regularized incomplete beta function
 (Numerical Recipes' continued fraction), because the project does not depend on scipy.
 """
@@ -12,7 +13,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from search.goal import DEFAULT, Goal
+from search.goal import Goal
 
 __all__ = [
     "CONFIDENCE",
@@ -26,7 +27,6 @@ __all__ = [
     "rank",
     "t_cdf",
     "t_quantile",
-    "verdict",
 ]
 
 CONFIDENCE = 0.95  # of the interval around the margin; "told apart" when it excludes 0
@@ -211,37 +211,11 @@ def rank(results: Iterable[Result]) -> list[Result]:
     return sorted(results, key=key)
 
 
-def verdict(winner: Result, baseline: Result | None, cmp: Paired | None,
-            goal: Goal = DEFAULT) -> str:
-    """One plain sentence: does the recommendation beat the best baseline, on these seeds?"""
-    if baseline is None or cmp is None:
-        return ("no baseline was validated at this length: nothing to compare the "
-                "recommendation with")
-    name = baseline.label
-    if cmp.n == 0:
-        return f"the recommendation and {name} share no seed yet: they cannot be compared"
-    if cmp.n == 1:
-        return (f"only 1 seed in common with {name}: the recommendation cannot be told apart "
-                "from it (validate with --seeds 3 or more)")
-    pct = f"{CONFIDENCE:.0%}"
-    interval = f"{pct} interval {goal.interval(cmp.low, cmp.high)}"
-    if cmp.distinguishable and cmp.margin > 0:
-        return f"the recommendation beats {name} on these {cmp.n} test seeds ({interval})"
-    if cmp.distinguishable:
-        return (f"{name} beats the recommendation on these {cmp.n} test seeds ({interval}): "
-                "the search's choice did not hold up on the test split")
-    return (f"the recommendation cannot be told apart from {name} on {cmp.n} test seeds "
-            f"({interval} contains 0)")
-
-
-# 4. One validation: the ranked schedules at one training length, and what they say.
+# 4. One validation: the ranked schedules at one training length.
 
 
 def json_number(x: float) -> float | None:
     return None if x is None or math.isnan(x) else x  # JSON has no NaN
-
-
-_num = json_number  # the short name for the long JSON lines below
 
 
 @dataclass(frozen=True)
@@ -277,89 +251,3 @@ class Validation:
     def comparison(self) -> Paired | None:
         w, b = self.winner, self.baseline
         return paired(w.scores, b.scores) if w is not None and b is not None else None
-
-    @property
-    def verdict(self) -> str:
-        w = self.winner
-        if w is None:
-            return ("the recommended schedule has no finished validation run at this length "
-                    "yet")
-        return verdict(w, self.baseline, self.comparison, self.goal)
-
-    @staticmethod
-    def empty_fields() -> dict[str, object]:
-        keys = ("validation_study", "validation_epochs", "mean", "std", "n_seeds", "scores",
-                "baseline", "baseline_mean", "baseline_std", "margin", "margin_std",
-                "margin_low", "margin_high", "p_value", "paired_seeds", "distinguishable",
-                "verdict", "ranking", "notes", "validation_steps_per_epoch", "baseline_lr",
-                "baseline_lr_source")
-        return {"validated": False, **dict.fromkeys(keys)}
-
-    def fields(self) -> dict[str, object]:
-        """The same facts as `lines`, for JSON (NaN becomes null)."""
-        w, b, c, g = self.winner, self.baseline, self.comparison, self.goal
-        out = self.empty_fields()
-        out |= {  # means and scores in the metric's terms; margins: score differences
-            "validated": w is not None, "validation_study": self.study,
-            "validation_epochs": self.epochs, "verdict": self.verdict,
-            "validation_steps_per_epoch": self.steps_per_epoch or None,
-            "notes": list(self.notes), "other_epochs": list(self.other_epochs),
-            "ranking": [{"label": r.label, "roles": list(r.roles), "source_trial": r.source_trial,
-                         "mean": _num(g.value(r.mean)), "std": _num(r.std), "n_seeds": r.n,
-                         "diverged_seeds": list(r.diverged), "lr": r.extra.get("lr"),
-                         "lr_source": r.extra.get("lr_source") or None}
-                        for r in self.ranked],
-        }
-        if w is not None:
-            out |= {"mean": _num(g.value(w.mean)), "std": _num(w.std), "n_seeds": w.n,
-                    "scores": {str(s): g.value(v) for s, v in sorted(w.scores.items())}}
-        if b is not None and c is not None:
-            out |= {"baseline": b.label, "baseline_mean": _num(g.value(b.mean)),
-                    "baseline_lr": b.extra.get("lr"),
-                    "baseline_lr_source": b.extra.get("lr_source") or None,
-                    "baseline_std": _num(b.std), "margin": _num(c.margin),
-                    "margin_std": _num(c.std), "margin_low": _num(c.low),
-                    "margin_high": _num(c.high), "p_value": _num(c.p_value),
-                    "paired_seeds": c.n, "distinguishable": c.distinguishable}
-        return out
-
-    def lines(self) -> list[str]:
-        """The ranking and the verdict, for people (indented to sit in `best`'s output). A
-        margin is the recommendation's score minus the baseline's: positive, it is better."""
-        g = self.goal
-        seeds = sorted({s for r in self.ranked for s in r.scores})
-        shown = f"seeds {seeds[0]}-{seeds[-1]}" if seeds else "no seed finished"
-        budget = f"{self.epochs} epochs" + (
-            f" x {self.steps_per_epoch} steps" if self.steps_per_epoch else "")
-        other = (f"; NOT the searched {self.searched_epochs} epochs" if self.searched_epochs
-                 and self.searched_epochs != self.epochs else "")
-        out = [f"  validated on the test split ({self.study!r}, {budget}{other} on the "
-               f"training and validation data, {shown}):",
-               f"    {'#':>2}  {'schedule':<44} {'role':<11} {g.short('test'):<17} seeds"]
-        for i, r in enumerate(self.ranked, start=1):
-            role = r.role
-            acc = f"{g.text(r.mean)} ± {r.std:.4f}" if r.n else "-"
-            tail = f"  diverged on {len(r.diverged)}" if r.diverged else ""
-            out.append(f"    {i:>2}  {r.label[:44]:<44} {role:<11} {acc:<17} {r.n}{tail}")
-        w, b, c = self.winner, self.baseline, self.comparison
-        if w is not None:
-            out.append(f"  recommended: {w.label}, {g.name('test')} {g.text(w.mean)} ± "
-                       f"{w.std:.4f} (mean ± std over {w.n} seeds; chosen on the validation "
-                       "split)")
-        if b is not None and c is not None:
-            out.append(f"  baseline : {b.label}, {g.text(b.mean)} ± {b.std:.4f} (the best tuned "
-                       "baseline)")
-            if b.extra.get("lr_source"):
-                out.append(f"  its LR   : {b.extra.get('lr'):.4g}, {b.extra['lr_source']}")
-            if c.n >= 2:
-                out.append(f"  margin   : {c.margin:+.4f} ± {c.std:.4f} (paired over the same "
-                           f"{c.n} seeds; {CONFIDENCE:.0%} interval [{c.low:+.4f}, "
-                           f"{c.high:+.4f}], p = {c.p_value:.2g})")
-            elif c.n == 1:
-                out.append(f"  margin   : {c.margin:+.4f} on 1 seed (no spread to judge it by)")
-        out.append(f"  verdict  : {self.verdict}")
-        out += [f"  note     : {n}" for n in self.notes]
-        if self.other_epochs:
-            lengths = ", ".join(str(e) for e in self.other_epochs)
-            out.append(f"  also validated at {lengths} epochs (best --epochs N shows that length)")
-        return out

@@ -14,7 +14,7 @@ from conftest import dump
 from optuna.trial import TrialState
 
 from objectives.classify import TrainConfig, make_optimizer, optimizer_record
-from search import cli, export, runner, schedules
+from search import answer, cli, runner, schedules
 from search.config import load_study
 from search.errors import UserError
 from search.progress import lr_text
@@ -112,7 +112,7 @@ def test_adamw_study_end_to_end(tmp_path, cifar_dir, capsys, one_thread):
         assert o["lr"] == pytest.approx(t.params.get("lr", 3e-3), rel=1e-12)
         assert o["weight_decay"] == t.params["weight_decay"]
         assert "momentum" not in o
-    best = export.best_trial(study)
+    best = answer.best_trial(study)
     lr = best.user_attrs["optimizer"]["lr"]
 
     def best_in(fmt: str) -> str:
@@ -180,7 +180,7 @@ def test_searched_betas_reach_torch_the_record_and_every_export(tmp_path, cifar_
     defaults = [t for t in done if t.user_attrs.get("default")]
     assert len(defaults) == 2 and all(t.params["beta1"] == 0.9 for t in defaults)  # standard
     assert len(drawn) == 2 and all(0.8 <= b <= 0.95 for b in drawn) and 0.9 not in drawn
-    best = export.best_trial(study)
+    best = answer.best_trial(study)
     b1 = schedules.lit(best.params["beta1"])
     capsys.readouterr()
     assert cli.main(["best", "--study", study_file, "--format", "python"]) == 0
@@ -189,9 +189,9 @@ def test_searched_betas_reach_torch_the_record_and_every_export(tmp_path, cifar_
     assert json.loads(capsys.readouterr().out)["optimizer"]["betas"] == [
         best.params["beta1"], 0.995]
     # validate: candidates keep their drawn betas, baselines take the standard ones in range
-    from search import validate_plan
+    from search.validation import plan
 
-    p = validate_plan.plan(load_study(study_file), study, top=1)
+    p = plan.plan(load_study(study_file), study, top=1)
     (cand,) = [j for j in p.jobs if "candidate" in j.roles]
     assert cand.schedule.beta1 == best.params["beta1"]
     assert (p.knobs["beta1"], p.knobs["beta2"]) == (0.9, 0.995)

@@ -101,7 +101,7 @@ def split_of(t: optuna.trial.FrozenTrial) -> str:
 
 def test_a_contest_runs_its_references_through_lightning_and_validates_on_the_test_split(
         tmp_path):
-    from search import export
+    from search import answer
     from search.config import load_study
     from search.contest.standing import standing
 
@@ -130,7 +130,7 @@ def test_a_contest_runs_its_references_through_lightning_and_validates_on_the_te
     st = standing(study)
     assert st.leader is not None
 
-    rec = export.recommend(study)
+    rec = answer.recommend(study)
     assert rec.trial_number == st.leader.source_trial and rec.label == st.leader.label
     out = cli("best", "--study", f, "--storage", url, "--format", "lightning", cwd=tmp_path)
     printed = out.stdout
@@ -156,7 +156,7 @@ def test_a_contest_runs_its_references_through_lightning_and_validates_on_the_te
         assert t.value == record.of(t).metric_curve("val_loss")[-1]
     free = [t for t in runs if record.of(t).optimizer_name == "schedulefree"]
     assert free and {record.of(t).optimizer["name"] for t in free} == {"SGDScheduleFree"}
-    after = export.recommend(study)
+    after = answer.recommend(study)
     assert after.validation is not None and after.validation.winner.key == st.leader.key
 
 

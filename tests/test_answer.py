@@ -15,8 +15,9 @@ from conftest import applied_lrs, step_through
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search import cli, config, export, runner, schedules, space, validate
+from search import answer, cli, config, runner, schedules, space
 from search.config import ParamSpec, SpaceConfig
+from search.validation import validate
 
 FAMILIES = sorted(schedules.SCHEDULES)
 WARMED = sorted(f for f in FAMILIES if schedules.family(f).warmup_ok)
@@ -81,8 +82,8 @@ def test_printed_code_reproduces_the_trial_and_keeps_its_shape_at_any_budget(
     assert trace["every"] == 1 and len(trace["lr"]) == epochs * steps
 
     # 1. At the searched budget, `best --trial N --format python` replays what was applied.
-    rec = export.recommend(study, trial_number=t.number)
-    assert applied_lrs(export.render(rec, "python"), losses) == pytest.approx(trace["lr"],
+    rec = answer.recommend(study, trial_number=t.number)
+    assert applied_lrs(answer.render(rec, "python"), losses) == pytest.approx(trace["lr"],
                                                                           rel=1e-9)
     assert (rec.warmup is not None) == (warmup and round(
         t.user_attrs["schedule"]["warmup"] * epochs * steps) > 0)
@@ -94,7 +95,7 @@ def test_printed_code_reproduces_the_trial_and_keeps_its_shape_at_any_budget(
     #    torch's own discretisation changes the shape (a 2-step one-cycle never reaches its
     #    peak). Epoch counts are searched in whole epochs, so targets are whole multiples.
     e1 = epochs * mult
-    moved = export.recommend(study, e1, steps1, trial_number=t.number)
+    moved = answer.recommend(study, e1, steps1, trial_number=t.number)
     assert (moved.epochs, moved.steps_per_epoch) == (e1, steps1)
     per_epoch0 = rec.interval == schedules.EPOCH
     ticks0 = epochs if per_epoch0 else epochs * steps
@@ -306,9 +307,9 @@ def test_hyperband_min_resource_2_first_prunes_after_exactly_2_epochs(tmp_path):
     assert max(max(t.intermediate_values) for t in trials) == 8  # max_resource is reached
     # a pruned trial exports too, saying how far it got
     first = min(pruned, key=lambda t: max(t.intermediate_values))
-    rec = export.recommend(optuna.load_study(study_name="pruned", storage=url),
+    rec = answer.recommend(optuna.load_study(study_name="pruned", storage=url),
                            trial_number=first.number)
-    assert rec.state == "PRUNED" and "pruned after 2 of 8 epochs" in export.render(rec, "text")
+    assert rec.state == "PRUNED" and "pruned after 2 of 8 epochs" in answer.render(rec, "text")
     assert rec.value == first.intermediate_values[2]
 
 

@@ -184,8 +184,9 @@ def test_every_claim_policy_satisfies_the_protocol_and_one_function_chooses_it()
     import dataclasses
     import inspect
 
-    from search import config, validate
+    from search import config
     from search.contest.policy import ContestPolicy
+    from search.validation import validate
 
     cfg = config.load_study("lr-fashion")
     assert cfg.contest is not None

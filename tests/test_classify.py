@@ -247,7 +247,7 @@ def test_each_optimizer_is_built_and_recorded_as_its_table_says(key):
     assert record.get("nesterov", False) == kind.nesterov
     assert ("warmup_steps" in record) == kind.schedule_free
     if kind.schedule_free:  # the table's warmup share of the run, in training and exports
-        from search.export import _for_budget
+        from search.answer.choose import _for_budget
 
         assert kind.warmup == 0.05 and record["warmup_steps"] == kind.warmup_steps(100) == 5
         assert _for_budget(record, 400)["warmup_steps"] == kind.warmup_steps(400) == 20

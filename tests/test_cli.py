@@ -13,7 +13,7 @@ import optuna
 import pytest
 from conftest import ROOT, applied_lrs, dump, run_cli
 
-from search import cli, export, runner
+from search import answer, cli, runner
 from search.config import load_study
 from search.engine import claim
 
@@ -33,7 +33,7 @@ def load(cwd, name="smoke"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd / 'search.db'}")
 
 
-def replay(code: str, rec: export.Recommendation, val_losses) -> list[float]:
+def replay(code: str, rec: answer.Recommendation, val_losses) -> list[float]:
     """Run the printed code's optimizer and scheduler as its STEP says; LR per epoch."""
     return applied_lrs(code, val_losses)[:: rec.steps_per_epoch]
 
@@ -58,6 +58,24 @@ def test_run_resumes_to_the_total_and_studies_lists_it(smoke_store, cifar_dir):
                                 str(states.count(optuna.trial.TrialState.PRUNED))]
 
 
+def test_one_headline_in_runs_end_studies_and_best(smoke_store, cifar_dir):
+    """The answer is named by one function (search.answer.headline) wherever it is named: the
+    last line of `run`, the row of `studies`, the first line of `best`."""
+    study = load(smoke_store)
+    done = run_cli("run", "--study", "smoke", "--data-dir", str(cifar_dir), "--trials", "6",
+                   cwd=smoke_store)  # already holds 6: prints its summary, trains nothing
+    listed = run_cli("studies", cwd=smoke_store)
+    best = run_cli("best", "--study", "smoke", cwd=smoke_store)
+    assert done.returncode == listed.returncode == best.returncode == 0
+    trial, st = answer.recommended_trial(study)
+    line = answer.headline(st, trial, load_study("smoke").goal)
+    assert line.startswith(f"best trial {trial.number} ") and f"{trial.value:.4f}" in line
+    assert f"; {line}: `" in done.stdout.strip().splitlines()[-1]
+    row = next(r for r in listed.stdout.splitlines() if r.startswith("smoke"))
+    assert row.endswith(f"  {line}")
+    assert best.stdout.splitlines()[0] == f"Study 'smoke': {line}"
+
+
 def test_every_trial_records_what_was_applied(smoke_store):
     for t in load(smoke_store).trials:
         a = t.user_attrs
@@ -71,13 +89,13 @@ def test_best_python_code_runs_and_reproduces_the_stored_lr_curve(smoke_store):
     study = load(smoke_store)
     r = run_cli("best", "--study", "smoke", "--format", "python", cwd=smoke_store)
     assert r.returncode == 0, r.stderr
-    best = export.best_trial(study)
-    rec = export.recommend(study)
+    best = answer.best_trial(study)
+    rec = answer.recommend(study)
     assert replay(r.stdout, rec, best.user_attrs["val_loss_curve"]) == pytest.approx(
         best.user_attrs["lr_curve"], rel=1e-6)
     # every trial's schedule, whatever its family, replays to what the optimizer applied
     for t in study.trials:
-        rec = export.from_trial("smoke", t)
+        rec = answer.from_trial("smoke", t)
         curve = t.user_attrs["lr_curve"]
         got = replay(rec.code(), rec, t.user_attrs["val_loss_curve"])
         assert got[: len(curve)] == pytest.approx(curve, rel=1e-6), t.params["scheduler"]
@@ -85,7 +103,7 @@ def test_best_python_code_runs_and_reproduces_the_stored_lr_curve(smoke_store):
 
 def test_best_text_and_json_with_rescaled_epochs(smoke_store):
     r = run_cli("best", "--study", "smoke", cwd=smoke_store)
-    assert r.returncode == 0 and "Best schedule of study 'smoke'" in r.stdout
+    assert r.returncode == 0 and "Study 'smoke': best trial " in r.stdout
     assert "def make_optimizer_and_scheduler" in r.stdout
     r = run_cli("best", "--study", "smoke", "--epochs", "90", "--format", "json", cwd=smoke_store)
     out = json.loads(r.stdout)

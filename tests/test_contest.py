@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, applied_lrs, run_cli
 from workers_support import pg_url as pg_url  # noqa: F401 (fixture)
 
-from search import cli, export
+from search import answer, cli
 from search.contest.standing import standing
 
 STUDY = """
@@ -87,7 +87,7 @@ def test_a_tuned_reference_wins_where_the_searched_families_cannot(tmp_path, cap
     assert cli.main(["best", "--study", str(f), "--storage", url]) == 0
     out = capsys.readouterr().out
     assert f"stopped  : Constant at 2 epochs, {st.goal.gap(gap)} behind" in out
-    assert f"Recommended schedule of study 'c': {st.leader.label}" in out
+    assert f"Study 'c': {answer.headline(st)}" in out and st.leader.label in out
     assert "no searched shape beats the tuned references" in out
     trial = study.trials[st.leader.source_trial]
     if st.leader.optimizer:  # schedule-free: no scheduler at all
@@ -162,9 +162,9 @@ def test_the_test_split_chooses_nothing(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'c.db'}"
     assert cli.main(["run", "--study", str(f), "--storage", url]) == 0
     study = optuna.load_study(study_name="c", storage=url)
-    before = export.recommend(study)
+    before = answer.recommend(study)
     assert cli.main(["validate", "--study", str(f), "--storage", url, "--seeds", "2"]) == 0
-    after = export.recommend(study)
+    after = answer.recommend(study)
     assert (after.trial_number, after.label) == (before.trial_number, before.label)
     v = after.validation
     assert v is not None and v.winner is not None and v.winner.label == before.label
@@ -173,7 +173,7 @@ def test_the_test_split_chooses_nothing(tmp_path, capsys):
         r.mean for r in v.ranked if r.n)
     capsys.readouterr()
     assert cli.main(["best", "--study", str(f), "--storage", url]) == 0
-    assert f"Recommended schedule of study 'c': {before.label}" in capsys.readouterr().out
+    assert f"Study 'c': recommended {before.label}" in capsys.readouterr().out
 
 
 def test_validate_trains_exactly_the_recommendation_and_the_tuned_references(tmp_path,
@@ -193,10 +193,10 @@ def test_validate_trains_exactly_the_recommendation_and_the_tuned_references(tmp
     trained = {t.user_attrs["validate_key"]: t for t in comp.trials}
     refs = {c.key for c in st.state.contenders if c.role == "reference"}
     assert set(trained) == refs | {st.leader.key}  # nothing swept again, nothing else
-    rec = export.recommend(study)
+    rec = answer.recommend(study)
     t = trained[st.leader.key]
     assert t.user_attrs["fixed_schedule"] == st.leader.schedule
-    assert t.user_attrs["scheduler_kwargs"] == export.recommend(
+    assert t.user_attrs["scheduler_kwargs"] == answer.recommend(
         study, int(t.user_attrs["epochs"]), int(t.user_attrs["steps_per_epoch"])).kwargs
     assert rec.validation.winner.key == st.leader.key
 
@@ -298,7 +298,7 @@ def test_every_reader_names_the_same_winner_when_it_is_not_the_best_single_run(t
     luckiest = max(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
                    key=lambda t: t.value)
     assert luckiest.number != n  # a race run or a lucky shape scored higher once
-    assert export.recommend(study).trial_number == n
+    assert answer.recommend(study).trial_number == n
     assert _winner._info(study).schedules[0].val_source == f"trial {n}"
     assert _lr_curves._info(study).curves[0].number == n
     assert _leaderboard._info(study).rows[0].number == n

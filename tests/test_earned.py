@@ -73,7 +73,7 @@ def test_an_unfinished_contest_says_where_it_stands_and_prints_code_only_for_its
     # best: where the contest stands, what exists (the 1-epoch leader, said to be one), no code
     code, out, _ = best(capsys, *where)
     assert code == 0
-    assert out.startswith("No recommendation yet from study 'c': its contest is unfinished")
+    assert out.startswith(f"Study 'c': no recommendation yet ({stage}: 8 of about ")
     assert f"contest  : {stage}: 8 of about " in out
     attrs = lead.user_attrs
     assert (f"so far   : leading reference at 1 epoch: {attrs['label']}, LR "
@@ -90,14 +90,14 @@ def test_an_unfinished_contest_says_where_it_stands_and_prints_code_only_for_its
     capsys.readouterr()
     assert cli.main(["studies", "--storage", url]) == 0
     row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("c "))
-    assert row.endswith(f"contest: no recommendation yet ({stage}: 8 of about 32 reference "
+    assert row.endswith(f"  no recommendation yet ({stage}: 8 of about 32 reference "
                         "runs)")
     assert cli.main(["validate", *where, "--seeds", "1"]) == 2
     assert "error: study 'c' has no recommendation yet" in capsys.readouterr().err
     page = report.write_report(study, tmp_path / "r.html", save=False).read_text()
     section = page[page.index('<section id="recommendation">'):]
     section = section[:section.index("</section>")]
-    assert "No recommendation yet from study &#x27;c&#x27;" in section and stage in section
+    assert "Study &#x27;c&#x27;: no recommendation yet (" in section and stage in section
     assert "make_optimizer_and_scheduler" not in section and 'class="code"' not in section
 
     # --trial N still exports a finished run as asked: the text rounds its LR, the code
@@ -120,13 +120,15 @@ def test_an_unfinished_contest_says_where_it_stands_and_prints_code_only_for_its
     runs2 = finished(study, 2)
     assert runs2 and not [t for t in study.trials if "fixed_schedule" not in t.user_attrs]
     lead = max(runs2, key=lambda t: (t.value, -t.number))
-    assert f"val_acc {lead.value:.4f}, trial {lead.number} (tuning the references at 2 of " \
-        in lines[-1]
+    assert (f"(trial {lead.number}) at 2 epochs: val_acc {lead.value:.4f} (tuning the "
+            "references at 2 of ") in lines[-1]
     code, out, _ = best(capsys, *where)
     assert code == 0 and out.startswith(
-        f"Leading schedule so far of study 'c': {lead.user_attrs['label']} (trial "
-        f"{lead.number}), validation accuracy {lead.value:.4f}; the contest is unfinished: "
-        "tuning the references at 2 of 1, 2 epochs")
+        f"Study 'c': leader so far {lead.user_attrs['label']} (trial {lead.number}) at 2 "
+        f"epochs: val_acc {lead.value:.4f} (tuning the references at 2 of 1, 2 epochs")
+    # one headline (search.answer.headline): the live line's leader is best's first line
+    head = out.splitlines()[0].removeprefix("Study 'c': ")
+    assert f"; {head}; " in lines[-1]
     shown = next(r for r in out.splitlines() if r.startswith("  optimizer "))
     assert f"lr={lr_text(lead.user_attrs['optimizer']['lr'])} " in shown
     _, code_text, _ = best(capsys, *where, "--format", "python")

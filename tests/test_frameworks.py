@@ -19,7 +19,8 @@ from conftest import step_through
 from torch.utils.data import DataLoader, TensorDataset
 
 from objectives.classify import TrainConfig, make_optimizer, optimizer_record
-from search import export, frameworks, schedules, space
+from search import answer, schedules, space
+from search.answer import frameworks
 from search.config import SpaceConfig
 
 lightning = pytest.importorskip("lightning")
@@ -58,7 +59,7 @@ def reference(s: schedules.ScheduleConfig, cfg: TrainConfig):
     opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg, s, E * S)
     built = step_through(opt, s, E, S, VAL_LOSSES)
     lrs = built.trace
-    rec = export.Recommendation(
+    rec = answer.Recommendation(
         study="toy", trial_number=0, value=0.5, family=built.family, kwargs=built.kwargs,
         interval=built.interval, warmup=built.warmup,
         optimizer=optimizer_record(opt), epochs=E, steps_per_epoch=S, searched_epochs=E,
@@ -131,7 +132,7 @@ def run_lightning(code: str, grad_accum: int = 1) -> list[float]:
 @pytest.mark.parametrize("family,warmup", CASES)
 def test_lightning_applies_the_recorded_lrs(family, warmup, one_thread):
     rec, want = case(family, warmup)
-    code = export.render(rec, "lightning")
+    code = answer.render(rec, "lightning")
     got = run_lightning(code)
     assert got == pytest.approx(want, rel=PRINTED, abs=0)
     assert "torch.optim.AdamW(" in code
@@ -141,7 +142,7 @@ def test_lightning_with_grad_accum_says_so_and_applies_the_same_lrs(one_thread):
     """Printed for 2 batches per optimizer step: the Trainer line names it, and a fit with
     2 x S batches an epoch applies the recorded LR at every optimizer step."""
     rec, want = case("OneCycleLR", False)
-    code = export.render(rec, "lightning", grad_accum=2)
+    code = answer.render(rec, "lightning", grad_accum=2)
     assert code.rstrip().endswith(
         f"trainer = L.Trainer(max_epochs={E}, accumulate_grad_batches=2)  # {S} optimizer "
         "steps of 2 batches an epoch")
@@ -151,8 +152,8 @@ def test_lightning_with_grad_accum_says_so_and_applies_the_same_lrs(one_thread):
 def test_a_trial_pruned_before_its_first_report_exports_in_every_format():
     rec, _ = case("StepLR", False)
     pruned = dataclasses.replace(rec, value=None, state="PRUNED", epochs_trained=0)
-    for fmt in export.FORMATS:
-        out = export.render(pruned, fmt)
+    for fmt in answer.FORMATS:
+        out = answer.render(pruned, fmt)
         if fmt in ("lightning", "hf"):
             assert out.startswith(f"# {'PyTorch Lightning' if fmt == 'lightning' else 'Hugging'}")
             assert "StepLR, pruned after 0 of 4 epochs (no validation accuracy).\n" in out
@@ -161,16 +162,16 @@ def test_a_trial_pruned_before_its_first_report_exports_in_every_format():
 @pytest.mark.parametrize("fmt", ["text", "python"])
 def test_grad_accum_counts_are_said_once_above_the_code(fmt):
     rec, _ = case("OneCycleLR", False)
-    out = export.render(rec, fmt, grad_accum=4)
+    out = answer.render(rec, fmt, grad_accum=4)
     note = ("# --grad-accum 4: every count here is in optimizer steps of 4 batches each "
             "(STEPS_PER_EPOCH too)\n")
     assert out.count(note) == 1 and note + rec.code() in out
-    assert "--grad-accum" not in export.render(rec, fmt)
+    assert "--grad-accum" not in answer.render(rec, fmt)
 
 
 def test_lightning_plateau_names_the_metric():
     rec, _ = case("ReduceLROnPlateau", False)
-    code = export.render(rec, "lightning")
+    code = answer.render(rec, "lightning")
     assert '"monitor": "val_loss"' in code and 'self.log("val_loss"' in code
     assert '"interval": "epoch"' in code
 
@@ -227,7 +228,7 @@ def run_hf(code: str) -> list[float]:
 @pytest.mark.parametrize("family,warmup", CASES)
 def test_hf_trainer_applies_the_recorded_lrs(family, warmup, one_thread):
     rec, want = case(family, warmup)
-    code = export.render(rec, "hf")
+    code = answer.render(rec, "hf")
     got = run_hf(code)
     assert got == pytest.approx(want, rel=PRINTED, abs=0)
     form = frameworks.describe(rec)["hf"]["form"]
@@ -264,7 +265,7 @@ def test_hf_epoch_schedule_is_held_for_the_epoch():
     d = frameworks.describe(rec)["hf"]
     assert d["form"] == "optimizers" and d["step_every"] == S
     assert "once per epoch" in d["reason"]
-    code = export.render(rec, "hf", grad_accum=4)
+    code = answer.render(rec, "hf", grad_accum=4)
     assert "StepPerEpoch(scheduler, 3)" in code and "gradient_accumulation_steps=4" in code
     assert f"max_steps={E * S}," in code
 
@@ -273,8 +274,8 @@ def test_sgd_in_every_format():
     rec, _ = case("Constant", False, optimizer="sgd")
     for fmt in ("text", "python", "lightning"):
         assert "torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True" in \
-            export.render(rec, fmt), fmt
-    hf = export.render(rec, "hf")
+            answer.render(rec, fmt), fmt
+    hf = answer.render(rec, "hf")
     assert 'optim="sgd"' in hf and 'optim_args="momentum=0.9,nesterov=True"' in hf
 
 
@@ -283,4 +284,4 @@ def test_an_optimizer_the_trainer_cannot_name_goes_through_optimizers():
     other = dataclasses.replace(rec, optimizer={"name": "Adam", "lr": 0.01})
     d = frameworks.describe(other)["hf"]
     assert d["form"] == "optimizers" and "no optim name for Adam" in d["reason"]
-    assert "torch.optim.Adam(params, lr=0.01" in export.render(other, "hf")
+    assert "torch.optim.Adam(params, lr=0.01" in answer.render(other, "hf")

@@ -17,7 +17,8 @@ import pytest
 from conftest import applied_lrs, run_cli
 from test_contest import study_file
 
-from search import cli, export, record, runner
+from search import answer, cli, record, runner
+from search.answer.fields import validation_fields
 from search.contest.standing import standing
 from search.errors import UserError
 from search.goal import DEFAULT, Goal
@@ -278,23 +279,24 @@ def test_maximising_accuracy_and_minimising_error_choose_mirror_image_winners(tm
     assert sa.leader.key == sb.leader.key and sa.leader.source_trial == sb.leader.source_trial
     assert [g.contender.key for g in sa.gaps] == [g.contender.key for g in sb.gaps]
     assert sb.goal == Goal("val_err", "minimize")
-    ra, rb = export.recommend(a), export.recommend(b)
+    ra, rb = answer.recommend(a), answer.recommend(b)
     assert ra.trial_number == rb.trial_number and ra.kwargs == rb.kwargs
-    assert export.best_trial(a).number == export.best_trial(b).number
-    ja, jb = (json.loads(export.render(r, "json")) for r in (ra, rb))
+    assert answer.best_trial(a).number == answer.best_trial(b).number
+    ja, jb = (json.loads(answer.render(r, "json")) for r in (ra, rb))
     assert jb["contest"]["recommendation"]["mean"] == pytest.approx(
         1 - ja["contest"]["recommendation"]["mean"])
     assert jb["contest"]["margin"] == pytest.approx(ja["contest"]["margin"])
-    text = export.render(rb, "text")
+    text = answer.render(rb, "text")
     assert f"val_err {1 - ja['contest']['recommendation']['mean']:.4f}" in text
     assert "-0." not in text.split("verdict")[0]  # no negated loss shown
     for name in ("up", "down"):
         assert cli.main(["validate", "--study", str(up if name == "up" else down),
                          "--storage", url, "--seeds", "2"]) == 0
-    va, vb = (export.recommend(s).validation for s in (a, b))
+    va, vb = (answer.recommend(s).validation for s in (a, b))
     assert [r.key for r in va.ranked] == [r.key for r in vb.ranked]
     assert va.winner.key == vb.winner.key
-    assert vb.fields()["mean"] == pytest.approx(1 - va.fields()["mean"])
+    assert (validation_fields(vb)["mean"]
+            == pytest.approx(1 - validation_fields(va)["mean"]))
     capsys.readouterr()
     assert cli.main(["studies", "--storage", url]) == 0
     lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:]}

@@ -24,7 +24,8 @@ from hf_support import SETTINGS  # noqa: E402
 from objectives import Diverged, UserError, hf  # noqa: E402
 from objectives.classify import make_optimizer, optimizer_record  # noqa: E402
 from objectives.settings import TrainConfig  # noqa: E402
-from search import export, frameworks, schedules  # noqa: E402
+from search import answer, schedules  # noqa: E402
+from search.answer import frameworks  # noqa: E402
 from search.schedules import ScheduleConfig  # noqa: E402
 
 E, S = 4, 3  # epochs; optimizer steps an epoch (21 examples in batches of 8)
@@ -66,13 +67,13 @@ def run(cfg: TrainConfig, schedule: ScheduleConfig, report=None):
 def exported_lrs(built: schedules.Built, cfg: TrainConfig) -> list[float]:
     """The LR of every optimizer step of the code `best --format hf` prints for this run,
     trained in the real Trainer on the same model and data."""
-    rec = export.Recommendation(
+    rec = answer.Recommendation(
         study="toy", trial_number=0, value=0.5, family=built.family, kwargs=built.kwargs,
         interval=built.interval, warmup=built.warmup,
         optimizer=optimizer_record(built.scheduler.optimizer), epochs=built.epochs,
         steps_per_epoch=built.steps_per_epoch, searched_epochs=built.epochs,
         searched_steps_per_epoch=built.steps_per_epoch)
-    code = export.render(rec, "hf")
+    code = answer.render(rec, "hf")
     spy = hf_support.Spy()
     ns = {"model": hf_support.Toy(spy), "train": hf_support.rows(SETTINGS["n_train"], 0),
           "val": hf_support.rows(SETTINGS["n_val"], 1)}

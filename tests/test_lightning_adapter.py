@@ -26,7 +26,7 @@ from objectives import Diverged, UserError  # noqa: E402
 from objectives import lightning as adapter  # noqa: E402
 from objectives.classify import make_optimizer, optimizer_record  # noqa: E402
 from objectives.settings import TrainConfig  # noqa: E402
-from search import export, schedules, space  # noqa: E402
+from search import answer, schedules, space  # noqa: E402
 from search.config import SpaceConfig  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
@@ -105,11 +105,11 @@ def test_the_trace_is_what_the_optimizer_applied_and_what_the_export_applies(
     if family == "ReduceLROnPlateau":
         assert built.interval == "plateau" and len(set(want)) > 1  # it did cut
     # the code `best` prints for it
-    rec = export.Recommendation(
+    rec = answer.Recommendation(
         study="toy", trial_number=0, value=value, family=built.family, kwargs=built.kwargs,
         interval=built.interval, warmup=built.warmup, optimizer=optimizer_record(opt),
         epochs=E, steps_per_epoch=steps, searched_epochs=E, searched_steps_per_epoch=steps)
-    assert applied_lrs(export.render(rec, "python"), VAL_LOSSES) == pytest.approx(
+    assert applied_lrs(answer.render(rec, "python"), VAL_LOSSES) == pytest.approx(
         built.trace, rel=1e-7)
 
     # one report per epoch: every logged metric, the LR of the epoch's first optimizer step

@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from objectives.data import DATASETS
-from search import cli, config
+from search import answer, cli, config
 from search.contest.standing import standing
 
 
@@ -68,7 +68,7 @@ def test_a_quick_run_finishes_and_best_recommends_from_its_race(
     out = capsys.readouterr().out
     assert f"study 'quick': {trials} finished trials" in out
     assert cli.main(["best", "--study", "quick", "--storage", url]) == 0
-    assert "Recommended schedule of study 'quick'" in capsys.readouterr().out
+    assert f"Study 'quick': {answer.headline(st)}" in capsys.readouterr().out
 
 
 def test_a_budget_too_small_for_a_contest_names_the_quick_look(tmp_path, fashion_dir, capsys):

@@ -1,4 +1,4 @@
-"""search.replay: replays of recorded learning curves agree with real searches."""
+"""benchmarks/replay.py: replays of recorded learning curves agree with real searches."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import config, runner, space
-from search.replay import (
+from benchmarks.replay import (
     Row,
     SameFamily,
     Surrogate,
@@ -22,6 +21,7 @@ from search.replay import (
     replay_search,
     spearman,
 )
+from search import config, runner, space
 
 EPOCHS = 6
 

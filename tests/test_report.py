@@ -51,7 +51,7 @@ def test_report_is_self_contained_and_in_issue_order(tmp_path):
 
 
 def test_report_recommendation_is_what_best_prints(tmp_path):
-    from search.export import recommend, render
+    from search.answer import recommend, render
 
     study = populated_study()
     page = report.write_report(study, tmp_path / "r.html", save=False).read_text()

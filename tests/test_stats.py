@@ -8,6 +8,8 @@ import math
 import pytest
 
 from search import stats
+from search.answer.fields import validation_fields
+from search.answer.text import validation_lines, validation_verdict, verdict
 from search.stats import Result, Validation
 
 
@@ -110,13 +112,13 @@ def test_validation_shows_the_recommendation_and_the_best_other_baseline_and_say
     assert Validation("s.validate", 10, ranked).winner is None  # no recommendation: none
     assert v.baseline.label == "cosine"  # the winner is a baseline too, but not its own rival
     assert v.comparison.margin == pytest.approx(0.02)
-    assert "cannot be told apart from cosine on 3 test seeds" in v.verdict
-    f = v.fields()
+    assert "cannot be told apart from cosine on 3 test seeds" in validation_verdict(v)
+    f = validation_fields(v)
     json.dumps(f, allow_nan=False)  # no NaN reaches JSON
     assert f["validated"] and f["mean"] == pytest.approx(0.92) and f["std"] == pytest.approx(0.01)
     assert f["margin"] == pytest.approx(0.02) and f["baseline"] == "cosine"
     assert f["distinguishable"] is False and f["paired_seeds"] == 3
-    text = "\n".join(v.lines())
+    text = "\n".join(validation_lines(v))
     assert "0.9200 ± 0.0100" in text and "cannot be told apart" in text
     assert "schedule-free SGD baseline not run" in text
 
@@ -124,12 +126,12 @@ def test_validation_shows_the_recommendation_and_the_best_other_baseline_and_say
 def test_verdicts_in_plain_words():
     w = _r("w", ("candidate",), [0.9, 0.91, 0.92])
     b = _r("b", ("baseline",), [0.8, 0.8, 0.81])
-    assert "beats b" in stats.verdict(w, b, stats.paired(w.scores, b.scores))
-    assert "did not hold up on the test split" in stats.verdict(
+    assert "beats b" in verdict(w, b, stats.paired(w.scores, b.scores))
+    assert "did not hold up on the test split" in verdict(
         b, w, stats.paired(b.scores, w.scores))
-    assert "no baseline" in stats.verdict(w, None, None)
+    assert "no baseline" in verdict(w, None, None)
     one = _r("o", ("baseline",), [0.85])
-    assert "only 1 seed" in stats.verdict(w, one, stats.paired(w.scores, one.scores))
+    assert "only 1 seed" in verdict(w, one, stats.paired(w.scores, one.scores))
     empty = Validation("s.validate", 4, (b,))
-    assert empty.winner is None and "has no finished validation run" in empty.verdict
-    assert empty.fields()["validated"] is False
+    assert empty.winner is None and "has no finished validation run" in validation_verdict(empty)
+    assert validation_fields(empty)["validated"] is False

@@ -18,7 +18,7 @@ def test_studies_lists_a_validation_study_by_its_winners_mean_test_accuracy(tmp_
     optuna.create_study(storage=url, study_name="other.validate")  # nothing run yet
     assert cli.main(["studies", "--storage", url]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert rows["lr"].endswith("0.8800 StepLR")
+    assert rows["lr"].endswith("best trial 0 StepLR: val_acc 0.8800")
     assert rows["lr.validate"].endswith(
         "validation: test accuracy 0.9100 mean of 2 seeds, trial 0 StepLR")
     assert rows["other.validate"].endswith("validation: no finished run")

@@ -20,9 +20,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import cli, compat, schedules, validate, validate_plan
+from search import cli, compat, schedules
 from search.config import load_study
-from search.validate import SEED_BASE
+from search.validation import plan, validate
+from search.validation.validate import SEED_BASE
 
 N_BASE = 4  # constant, cosine, one-cycle, linear to zero (the fake has no schedule-free)
 N_SWEEP = 5 * N_BASE
@@ -174,7 +175,7 @@ def test_companion_holds_k_plus_baselines_times_n_and_best_reads_it(here, capsys
     capsys.readouterr()
     assert cli.main(["best", "--study", "fake.toml"]) == 0
     text = capsys.readouterr().out
-    assert "Best schedule of study 'fake'" in text and "validated on the test split" in text
+    assert "Study 'fake': best trial " in text and "validated on the test split" in text
     assert f"{means[win]:.4f} ± " in text and "verdict  :" in text and "margin   :" in text
     assert "schedule-free SGD baseline not run" in text
     # the fake trains 10 steps an epoch when validating and when searching: nothing to add
@@ -238,7 +239,7 @@ def test_the_plans_time_is_the_pace_rule_on_the_searchs_pace(here, monkeypatch):
     sweep, test = 4 * 2.0 + 0.5, 4 * 2.0 * scale + 0.5
     for jobs in (1, 2):
         line = validate._plan_line(cfg, _load("fake"), p, seeds, jobs)
-        w = validate_plan.plan_work(cfg, p, seeds, scale)
+        w = plan.plan_work(cfg, p, seeds, scale)
         secs = [pace.plan_seconds(x, pace.Pace(2.0, 0.5), jobs) for x in (w.least, w.most)]
         assert f"about {duration(secs[0])}-{duration(secs[1])} at the search's pace" in line
         if jobs == 1:  # 20 sweep points (and up to 4 more), 6 schedules x 2 seeds
@@ -342,7 +343,7 @@ def test_a_queued_run_of_another_plan_is_not_trained_and_does_not_stop_this_one(
 def test_a_searched_schedule_equal_to_a_baseline_is_trained_once_with_both_roles(
     here, monkeypatch
 ):
-    monkeypatch.setattr(validate_plan, "MIN_STUDY_TRIALS", 1)  # every family lends its best LR
+    monkeypatch.setattr(plan, "MIN_STUDY_TRIALS", 1)  # every family lends its best LR
     cfg = load_study("fake.toml")
     p = validate.plan(cfg, _load("fake"), top=10)
     keys = [j.key for j in p.jobs]
@@ -455,11 +456,11 @@ def test_real_training_uses_all_training_data_and_scores_on_the_test_split(
     assert "validated as     : 2 epochs x 9 steps" in capsys.readouterr().out
     # what validate trained is exactly what `best` prints for that budget
     study = optuna.load_study(study_name="smoke", storage="sqlite:///search.db")
-    from search import export
+    from search import answer
 
     for t in done:
         if t.user_attrs.get("source_trial") is not None:
-            rec = export.from_trial("smoke", study.trials[t.user_attrs["source_trial"]], 2,
+            rec = answer.from_trial("smoke", study.trials[t.user_attrs["source_trial"]], 2,
                                     600 // 64)
             assert (rec.kwargs, rec.warmup, rec.interval) == (
                 t.user_attrs["scheduler_kwargs"], t.user_attrs.get("warmup"),

@@ -11,7 +11,8 @@ quantise LR* to factors of 3); across horizons the peaks are fitted as
 the power law Bjorck et al. (ICLR 2025) measured for the optimal LR against the training
 horizon. The interval of beta is a parametric bootstrap: every score of every grid drawn again
 with the race's seed noise, the peaks and the fit redone (DRAWS times, a fixed seed, so every
-reader computes the same law). Pure: no optuna, no torch.
+reader computes the same law). Pure: no optuna, no torch, no words (how a law reads in
+`best` is search.answer.text's; `Law.fields` is what the contest stores with the study).
 
 `transfer` says what a contender's LR becomes at N epochs. A reference: its own law's LR at N,
 exp(a - beta log N) (not its searched grid point times a factor: the grid is x3 coarse, the
@@ -101,15 +102,6 @@ class Law:
         q = [(1 - CONFIDENCE) / 2 * 100, (1 + CONFIDENCE) / 2 * 100]
         lo, hi = np.exp(np.percentile(a - b * math.log(epochs), q))
         return float(lo), float(hi)
-
-    @property
-    def left_out(self) -> str:
-        """For people: the horizons left out of the fit, and why ("" where none)."""
-        out = [h for h in self.horizons if h not in self.fitted_on]
-        if not out:
-            return ""
-        return (f"the best LR at {', '.join(map(str, out))} epochs is on its grid's edge (the "
-                "study's LR range): left out of the fit")
 
     @property
     def flat(self) -> bool:
@@ -209,51 +201,6 @@ class Transfer:
         return self.law is not None and not (
             min(self.law.horizons) / EXTRAPOLATION <= self.epochs
             <= EXTRAPOLATION * max(self.law.horizons))
-
-    def lines(self) -> list[str]:
-        """For `best`'s text: the LR at this length and how sure that is."""
-        law, t = self.law, f"{self.searched_epochs} epochs"
-        if self.epochs == self.searched_epochs and law is None:
-            return []
-        if law is None:
-            return [f"  LR law   : not measured across lengths (the study has no [contest] "
-                    f"`horizons`): the LR is as searched at {t}, {self.searched_lr:.4g}"]
-        pad = " " * 13
-        whose = "" if self.whose == "its own" else f" ({self.whose})"
-        out = [f"  LR law   : {law.label}'s{whose}: beta {law.beta:.2f}, {CONFIDENCE:.0%} "
-               f"interval [{law.beta_low:.2f}, {law.beta_high:.2f}]; LR* " + ", ".join(
-                   f"{lr:.3g} at {h}" for h, lr in zip(law.horizons, law.lrs, strict=True))
-               + " epochs"]
-        if law.left_out:
-            out.append(f"{pad}{law.left_out}")
-        if self.epochs == self.searched_epochs:
-            return out + [f"{pad}for another length, `best --epochs N` gives the law's LR "
-                          f"at N (`--keep-lr`: this one)"]
-        if self.kept:
-            return out + [f"{pad}--keep-lr: LR {self.searched_lr:.4g} as searched at {t}; the "
-                          f"law gives {self.law_lr:.4g} at {self.epochs} epochs"]
-        if law.flat:
-            return out + [f"{pad}flat (its interval holds 0): LR {self.searched_lr:.4g} as "
-                          f"searched at {t}, unchanged at {self.epochs} epochs"]
-        out.append(f"{pad}LR {self.lr:.4g} at {self.epochs} epochs, {self.factor:.3g}x the "
-                   f"{self.searched_lr:.4g} searched at {t} ({CONFIDENCE:.0%}: "
-                   f"{self.lr_low:.3g} to {self.lr_high:.3g}); {self.beyond:.3g}x the longest "
-                   f"horizon measured ({max(law.horizons)} epochs)")
-        if self.extrapolated:
-            out.append(f"{pad}an extrapolation: {self.epochs} epochs lies beyond "
-                       f"{EXTRAPOLATION}x the horizons measured and the interval is wide; "
-                       "search with a longer horizon, or validate at this length")
-        return out
-
-    def fields(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "searched_epochs": self.searched_epochs,
-                "searched_lr": self.searched_lr, "lr": self.lr, "factor": self.factor,
-                "lr_low": self.lr_low, "lr_high": self.lr_high,
-                "measured": self.law is not None, "whose": self.whose or None,
-                "kept": self.kept, "law_lr": json_number(self.law_lr),
-                "extrapolated": self.extrapolated,
-                "beyond_longest_horizon": json_number(self.beyond),
-                "fit": self.law.fields() if self.law is not None else None}
 
 
 def transfer(all_laws: Mapping[str, Law], slot: str, scale_slot: str, searched_lr: float,

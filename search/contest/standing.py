@@ -5,8 +5,8 @@ tuned reference on shared validation seeds, who is within noise, the LR bands, a
 `best`, `studies`, the report, its figures and `validate` all ask it. Everything here is on
 the validation split (the test split is `validate`'s, and chooses nothing). The
 recommendation is chosen among runs of the study's length only: until one has finished there
-is none, and every reader says where the contest stands instead (`stage`, `pending`,
-`headline`).
+is none, and every reader says where the contest stands instead (`stage`). Numbers only:
+how a standing reads (its lines, verdict, headline, JSON) is search.answer's.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ from search.contest.state import (
     derive,
 )
 from search.goal import Goal
-from search.progress import lr_text
-from search.stats import json_number as _num
 
 __all__ = ["Stage", "Standing", "standing"]
 
@@ -53,27 +51,6 @@ class Stage:
     planned: int  # the runs it takes as planned so far (the race: 0, as many as it needs)
     running: bool  # a run of the contest is in flight
     decided: bool  # the race is decided
-
-    def text(self) -> str:
-        """"tuning the references at 4 of 2, 4, 8 epochs: 23 of about 47 reference runs"."""
-        if self.name == REFERENCE:
-            at = (f"{self.horizon} of {', '.join(map(str, self.lengths))}"
-                  if len(self.lengths) > 1 else str(self.horizon))
-            return (f"tuning the references at {at} epochs: {self.done} of about "
-                    f"{self.planned} reference runs")
-        if self.name == SHAPE:
-            return (f"searching shapes at {self.lengths[-1]} epochs: {self.done} of "
-                    f"{self.planned} shape trials")
-        runs = _count(self.done, "race run")
-        if self.decided:
-            return f"race decided after {runs}"
-        if self.running:
-            return f"race running: {runs} so far"
-        return f"race not decided after {runs}" if self.done else "race starting"
-
-    def fields(self) -> dict[str, Any]:
-        return {"name": self.name, "horizon": self.horizon, "horizons": list(self.lengths),
-                "done": self.done, "planned": self.planned, "text": self.text()}
 
 
 @dataclass(frozen=True)
@@ -201,56 +178,6 @@ class Standing:
             return []
         return [(g.label, e) for g in self.state.grids.values() if (e := at_edge(g.scored))]
 
-    def verdict(self) -> str:
-        lead = self.leader
-        if lead is None:
-            return self.pending()
-        sure = "" if self.decided else (
-            " (so far: the race has not begun)" if not self.state.racing else
-            " (so far: the race is running)" if self.state.running else
-            " (so far: the budget ended before the race was decided; run again with more "
-            "--trials to finish it)")
-        if lead.role == "reference":
-            other = self.best_searched
-            if other is None:
-                return f"a tuned reference leads: {lead.label}{sure}"
-            p = self.versus(other)
-            return (f"no searched shape beats the tuned references: {lead.label} leads, the "
-                    f"best searched shape ({other.label}) is {self.goal.gap(p.margin)} behind "
-                    f"on {_seeds(p.n)}{self._interval(p)}{sure}")
-        ref = self.best_reference
-        if ref is None:
-            return f"{lead.label} leads; no tuned reference finished{sure}"
-        p = self.versus(ref)
-        if p.distinguishable and p.margin > 0:
-            return (f"{lead.label} beats the best tuned reference, {ref.label}, by "
-                    f"{self.goal.gap(p.margin)} on {_seeds(p.n)}{self._interval(p)}{sure}")
-        return (f"{lead.label} leads, but cannot be told apart from the best tuned reference, "
-                f"{ref.label} ({self.goal.gap(p.margin, signed=True)} on {_seeds(p.n)}"
-                f"{self._interval(p)}){sure}")
-
-    def _interval(self, p: stats.Paired) -> str:
-        if p.n < 2:
-            return ""
-        return (f"; {stats.CONFIDENCE:.0%} interval {self.goal.interval(p.low, p.high)}, "
-                f"p = {p.p_value:.2g}")
-
-    def mattered(self) -> list[str]:
-        """What a person should care about: who is within noise, who loses and by how much."""
-        lead = self.leader
-        if lead is None:
-            return []
-        gaps = self.gaps
-        tied = [g.contender.label for g in gaps if g.within]
-        lost = [f"{g.contender.label} {self.goal.gap(-g.gap)}" for g in gaps
-                if not g.within and not math.isnan(g.gap)]
-        out = []
-        if tied:
-            out.append(f"within noise of it: {', '.join(tied)}")
-        if lost:
-            out.append(f"behind it: {', '.join(lost)}")
-        return out
-
     @cached_property
     def stage(self) -> Stage:
         """Which stage the contest is in and how far it has come (a reader's view: the race
@@ -289,122 +216,6 @@ class Standing:
                 if b is not None and (best is None or (h, b.score) > (best[1], best[0].score)):
                     best = (b, h)
         return best
-
-    def pending(self) -> str:
-        """One line: why there is no recommendation yet (no run at the search's length has
-        finished), with the stage and how far it has come."""
-        return (f"study {self.study!r} has no recommendation yet: its contest is "
-                f"{self.stage.text()}, and its answer is chosen among runs of "
-                f"{_count(self.budget, 'epoch')}, the study's length")
-
-    def headline(self) -> str:
-        """Who leads at the search's length and where the contest stands, in one line (the
-        live line, `studies`, the end of `run`)."""
-        lead, goal, stage = self.leader, self.goal, self.stage.text()
-        if lead is None:
-            return f"no recommendation yet ({stage})"
-        if not self.state.racing:
-            which = ("" if lead.label.startswith(f"trial {lead.source_trial} ")
-                     else f", trial {lead.source_trial}")
-            return (f"leader so far {lead.label} at {_count(self.budget, 'epoch')}: "
-                    f"{goal.metric} {goal.text(lead.mean)}{which} ({stage})")
-        who = "recommended" if self.decided else "leader"
-        return (f"{who} {lead.label}: {goal.metric} {goal.text(lead.mean)} mean of "
-                f"{_count(lead.n, 'seed')} ({stage})")
-
-    def lines(self) -> list[str]:
-        """The contest for people, indented to sit in `best`'s output."""
-        st, lead, goal = self.state, self.leader, self.goal
-        if lead is None:
-            out = [f"  contest  : {self.stage.text()}; validation split; {goal.metric}, "
-                   f"{goal.better} is better"]
-            short = self.leading_short()
-            if short is None:
-                return out + ["  so far   : no run has finished yet"]
-            run, h = short
-            return out + [f"  so far   : leading reference at {_count(h, 'epoch')}: {run.label}, "
-                          f"LR {lr_text(run.lr)}, {goal.name()} {goal.text(run.score)} (trial "
-                          f"{run.number}); a {h}-epoch run, not the answer: that is chosen "
-                          f"among runs of {_count(self.budget, 'epoch')}, the study's length"]
-        out = [f"  contest  : {self.stage.text()}; seed noise {st.race.sigma:.4f} (sd of one "
-               f"run); validation split; {goal.metric}, {goal.better} is better"]
-        out.append(f"    {'#':>2}  {'contender':<40} {'role':<10} {goal.short():<17} seeds  LR")
-        ranked = [lead] + [g.contender for g in self.gaps]
-        for i, c in enumerate(ranked, start=1):
-            acc = (f"{goal.text(c.mean)} ± {c.std:.4f}" if c.n > 1 else goal.text(c.mean))
-            out.append(f"    {i:>2}  {c.label[:40]:<40} {c.role:<10} {acc:<17} {c.n:<5}  "
-                       f"{lr_text(c.schedule.get('lr', math.nan))}")
-        out.append(f"  verdict  : {self.verdict()}")
-        out += [f"  mattered : {line}" for line in self.mattered()]
-        for g in st.grids.values():
-            band = self.lr_band(g)
-            if band is not None:
-                lo, hi, best = band
-                span = lr_text(lo) if lo == hi else f"{lr_text(lo)} to {lr_text(hi)}"
-                out.append(f"  LR band  : {g.label}: {span} within noise of its best "
-                           f"({lr_text(best)}; {len(g.scored)} LRs tried)")
-        for label, edge in self.untuned:
-            out.append(f"  not tuned: {label}: its best LR is the {edge}est tried, and the "
-                       "study's LR range stops the grid there (widen `space.lr`)")
-        for label, h, behind in self.stopped:
-            out.append(f"  stopped  : {label} at {h} epochs, {goal.gap(behind)} behind the "
-                       "best reference there (not tuned at longer horizons)")
-        for law in self.laws.values():
-            lrs = ", ".join(lr_text(lr) for lr in law.lrs)
-            out.append(f"  LR*      : {law.label}: {lrs} at {law.horizons} epochs; beta "
-                       f"{law.beta:.2f} [{law.beta_low:.2f}, {law.beta_high:.2f}]"
-                       f"{' (flat)' if law.flat else ''}"
-                       f"{'; ' + law.left_out if law.left_out else ''}")
-        return out
-
-    def fields(self) -> dict[str, Any]:
-        """The same facts for JSON."""
-        lead = self.leader
-        p = self.versus(self.best_reference) if lead is not None else None
-
-        goal = self.goal
-
-        def one(c: Contender) -> dict[str, Any]:  # values in the metric's own terms
-            return {"label": c.label, "role": c.role, "key": c.key,
-                    "mean": _num(goal.value(c.mean)), "n_seeds": c.n,
-                    "scores": {str(s): goal.value(v) for s, v in sorted(c.scores.items())},
-                    "lr": c.schedule.get("lr"), "source_trial": c.source_trial,
-                    "optimizer": c.optimizer or None}
-
-        # gaps and margins: differences of scores, positive where the first is better
-        return {
-            "metric": goal.metric,
-            "direction": goal.direction,
-            "decided": self.decided,
-            "stage": self.stage.fields(),
-            "seed_noise": _num(self.state.race.sigma),
-            "recommendation": one(lead) if lead is not None else None,
-            "contenders": [one(g.contender) | {"gap": _num(g.gap), "shared_seeds": g.n,
-                                               "within_noise": g.within} for g in self.gaps],
-            "best_reference": self.best_reference.label if self.best_reference else None,
-            "margin": _num(p.margin) if p else None,
-            "margin_low": _num(p.low) if p else None,
-            "margin_high": _num(p.high) if p else None,
-            "p_value": _num(p.p_value) if p else None,
-            "paired_seeds": p.n if p else 0,
-            "verdict": self.verdict(),
-            "lr_bands": {g.label: list(b) for g in self.state.grids.values()
-                         if (b := self.lr_band(g)) is not None},
-            "not_tuned": [{"label": lb, "edge": e} for lb, e in self.untuned],
-            "horizons": list(self.state.settings.lengths),
-            "stopped": [{"label": lb, "horizon": h, "behind": _num(x)}
-                        for lb, h, x in self.stopped],
-            "lr_laws": [law.fields() for law in self.laws.values()],
-        }
-
-
-def _seeds(n: int) -> str:
-    return "1 seed" if n == 1 else f"{n} shared seeds"
-
-
-def _count(n: int, what: str) -> str:
-    """"1 epoch", "2 epochs"."""
-    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _planned_references(st: State) -> int:

@@ -67,7 +67,7 @@ class ClaimPolicy(Protocol):
     """What a loop asks, under the claim lock, before it claims a trial (`Claimer.claim`).
 
     Implemented structurally (no base class): `Count` here, the contest's `ContestPolicy`
-    (search.contest.policy) and validate's `_Runs` (search.validate).
+    (search.contest.policy) and validate's `_Runs` (search.validation.validate).
     """
 
     def __call__(self, study: optuna.Study, live: bool) -> str | None:

@@ -28,7 +28,7 @@ import objectives.classify  # noqa: F401
 import search.engine.array  # noqa: F401
 import search.engine.workers  # noqa: F401
 import search.progress  # noqa: F401
-import search.validate  # noqa: F401
+import search.validation.validate  # noqa: F401
 from search import cli
 
 

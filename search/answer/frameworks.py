@@ -25,7 +25,7 @@ from typing import Any
 from objectives.hf import StepPerEpoch
 from objectives.optimizers import by_class
 from search import schedules, storage
-from search.recommendation import Recommendation, optimizer_call
+from search.answer.recommendation import Recommendation, optimizer_call
 
 __all__ = ["HF_BUILTIN", "describe", "hf", "lightning"]
 

@@ -1,25 +1,25 @@
-"""The best trial -> paste-ready PyTorch code, text or JSON; rescaling to another budget.
+"""Choosing the trial to show, and its schedule at the asked budget: the Recommendation.
 
 Reads only the storage: any finished study can be exported from any machine that
 reaches the database. The recommendation is the contest's leader on the validation split (a
 plain search: its best trial, by the study's metric and direction, search.goal); where
 `validate` has run, what it found on the test split is shown beside it (`Validation`, read by
-search.companion) and chooses nothing. The recommendation itself and its code:
-search.recommendation.
+search.validation.companion) and chooses nothing. The recommendation itself and its code:
+search.answer.recommendation; its text and JSON: search.answer.text and .fields.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.optimizers import by_class
-from search import compat, frameworks, record, schedules, storage
-from search.companion import validation
+from search import compat, record, schedules, storage
+from search.answer.recommendation import Recommendation
+from search.answer.text import pending, stage_text
 from search.contest.law import Transfer, moved
 from search.contest.law import transfer as lr_transfer
 from search.contest.standing import Standing, standing
@@ -27,42 +27,23 @@ from search.contest.state import Settings
 from search.errors import UserError
 from search.goal import DEFAULT, Goal
 from search.progress import what_ran
-from search.recommendation import Recommendation, lr_shown, optimizer_call, optimizer_line
-from search.stats import Validation
+from search.validation.companion import validation
 
-__all__ = ["FORMATS", "NotYet", "Recommendation", "Validation", "as_dict", "best_trial",
-           "from_trial", "optimizer_call", "optimizer_line", "pending_text", "recommend",
-           "recommended_trial", "render", "trial_of", "validation"]
-
-FORMATS = ("text", "json", "python", "lightning", "hf")
+__all__ = ["NotYet", "best_trial", "from_trial", "recommend", "recommended_trial", "trial_of"]
 
 
 class NotYet(UserError):
     """A contest that has not yet finished a run at the study's length: it has no
     recommendation and `best` no code (a shorter horizon's run is never the answer). The
-    message is one line; `pending_text` says the same for people, with what exists so far."""
+    message is one line; `text.pending_text` says the same for people, with what exists so
+    far."""
 
     def __init__(self, st: Standing) -> None:
         self.standing = st
         short = st.leading_short()
         again = (f" (`{storage.hint_command(f'best --study {st.study} --trial {short[0].number}')}"
                  "` exports a finished trial as it is)") if short is not None else ""
-        super().__init__(f"{st.pending()}; `best` prints code once one has finished{again}")
-
-
-def pending_text(st: Standing) -> str:
-    """`best`'s text while a contest has no run at the study's length: where it stands, the
-    leading reference of the longest horizon so far (what exists), and why no code yet."""
-    again = storage.hint_command(f"best --study {st.study}")
-    short = st.leading_short()
-    trial = "" if short is None else (f" (`--trial {short[0].number}` exports trial "
-                                      f"{short[0].number} as it is)")
-    return "\n".join([
-        f"No recommendation yet from study {st.study!r}: its contest is unfinished",
-        *st.lines(),
-        f"  code     : none yet: `{again}` prints it once a {st.budget}-epoch run has "
-        f"finished{trial}",
-    ])
+        super().__init__(f"{pending(st)}; `best` prints code once one has finished{again}")
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
@@ -158,7 +139,7 @@ def recommend(
         move = st.transfer(st.leader, epochs, keep_lr)
         rec = from_trial(study.study_name, trial, epochs, steps_per_epoch, move, goal)
         rec = replace(rec, standing=st, label=st.leader.label, transfer=move,
-                      unfinished="" if st.decided else st.stage.text())
+                      unfinished="" if st.decided else stage_text(st.stage))
         val = validation(study, epochs, recommended=trial.number,
                          keys=st.keys_at(epochs, keep_lr))
     else:
@@ -192,87 +173,3 @@ def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial | None:
             compat.study_id(study), number))
     except KeyError:
         return None
-
-
-def _text(rec: Recommendation) -> str:
-    st = rec.standing
-    if rec.asked:  # `--trial N`: as asked, not chosen
-        head = (f"Schedule of study {rec.study!r}: trial {rec.trial_number}, {rec.asked}, "
-                f"{rec.outcome()}")
-    elif st is not None:
-        which = "" if rec.label.startswith(f"trial {rec.trial_number} ") else (
-            f" (trial {rec.trial_number})")
-        what = "Recommended schedule" if st.state.racing else "Leading schedule so far"
-        head = f"{what} of study {rec.study!r}: {rec.label}{which}, {rec.outcome()}"
-    else:
-        head = (f"{'Best schedule' if rec.state == 'COMPLETE' else 'Schedule'} of study "
-                f"{rec.study!r}: trial {rec.trial_number}, {rec.family}, {rec.outcome()}")
-    lines = [
-        head,
-        *(st.lines() if st is not None else []),
-        *(rec.validation.lines() if rec.validation else [] if rec.asked else [
-            f"  (not validated: `{storage.hint_command(f'validate --study {rec.study}')}` "
-            "re-trains it "
-            "and the tuned baselines on new seeds, scored on the test set)"]),
-        *([f"  scheduler kwargs : {json.dumps(lr_shown(rec.kwargs))}"]
-          if not rec.schedule_free else []),
-        f"  optimizer        : {optimizer_line(rec.optimizer)}",
-        f"  stepping         : {rec.stepping()}",
-    ]
-    if rec.schedule_free:
-        lines.append(f"  its LR           : {rec.schedule_free_note()}")
-    if rec.warmup:
-        steps = rec.warmup["total_iters"]
-        lines.append(f"  warmup           : linear over {steps} optimizer steps")
-    budget = f"{rec.epochs} epochs x {rec.steps_per_epoch} steps"
-    if (rec.epochs, rec.steps_per_epoch) != (rec.searched_epochs, rec.searched_steps_per_epoch):
-        budget += (f" (rescaled from the searched {rec.searched_epochs} x "
-                   f"{rec.searched_steps_per_epoch})")
-    lines.append(f"  budget           : {budget}")
-    if rec.transfer is not None:
-        lines += rec.transfer.lines()
-    v = rec.validation
-    if v is not None and v.steps_per_epoch and (v.epochs, v.steps_per_epoch) != (
-            rec.epochs, rec.steps_per_epoch):
-        flags = f"--epochs {v.epochs} --steps-per-epoch {v.steps_per_epoch}"
-        lines.append(f"  validated as     : {v.epochs} epochs x {v.steps_per_epoch} steps, the "
-                     f"same schedule resolved for that budget (`{flags}` prints exactly what "
-                     "was validated)")
-    lines += ["", rec.code()]
-    return "\n".join(lines)
-
-
-def as_dict(rec: Recommendation) -> dict[str, Any]:
-    """`--format json`: every field, the code, the validation and how each framework steps it."""
-    out = asdict(replace(rec, validation=None, standing=None, transfer=None))
-    del out["validation"], out["standing"], out["transfer"]
-    out["contest"] = rec.standing.fields() if rec.standing is not None else None
-    out["lr_transfer"] = rec.transfer.fields() if rec.transfer is not None else None
-    out["step"] = rec.step
-    out["code"] = rec.code()
-    out |= rec.validation.fields() if rec.validation else Validation.empty_fields()
-    out["frameworks"] = frameworks.describe(rec)  # how it steps in Lightning / HF Trainer
-    return out
-
-
-def render(rec: Recommendation, fmt: str = "text", grad_accum: int = 1) -> str:
-    """`rec` in a format of FORMATS; `grad_accum`: batches per optimizer step (the counts are
-    optimizer steps, and every format says so). The commands it suggests reach the study and
-    store this command reached (`storage.carried`)."""
-    if fmt == "lightning":
-        return frameworks.lightning(rec, grad_accum)
-    if fmt == "hf":
-        return frameworks.hf(rec, grad_accum)
-    if fmt == "json":
-        out = as_dict(rec)
-        out["code"] = storage.carried(out["code"])
-        return json.dumps(out, indent=2)
-    if fmt not in ("text", "python"):
-        raise UserError(f"`--format` must be one of {', '.join(FORMATS)} but got {fmt!r}")
-    code = rec.code()
-    text = code if fmt == "python" else _text(rec)
-    if grad_accum > 1:  # one line above the code, where the counts are read
-        at = max(text.rfind(code), 0)
-        text = (f"{text[:at]}# --grad-accum {grad_accum}: every count here is in optimizer "
-                f"steps of {grad_accum} batches each (STEPS_PER_EPOCH too)\n{text[at:]}")
-    return storage.carried(text)

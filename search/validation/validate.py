@@ -8,12 +8,12 @@ the held-out test split. Every schedule is resolved for that budget by `schedule
 the same path `best` prints from, so what is validated is what `best --epochs E
 --steps-per-epoch S` prints for that budget.
 
-What is trained, and how baselines are tuned: `search.validate_plan`. Every run trains
+What is trained, and how baselines are tuned: `search.validation.plan`. Every run trains
 through the engine's claim protocol (search.engine.claim): runs are claimed under the study's
 lock, so `--jobs N` worker processes share the work and nothing trains twice; SIGTERM ends
 the run in flight as `interrupted` and exits 0, Ctrl-C exits 130. Results go to the companion
 study `<study>.validate` in the same store: a second run trains exactly what is missing, and
-optuna-dashboard shows it like any study. `best` reads the companion (search.export).
+optuna-dashboard shows it like any study. `best` reads the companion (search.answer).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from search.engine import claim, sequential, workers
 from search.engine.signals import Signals
 from search.errors import UserError
 from search.goal import DEFAULT, Goal
-from search.validate_plan import (
+from search.validation.plan import (
     COMPANION_SUFFIX,
     SWEEP_STEPS,
     Job,
@@ -187,7 +187,7 @@ def tune(cfg: StudyConfig, study: optuna.Study, the_plan: Plan, searched: str, l
          sig: Signals) -> Plan:
     """Sweep the LR of every baseline the study cannot lend one, as the search scored its
     trials (validation split, the search's training seed and budget), and add it at its best
-    LR: the contest's grid rule (validate_plan.SWEEP_STEPS around the default LR, extended
+    LR: the contest's grid rule (plan.SWEEP_STEPS around the default LR, extended
     past an edge where the best LR sits there and the study's LR range allows)."""
     jobs = {j.key: j for j in the_plan.jobs}
     seed = cfg.train.seed
@@ -284,7 +284,7 @@ def _span(least: float, most: float, show: Any = str) -> str:
 
 def _plan_line(cfg: StudyConfig, searched: optuna.Study, the_plan: Plan, seeds: list[int],
                jobs: int) -> str:
-    """What validate will train, run by run (validate_plan.plan_work: the sweeps' first
+    """What validate will train, run by run (plan.plan_work: the sweeps' first
     points, the points they may add past an edge stated as such, every schedule on every
     seed), less what the companion study already holds, and how long it takes at the search's
     measured pace by the rule of search.pace (a test run trains on the validation carve too:
@@ -359,9 +359,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from search import export
+    from search.answer.text import validation_lines
     from search.config import DEFAULT_OBJECTIVE, check_holdout
     from search.options import open_study
+    from search.validation.companion import validation
 
     cfg, searched = open_study(args)
     if cfg is None:
@@ -405,7 +406,7 @@ def main(args: argparse.Namespace) -> int:
     else:  # heartbeats: a killed run's trial is freed after the grace period
         run(cfg, claim.open_for(cfg.workers, url, retry_stale=False), searched.study_name,
             the_plan, seeds)
-    found = export.validation(searched, the_plan.epochs)
+    found = validation(searched, the_plan.epochs)
     print(f"study {companion_name(searched.study_name)!r} in {storage.redact(url)}")
-    print("\n".join(found.lines()) if found else "nothing validated yet")
+    print("\n".join(validation_lines(found)) if found else "nothing validated yet")
     return code

@@ -2,8 +2,8 @@
 
 `Recommendation` holds what `best` prints; its methods write the paste-ready PyTorch (the
 scheduler as the trial built it, the optimizer as torch received it). Building one from a
-trial and rendering it in a format is search.export's; the framework forms are
-search.frameworks'.
+trial is search.answer.choose's, its text and JSON search.answer.text's and .fields', the
+framework forms search.answer.frameworks'.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ search, its other top-k distinct schedules), at one length. Nothing here chooses
   reference shapes; a reference takes the LR of the study's best finished trial of its family
   where the study has MIN_STUDY_TRIALS of them at the same budget, else its LR is swept first
   (the contest's grid rule, on the validation split, the search's training seed and budget;
-  `search.validate.tune` trains it).
+  `search.validation.validate.tune` trains it).
 
 `plan_work` counts what a plan trains, for its printed line and its time (search.pace): every
 schedule on every seed, each swept baseline at the LR its sweep finds included, and each
@@ -27,10 +27,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search import pace, record, schedules, storage
-from search.companion import COMPANION_SUFFIX, companion_name
 from search.config import ContestConfig, StudyConfig
 from search.contest import contenders as cn
 from search.errors import UserError
+from search.validation.companion import COMPANION_SUFFIX, companion_name
 
 __all__ = ["COMPANION_SUFFIX", "MIN_STUDY_TRIALS", "SWEEP_STEPS", "Job", "Plan", "PlanWork",
            "add_baseline", "companion_name", "job", "plan", "sweep_lrs", "plan_work", "sweep_more"]
@@ -103,7 +103,7 @@ class Plan:
 def plan(cfg: StudyConfig, study: optuna.Study, top: int, epochs: int | None = None,
          keep_lr: bool = False) -> Plan:
     """What to validate in `study` at `epochs` (default: the recommended trial's length)."""
-    from search.export import recommended_trial
+    from search.answer import recommended_trial
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None]

@@ -1,0 +1,2 @@
+"""Benchmark scripts (run as files: `python benchmarks/NAME.py`) and what they share:
+`benchmarks.replay`, searches replayed on recorded learning curves."""
