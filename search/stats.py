@@ -148,6 +148,19 @@ def paired(
     return Paired(n, margin, std, margin - half, margin + half, p)
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values tested together (the family-wise error rate
+    held at the level each adjusted p is compared with), in the order given; a NaN stays NaN
+    and counts as no test."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        out[i] = running
+    return out
+
+
 # 3. Results per schedule, and their ranking.
 
 
@@ -251,3 +264,15 @@ class Validation:
     def comparison(self) -> Paired | None:
         w, b = self.winner, self.baseline
         return paired(w.scores, b.scores) if w is not None and b is not None else None
+
+    @property
+    def comparisons(self) -> list[tuple[Result, Paired, float]]:
+        """The recommendation against every validated baseline, best first: (baseline, the
+        paired comparison, its p-value Holm-corrected over the baselines)."""
+        w = self.winner
+        if w is None:
+            return []
+        rivals = [r for r in self.ranked if r.is_baseline and r.n and r.key != w.key]
+        pairs = [paired(w.scores, r.scores) for r in rivals]
+        adjusted = holm([p.p_value for p in pairs])
+        return list(zip(rivals, pairs, adjusted, strict=True))

@@ -121,6 +121,16 @@ def test_validation_shows_the_recommendation_and_the_best_other_baseline_and_say
     text = "\n".join(validation_lines(v))
     assert "0.9200 ± 0.0100" in text and "cannot be told apart" in text
     assert "schedule-free SGD baseline not run" in text
+    # against every tuned baseline, paired, the p-values Holm-corrected over the two
+    cmp = {r.label: (p, h) for r, p, h in v.comparisons}
+    assert set(cmp) == {"cosine", "const"}
+    raw = [cmp["cosine"][0].p_value, cmp["const"][0].p_value]
+    assert [cmp["cosine"][1], cmp["const"][1]] == stats.holm(raw)
+    assert cmp["const"][0].margin == pytest.approx(0.12) and cmp["const"][1] < 0.05
+    assert f"Holm p = {cmp['const'][1]:.2g}" in text
+    assert "no tuned baseline beats the recommendation on the test split" in text
+    assert [c["baseline"] for c in f["comparisons"]] == ["cosine", "const"]
+    assert f["comparisons"][1]["p_holm"] == pytest.approx(cmp["const"][1])
 
 
 def test_verdicts_in_plain_words():
@@ -135,3 +145,15 @@ def test_verdicts_in_plain_words():
     empty = Validation("s.validate", 4, (b,))
     assert empty.winner is None and "has no finished validation run" in validation_verdict(empty)
     assert validation_fields(empty)["validated"] is False
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order_given():
+    from search.stats import holm
+
+    # three tests: the smallest p times 3, the next times 2 (never below the one before), the
+    # last times 1; a NaN is no test and stays NaN
+    got = holm([0.04, 0.01, math.nan, 0.03])
+    assert got[1] == pytest.approx(0.03) and got[3] == pytest.approx(0.06)
+    assert got[0] == pytest.approx(0.06) and math.isnan(got[2])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == []

@@ -28,7 +28,7 @@ EMPTY_VALIDATION: dict[str, object] = {"validated": False, **dict.fromkeys((
     "baseline", "baseline_mean", "baseline_std", "margin", "margin_std",
     "margin_low", "margin_high", "p_value", "paired_seeds", "distinguishable",
     "verdict", "ranking", "notes", "validation_steps_per_epoch", "baseline_lr",
-    "baseline_lr_source"))}
+    "baseline_lr_source", "comparisons"))}
 
 
 def as_dict(rec: Recommendation) -> dict[str, Any]:
@@ -70,6 +70,10 @@ def validation_fields(v: Validation) -> dict[str, object]:
                 "margin_std": _num(c.std), "margin_low": _num(c.low),
                 "margin_high": _num(c.high), "p_value": _num(c.p_value),
                 "paired_seeds": c.n, "distinguishable": c.distinguishable}
+    out["comparisons"] = [
+        {"baseline": r.label, "margin": _num(p.margin), "margin_low": _num(p.low),
+         "margin_high": _num(p.high), "p_value": _num(p.p_value), "p_holm": _num(h),
+         "paired_seeds": p.n} for r, p, h in v.comparisons]
     return out
 
 

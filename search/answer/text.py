@@ -204,8 +204,10 @@ def contest_lines(st: Standing) -> list[str]:
         out.append(f"  not tuned: {label}: its best LR is the {edge}est tried, and the "
                    "study's LR range stops the grid there (widen `space.lr`)")
     for label, h, behind in st.stopped:
+        after = ("not tuned at longer horizons, not raced" if h < st.state.settings.lengths[-1]
+                 else "not raced")
         out.append(f"  stopped  : {label} at {h} epochs, {goal.gap(behind)} behind the "
-                   "best reference there (not tuned at longer horizons)")
+                   f"best reference there, clearly ({after})")
     for law in st.laws.values():
         lrs = ", ".join(lr_text(lr) for lr in law.lrs)
         why = left_out(law)
@@ -318,6 +320,19 @@ def validation_lines(v: Validation) -> list[str]:
                        f"{c.high:+.4f}], p = {c.p_value:.2g})")
         elif c.n == 1:
             out.append(f"  margin   : {c.margin:+.4f} on 1 seed (no spread to judge it by)")
+    tests = [(r, p, h) for r, p, h in v.comparisons if p.n >= 2]
+    if tests:
+        out.append(f"  paired   : the recommendation minus each tuned baseline, p Holm-corrected "
+                   f"over the {len(tests)}:")
+        for r, p, h in tests:
+            out.append(f"    {r.label[:44]:<44} {p.margin:+.4f} [{p.low:+.4f}, {p.high:+.4f}]"
+                       f"  p = {p.p_value:.2g}, Holm p = {h:.2g}")
+        beaten = [r.label for r, p, h in tests if p.margin < 0 and h < 1 - CONFIDENCE]
+        out.append("  holds    : " + (
+            f"{', '.join(beaten)} beat(s) the recommendation on the test split (Holm p < "
+            f"{1 - CONFIDENCE:.2g})" if beaten else
+            f"no tuned baseline beats the recommendation on the test split (Holm p < "
+            f"{1 - CONFIDENCE:.2g})"))
     out.append(f"  verdict  : {validation_verdict(v)}")
     out += [f"  note     : {n}" for n in v.notes]
     if v.other_epochs:
