@@ -32,7 +32,12 @@ PRINTED = 1e-7  # the printed code's float literals carry 8 significant digits (
 # Validation losses per epoch: worse and worse after the first, so ReduceLROnPlateau cuts.
 VAL_LOSSES = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
 WARMUP_FAMILIES = [f for f, fam in schedules.SCHEDULES.items() if fam.warmup_ok]
-CASES = [(f, False) for f in schedules.SCHEDULES] + [(f, True) for f in WARMUP_FAMILIES]
+# warmup: False, True (an added warmup) or "epoch" (no warmup, kept stepping per epoch as a
+# study's `[space] per_epoch` keeps a family; else families torch steps per epoch step per
+# optimizer step)
+CASES = ([(f, False) for f in schedules.SCHEDULES] + [(f, True) for f in WARMUP_FAMILIES]
+         + [(f, "epoch") for f, fam in schedules.SCHEDULES.items()
+            if fam.interval == schedules.EPOCH])
 
 
 def _warm(s: schedules.ScheduleConfig) -> schedules.ScheduleConfig:
@@ -43,14 +48,16 @@ def _warm(s: schedules.ScheduleConfig) -> schedules.ScheduleConfig:
                                      else {"warmup_epochs": E / 4}))
 
 
-def schedule_for(family: str, warmup: bool, seed: int = 0) -> schedules.ScheduleConfig:
-    """A schedule of `family` with parameters drawn from the study space's ranges."""
+def schedule_for(family: str, warmup: bool | str, seed: int = 0) -> schedules.ScheduleConfig:
+    """A schedule of `family` with parameters drawn from the study space's ranges (`warmup`:
+    see CASES)."""
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+    per_epoch = (family,) if warmup == "epoch" else ()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s = space.suggest(trial, SpaceConfig(families=(family,)), E)
+        s = space.suggest(trial, SpaceConfig(families=(family,), per_epoch=per_epoch), E)
     s = dataclasses.replace(s, lr=0.01, weight_decay=0.05)
-    return _warm(s) if warmup else s
+    return _warm(s) if warmup is True else s
 
 
 def reference(s: schedules.ScheduleConfig, cfg: TrainConfig):
@@ -70,7 +77,7 @@ def reference(s: schedules.ScheduleConfig, cfg: TrainConfig):
 def case(family: str, warmup: bool, optimizer: str = "adamw"):
     s = schedule_for(family, warmup)
     rec, want = reference(s, TrainConfig(optimizer=optimizer))
-    assert (rec.warmup is not None) == warmup
+    assert (rec.warmup is not None) == (warmup is True)
     if family == "ReduceLROnPlateau":
         assert len(set(want)) > 1  # the losses made it cut the LR: the test can tell
     return rec, want
@@ -233,7 +240,7 @@ def test_hf_trainer_applies_the_recorded_lrs(family, warmup, one_thread):
     assert got == pytest.approx(want, rel=PRINTED, abs=0)
     form = frameworks.describe(rec)["hf"]["form"]
     assert f"# Form: {form}, because " in code
-    builtin = family in ("Constant", "ReduceLROnPlateau") and not warmup
+    builtin = family in ("Constant", "ReduceLROnPlateau") and warmup is not True
     assert (form == "training_arguments") == builtin
     assert ('optim="adamw_torch"' in code) if builtin else ("torch.optim.AdamW(" in code)
 
@@ -261,7 +268,7 @@ def test_hf_builtin_matches_torch_step_by_step(family):
 
 
 def test_hf_epoch_schedule_is_held_for_the_epoch():
-    rec, _ = case("StepLR", False)
+    rec, _ = case("StepLR", "epoch")
     d = frameworks.describe(rec)["hf"]
     assert d["form"] == "optimizers" and d["step_every"] == S
     assert "once per epoch" in d["reason"]
