@@ -28,11 +28,10 @@ from search.contest import stopping
 from search.goal import DEFAULT, Goal
 from search.stats import SeedScores
 
-__all__ = ["RACE", "REFERENCE", "SEARCH_SEED", "SHAPE", "Contender", "Grid", "Run", "Settings",
+__all__ = ["RACE", "REFERENCE", "SHAPE", "Contender", "Grid", "Run", "Settings",
            "State", "derive", "ladder", "run_of"]
 
 REFERENCE, RACE, SHAPE = "reference", "race", "shape"
-SEARCH_SEED = record.Study.SEARCH_SEED  # the study attribute (re-exported, as before)
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class Settings:
         if not isinstance(c, Mapping):
             return None
         return cls(int(c["shape_trials"]), int(c["finalists"]), int(c["max_seeds"]),
-                   float(c["noise_sd"]), int(study_attrs.get(SEARCH_SEED, 0)),
+                   float(c["noise_sd"]), int(study_attrs.get(record.Study.SEARCH_SEED, 0)),
                    int(study_attrs.get(record.Study.EPOCHS, 0)), tuple(c.get("horizons", ())),
                    Goal.of(study_attrs), float(c.get("equivalence", 0.0)))
 
@@ -263,7 +262,7 @@ def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool |
                                   or r.state == TrialState.PRUNED) >= settings.shape_trials)
     began = bool(grids_done)
     busy = [(r.key, r.seed) for r in runs if r.stage == RACE and r.state == TrialState.RUNNING]
-    race = racing.race([racing.Contender(c.key, c.scores) for c in contenders],
+    race = racing.race([racing.Entry(c.key, c.scores) for c in contenders],
                        settings.max_seeds if began else 1, settings.noise_sd,
                        running=busy, seeds=settings.seeds,
                        equivalence=settings.equivalence if began else 0.0)
