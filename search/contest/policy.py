@@ -113,6 +113,7 @@ def contest_plan(cfg: StudyConfig, trials: list[FrozenTrial],
     baseline the answer must beat. The shapes and the race follow at the search's length,
     the last horizon."""
     c = cfg.contest
+    assert c is not None  # a contest study's plan
     settings = Settings(c.shape_trials, c.finalists, c.max_seeds, c.noise_sd, cfg.train.seed,
                         cfg.epochs, c.lengths(cfg.epochs) if c.horizons else (), cfg.goal,
                         c.equivalence)

@@ -132,8 +132,8 @@ def race(contenders: Sequence[Entry], max_seeds: int, prior_sd: float,
     inc = _incumbent(contenders)
     sigma = noise(contenders, prior_sd, prior_df)
     if inc is None:
-        due = tuple((c.key, order[0]) for c in contenders if (c.key, order[0]) not in busy)
-        return Race(None, sigma, {}, frozenset(), due, max_seeds)
+        first = tuple((c.key, order[0]) for c in contenders if (c.key, order[0]) not in busy)
+        return Race(None, sigma, {}, frozenset(), first, max_seeds)
     gaps: dict[str, tuple[float, int]] = {}
     out: set[str] = set()
     for c in contenders:

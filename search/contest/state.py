@@ -18,7 +18,7 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -185,7 +185,7 @@ def ladder(runs: Iterable[Run]) -> dict[str, dict[int, Grid]]:
     for r in runs:
         if r.stage == REFERENCE:
             by.setdefault(r.slot, {}).setdefault(r.horizon, []).append(r)
-    return {slot: {h: Grid(slot, rs[0].label, {r.lr: r.score for r in rs if r.finished},
+    return {slot: {h: Grid(slot, rs[0].label, {r.lr: r.score for r in rs if r.score is not None},
                            tuple(rs), h) for h, rs in sorted(hs.items())}
             for slot, hs in by.items()}
 
@@ -235,19 +235,20 @@ def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool |
         b = g.best
         if b is not None:
             contenders.append(Contender(b.key, g.label, "reference", g.slot, b.schedule or {},
-                                        b.optimizer, b.number, {b.seed: b.score}))
+                                        b.optimizer, b.number, {b.seed: cast(float, b.score)}))
     known = {c.key for c in contenders}
-    done = sorted((r for r in shapes if r.finished and r.key and math.isfinite(r.score)),
-                  key=lambda r: (-r.score, r.number))
+    done = sorted((r for r in shapes
+                   if r.score is not None and r.key and math.isfinite(r.score)),
+                  key=lambda r: (-cast(float, r.score), r.number))
     for r in done:  # 2. the best distinct searched shapes
         if sum(c.role == "searched" for c in contenders) >= settings.finalists:
             break
         if r.key not in known:
             known.add(r.key)
             contenders.append(Contender(r.key, r.label, "searched", "", r.schedule or {}, "",
-                                        r.number, {r.seed: r.score}))
+                                        r.number, {r.seed: cast(float, r.score)}))
     for r in runs:  # 3. every race run of a contender, its first run per seed
-        if r.stage == RACE and r.finished:
+        if r.stage == RACE and r.score is not None:
             c = next((c for c in contenders if c.key == r.key), None)
             if c is not None and r.seed not in c.scores:
                 i = contenders.index(c)

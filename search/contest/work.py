@@ -74,6 +74,7 @@ def remaining(cfg: StudyConfig, trials: Sequence[FrozenTrial], target: int,
     study's `trials`; `shape_prior`: epochs shape i is expected to train (pace.pruner_prior
     of the study's pruner over `shape_trials` trials)."""
     c = cfg.contest
+    assert c is not None  # a contest study's work
     p = contest_plan(cfg, list(trials))
     st = p.state
     settings = st.settings
@@ -147,6 +148,7 @@ def tracker(cfg: StudyConfig, target: int, study: optuna.Study
             ) -> Callable[[Sequence[FrozenTrial]], pace.Work]:
     """`remaining` for this study's run of `target` trials, the pruner's prior for its shapes
     computed once (what the progress display is given: Progress.plan)."""
+    assert cfg.contest is not None  # a contest study's tracker
     prior = pace.pruner_prior(getattr(study, "pruner", None), int(cfg.epochs),
                               cfg.contest.shape_trials, getattr(study, "study_name", ""))
     return lambda trials: remaining(cfg, trials, target, prior)
