@@ -62,7 +62,7 @@ from optuna.distributions import BaseDistribution
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.replay import Surrogate, Table  # noqa: E402
+from benchmarks.replay import CurveTable, Surrogate  # noqa: E402
 from search import config, record, runner, schedules, space  # noqa: E402
 from search.contest import race as racing  # noqa: E402
 from search.contest.contenders import contender_key  # noqa: E402
@@ -83,7 +83,7 @@ SCHEDULEFREE_GRID = len(config.ContestConfig.SHAPE_STEPS)  # runs of the referen
 class World:
     """The surrogate's truth and the seed noise of one repeat."""
 
-    def __init__(self, table: Table, sd: float = NOISE_SD, k: int = 1) -> None:
+    def __init__(self, table: CurveTable, sd: float = NOISE_SD, k: int = 1) -> None:
         self.surrogate, self.epochs, self.sd, self.repeat = Surrogate(table.rows, k), \
             table.epochs, sd, 0
         self.dists: dict[str, BaseDistribution] = {}
@@ -162,7 +162,7 @@ class EpochBudget(Count):
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=runner.FINISHED)
+    return study.get_trials(deepcopy=False, states=record.FINISHED)
 
 
 def _epochs(study: optuna.Study) -> int:
@@ -214,7 +214,7 @@ def contest(cfg: config.StudyConfig, world: World, target: int) -> Answer:
                   st.state.race.sigma, true >= field)
 
 
-def studies(table: Table) -> tuple[config.StudyConfig, config.StudyConfig, int]:
+def studies(table: CurveTable) -> tuple[config.StudyConfig, config.StudyConfig, int]:
     """(today's default, the contest, the contest's trials) with the surrogate objective."""
     cfg = config.load_study("lr-fashion")
     if cfg.contest is None or cfg.epochs != table.epochs:
@@ -225,7 +225,7 @@ def studies(table: Table) -> tuple[config.StudyConfig, config.StudyConfig, int]:
     return default, cfg, cfg.trials - SCHEDULEFREE_GRID
 
 
-def compare(table: Table, repeats: int) -> None:
+def compare(table: CurveTable, repeats: int) -> None:
     world = World(table)
     _WORLD[:] = [world]
     default, cont, target = studies(table)
@@ -300,7 +300,7 @@ def race_once(means: list[float], sd: float, max_seeds: int, rng: random.Random,
     scores = {f"c{i}": {seeds[0]: m + rng.gauss(0.0, sd)} for i, m in enumerate(means)}
     runs = 0
     for _ in range(len(means) * max_seeds + 1):
-        r = racing.race([racing.Contender(k, v) for k, v in scores.items()], max_seeds,
+        r = racing.race([racing.Entry(k, v) for k, v in scores.items()], max_seeds,
                         prior_sd=sd, seeds=seeds)
         if r.decided:
             return r.incumbent or "", runs
@@ -386,7 +386,7 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     t0 = time.perf_counter()
     header()
-    table = Table.load(a.table)
+    table = CurveTable.load(a.table)
     _section("Protocols at equal epochs (surrogate + seed noise)",
              lambda: compare(table, a.repeats))
     _section("The racing rule alone: does a race find a clear best?",

@@ -38,13 +38,12 @@ from search import record
 from search import space as search_space
 from search.config import StudyConfig
 
-__all__ = ["PrunerRun", "Row", "SameFamily", "SearchRun", "Surrogate", "Table", "halving",
-           "replay_pruner",
-           "replay_search", "spearman"]
+__all__ = ["CurveRow", "CurveTable", "PrunerRun", "SameFamily", "SearchRun", "Surrogate",
+           "halving", "replay_pruner", "replay_search", "spearman"]
 
 
 @dataclass(frozen=True)
-class Row:
+class CurveRow:
     """One recorded training: the schedule's Optuna params and its curves."""
 
     trial: int
@@ -63,9 +62,9 @@ class Row:
 
 
 @dataclass(frozen=True)
-class Table:
-    rows: list[Row]  # the first seed: one row per schedule
-    repeats: list[Row]  # schedules trained again on another seed (`repeat_of` a row's trial)
+class CurveTable:
+    rows: list[CurveRow]  # the first seed: one row per schedule
+    repeats: list[CurveRow]  # schedules trained again on another seed (`repeat_of` a row's trial)
     setting: dict[str, Any]
     provenance: dict[str, Any]
 
@@ -81,7 +80,7 @@ class Table:
         return np.stack([r.val_acc for r in self.rows])
 
     @classmethod
-    def load(cls, path: str | Path) -> Table:
+    def load(cls, path: str | Path) -> CurveTable:
         with gzip.open(path, "rt") as f:
             doc = json.load(f)
         rows = [_row(r) for r in doc["rows"]]
@@ -89,18 +88,18 @@ class Table:
         return cls(first, [r for r in rows if r.repeat_of is not None], doc["setting"],
                    doc["provenance"])
 
-    def subset(self, rows: Sequence[Row]) -> Table:
+    def subset(self, rows: Sequence[CurveRow]) -> CurveTable:
         keep = {r.trial for r in rows}
         return dataclasses.replace(self, rows=list(rows),
                                    repeats=[r for r in self.repeats if r.repeat_of in keep])
 
 
-def _row(r: dict[str, Any]) -> Row:
+def _row(r: dict[str, Any]) -> CurveRow:
     dists = {k: json_to_distribution(v) for k, v in r["distributions"].items()}
     short = {int(e): np.array(c, dtype=float) for e, c in r.get("short", {}).items()}
-    return Row(r["trial"], r["seed"], r["family"], r["params"], dists,
-               np.array(r["val_acc"], dtype=float), r.get("test_acc"), r.get("repeat_of"),
-               short)
+    return CurveRow(r["trial"], r["seed"], r["family"], r["params"], dists,
+                    np.array(r["val_acc"], dtype=float), r.get("test_acc"), r.get("repeat_of"),
+                    short)
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -175,7 +174,7 @@ class PrunerRun:
     best: int  # index of the best completed row (by final validation accuracy)
 
 
-def replay_pruner(table: Table, pruner: optuna.pruners.BasePruner,
+def replay_pruner(table: CurveTable, pruner: optuna.pruners.BasePruner,
                   order: Sequence[int]) -> PrunerRun:
     """The table's rows trained in `order` under `pruner`: what it prunes, what it costs."""
     study = _study(pruner)
@@ -201,7 +200,7 @@ class Surrogate:
     nearest curves.
     """
 
-    def __init__(self, rows: Sequence[Row], k: int = 1) -> None:
+    def __init__(self, rows: Sequence[CurveRow], k: int = 1) -> None:
         self.rows, self.k = list(rows), k
         self._by_group: dict[tuple[str, Any], list[int]] = {}
         for i, r in enumerate(self.rows):
@@ -240,7 +239,7 @@ def _scaled(v: Any, dist: BaseDistribution) -> float:
     return (float(v) - low) / (high - low)
 
 
-def _distance(params: dict[str, Any], dists: dict[str, BaseDistribution], row: Row) -> float:
+def _distance(params: dict[str, Any], dists: dict[str, BaseDistribution], row: CurveRow) -> float:
     total = 0.0
     for name in (set(params) | set(row.params)) - {"scheduler"}:
         if name not in params or name not in row.params:

@@ -33,9 +33,9 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.replay import (  # noqa: E402
+    CurveTable,
     SameFamily,
     Surrogate,
-    Table,
     halving,
     replay_pruner,
     replay_search,
@@ -58,7 +58,7 @@ def section(title: str) -> None:
     print(f"\n## {title}\n")
 
 
-def table_summary(t: Table) -> None:
+def table_summary(t: CurveTable) -> None:
     p = t.provenance
     print(f"table: {len(t.rows)} schedules x {t.epochs} epochs ({len(t.repeats)} again on a "
           f"second seed); {t.setting['dataset']}, {t.setting['train_subset']} training images")
@@ -90,7 +90,7 @@ def table_summary(t: Table) -> None:
                   f"{np.std(d, ddof=1) / math.sqrt(2):.4f})")
 
 
-def horizon_bias(t: Table) -> None:
+def horizon_bias(t: CurveTable) -> None:
     curves, finals = t.curves(), t.finals
     top = set(np.argsort(-finals)[: max(1, round(TOP * len(finals)))])
     print("epoch k | Spearman(acc@k, final) all | top-5% schedules in the top half at k"
@@ -138,7 +138,7 @@ def _pruners(cfg: config.StudyConfig) -> dict[str, Callable[[], optuna.pruners.B
     return out
 
 
-def pruner_replay(t: Table, cfg: config.StudyConfig, orders: int) -> None:
+def pruner_replay(t: CurveTable, cfg: config.StudyConfig, orders: int) -> None:
     finals = t.finals
     n = len(finals)
     top = np.argsort(-finals)[: max(1, round(TOP * n))]
@@ -185,7 +185,7 @@ def _search_runs(job: tuple) -> list:
             for s in range(repeats)]
 
 
-def length_halving(t: Table) -> None:
+def length_halving(t: CurveTable) -> None:
     rows = [r for r in t.rows if r.short]
     if not rows:
         print("(the table has no shorter runs: `record_curves.py short`)")
@@ -224,7 +224,7 @@ def length_halving(t: Table) -> None:
                   f"{kept:5d} of {len(top):<3d} {finals[left].max():9.4f}")
 
 
-def surrogate_error(t: Table) -> int:
+def surrogate_error(t: CurveTable) -> int:
     print("nearest-neighbour surrogate, leave-one-out on the table's schedules:")
     best_k, best_err = 1, math.inf
     for k in (1, 3, 5):
@@ -252,7 +252,7 @@ def _samplers(cfg: config.StudyConfig) -> dict[str, Callable[[int], optuna.sampl
     }
 
 
-def sampler_efficiency(t: Table, cfg: config.StudyConfig, k: int, repeats: int) -> None:
+def sampler_efficiency(t: CurveTable, cfg: config.StudyConfig, k: int, repeats: int) -> None:
     trials = cfg.trials
     E = cfg.epochs
     budgets = [b for b in (30, 60, 120, trials * E) if b <= trials * E]
@@ -274,7 +274,7 @@ def sampler_efficiency(t: Table, cfg: config.StudyConfig, k: int, repeats: int) 
         print(f"{name:40s} {pname:7s} {' '.join(cells)} {spent:7.0f} {100 * near:9.0f}%")
 
 
-def pruners_in_a_search(t: Table, cfg: config.StudyConfig, k: int, repeats: int) -> None:
+def pruners_in_a_search(t: CurveTable, cfg: config.StudyConfig, k: int, repeats: int) -> None:
     trials, best = cfg.trials, t.finals.max()
     full = trials * cfg.epochs
     print(f"the study's sampler, {trials} trials (its enqueued defaults first), {repeats} "
@@ -302,7 +302,7 @@ def main() -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     t0 = time.perf_counter()
-    t = Table.load(a.table)
+    t = CurveTable.load(a.table)
     # the study's sampler and pruner as a plain search of the 30 trials these replays were
     # recorded at (a [contest]'s shape stage samples and prunes with the same)
     cfg = dataclasses.replace(config.load_study(a.study), contest=None, trials=30)

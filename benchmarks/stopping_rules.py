@@ -3,9 +3,9 @@ hopeless runs"; benchmarks/RESULTS.md, "Stopping rules: clearly behind, and equi
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/stopping_rules.py
 
-No training. The table (benchmarks/data/curves.json.gz, search.replay.Table) holds 200
-schedules trained 8 epochs, 60 of them also as whole 2- and 4-epoch runs, and 50 trained again
-on a second seed (8 epochs only).
+No training. The table (benchmarks/data/curves.json.gz, benchmarks.replay.CurveTable) holds
+200 schedules trained 8 epochs, 60 of them also as whole 2- and 4-epoch runs, and 50 trained
+again on a second seed (8 epochs only).
 
 1. Seed noise by epoch: the 50 repeated schedules' paired differences at epochs 2, 4 and 8 of
    their 8-epoch runs (a truncated run: the table has no repeated whole 2-epoch run), as one
@@ -47,9 +47,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.replay import CurveRow, CurveTable  # noqa: E402
 from search.contest import race as racing  # noqa: E402
 from search.contest.stopping import Z_BEHIND, behind, behind_by  # noqa: E402
-from search.replay import Row, Table  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "curves.json.gz"
 SIGMA = 0.0037  # one run's final seed noise above 0.88 on the table (benchmarks/RESULTS.md)
@@ -65,7 +65,7 @@ def _sh(cmd: str) -> str:
         return "?"
 
 
-def epoch_noise(table: Table, above: float) -> dict[int, tuple[float, int]]:
+def epoch_noise(table: CurveTable, above: float) -> dict[int, tuple[float, int]]:
     """epoch -> (one run's sd from the repeated schedules' paired differences, pairs), over
     the schedules whose final accuracy (mean of the two seeds) is above `above`: the same
     schedules at every epoch."""
@@ -79,10 +79,10 @@ def epoch_noise(table: Table, above: float) -> dict[int, tuple[float, int]]:
     return out
 
 
-def behind_at_first(table: Table, sd2: float, contests: int, z: float = Z_BEHIND,
+def behind_at_first(table: CurveTable, sd2: float, contests: int, z: float = Z_BEHIND,
                     seed: int = 0) -> dict[str, float]:
     """Step 2 of the module docstring, over `contests` fixed-seed draws."""
-    fams: dict[str, list[Row]] = {}
+    fams: dict[str, list[CurveRow]] = {}
     for r in table.rows:
         if FIRST in r.short:
             fams.setdefault(r.family, []).append(r)
@@ -111,7 +111,7 @@ def behind_at_first(table: Table, sd2: float, contests: int, z: float = Z_BEHIND
             "median_gap": float(np.median(gaps_at_final)) if gaps_at_final else math.nan}
 
 
-def reference_families(table: Table) -> list[str]:
+def reference_families(table: CurveTable) -> list[str]:
     """The four reference families, every schedule with short runs as the grid: their best at
     2, 4 and 8 epochs (recorded, one seed) and whether `behind` stops them at 2 epochs."""
     lines = []
@@ -142,7 +142,7 @@ def drive(means: dict[str, float], sd: float, max_seeds: int, delta: float, race
     scores = {k: {0: m + _noise(race, k, 0, sd)} for k, m in means.items()}
     runs = 0
     for _ in range(len(means) * max_seeds + 2):
-        r = racing.race([racing.Contender(k, v) for k, v in scores.items()], max_seeds,
+        r = racing.race([racing.Entry(k, v) for k, v in scores.items()], max_seeds,
                         prior_sd=sd, seeds=seeds, equivalence=delta)
         if r.decided:
             return r, runs
@@ -152,7 +152,7 @@ def drive(means: dict[str, float], sd: float, max_seeds: int, delta: float, race
     raise RuntimeError("the race never decided")
 
 
-def table_races(table: Table, deltas: list[float], races: int) -> list[str]:
+def table_races(table: CurveTable, deltas: list[float], races: int) -> list[str]:
     """Step 3: per delta, the share of races the equivalence stop decides, the runs after
     seed 0 (against delta 0 on the same draws), the share whose answer is the true best of
     its field, and the answer's mean true loss to that best."""
@@ -229,7 +229,7 @@ def main() -> int:
     print("# Stopping rules on the recorded table\n")
     print(f"- date: {_sh('date -u')}")
     print(f"- load: {_sh('uptime')}")
-    table = Table.load(DATA)
+    table = CurveTable.load(DATA)
     print("\n## 1. Seed noise by epoch (repeated schedules, truncated 8-epoch runs)\n")
     for above in (0.88, 0.85):
         shown = epoch_noise(table, above)

@@ -47,7 +47,7 @@ import torch.nn.functional as F  # noqa: E402
 from trial_loop import PerSampleDataset  # noqa: E402  (benchmarks/: the per-sample loop)
 
 from objectives import classify, data, fused, models  # noqa: E402
-from search import config, runner, schedules, space  # noqa: E402
+from search import config, record, runner, schedules, space  # noqa: E402
 from search.engine import claim, sequential  # noqa: E402
 from tests.cifar_fixture import write_cifar_fixture  # noqa: E402
 
@@ -224,7 +224,7 @@ def measure(name: str, k: int | None, run, url: str, flops: float, peak: float |
     wall = time.perf_counter() - t0
     study = optuna.load_study(study_name="throughput", storage=url)
     finished = claim.count(study)
-    epochs = sum(len(t.intermediate_values) for t in study.get_trials(states=runner.FINISHED))
+    epochs = sum(len(t.intermediate_values) for t in study.get_trials(states=record.FINISHED))
     tflops = epochs * flops / wall / 1e12
     row = {"mode": name, "k": k, "finished": finished, "wall_s": round(wall, 2),
            "trials_per_hour": round(finished / wall * 3600, 1), "epochs": epochs,

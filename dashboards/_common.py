@@ -35,7 +35,6 @@ __all__ = [
     "end_reason",
     "epoch_fractions",
     "epochs_run",
-    "family_of",
     "family_params",
     "floats",
     "fmt",
@@ -52,7 +51,6 @@ __all__ = [
     "value",
 ]
 
-UNKNOWN_FAMILY = "?"  # a trial without a `scheduler` param (written by something else)
 PRUNED_COLOR = "rgba(140, 140, 140, 0.25)"
 FAILED_COLOR = "rgba(214, 39, 40, 0.35)"
 RUNNING_COLOR = "rgba(255, 127, 14, 0.8)"
@@ -126,13 +124,9 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def family_of(trial: FrozenTrial) -> str:
-    return record.family_of(trial, UNKNOWN_FAMILY)
-
-
 def family_params(trial: FrozenTrial) -> dict[str, Any]:
     """The family's own searched parameters, without the `<Family>.` prefix."""
-    prefix = family_of(trial) + "."
+    prefix = record.family_of(trial) + "."
     return {k[len(prefix) :]: v for k, v in trial.params.items() if k.startswith(prefix)}
 
 

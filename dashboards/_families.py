@@ -28,7 +28,6 @@ from dashboards._common import (
     axis_title,
     empty_figure,
     epochs_run,
-    family_of,
     floats,
     ints,
     last_value,
@@ -108,7 +107,7 @@ def _info(study: optuna.Study | Snapshot) -> FamiliesInfo:
     by_family: dict[str, list[FrozenTrial]] = {}
     for t in snap.trials:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
-            by_family.setdefault(family_of(t), []).append(t)
+            by_family.setdefault(record.family_of(t), []).append(t)
     if not by_family:
         n = len(snap.trials)
         return FamiliesInfo([], f"no trial has ended yet ({n} running)" if n

@@ -21,7 +21,6 @@ from dashboards._common import (
     Snapshot,
     axis_title,
     empty_figure,
-    family_of,
     floats,
     ints,
     last_value,
@@ -30,6 +29,7 @@ from dashboards._common import (
     snapshot,
     value,
 )
+from search import record
 from search.goal import DEFAULT, Goal
 
 __all__ = ["HistoryInfo"]
@@ -65,7 +65,7 @@ def _info(study: optuna.Study | Snapshot) -> HistoryInfo:
     reason = "" if done or pruned else no_complete_reason(snap)
     return HistoryInfo(
         [t.number for t in done], [value(t) for t in done],
-        [family_of(t) for t in done], best,
+        [record.family_of(t) for t in done], best,
         [n for n, _ in pruned], [v for _, v in pruned], reason, goal,
     )
 

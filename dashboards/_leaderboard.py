@@ -21,7 +21,6 @@ from dashboards._common import (
     empty_figure,
     end_reason,
     epochs_run,
-    family_of,
     family_params,
     fmt,
     last_value,
@@ -33,7 +32,7 @@ from dashboards._common import (
 from search import record
 from search.goal import DEFAULT, Goal
 
-__all__ = ["Row", "LeaderboardInfo"]
+__all__ = ["LeaderboardInfo", "LeaderboardRow"]
 
 TITLE = "Leaderboard: top trials"
 
@@ -49,7 +48,7 @@ SHARED = ("lr", "warmup_epochs")  # shared knobs that shape the schedule, after 
 PARAMS_CHARS_PER_LINE = 60  # the key-parameters column wraps at about this width
 
 
-class Row(NamedTuple):
+class LeaderboardRow(NamedTuple):
     rank: int
     number: int
     family: str
@@ -61,7 +60,7 @@ class Row(NamedTuple):
 
 
 class LeaderboardInfo(NamedTuple):
-    rows: list[Row]
+    rows: list[LeaderboardRow]
     reason: str
     goal: Goal = DEFAULT
 
@@ -77,12 +76,12 @@ def _name(t: optuna.trial.FrozenTrial) -> str:
     """The family; a contest's fixed run by its contender ("schedule-free SGD (LR grid)",
     "trial 28 PolynomialLR, seed 2"): several rows may be one contender on other seeds."""
     r = record.of(t)
-    label = r.label if r.label is not None else family_of(t)
+    label = r.label if r.label is not None else record.family_of(t)
     if r.stage == "reference":
         return f"{label} (LR grid)"
     if r.stage == "race":
         return f"{label}, seed {r.seed}"
-    return family_of(t)
+    return record.family_of(t)
 
 
 def _info(study: optuna.Study | Snapshot, top: int = 10) -> LeaderboardInfo:
@@ -98,7 +97,7 @@ def _info(study: optuna.Study | Snapshot, top: int = 10) -> LeaderboardInfo:
     rows = []
     for rank, t in enumerate(ranked, start=1):
         rows.append(
-            Row(
+            LeaderboardRow(
                 rank, t.number, _name(t), _key_params(t), last_value(t, snap.goal) or 0.0,
                 epochs_run(t), record.of(t).epochs,
                 end_reason(t),

@@ -20,13 +20,13 @@ from dashboards._common import (
     TEMPLATE,
     Snapshot,
     empty_figure,
-    family_of,
     floats,
     lr_points,
     short_name,
     snapshot,
     value,
 )
+from search import record
 from search.goal import DEFAULT, Goal
 
 __all__ = ["LRCurve", "LRCurvesInfo"]
@@ -68,7 +68,7 @@ def _info(study: optuna.Study | Snapshot, top: int = 10) -> LRCurvesInfo:
         pts = lr_points(t)
         if not any(v is not None for v in pts.lrs):
             continue
-        curves.append(LRCurve(len(curves) + 1, t.number, family_of(t), value(t),
+        curves.append(LRCurve(len(curves) + 1, t.number, record.family_of(t), value(t),
                               pts.fractions, pts.lrs, pts.per_step))
         if len(curves) == top:
             break

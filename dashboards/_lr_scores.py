@@ -26,7 +26,6 @@ from dashboards._common import (
     Snapshot,
     axis_title,
     empty_figure,
-    family_of,
     no_complete_reason,
     short_name,
     snapshot,
@@ -84,7 +83,7 @@ def _info(study: optuna.Study | Snapshot) -> LRScoreInfo:
             repeats.setdefault(r.label or "", []).append((_lr(t), float(t.value)))
             continue
         key = ((str(r.label), "reference") if r.stage == "reference"
-               else (family_of(t), "searched"))
+               else (record.family_of(t), "searched"))
         by.setdefault(key, []).append(t)
     groups = []
     for (name, kind), ts in sorted(by.items(), key=lambda kv: (kv[0][1] != "reference",
@@ -102,7 +101,7 @@ def _info(study: optuna.Study | Snapshot) -> LRScoreInfo:
         lead = st.leader if st is not None else None
         # the contest's mean is a score (Goal.score); shown as the metric's value
         mean = snap.goal.value(lead.mean) if lead is not None else float(win.value)
-        rec = (_lr(win), mean, snap.label or f"trial {win.number} {family_of(win)}")
+        rec = (_lr(win), mean, snap.label or f"trial {win.number} {record.family_of(win)}")
     return LRScoreInfo(groups, rec, "", snap.goal)
 
 

@@ -20,7 +20,6 @@ from dashboards._common import (
     Snapshot,
     axis_title,
     empty_figure,
-    family_of,
     floats,
     ints,
     metric_word,
@@ -28,6 +27,7 @@ from dashboards._common import (
     snapshot,
     value,
 )
+from search import record
 from search.goal import DEFAULT, Goal
 
 __all__ = ["ParamSeries", "FamilyParams", "ParamsInfo"]
@@ -82,7 +82,7 @@ def _info(study: optuna.Study | Snapshot) -> ParamsInfo:
                           f"{metric_word(snap.goal)}", snap.goal)
     by_family: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for t in done:
-        by_family.setdefault(family_of(t), []).append(t)
+        by_family.setdefault(record.family_of(t), []).append(t)
     families = []
     for fam, trials in by_family.items():
         own = sorted({k for t in trials for k in t.params if k.startswith(fam + ".")})

@@ -31,7 +31,6 @@ from dashboards._common import (
     better_note,
     empty_figure,
     epoch_fractions,
-    family_of,
     floats,
     lr_points,
     metric_curve,
@@ -45,7 +44,7 @@ from search.goal import DEFAULT, Goal
 from search.storage import hint_command
 from search.validation.companion import companion_name, is_companion
 
-__all__ = ["Schedule", "WinnerInfo"]
+__all__ = ["WinnerInfo", "WinnerRow"]
 
 
 
@@ -58,7 +57,7 @@ TITLE = title(DEFAULT)
 BASELINE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf"]
 
 
-class Schedule(NamedTuple):
+class WinnerRow(NamedTuple):
     label: str
     role: str  # "winner" or "baseline"
     lr: LRPoints
@@ -80,7 +79,7 @@ class Schedule(NamedTuple):
 
 
 class WinnerInfo(NamedTuple):
-    schedules: list[Schedule]  # the winner first, then the baselines
+    schedules: list[WinnerRow]  # the winner first, then the baselines
     note: str  # what is missing and how to get it ("" when everything is there)
     reason: str
     verdict: str = ""  # a contest's verdict over seeds (the headline where there is one)
@@ -131,7 +130,7 @@ def _sweep_pick(sweeps: list[FrozenTrial], lr: float | None, goal: Goal
 
 
 def _baseline(key: str, meta: record.Validated, runs: list[FrozenTrial], sweeps: list[FrozenTrial],
-              snap: Snapshot, epochs: int | None) -> Schedule | None:
+              snap: Snapshot, epochs: int | None) -> WinnerRow | None:
     tests = _at_length([t for t in runs if record.of(t).validate_key == key], epochs)
     tests = [t for t in tests if t.state == TrialState.COMPLETE]
     label = meta.label or key
@@ -149,9 +148,9 @@ def _baseline(key: str, meta: record.Validated, runs: list[FrozenTrial], sweeps:
         return None
     val = metric_curve(val_trial, snap.goal) if val_trial is not None else []
     test_x, test = _mean_curve(tests, snap.goal)
-    return Schedule(label, "baseline", lr_points(lr_from),
-                    epoch_fractions(val_trial, len(val)) if val_trial is not None else [], val,
-                    val_source, test_x, test, len({record.of(t).seed for t in tests}))
+    return WinnerRow(label, "baseline", lr_points(lr_from),
+                     epoch_fractions(val_trial, len(val)) if val_trial is not None else [], val,
+                     val_source, test_x, test, len({record.of(t).seed for t in tests}))
 
 
 def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
@@ -177,10 +176,10 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
     tested = _at_length(mine, epochs)
     test_x, test = _mean_curve(tested, snap.goal)
     val = metric_curve(win, snap.goal)
-    label = snap.label or f"trial {win.number} {family_of(win)}"
-    out = [Schedule(f"recommended: {label}", "winner", lr_points(win),
-                    epoch_fractions(win, len(val)), val, f"trial {win.number}", test_x, test,
-                    len({record.of(t).seed for t in tested}))]
+    label = snap.label or f"trial {win.number} {record.family_of(win)}"
+    out = [WinnerRow(f"recommended: {label}", "winner", lr_points(win),
+                     epoch_fractions(win, len(val)), val, f"trial {win.number}", test_x, test,
+                     len({record.of(t).seed for t in tested}))]
     if st is not None:  # a contest: its tuned references, from the study itself
         for c in st.state.contenders:
             if c.role == "reference" and (lead is None or c.key != lead.key):
@@ -210,7 +209,7 @@ def _info(study: optuna.Study | Snapshot) -> WinnerInfo:
     return WinnerInfo(out, note, "", verdict, snap.goal)
 
 
-def _reference(c: Any, snap: Snapshot, runs: list[FrozenTrial], epochs: int | None) -> Schedule:
+def _reference(c: Any, snap: Snapshot, runs: list[FrozenTrial], epochs: int | None) -> WinnerRow:
     """A contest's tuned reference: its run at the tuned LR (validation split) and, once
     `validate` has run, its test runs."""
     src = next(t for t in snap.trials if t.number == c.source_trial)
@@ -218,9 +217,9 @@ def _reference(c: Any, snap: Snapshot, runs: list[FrozenTrial], epochs: int | No
                         and t.state == TrialState.COMPLETE], epochs)
     val = metric_curve(src, snap.goal)
     test_x, test = _mean_curve(tests, snap.goal)
-    return Schedule(c.label, "baseline", lr_points(src), epoch_fractions(src, len(val)), val,
-                    f"trial {src.number}", test_x, test,
-                    len({record.of(t).seed for t in tests}))
+    return WinnerRow(c.label, "baseline", lr_points(src), epoch_fractions(src, len(val)), val,
+                     f"trial {src.number}", test_x, test,
+                     len({record.of(t).seed for t in tests}))
 
 
 def headline(info: WinnerInfo) -> str:

@@ -31,7 +31,7 @@ from search.goal import DEFAULT, Goal
 from search.storage import hint_command
 from search.validation.companion import companion_name, validation
 
-__all__ = ["Panel", "Row", "ValidationInfo"]
+__all__ = ["Panel", "ValidationInfo", "ValidationRow"]
 
 
 
@@ -44,7 +44,7 @@ CANDIDATE_COLOR = "rgb(31, 119, 180)"
 BASELINE_COLOR = "rgb(255, 127, 14)"
 
 
-class Row(NamedTuple):
+class ValidationRow(NamedTuple):
     label: str
     role: str  # "recommended", "candidate", "baseline" or "both" (searched = a baseline)
     mean: float  # the metric's value (Goal.value of the mean score)
@@ -56,7 +56,7 @@ class Row(NamedTuple):
 
 class Panel(NamedTuple):
     epochs: int
-    rows: list[Row]  # best first
+    rows: list[ValidationRow]  # best first
     verdict: str
     searched_epochs: int | None = None  # the search's length, where validation ran another
 
@@ -83,7 +83,7 @@ def _info(study: optuna.Study | Snapshot) -> ValidationInfo:
     for v in [first, *(validation(snap.study, e, snap.recommended)
                        for e in first.other_epochs)]:
         rows = [
-            Row(r.label, r.role, goal.value(r.mean), r.std, sorted(r.scores),
+            ValidationRow(r.label, r.role, goal.value(r.mean), r.std, sorted(r.scores),
                 [goal.value(r.scores[s]) for s in sorted(r.scores)], len(r.diverged))
             for r in v.ranked
         ]

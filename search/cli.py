@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.seed is not None:
         cfg = dataclasses.replace(cfg, seed=args.seed)
-    url = storage.resolve(args.storage, cfg.storage)
+    url = storage.resolve_url(args.storage, cfg.storage)
     storage.check(url)  # a malformed URL or missing directory first: nothing read yet
     _check_before_store(cfg)
     runner.prepare(cfg)  # missing data fails here, before a store is created or opened
@@ -221,7 +221,7 @@ def _studies(args: argparse.Namespace) -> int:
     from search import storage
     from search.validation.companion import is_companion, searched_name
 
-    url = storage.resolve(args.storage)
+    url = storage.resolve_url(args.storage)
     store = storage.open_existing(url)
     summaries = optuna.get_all_study_summaries(store, include_best_trial=True)
     if not summaries:

@@ -80,7 +80,7 @@ def open_study(args: argparse.Namespace) -> tuple[Any, Any]:
     reach = storage.reached(storage.Reach(study=args.study, name=name,
                                           study_name=getattr(args, "study_name", None),
                                           storage=args.storage))
-    url = storage.resolve(args.storage, cfg.storage if cfg else None)
+    url = storage.resolve_url(args.storage, cfg.storage if cfg else None)
     store = storage.open_existing(url)
     try:
         study = optuna.load_study(study_name=name, storage=store)

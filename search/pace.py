@@ -41,7 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search import record
 
 __all__ = ["PRIOR_WEIGHT", "Pace", "Stage", "Work", "epochs_left", "eta_seconds", "measure",
-           "plan_seconds", "prior_scale", "pruner_prior"]
+           "work_seconds", "prior_scale", "pruner_prior"]
 
 PRIOR_WEIGHT = 10  # trials' worth of the pruner's prior against what finished trials trained
 SIM_SEEDS = 8  # stand-in runs averaged for the prior
@@ -213,7 +213,7 @@ def measure(trials: Iterable[FrozenTrial]) -> Pace | None:
     return Pace(slope, start) if slope > 0 and start >= 0 else ratio
 
 
-def plan_seconds(work: Work, pace: Pace, workers: int = 1) -> float:
+def work_seconds(work: Work, pace: Pace, workers: int = 1) -> float:
     """Seconds to train a plan's `work` (`validate`'s: none of its runs is pruned) at `pace`
     (e.g. `measure(study.trials)`), on `workers` processes taking runs in turn: each stage in
     rounds of `workers` runs side by side, one stage after the other (a sweep's next points

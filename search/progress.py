@@ -42,7 +42,6 @@ from search.goal import Goal
 
 __all__ = ["Display", "Progress", "duration", "interruption", "lr_text", "notify", "what_ran"]
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HOST = f"{socket.gethostname()}:"  # a worker on this machine is shown by its pid
 _INTERRUPTED = f"{record.END_REASON} = {record.End.INTERRUPTED}"
 
@@ -177,7 +176,8 @@ class Progress:
         """Read the study once: counts, what its trials trained and how fast, the best trial,
         and what its pruner lets each trial of the run expect to train."""
         trials = study.get_trials(deepcopy=False)
-        finished = sorted((t for t in trials if t.state in FINISHED), key=lambda t: t.number)
+        finished = sorted((t for t in trials if t.state in record.FINISHED),
+                          key=lambda t: t.number)
         budget = record.study_of(study).get(record.Study.EPOCHS)
         budget = int(budget) if isinstance(budget, (int, float)) else None
         defaults = sum(1 for t in trials if record.of(t).default)
@@ -297,7 +297,7 @@ class Progress:
 
     # 2. Bookkeeping (under the lock).
     def _count(self, t: FrozenTrial) -> None:
-        if t.state not in FINISHED:
+        if t.state not in record.FINISHED:
             return
         self.done[t.state.name.lower()] += 1
         self.reached.append(record.epochs_trained(t))

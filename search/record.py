@@ -23,14 +23,16 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from optuna.trial import TrialState
+
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial
 
-__all__ = ["CLAIMED", "COMPANION_SCHEDULE", "ENGINE", "End", "Enqueued", "FIXED", "Record",
-           "Study", "UNKNOWN", "Validated", "WORKER", "WORKERS_STARTED", "Writer", "claimed_of",
-           "end_attrs", "enqueue", "epochs_trained", "family_of",
+__all__ = ["CLAIMED", "COMPANION_SCHEDULE", "ENGINE", "End", "Enqueued", "FINISHED", "FIXED",
+           "Record", "Study", "UNKNOWN", "Validated", "WORKER", "WORKERS_STARTED", "Writer",
+           "claimed_of", "end_attrs", "enqueue", "epochs_trained", "family_of",
            "next_worker_index", "of", "set_study", "set_validated", "store_claim", "store_end",
            "study_of", "validated", "with_attrs", "worker_of"]
 
@@ -66,6 +68,7 @@ ENGINE = "engine"  # "array" for a fused array's trial
 WORKERS_STARTED = "workers_started"  # study: sampler seed streams handed out so far
 
 UNKNOWN = "?"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the states of a trial that has finished
 
 
 class End:

@@ -27,10 +27,6 @@ from search.goal import ACCURACY, DEFAULT
 __all__ = [
     "DONE",
     "WAIT",
-    "FINISHED",
-    "FIXED",
-    "LR_SCALE",
-    "SEARCH_SEED",
     "fixed_run",
     "identity",
     "Recorder",
@@ -47,16 +43,9 @@ __all__ = [
     "train_recorded",
 ]
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # What a claim policy answers when no trial is due (search.engine.claim): the loop ends, or
 # it waits for trials running elsewhere.
 DONE, WAIT = "done", "wait"
-# A fixed run (a contest's reference or race run, a validation run) is enqueued with the
-# schedule it trains in this user attribute, budget-free (ScheduleConfig.to_dict()); nothing of
-# it is sampled, and it is never pruned.
-FIXED = record.FIXED
-LR_SCALE = record.Study.LR_SCALE  # the LR scale a contest's shapes are searched around
-SEARCH_SEED = record.Study.SEARCH_SEED  # the contest's first training seed (race: +1, +2..)
 
 
 def _sampled(t: Any) -> bool:
@@ -433,7 +422,7 @@ def setup(cfg: StudyConfig, rec: Recorder) -> tuple[Any, schedules.ScheduleConfi
     else:
         scale = None
         if cfg.contest is not None:
-            scale = record.study_of(trial.study).get(LR_SCALE)
+            scale = record.study_of(trial.study).get(record.Study.LR_SCALE)
             if scale is None:
                 raise TrialFailed("a shape trial before the contest's LR scale was tuned")
         schedule = space.suggest(trial, cfg.space, cfg.epochs, lr_scale=scale,

@@ -183,11 +183,11 @@ def test_the_race_projection():
     """Each contender scoring its mean on every seed to come: one far behind is out after its
     first shared seed; rivals within noise run every seed; a decided race asks nothing."""
     seeds = [0, 1, 2, 3]
-    far = [racing.Contender("a", {0: 0.90}), racing.Contender("b", {0: 0.80})]
+    far = [racing.Entry("a", {0: 0.90}), racing.Entry("b", {0: 0.80})]
     assert work.race_runs(far, 4, 0.003, seeds) == 0  # b is out already: nothing is due
-    tied = [racing.Contender("a", {0: 0.900}), racing.Contender("b", {0: 0.899})]
+    tied = [racing.Entry("a", {0: 0.900}), racing.Entry("b", {0: 0.899})]
     assert work.race_runs(tied, 4, 0.003, seeds) == 6  # both to 4 seeds
     assert work.race_runs(tied, 4, 0.003, seeds, running=[("a", 1)]) == 5
-    done = [racing.Contender("a", dict.fromkeys(seeds, 0.9)),
-            racing.Contender("b", dict.fromkeys(seeds, 0.899))]
+    done = [racing.Entry("a", dict.fromkeys(seeds, 0.9)),
+            racing.Entry("b", dict.fromkeys(seeds, 0.899))]
     assert work.race_runs(done, 4, 0.003, seeds) == 0

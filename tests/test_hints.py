@@ -51,7 +51,7 @@ def test_a_url_from_the_environment_is_named_not_spelled_out(monkeypatch):
     monkeypatch.setenv(storage.ENV, "postgresql+psycopg://me:s3cret@db/x")
     assert hint_command("best", Reach(study="lr", name="lr")) == (
         'python -m search best --study lr --storage "$SEARCH_STORAGE"')
-    # the flag wins over the environment, as storage.resolve decides
+    # the flag wins over the environment, as storage.resolve_url decides
     assert hint_command("best", Reach(study="lr", storage="sqlite:///f.db")).endswith(
         "--storage sqlite:///f.db")
 

@@ -73,12 +73,12 @@ def test_a_plans_time_for_validate():
     p = pace.Pace(seconds_per_epoch=20.0, seconds_per_trial=10.0)
     # 10 runs of 8 epochs at 20 s an epoch and 10 s to start, 3 workers: 4 rounds
     ten = pace.Work((pace.Stage("run", 10, 8.0),))
-    assert pace.plan_seconds(ten, p, workers=3) == 4 * 170.0
-    assert pace.plan_seconds(ten, p) == 10 * 170.0 == pace.eta_seconds(80.0, 10, p)
+    assert pace.work_seconds(ten, p, workers=3) == 4 * 170.0
+    assert pace.work_seconds(ten, p) == 10 * 170.0 == pace.eta_seconds(80.0, 10, p)
     # stages one after the other, each in its own rounds: 5 sweep points, then 6 longer runs
     two = pace.Work((pace.Stage("sweep", 5, 4.0), pace.Stage("test", 6, 4.5)))
-    assert pace.plan_seconds(two, p, workers=2) == 3 * 90.0 + 3 * 100.0
-    assert pace.plan_seconds(pace.Work(), p) == 0.0
+    assert pace.work_seconds(two, p, workers=2) == 3 * 90.0 + 3 * 100.0
+    assert pace.work_seconds(pace.Work(), p) == 0.0
 
 
 def test_work_left_counts_the_runs_to_start_and_what_running_trials_still_train():

@@ -30,7 +30,7 @@ from workers_support import (
 )
 from workers_support import pg_url as pg_url  # noqa: F401 (fixture)
 
-from search import cli, compat, runner, storage
+from search import cli, compat, record, runner, storage
 from search.config import load_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -97,7 +97,7 @@ def test_killed_workers_trials_fail_after_the_grace_period_and_are_retried(tmp_p
         (retry,) = [t for t in ts if t.system_attrs.get("failed_trial") == victim.number]
         # the retry keeps every parameter the dead trial had drawn (a trial killed right after
         # it started has drawn only some: the retry draws the rest)
-        assert retry.state in runner.FINISHED and dead.params.items() <= retry.params.items()
+        assert retry.state in record.FINISHED and dead.params.items() <= retry.params.items()
     assert "exited with signal 9" in err
 
 
@@ -232,6 +232,6 @@ def test_a_conflicting_study_of_the_same_name_is_refused(tmp_path, capsys, pg_ur
 
 def test_a_password_on_the_command_line_is_warned_about(capsys):
     url = "postgresql+psycopg://u:hunter2@127.0.0.1/db"
-    assert storage.resolve(url) == url
+    assert storage.resolve_url(url) == url
     err = capsys.readouterr().err
     assert "visible to every user in `ps`" in err and "hunter2" not in err

@@ -24,7 +24,7 @@ def tables(draw):
         mean = draw(st.floats(0.8, 0.95))
         noise = draw(st.lists(st.floats(-0.01, 0.01), min_size=k, max_size=k))
         scores = dict(zip(SEEDS[:k], [mean + e for e in noise], strict=True))
-        out.append(racing.Contender(f"c{i}", scores))
+        out.append(racing.Entry(f"c{i}", scores))
     return out
 
 
@@ -63,7 +63,7 @@ def run_race(means: list[float], sd: float, max_seeds: int, rng: random.Random) 
     scores: dict[str, dict[int, float]] = {f"c{i}": {0: m + rng.gauss(0, sd)}
                                            for i, m in enumerate(means)}
     for _ in range(len(means) * max_seeds + 1):
-        r = racing.race([racing.Contender(k, v) for k, v in scores.items()], max_seeds,
+        r = racing.race([racing.Entry(k, v) for k, v in scores.items()], max_seeds,
                         prior_sd=sd, seeds=SEEDS)
         if r.decided:
             return r.incumbent
@@ -88,15 +88,15 @@ def test_a_race_decides_within_its_budget_and_finds_a_clear_best():
 
 
 def test_one_lucky_run_does_not_lead_once_the_others_have_more_seeds():
-    lucky = racing.Contender("lucky", {0: 0.95})
-    steady = racing.Contender("steady", {0: 0.90, 1: 0.91})
+    lucky = racing.Entry("lucky", {0: 0.95})
+    steady = racing.Entry("steady", {0: 0.90, 1: 0.91})
     r = racing.race([lucky, steady], 4, prior_sd=0.004, seeds=SEEDS)
     assert r.incumbent == "steady"
     assert r.due == (("lucky", 1),)  # it must show it on the incumbent's seeds first
 
 
 def test_a_clear_loser_is_out_after_one_seed():
-    r = racing.race([racing.Contender("a", {0: 0.90}), racing.Contender("b", {0: 0.85})], 4,
+    r = racing.race([racing.Entry("a", {0: 0.90}), racing.Entry("b", {0: 0.85})], 4,
                     prior_sd=0.004, seeds=SEEDS)
     assert r.incumbent == "a" and "b" in r.out and r.decided
 
@@ -127,8 +127,8 @@ def test_the_equivalence_stop_only_ends_a_race_early(table, max_seeds, delta):
 
 
 def test_challengers_shown_within_delta_end_the_race_as_equivalent():
-    a = racing.Contender("a", {0: 0.900, 1: 0.902, 2: 0.901, 3: 0.899})
-    b = racing.Contender("b", {0: 0.899, 1: 0.901, 2: 0.902, 3: 0.898})
+    a = racing.Entry("a", {0: 0.900, 1: 0.902, 2: 0.901, 3: 0.899})
+    b = racing.Entry("b", {0: 0.899, 1: 0.901, 2: 0.902, 3: 0.898})
     plain = racing.race([a, b], 6, prior_sd=0.001, seeds=SEEDS)
     assert plain.due and not plain.equivalent  # tied, more seeds due
     # margin(sigma ~ 0.001, 4) = 1.645 x 0.001 x sqrt(1/2) ~ 0.0012; gap 0.0005
@@ -140,8 +140,8 @@ def test_challengers_shown_within_delta_end_the_race_as_equivalent():
 
 
 def test_a_challenger_without_shared_seeds_is_never_shown_equivalent():
-    a = racing.Contender("a", {0: 0.90, 1: 0.90})
-    b = racing.Contender("b", {})
+    a = racing.Entry("a", {0: 0.90, 1: 0.90})
+    b = racing.Entry("b", {})
     r = racing.race([a, b], 4, prior_sd=0.0001, seeds=SEEDS, equivalence=0.1)
     assert not r.equivalent and r.due == (("b", 0),)
     assert not racing.equivalent(math.nan, 0, 0.001, 0.1)

@@ -12,10 +12,10 @@ import pytest
 from optuna.trial import TrialState
 
 from benchmarks.replay import (
-    Row,
+    CurveRow,
+    CurveTable,
     SameFamily,
     Surrogate,
-    Table,
     halving,
     replay_pruner,
     replay_search,
@@ -57,17 +57,17 @@ def _cfg(**pruner) -> config.StudyConfig:
         space=dataclasses.replace(cfg.space, enqueue_defaults=False))
 
 
-def _table(cfg: config.StudyConfig, n: int, seed: int = 0) -> Table:
+def _table(cfg: config.StudyConfig, n: int, seed: int = 0) -> CurveTable:
     """n schedules drawn from the study's space, with their curves."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed))
     rows = []
     for i in range(n):
         trial = study.ask()
         schedule = space.suggest(trial, cfg.space, cfg.epochs)
-        rows.append(Row(i, 0, schedule.family, dict(trial.params), dict(trial.distributions),
-                        np.array(curve_of(schedule)), None))
+        rows.append(CurveRow(i, 0, schedule.family, dict(trial.params), dict(trial.distributions),
+                             np.array(curve_of(schedule)), None))
         study.tell(trial, 0.0)
-    return Table(rows, [], {"epochs": cfg.epochs}, {})
+    return CurveTable(rows, [], {"epochs": cfg.epochs}, {})
 
 
 @pytest.mark.parametrize("pruner", [
@@ -113,7 +113,7 @@ def test_same_family_compares_within_a_family_only():
     # of `fam`: the plain median prunes it, the per-family one has nothing to compare with.
     other = [r for r in rows if r.family != fam][:5]
     better = [dataclasses.replace(r, val_acc=np.full(EPOCHS, 0.99)) for r in other]
-    table = Table([*better, rows[0]], [], {"epochs": EPOCHS}, {})
+    table = CurveTable([*better, rows[0]], [], {"epochs": EPOCHS}, {})
     order = range(6)
     assert replay_pruner(table, optuna.pruners.MedianPruner(5, 1), order).pruned[5]
     assert not replay_pruner(table, SameFamily(optuna.pruners.MedianPruner(5, 1)),
@@ -177,7 +177,7 @@ SEARCH_COST = 0.65
 
 
 def test_default_pruner_keeps_a_near_best_schedule_at_a_fraction_of_the_epochs():
-    table = Table.load(SLICE)
+    table = CurveTable.load(SLICE)
     cfg = _plain()
     finals, full = table.finals, len(table.rows) * table.epochs
     rng = np.random.default_rng(0)
@@ -188,7 +188,7 @@ def test_default_pruner_keeps_a_near_best_schedule_at_a_fraction_of_the_epochs()
 
 
 def test_default_search_finds_a_near_best_schedule_on_the_surrogate():
-    table = Table.load(SLICE)
+    table = CurveTable.load(SLICE)
     cfg = _plain()
     sur = Surrogate(table.rows, k=1)
     runs = [replay_search(cfg, sur, cfg.trials,

@@ -91,7 +91,7 @@ def drive(means: list[float], sd: float, max_seeds: int, delta: float,
     """A race driven to its decision from one seed each, every due run scored at once."""
     scores = {f"c{i}": {0: m + rng.gauss(0.0, sd)} for i, m in enumerate(means)}
     for _ in range(len(means) * max_seeds + 2):
-        r = racing.race([racing.Contender(k, v) for k, v in scores.items()], max_seeds,
+        r = racing.race([racing.Entry(k, v) for k, v in scores.items()], max_seeds,
                         prior_sd=sd, seeds=SEEDS, equivalence=delta)
         if r.decided:
             return r

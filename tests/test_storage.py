@@ -21,19 +21,20 @@ def test_url_precedence_flag_env_file_study_default(tmp_path, monkeypatch):
     secret_file = tmp_path / "url"
     secret_file.write_text("postgresql+psycopg://u:pw@db/from-file\n")
     secret_file.chmod(0o600)
-    assert storage.resolve(None, None) == storage.DEFAULT_URL
-    assert storage.resolve(None, "sqlite:///study.db") == "sqlite:///study.db"
+    assert storage.resolve_url(None, None) == storage.DEFAULT_URL
+    assert storage.resolve_url(None, "sqlite:///study.db") == "sqlite:///study.db"
     monkeypatch.setenv(storage.ENV_FILE, str(secret_file))
-    assert storage.resolve(None, "sqlite:///study.db") == "postgresql+psycopg://u:pw@db/from-file"
+    assert (storage.resolve_url(None, "sqlite:///study.db")
+            == "postgresql+psycopg://u:pw@db/from-file")
     monkeypatch.setenv(storage.ENV, "sqlite:///env.db")
-    assert storage.resolve(None, "sqlite:///study.db") == "sqlite:///env.db"
-    assert storage.resolve("sqlite:///flag.db", "sqlite:///study.db") == "sqlite:///flag.db"
+    assert storage.resolve_url(None, "sqlite:///study.db") == "sqlite:///env.db"
+    assert storage.resolve_url("sqlite:///flag.db", "sqlite:///study.db") == "sqlite:///flag.db"
 
 
 def test_a_missing_url_file_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv(storage.ENV_FILE, str(tmp_path / "nope"))
     with pytest.raises(UserError, match=r"`SEARCH_STORAGE_FILE` must name a readable file"):
-        storage.resolve()
+        storage.resolve_url()
 
 
 def test_redact_and_scrub_hide_the_password_in_every_spelling():
@@ -173,13 +174,13 @@ def test_a_url_file_others_can_read_is_refused(tmp_path, monkeypatch):
         url_file.chmod(mode)
         with pytest.raises(UserError, match=rf"other users can read \(mode {mode:o}\); run "
                                             rf"`chmod 600 {url_file}`") as e:
-            storage.resolve()
+            storage.resolve_url()
         assert "pw" not in str(e.value)
     url_file.chmod(0o600)
-    assert storage.resolve() == "postgresql+psycopg://u:pw@db/x"
+    assert storage.resolve_url() == "postgresql+psycopg://u:pw@db/x"
     url_file.write_bytes(b"\xff\xfe")
     with pytest.raises(UserError, match="not UTF-8 text"):
-        storage.resolve()
+        storage.resolve_url()
 
 
 def test_read_only_opening_never_creates_a_sqlite_file(tmp_path):

@@ -240,7 +240,7 @@ def test_the_plans_time_is_the_pace_rule_on_the_searchs_pace(here, monkeypatch):
     for jobs in (1, 2):
         line = validate._plan_line(cfg, _load("fake"), p, seeds, jobs)
         w = plan.plan_work(cfg, p, seeds, scale)
-        secs = [pace.plan_seconds(x, pace.Pace(2.0, 0.5), jobs) for x in (w.least, w.most)]
+        secs = [pace.work_seconds(x, pace.Pace(2.0, 0.5), jobs) for x in (w.least, w.most)]
         assert f"about {duration(secs[0])}-{duration(secs[1])} at the search's pace" in line
         if jobs == 1:  # 20 sweep points (and up to 4 more), 6 schedules x 2 seeds
             assert secs == pytest.approx([20 * sweep + 12 * test, 24 * sweep + 12 * test])

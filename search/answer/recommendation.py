@@ -92,7 +92,7 @@ class Recommendation:
 
     def scheduler_code(self) -> str:
         """The scheduler as the trial built it (search.schedules.codegen: its construction)."""
-        return schedules.code(self.family, self.kwargs, self.warmup)
+        return schedules.scheduler_code(self.family, self.kwargs, self.warmup)
 
     def outcome(self) -> str:
         """Its score in words; an unfinished contest's leader says it is one so far."""

@@ -57,7 +57,8 @@ def references(cfg: StudyConfig, notes: list[str] | None = None) -> tuple[Refere
     the schedule-free variant of its optimizer last where the objective and the installed
     packages allow (else a note says why)."""
     free = OPTIMIZERS[OPTIMIZERS[cfg.train.optimizer].schedule_free_variant]
-    wanted = cfg.contest.references if cfg.contest is not None else ()
+    wanted = cfg.contest.references if cfg.contest is not None else ()  # a plain search: the
+    # default references (what `validate` tunes for it)
     out = []
     for ref in (*REFERENCES, Reference(SCHEDULE_FREE, free.label, "Constant", {}, free.key,
                                        free.lr_factor)):

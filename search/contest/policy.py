@@ -2,8 +2,8 @@
 what the next trial is, from the trials in the store alone.
 
 1. The first reference (whole-run cosine) runs its LR grid around the study's default LR;
-   its best LR is the problem's LR scale (study attr runner.LR_SCALE). With `horizons`, every
-   reference's grid runs at each horizon first, shortest first (`plan`).
+   its best LR is the problem's LR scale (study attr record.Study.LR_SCALE). With `horizons`, every
+   reference's grid runs at each horizon first, shortest first (`contest_plan`).
 2. The other references run their grids around that scale (x their own LR factor), and
    `shape_trials` shapes are sampled (TPE, pruned as the study file says) with their LR a
    factor of the scale (space.suggest with lr_scale).
@@ -37,11 +37,9 @@ from search.contest.state import (
     stopped,
 )
 
-__all__ = ["LR_LAW", "ContestPolicy", "Due", "plan"]
+__all__ = ["ContestPolicy", "ContestPlan", "Due", "contest_plan"]
 
 DONE, WAIT = runner.DONE, runner.WAIT
-LR_LAW = record.Study.LR_LAW  # each reference's LR law (search.contest.law), as fitted once
-# the race has begun; every reader fits it again from the trials, the same way
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,10 @@ class Due:
 
 
 @dataclass(frozen=True)
-class Plan:
+class ContestPlan:
+    """What the contest needs next (`contest_plan`): the state it read, the fixed runs due, the
+    shapes still to sample and the LR scale."""
+
     state: State
     due: tuple[Due, ...]  # fixed runs to train next, in order
     shapes_due: int  # shape trials still to sample
@@ -100,7 +101,8 @@ def _grid_due(cfg: StudyConfig, ref: cn.Reference, state_runs: list, centre: flo
     return [], True, best
 
 
-def plan(cfg: StudyConfig, trials: list[FrozenTrial], live: bool = True) -> Plan:
+def contest_plan(cfg: StudyConfig, trials: list[FrozenTrial],
+                 live: bool = True) -> ContestPlan:
     """What the contest needs next, from `trials` (the study's, WAITING ones included).
 
     The references' grids run horizon by horizon, shortest first: at the first, whole-run
@@ -111,6 +113,7 @@ def plan(cfg: StudyConfig, trials: list[FrozenTrial], live: bool = True) -> Plan
     baseline the answer must beat. The shapes and the race follow at the search's length,
     the last horizon."""
     c = cfg.contest
+    assert c is not None  # a contest study's plan
     settings = Settings(c.shape_trials, c.finalists, c.max_seeds, c.noise_sd, cfg.train.seed,
                         cfg.epochs, c.lengths(cfg.epochs) if c.horizons else (), cfg.goal,
                         c.equivalence)
@@ -169,10 +172,10 @@ def plan(cfg: StudyConfig, trials: list[FrozenTrial], live: bool = True) -> Plan
                 schedule=x.schedule, stage=RACE, contender=key, seed=s, label=x.label,
                 slot=x.slot, source_trial=x.source_trial,
                 optimizer_name=x.optimizer or None)))
-    return Plan(state, tuple(due), shapes_due, scale)
+    return ContestPlan(state, tuple(due), shapes_due, scale)
 
 
-def _matches(t: FrozenTrial, p: Plan) -> bool:
+def _matches(t: FrozenTrial, p: ContestPlan) -> bool:
     """Whether a queued trial is one the plan wants next."""
     r = record.of(t)
     if r.is_fixed:
@@ -187,22 +190,23 @@ class ContestPolicy:
 
     def __init__(self, cfg: StudyConfig, target: int) -> None:
         self.cfg, self.target = cfg, target
-        self.last: Plan | None = None
+        self.last: ContestPlan | None = None
         self.stored = -1  # finished trials when the LR law was last stored
 
     def __call__(self, study: optuna.Study, live: bool) -> str | None:
         trials = study.get_trials(deepcopy=False)
-        finished = sum(1 for t in trials if t.state in runner.FINISHED)
+        finished = sum(1 for t in trials if t.state in record.FINISHED)
         running = sum(1 for t in trials if t.state == TrialState.RUNNING) if live else 0
-        p = self.last = plan(self.cfg, trials, live)
+        p = self.last = contest_plan(self.cfg, trials, live)
         if p.scale is not None:
-            record.set_study(study, runner.LR_SCALE, p.scale)
+            record.set_study(study, record.Study.LR_SCALE, p.scale)
         if p.state.racing and finished != self.stored:  # the fit, for people (the dashboard)
             self.stored = finished
             fits = {law.label: law.fields() for law in laws(p.state.ladder,
                                                             p.state.race.sigma).values()}
-            if fits:
-                record.set_study(study, LR_LAW, fits)
+            if fits:  # each reference's LR law (search.contest.law), as fitted once the race
+                # has begun; every reader fits it again from the trials, the same way
+                record.set_study(study, record.Study.LR_LAW, fits)
         if finished >= self.target:
             return DONE
         if finished + running >= self.target:

@@ -34,14 +34,15 @@ from dataclasses import dataclass
 
 from search.stats import mean_std
 
-__all__ = ["Z_OUT", "Contender", "Race", "equivalent", "margin", "noise", "race"]
+__all__ = ["Z_OUT", "Entry", "Race", "equivalent", "margin", "noise", "race"]
 
 Z_OUT = 1.645  # a challenger is out below incumbent - Z_OUT x sd(difference): one-sided 95%
 
 
 @dataclass(frozen=True)
-class Contender:
-    """One contender of the race: its score on each seed run so far (higher is better)."""
+class Entry:
+    """One entry of the race: a contender's key and its score on each seed run so far (higher
+    is better)."""
 
     key: str
     scores: Mapping[int, float]
@@ -55,7 +56,7 @@ class Contender:
         return math.fsum(vals) / len(vals) if vals else math.nan
 
 
-def noise(contenders: Iterable[Contender], prior_sd: float, prior_df: float) -> float:
+def noise(contenders: Iterable[Entry], prior_sd: float, prior_df: float) -> float:
     """The seed noise (sd of one run's score): every contender's spread over its seeds, pooled,
     shrunk towards `prior_sd` as if it had been measured with `prior_df` degrees of freedom."""
     ss, df = prior_df * prior_sd**2, prior_df
@@ -106,7 +107,7 @@ class Race:
         return tuple(sorted(inside, key=lambda k: -self.gaps[k][0]))
 
 
-def _incumbent(cs: Sequence[Contender]) -> Contender | None:
+def _incumbent(cs: Sequence[Entry]) -> Entry | None:
     ran = [c for c in cs if c.n]
     if not ran:
         return None
@@ -117,7 +118,7 @@ def _incumbent(cs: Sequence[Contender]) -> Contender | None:
     return max(top, key=lambda c: (c.mean_on(shared if shared else c.scores), -cs.index(c)))
 
 
-def race(contenders: Sequence[Contender], max_seeds: int, prior_sd: float,
+def race(contenders: Sequence[Entry], max_seeds: int, prior_sd: float,
          prior_df: float = 4.0, running: Iterable[tuple[str, int]] = (),
          seeds: Sequence[int] | None = None, equivalence: float = 0.0) -> Race:
     """The race over `contenders` (in a fixed order: ties go to the earlier one).
@@ -131,8 +132,8 @@ def race(contenders: Sequence[Contender], max_seeds: int, prior_sd: float,
     inc = _incumbent(contenders)
     sigma = noise(contenders, prior_sd, prior_df)
     if inc is None:
-        due = tuple((c.key, order[0]) for c in contenders if (c.key, order[0]) not in busy)
-        return Race(None, sigma, {}, frozenset(), due, max_seeds)
+        first = tuple((c.key, order[0]) for c in contenders if (c.key, order[0]) not in busy)
+        return Race(None, sigma, {}, frozenset(), first, max_seeds)
     gaps: dict[str, tuple[float, int]] = {}
     out: set[str] = set()
     for c in contenders:

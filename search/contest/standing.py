@@ -154,17 +154,19 @@ class Standing:
         for by_h in st.ladder.values():
             h = max(by_h)
             b = by_h[h].best
-            if h >= last or b is None or any(r.state.name == "RUNNING" for r in by_h[h].runs):
+            if (h >= last or b is None or b.score is None
+                    or any(r.state.name == "RUNNING" for r in by_h[h].runs)):
                 continue
-            top = max((g[h].best.score for g in st.ladder.values()
-                       if h in g and g[h].best is not None), default=b.score)
+            bests = [g[h].best for g in st.ladder.values() if h in g]
+            top = max((x.score for x in bests if x is not None and x.score is not None),
+                      default=b.score)
             out.append((by_h[h].label, h, top - b.score))
         return out
 
     def lr_band(self, g: Grid) -> tuple[float, float, float] | None:
         """(lowest, highest, best) LR of a grid whose score is within noise of its best run."""
         b = g.best
-        if b is None:
+        if b is None or b.score is None:
             return None
         near = [lr for lr, v in g.scored.items()
                 if v >= b.score - racing.margin(self.state.race.sigma, 1)]

@@ -18,7 +18,7 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -28,11 +28,10 @@ from search.contest import stopping
 from search.goal import DEFAULT, Goal
 from search.stats import SeedScores
 
-__all__ = ["RACE", "REFERENCE", "SEARCH_SEED", "SHAPE", "Contender", "Grid", "Run", "Settings",
+__all__ = ["RACE", "REFERENCE", "SHAPE", "Contender", "Grid", "Run", "Settings",
            "State", "derive", "ladder", "run_of"]
 
 REFERENCE, RACE, SHAPE = "reference", "race", "shape"
-SEARCH_SEED = record.Study.SEARCH_SEED  # the study attribute (re-exported, as before)
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class Settings:
         if not isinstance(c, Mapping):
             return None
         return cls(int(c["shape_trials"]), int(c["finalists"]), int(c["max_seeds"]),
-                   float(c["noise_sd"]), int(study_attrs.get(SEARCH_SEED, 0)),
+                   float(c["noise_sd"]), int(study_attrs.get(record.Study.SEARCH_SEED, 0)),
                    int(study_attrs.get(record.Study.EPOCHS, 0)), tuple(c.get("horizons", ())),
                    Goal.of(study_attrs), float(c.get("equivalence", 0.0)))
 
@@ -186,7 +185,7 @@ def ladder(runs: Iterable[Run]) -> dict[str, dict[int, Grid]]:
     for r in runs:
         if r.stage == REFERENCE:
             by.setdefault(r.slot, {}).setdefault(r.horizon, []).append(r)
-    return {slot: {h: Grid(slot, rs[0].label, {r.lr: r.score for r in rs if r.finished},
+    return {slot: {h: Grid(slot, rs[0].label, {r.lr: r.score for r in rs if r.score is not None},
                            tuple(rs), h) for h, rs in sorted(hs.items())}
             for slot, hs in by.items()}
 
@@ -236,19 +235,20 @@ def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool |
         b = g.best
         if b is not None:
             contenders.append(Contender(b.key, g.label, "reference", g.slot, b.schedule or {},
-                                        b.optimizer, b.number, {b.seed: b.score}))
+                                        b.optimizer, b.number, {b.seed: cast(float, b.score)}))
     known = {c.key for c in contenders}
-    done = sorted((r for r in shapes if r.finished and r.key and math.isfinite(r.score)),
-                  key=lambda r: (-r.score, r.number))
+    done = sorted((r for r in shapes
+                   if r.score is not None and r.key and math.isfinite(r.score)),
+                  key=lambda r: (-cast(float, r.score), r.number))
     for r in done:  # 2. the best distinct searched shapes
         if sum(c.role == "searched" for c in contenders) >= settings.finalists:
             break
         if r.key not in known:
             known.add(r.key)
             contenders.append(Contender(r.key, r.label, "searched", "", r.schedule or {}, "",
-                                        r.number, {r.seed: r.score}))
+                                        r.number, {r.seed: cast(float, r.score)}))
     for r in runs:  # 3. every race run of a contender, its first run per seed
-        if r.stage == RACE and r.finished:
+        if r.stage == RACE and r.score is not None:
             c = next((c for c in contenders if c.key == r.key), None)
             if c is not None and r.seed not in c.scores:
                 i = contenders.index(c)
@@ -263,7 +263,7 @@ def derive(trials: Sequence[FrozenTrial], settings: Settings, grids_done: bool |
                                   or r.state == TrialState.PRUNED) >= settings.shape_trials)
     began = bool(grids_done)
     busy = [(r.key, r.seed) for r in runs if r.stage == RACE and r.state == TrialState.RUNNING]
-    race = racing.race([racing.Contender(c.key, c.scores) for c in contenders],
+    race = racing.race([racing.Entry(c.key, c.scores) for c in contenders],
                        settings.max_seeds if began else 1, settings.noise_sd,
                        running=busy, seeds=settings.seeds,
                        equivalence=settings.equivalence if began else 0.0)

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial, TrialState
 
-from search import pace, record, runner
+from search import pace, record
 from search.config import StudyConfig
 from search.contest import contenders as cn
 from search.contest import race as racing
-from search.contest.policy import plan
+from search.contest.policy import contest_plan
 from search.contest.state import RACE, REFERENCE, SHAPE, derive
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ __all__ = ["race_runs", "remaining", "tracker"]
 HELD = 1e12  # degrees of freedom that hold the race's seed noise where it is measured now
 
 
-def race_runs(contenders: Sequence[racing.Contender], max_seeds: int, sigma: float,
+def race_runs(contenders: Sequence[racing.Entry], max_seeds: int, sigma: float,
               seeds: Sequence[int], running: Sequence[tuple[str, int]] = ()) -> int:
     """Race runs still to start (the `running` ones not counted) if each contender scored its
     mean so far on every seed to come, at seed noise `sigma` (search.contest.race)."""
@@ -58,7 +58,7 @@ def race_runs(contenders: Sequence[racing.Contender], max_seeds: int, sigma: flo
             scores[key].setdefault(seed, mean(key))
     n, most = 0, len(scores) * max_seeds
     while n < most:
-        due = racing.race([racing.Contender(k, v) for k, v in scores.items()], max_seeds,
+        due = racing.race([racing.Entry(k, v) for k, v in scores.items()], max_seeds,
                           sigma, HELD, seeds=seeds).due
         if not due:
             break
@@ -74,7 +74,8 @@ def remaining(cfg: StudyConfig, trials: Sequence[FrozenTrial], target: int,
     study's `trials`; `shape_prior`: epochs shape i is expected to train (pace.pruner_prior
     of the study's pruner over `shape_trials` trials)."""
     c = cfg.contest
-    p = plan(cfg, list(trials))
+    assert c is not None  # a contest study's work
+    p = contest_plan(cfg, list(trials))
     st = p.state
     settings = st.settings
     epochs = settings.lengths[-1]
@@ -101,7 +102,7 @@ def remaining(cfg: StudyConfig, trials: Sequence[FrozenTrial], target: int,
     # 2. The shapes: the pruner's expectation, scaled by what the finished ones trained.
     shapes = [r for r in runs if r.stage == SHAPE]
     trained = [record.epochs_trained(by_number[r.number]) for r in shapes
-               if r.state in runner.FINISHED]
+               if r.state in record.FINISHED]
     scale = pace.prior_scale(shape_prior, trained)
 
     def expected(k: int) -> float:
@@ -124,7 +125,7 @@ def remaining(cfg: StudyConfig, trials: Sequence[FrozenTrial], target: int,
         if r.state == TrialState.RUNNING and r.stage != SHAPE:
             running[r.number] = float(r.horizon or epochs)
     known = st.contenders if st.racing else derive(trials, settings, grids_done=True).contenders
-    ahead = [racing.Contender(x.key, x.scores) for x in known]
+    ahead = [racing.Entry(x.key, x.scores) for x in known]
     sigma = racing.race(ahead, 1, settings.noise_sd).sigma  # the race's own measure
     race = race_runs(ahead, settings.max_seeds, sigma, settings.seeds, busy)
     if not st.racing:
@@ -133,7 +134,7 @@ def remaining(cfg: StudyConfig, trials: Sequence[FrozenTrial], target: int,
     stages.append(pace.Stage("race run", race, float(epochs)))
 
     # The policy's bound: `target` trials in all.
-    finished = sum(1 for t in trials if t.state in runner.FINISHED)
+    finished = sum(1 for t in trials if t.state in record.FINISHED)
     allowed = max(0, target - finished - len(running))
     cut = []
     for s in stages:
@@ -147,6 +148,7 @@ def tracker(cfg: StudyConfig, target: int, study: optuna.Study
             ) -> Callable[[Sequence[FrozenTrial]], pace.Work]:
     """`remaining` for this study's run of `target` trials, the pruner's prior for its shapes
     computed once (what the progress display is given: Progress.plan)."""
+    assert cfg.contest is not None  # a contest study's tracker
     prior = pace.pruner_prior(getattr(study, "pruner", None), int(cfg.epochs),
                               cfg.contest.shape_trials, getattr(study, "study_name", ""))
     return lambda trials: remaining(cfg, trials, target, prior)

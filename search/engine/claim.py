@@ -50,7 +50,7 @@ from search.progress import interruption
 if TYPE_CHECKING:
     from search.config import StudyConfig
 
-__all__ = ["CLAIMED", "DONE", "FINISHED", "MAX_FAILURES_IN_A_ROW", "WAIT", "WORKER_ID",
+__all__ = ["DONE", "MAX_FAILURES_IN_A_ROW", "WAIT", "WORKER_ID",
            "ClaimPolicy", "Claimer", "Count", "FailureStreak", "Heartbeat", "RetryStale", "beats",
            "conclude", "count", "end", "enter", "finished_and_running", "guarded", "join", "lost",
            "open_for", "policy_for", "refused", "take_queued"]
@@ -58,7 +58,7 @@ __all__ = ["CLAIMED", "DONE", "FINISHED", "MAX_FAILURES_IN_A_ROW", "WAIT", "WORK
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 # A policy's verdicts. Defined in search.runner, below both the engine and search.contest,
 # whose ContestPolicy returns them too (the contest cannot import the engine).
-DONE, WAIT, FINISHED = runner.DONE, runner.WAIT, runner.FINISHED
+DONE, WAIT = runner.DONE, runner.WAIT
 log = logging.getLogger("search.engine")
 
 
@@ -81,11 +81,6 @@ class ClaimPolicy(Protocol):
 
     def next_run(self) -> record.Enqueued | None:
         """The run to queue where no queued trial is wanted (None: `ask` samples one)."""
-
-
-# Trial system attr: the user attrs a trial had when it was claimed (those it was enqueued
-# with: a known-good `default`, a validation run's `validate_key` and `seed`, ...).
-CLAIMED = record.CLAIMED
 
 
 class RetryStale(RetryHeartbeatStaleTrialCallback):
@@ -143,7 +138,7 @@ def join(cfg: StudyConfig, store: BaseStorage, worker: int | None = None
 MAX_FAILURES_IN_A_ROW = 5  # then the study stops: something is wrong beyond one schedule
 
 
-def count(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> int:
+def count(study: optuna.Study, states: tuple[TrialState, ...] = record.FINISHED) -> int:
     """Trials in these states, counted by the database (no trial is loaded)."""
     store = compat.storage_of(study)
     return sum(storage.retried(store, lambda: compat.count_trials(
@@ -155,7 +150,7 @@ def finished_and_running(study: optuna.Study) -> tuple[int, int]:
     would be in neither)."""
     store = compat.storage_of(study)
     counts = storage.retried(store, lambda: compat.count_trials(
-        store, compat.study_id(study), (*runner.FINISHED, TrialState.RUNNING)))
+        store, compat.study_id(study), (*record.FINISHED, TrialState.RUNNING)))
     running = counts.get(TrialState.RUNNING, 0)
     return sum(counts.values()) - running, running
 

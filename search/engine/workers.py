@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search import record, runner, storage
+from search import record, storage
 from search.config import StudyConfig, load_objective
 from search.engine import array as arrays
 from search.engine import sequential
@@ -130,7 +130,7 @@ def search_worker(cfg: StudyConfig, url: str, target: int, array: int | None,
 def _show_new(study: optuna.Study, seen: set[int], progress: Display | None) -> None:
     """The trials the workers ended since the last look, then what each worker trains now."""
     try:
-        trials = study.get_trials(deepcopy=False, states=runner.FINISHED + (
+        trials = study.get_trials(deepcopy=False, states=record.FINISHED + (
             TrialState.FAIL, TrialState.RUNNING))
     except Exception as e:
         if storage.is_transient(e):
@@ -159,7 +159,7 @@ def run_many(
     store = open_for(cfg.workers, url)
     study, _ = join(cfg, store, worker=0)  # created here, once; no seed index taken
     seen = {t.number for t in study.get_trials(
-        deepcopy=False, states=runner.FINISHED + (TrialState.FAIL,))}
+        deepcopy=False, states=record.FINISHED + (TrialState.FAIL,))}
     before = set(seen)
     if progress is not None:
         progress.start(study, target)

@@ -26,7 +26,7 @@ from search.schedules.catalog import (
     family,
     milestones,
 )
-from search.schedules.codegen import code, lit
+from search.schedules.codegen import lit, scheduler_code
 from search.schedules.references import REFERENCES, Reference
 from search.schedules.rescale import (
     TRACE_POINTS,
@@ -56,10 +56,10 @@ __all__ = [
     "ScheduleConfig",
     "build",
     "recorded",
-    "code",
     "family",
     "lit",
     "milestones",
     "resolve",
+    "scheduler_code",
     "stepped_per_step",
 ]

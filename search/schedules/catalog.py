@@ -4,7 +4,7 @@ Every family is built from `torch.optim.lr_scheduler` classes; composites are ma
 LambdaLR / LinearLR / ConstantLR / CosineAnnealingLR / SequentialLR. Nothing here
 re-implements a scheduler's math. A family's `kwargs(params, lr, horizon)` turns its
 budget-free parameters into the exact torch kwargs for a horizon (search.schedules.rescale
-chooses the horizon); its `plan(kwargs)` is the construction for them, as data
+chooses the horizon); its `construction(kwargs)` is the construction for them, as data
 (search.schedules.construction), which torch builds and `best` prints.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from search.schedules.construction import Call, Chain, Plan, lit
+from search.schedules.construction import Call, Chain, Construction, lit
 
 __all__ = ["EPOCH", "ITERATION", "MAX_MILESTONES", "ONE_CYCLE_STANDARD", "PLATEAU", "SCHEDULES",
            "WARMUP_START_FACTOR", "Bounds", "Family", "Param", "family", "milestones"]
@@ -85,7 +85,8 @@ class Param:
 class Family:
     name: str
     interval: str
-    plan: Callable[[Mapping[str, Any]], Plan]  # exact kwargs -> its torch construction
+    construction: Callable[[Mapping[str, Any]], Construction]  # exact kwargs -> its torch
+    # construction
     # (params, lr, horizon) -> exact torch kwargs; `horizon` counts the scheduler steps the
     # schedule spans: epochs for epoch-stepped families, optimizer steps for per-iteration
     # ones and for any family after an added warmup (then it is the steps after the warmup).
@@ -100,30 +101,30 @@ class Family:
 
 
 # 1. Constructions: each family's torch classes for its exact kwargs (search.schedules.
-# construction builds a plan and prints it, so the code printed is what was built).
+# construction builds that value and prints it, so the code printed is what was built).
 
 
-def _torch(cls: str) -> Callable[[Mapping[str, Any]], Plan]:
+def _torch(cls: str) -> Callable[[Mapping[str, Any]], Construction]:
     """One torch scheduler class called with the family's kwargs."""
     return lambda kw: Call(cls, dict(kw))
 
 
-def _constant(kw: Mapping[str, Any]) -> Plan:
+def _constant(kw: Mapping[str, Any]) -> Construction:
     return Call("LambdaLR", {}, "lambda step: 1.0")
 
 
-def _inverse_time_decay(kw: Mapping[str, Any]) -> Plan:
+def _inverse_time_decay(kw: Mapping[str, Any]) -> Construction:
     # lr = base_lr / (1 + decay * iteration), stepped per iteration
     return Call("LambdaLR", {}, f"lambda it: 1.0 / (1.0 + {lit(kw['decay'])} * it)")
 
 
-def _warmup_cosine(kw: Mapping[str, Any]) -> Plan:
+def _warmup_cosine(kw: Mapping[str, Any]) -> Construction:
     w, t = kw["warmup_iters"], kw["total_iters"]
     return Chain((Call("LinearLR", {"start_factor": WARMUP_START_FACTOR, "total_iters": w}),
                   Call("CosineAnnealingLR", {"T_max": t - w, "eta_min": kw["eta_min"]})), (w,))
 
 
-def _warmup_stable_decay(kw: Mapping[str, Any]) -> Plan:
+def _warmup_stable_decay(kw: Mapping[str, Any]) -> Construction:
     w, s, d = kw["warmup_iters"], kw["stable_iters"], kw["decay_iters"]
     return Chain((Call("LinearLR", {"start_factor": WARMUP_START_FACTOR, "total_iters": w}),
                   Call("ConstantLR", {"factor": 1.0, "total_iters": s}),

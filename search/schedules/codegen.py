@@ -13,10 +13,12 @@ from search.schedules import construction
 from search.schedules.catalog import family
 from search.schedules.construction import lit
 
-__all__ = ["code", "lit"]
+__all__ = ["lit", "scheduler_code"]
 
 
-def code(name: str, kwargs: Mapping[str, Any], warmup: Mapping[str, Any] | None = None) -> str:
+def scheduler_code(name: str, kwargs: Mapping[str, Any],
+                   warmup: Mapping[str, Any] | None = None) -> str:
     """The Python expression building family `name` with `kwargs` (after `warmup`, LinearLR's
     kwargs, where one is added) on `optimizer`."""
-    return construction.code(construction.with_warmup(family(name).plan(kwargs), warmup))
+    return construction.source(
+        construction.with_warmup(family(name).construction(kwargs), warmup))

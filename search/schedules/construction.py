@@ -3,10 +3,11 @@
 A `Call` is one class of `torch.optim.lr_scheduler` called on `optimizer` with its kwargs (a
 LambdaLR carries its lambda as source text); a `Chain` is SequentialLR over calls with its
 milestones. Every family's construction for a budget is one of these (the catalog's
-`Family.plan`; an added warmup chains a LinearLR before it, `with_warmup`). `construct` builds
-it with torch, `code` writes it as Python: both read the same value, so the printed code cannot
-differ from what the trial trained with. A lambda is built by evaluating its own printed
-source (no names reachable but its arguments), so even that is written once.
+`Family.construction`; an added warmup chains a LinearLR before it, `with_warmup`).
+`construct` builds it with torch, `source` writes it as Python: both read the same value, so
+the printed code cannot differ from what the trial trained with. A lambda is built by
+evaluating its own printed source (no names reachable but its arguments), so even that is
+written once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as lrs
 
-__all__ = ["Call", "Chain", "Plan", "code", "construct", "lit", "with_warmup"]
+__all__ = ["Call", "Chain", "Construction", "construct", "lit", "source", "with_warmup"]
 
 PREFIX = "torch.optim.lr_scheduler"
 
@@ -44,10 +45,10 @@ class Chain:
     milestones: tuple[int, ...]
 
 
-Plan = Call | Chain
+Construction = Call | Chain
 
 
-def with_warmup(main: Plan, warmup: Mapping[str, Any] | None) -> Plan:
+def with_warmup(main: Construction, warmup: Mapping[str, Any] | None) -> Construction:
     """`main` after an added linear warmup (LinearLR kwargs), or `main` where there is none.
     Families with a warmup of their own (the chains) never get one added."""
     if warmup is None:
@@ -64,12 +65,12 @@ def _one(optimizer: Optimizer, c: Call) -> lrs.LRScheduler:
     return cls(optimizer, **c.kwargs)
 
 
-def construct(optimizer: Optimizer, plan: Plan) -> Any:
-    """The torch scheduler `plan` describes, on `optimizer`."""
-    if isinstance(plan, Call):
-        return _one(optimizer, plan)
-    return lrs.SequentialLR(optimizer, [_one(optimizer, c) for c in plan.parts],
-                            milestones=list(plan.milestones))
+def construct(optimizer: Optimizer, construction: Construction) -> Any:
+    """The torch scheduler `construction` describes, on `optimizer`."""
+    if isinstance(construction, Call):
+        return _one(optimizer, construction)
+    return lrs.SequentialLR(optimizer, [_one(optimizer, c) for c in construction.parts],
+                            milestones=list(construction.milestones))
 
 
 def _call_code(c: Call) -> str:
@@ -78,10 +79,10 @@ def _call_code(c: Call) -> str:
     return f"{PREFIX}.{c.cls}(optimizer{', ' if args else ''}{', '.join(args)})"
 
 
-def code(plan: Plan) -> str:
-    """The Python expression building `plan` on `optimizer`."""
-    if isinstance(plan, Call):
-        return _call_code(plan)
-    parts = "".join(f"    {_call_code(c)},\n" for c in plan.parts)
-    cuts = lit(list(plan.milestones))
+def source(construction: Construction) -> str:
+    """The Python expression building `construction` on `optimizer`."""
+    if isinstance(construction, Call):
+        return _call_code(construction)
+    parts = "".join(f"    {_call_code(c)},\n" for c in construction.parts)
+    cuts = lit(list(construction.milestones))
     return f"{PREFIX}.SequentialLR(optimizer, [\n{parts}], milestones={cuts})"

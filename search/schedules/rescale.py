@@ -166,8 +166,8 @@ def build(
 ) -> Built:
     """torch's scheduler for `schedule` on `optimizer`, and how to step it."""
     built = resolve(schedule, epochs, steps_per_epoch)
-    plan = family(schedule.family).plan(built.kwargs)
-    built.scheduler = construct(optimizer, with_warmup(plan, built.warmup))
+    how = family(schedule.family).construction(built.kwargs)
+    built.scheduler = construct(optimizer, with_warmup(how, built.warmup))
     if schedule.listener is not None:
         schedule.listener(built)
     return built

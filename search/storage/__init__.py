@@ -1,6 +1,6 @@
 """The study store: URLs and redaction (`urls`), the commands our messages suggest (`hints`),
 surviving outages (`resilient`), the claim lock (`locks`). Callers use this package:
-`storage.resolve`, `storage.open_storage`, ...
+`storage.resolve_url`, `storage.open_storage`, ...
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from search.storage.urls import (
     open_existing,
     open_storage,
     redact,
-    resolve,
+    resolve_url,
     scrub,
     sqlite_path,
 )
@@ -37,6 +37,6 @@ __all__ = [
     "ABORT_PATIENCE_S", "DEFAULT_URL", "ENV", "ENV_FILE", "LOCK_TIMEOUT_S",
     "RECONNECT_PATIENCE_S", "Reach", "Resilient", "carried", "check", "claim_lock",
     "close_failed", "engine_kwargs", "hint_command", "is_transient", "is_write_fault",
-    "open_existing", "open_storage", "rdb_of", "reached", "redact", "resilient", "resolve",
+    "open_existing", "open_storage", "rdb_of", "reached", "redact", "resilient", "resolve_url",
     "retried", "retry", "scrub", "sqlite_path", "toward", "write_fault",
 ]

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from search.errors import MAX_SHOWN, UserError, hide_secrets
 
 __all__ = ["DEFAULT_URL", "ENV", "ENV_FILE", "check", "engine_kwargs", "open_existing",
-           "open_storage", "redact", "resolve", "scrub", "sqlite_path"]
+           "open_storage", "redact", "resolve_url", "scrub", "sqlite_path"]
 
 DEFAULT_URL = "sqlite:///search.db"
 ENV = "SEARCH_STORAGE"
@@ -55,7 +55,7 @@ def _from_file() -> str | None:
     return text.splitlines()[0].strip() if text else None
 
 
-def resolve(flag: str | None = None, study_file: str | None = None) -> str:
+def resolve_url(flag: str | None = None, study_file: str | None = None) -> str:
     """The storage URL to use, by the project's order of precedence."""
     if flag and _password(flag):
         print("warning: a password given with --storage is visible to every user in `ps`; "

@@ -32,8 +32,9 @@ from search.contest import contenders as cn
 from search.errors import UserError
 from search.validation.companion import COMPANION_SUFFIX, companion_name
 
-__all__ = ["COMPANION_SUFFIX", "MIN_STUDY_TRIALS", "SWEEP_STEPS", "Job", "Plan", "PlanWork",
-           "add_baseline", "companion_name", "job", "plan", "sweep_lrs", "plan_work", "sweep_more"]
+__all__ = ["COMPANION_SUFFIX", "MIN_STUDY_TRIALS", "SWEEP_STEPS", "Job", "PlanWork",
+           "ValidationPlan", "add_baseline", "companion_name", "job", "plan", "sweep_lrs",
+           "plan_work", "sweep_more"]
 
 SWEEP_STEPS = ContestConfig.SCALE_STEPS  # a baseline's sweep: the contest's first grid
 
@@ -91,7 +92,9 @@ def _study_lr(done: list[FrozenTrial], ref: cn.Reference, epochs: int) -> Frozen
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class ValidationPlan:
+    """What validate trains (`plan`): the jobs, their length and the LR sweeps still due."""
+
     jobs: list[Job]  # the recommendation first, then candidates and the baselines known
     epochs: int  # the length they are trained for
     searched_epochs: int  # the recommended trial's length
@@ -101,7 +104,7 @@ class Plan:
 
 
 def plan(cfg: StudyConfig, study: optuna.Study, top: int, epochs: int | None = None,
-         keep_lr: bool = False) -> Plan:
+         keep_lr: bool = False) -> ValidationPlan:
     """What to validate in `study` at `epochs` (default: the recommended trial's length)."""
     from search.answer import recommended_trial
 
@@ -138,7 +141,7 @@ def plan(cfg: StudyConfig, study: optuna.Study, top: int, epochs: int | None = N
                                        f"split (trial {c.source_trial}){moved}"))
         if not st.decided:
             notes.append("the contest's race is not finished: the recommendation may change")
-        return Plan(list(jobs.values()), epochs or searched, searched, notes, [], knobs)
+        return ValidationPlan(list(jobs.values()), epochs or searched, searched, notes, [], knobs)
     # 2. a plain search: the recommendation (its best trial) and the next best distinct ones
     done.sort(key=lambda t: (t.number != best.number, -cfg.goal.score(t.value), t.number))
     unrecorded = 0
@@ -174,7 +177,7 @@ def plan(cfg: StudyConfig, study: optuna.Study, top: int, epochs: int | None = N
             ref.label, ("baseline",), ref.schedule(lr, knobs), ref.optimizer, slot=ref.slot,
             lr_source=f"LR of the best of the study's {ref.family} trials (trial {src.number})"
                       f"{worth}", lr_trial=src.number))
-    return Plan(list(jobs.values()), epochs or searched, searched, notes, sweeps, knobs)
+    return ValidationPlan(list(jobs.values()), epochs or searched, searched, notes, sweeps, knobs)
 
 
 def add_baseline(jobs: dict[str, Job], b: Job) -> None:
@@ -200,7 +203,7 @@ class PlanWork:
         return self.least.runs, self.most.runs
 
 
-def plan_work(cfg: StudyConfig, p: Plan, seeds: Sequence[int], scale: float = 1.0,
+def plan_work(cfg: StudyConfig, p: ValidationPlan, seeds: Sequence[int], scale: float = 1.0,
               done: set[tuple[str, int, int, str]] | frozenset = frozenset()) -> PlanWork:
     """The runs plan `p` trains on `seeds`, by stage in the order they train: each sweep's
     first points, then the points it may add past an edge, then every schedule on every seed

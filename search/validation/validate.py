@@ -39,7 +39,7 @@ from search.validation.plan import (
     COMPANION_SUFFIX,
     SWEEP_STEPS,
     Job,
-    Plan,
+    ValidationPlan,
     add_baseline,
     companion_name,
     job,
@@ -81,17 +81,17 @@ def open_companion(store: optuna.storages.BaseStorage, searched: str,
     return study
 
 
-Run = tuple[str, int, int, str]  # (key, seed, epochs, holdout)
+RunKey = tuple[str, int, int, str]  # (key, seed, epochs, holdout)
 
 
-def _run(t: FrozenTrial) -> Run | None:
+def _run(t: FrozenTrial) -> RunKey | None:
     r = record.of(t)
     if r.validate_key is None or r.seed is None or r.epochs is None:
         return None
     return (r.validate_key, r.seed, r.epochs, r.holdout)
 
 
-def _runs(study: optuna.Study, states: tuple[TrialState, ...]) -> set[Run]:
+def _runs(study: optuna.Study, states: tuple[TrialState, ...]) -> set[RunKey]:
     """(key, seed, epochs, holdout) of the runs in these states."""
     return {r for t in study.get_trials(deepcopy=False, states=states)
             if (r := _run(t)) is not None}
@@ -112,10 +112,10 @@ class _Runs:
     left, wait for them (a dead worker's run fails after the grace period and is due again).
     """
 
-    def __init__(self, jobs: dict[str, Job], wanted: list[Run], searched: str) -> None:
+    def __init__(self, jobs: dict[str, Job], wanted: list[RunKey], searched: str) -> None:
         self.jobs, self.runs, self.searched = jobs, wanted, searched
-        self.tried: set[Run] = set()
-        self.todo: list[Run] = []
+        self.tried: set[RunKey] = set()
+        self.todo: list[RunKey] = []
 
     def __call__(self, study: optuna.Study, live: bool) -> str | None:
         done = _runs(study, _DONE)
@@ -141,13 +141,13 @@ class _Runs:
             sweep_for=j.slot if holdout == "val" else None)
 
 
-def _train(cfg: StudyConfig, study: optuna.Study, jobs: dict[str, Job], wanted: list[Run],
-           searched: str, what: str, log: Any, sig: Signals) -> None:
+def _train(cfg: StudyConfig, study: optuna.Study, jobs: dict[str, Job], wanted: list[RunKey],
+           searched: str, what: str, out: Any, sig: Signals) -> None:
     """Train every wanted run not done yet, in order, into the companion study."""
     objective = _objective(cfg)
     runs = _Runs(jobs, wanted, searched)
     total = len(set(wanted) - _runs(study, _DONE))
-    print(f"{what}: {len(set(wanted)) - total} runs done, {total} to train", file=log,
+    print(f"{what}: {len(set(wanted)) - total} runs done, {total} to train", file=out,
           flush=True)
     started = [time.monotonic()]
 
@@ -165,7 +165,7 @@ def _train(cfg: StudyConfig, study: optuna.Study, jobs: dict[str, Job], wanted: 
         j = jobs.get(r.validate_key) if r.validate_key is not None else None
         lr = f" at LR {j.schedule.lr:.3g}" if j is not None and split == "val" else ""
         print(f"[{len(runs.tried)}/{total}] {r.label}{lr}, seed {r.seed}: "
-              f"{result} ({time.monotonic() - started[0]:.0f} s)", file=log, flush=True)
+              f"{result} ({time.monotonic() - started[0]:.0f} s)", file=out, flush=True)
 
     sequential.loop(study, timed, runs, sig, cfg.workers.grace_period, shown)
 
@@ -183,8 +183,8 @@ def _scores(study: optuna.Study, jobs: dict[str, Job], epochs: int, seed: int,
     return out
 
 
-def tune(cfg: StudyConfig, study: optuna.Study, the_plan: Plan, searched: str, log: Any,
-         sig: Signals) -> Plan:
+def tune(cfg: StudyConfig, study: optuna.Study, the_plan: ValidationPlan, searched: str, out: Any,
+         sig: Signals) -> ValidationPlan:
     """Sweep the LR of every baseline the study cannot lend one, as the search scored its
     trials (validation split, the search's training seed and budget), and add it at its best
     LR: the contest's grid rule (plan.SWEEP_STEPS around the default LR, extended
@@ -202,7 +202,7 @@ def tune(cfg: StudyConfig, study: optuna.Study, the_plan: Plan, searched: str, l
             sweep = {j.key: j for j in points.values()}
             _train(cfg, study, sweep, [(k, seed, the_plan.epochs, "val") for k in sweep],
                    searched, f"tuning the LR of {b.label} ({len(scored) + len(sweep)} LRs)",
-                   log, sig)
+                   out, sig)
             if sig.received is not None:
                 return the_plan
             got = _scores(study, sweep, the_plan.epochs, seed, cfg.goal)
@@ -222,18 +222,18 @@ def tune(cfg: StudyConfig, study: optuna.Study, the_plan: Plan, searched: str, l
 
 
 def run(
-    cfg: StudyConfig, store: optuna.storages.BaseStorage, searched: str, the_plan: Plan,
-    seeds: list[int], log: Any = None,
+    cfg: StudyConfig, store: optuna.storages.BaseStorage, searched: str, the_plan: ValidationPlan,
+    seeds: list[int], out: Any = None,
 ) -> optuna.Study:
     """Tune the baselines' LRs where needed, then train every (schedule, seed) run not done
     yet, seed by seed (an interrupted validation then already holds complete pairs), into the
     companion study; returns the companion. SIGTERM ends the run in flight as `interrupted`
     and returns; Ctrl-C does the same and raises KeyboardInterrupt."""
-    log = log or sys.stderr
+    out = out or sys.stderr
 
     def body(e: claim.Entry) -> None:
         study = e.study
-        tuned = tune(cfg, study, the_plan, searched, log, e.sig)
+        tuned = tune(cfg, study, the_plan, searched, out, e.sig)
         if e.sig.received is not None:
             return
         _describe(study, cfg, searched, tuned)
@@ -241,14 +241,15 @@ def run(
         wanted = [(j.key, s, tuned.epochs, "test") for s in seeds for j in tuned.jobs]
         _train(cfg, study, jobs, wanted, searched,
                f"validating {len(jobs)} schedules x {len(seeds)} seeds at {tuned.epochs} "
-               "epochs", log, e.sig)
+               "epochs", out, e.sig)
 
     entry = claim.enter(store, cfg.workers, lambda s: open_companion(s, searched, cfg.goal),
                         body)
     return entry.study or open_companion(entry.store, searched, cfg.goal)
 
 
-def _describe(study: optuna.Study, cfg: StudyConfig, searched: str, the_plan: Plan) -> None:
+def _describe(study: optuna.Study, cfg: StudyConfig, searched: str,
+              the_plan: ValidationPlan) -> None:
     """What the companion study validates, in its user attributes (for `best`, dashboards)."""
     keys = record.Study
     attrs = {keys.SEARCHED_STUDY: searched, keys.OBJECTIVE: cfg.objective, keys.HOLDOUT: "test",
@@ -266,7 +267,7 @@ def _describe(study: optuna.Study, cfg: StudyConfig, searched: str, the_plan: Pl
             lr_trial=j.lr_trial if j.lr_trial is not None else old.lr_trial))
 
 
-def _held(searched: optuna.Study) -> set[Run]:
+def _held(searched: optuna.Study) -> set[RunKey]:
     """The runs the companion study already holds (none where it does not exist yet)."""
     from search import compat
 
@@ -282,8 +283,8 @@ def _span(least: float, most: float, show: Any = str) -> str:
     return show(least) if show(least) == show(most) else f"{show(least)}-{show(most)}"
 
 
-def _plan_line(cfg: StudyConfig, searched: optuna.Study, the_plan: Plan, seeds: list[int],
-               jobs: int) -> str:
+def _plan_line(cfg: StudyConfig, searched: optuna.Study, the_plan: ValidationPlan,
+               seeds: list[int], jobs: int) -> str:
     """What validate will train, run by run (plan.plan_work: the sweeps' first
     points, the points they may add past an edge stated as such, every schedule on every
     seed), less what the companion study already holds, and how long it takes at the search's
@@ -316,14 +317,14 @@ def _plan_line(cfg: StudyConfig, searched: optuna.Study, the_plan: Plan, seeds: 
     measured = pace.measure(searched.get_trials(deepcopy=False))
     if measured is None:
         return line + "; no finished trial to time it by"
-    secs = [pace.plan_seconds(w, measured, jobs) for w in (left.least, left.most)]
+    secs = [pace.work_seconds(w, measured, jobs) for w in (left.least, left.most)]
     return (line + f"; about {_span(*secs, show=duration)} at the search's pace "
             f"({measured.seconds_per_epoch:.2g} s an epoch"
             + (f", {measured.seconds_per_trial:.2g} s to start a run"
                if measured.seconds_per_trial else "") + ")")
 
 
-def work(cfg: StudyConfig, url: str, searched: str, the_plan: Plan, seeds: list[int],
+def work(cfg: StudyConfig, url: str, searched: str, the_plan: ValidationPlan, seeds: list[int],
          share: int = 1) -> None:
     """One worker process of `validate --jobs`: the whole validation, shared through the
     claim protocol with the other workers."""
@@ -387,7 +388,7 @@ def main(args: argparse.Namespace) -> int:
 
         prepare(cfg)
     the_plan = plan(cfg, searched, args.top, args.epochs, args.keep_lr)
-    url = storage.resolve(args.storage, cfg.storage)
+    url = storage.resolve_url(args.storage, cfg.storage)
     seeds = [SEED_BASE + i for i in range(args.seeds)]
     print(_plan_line(cfg, searched, the_plan, seeds, args.jobs), file=sys.stderr,
           flush=True)
