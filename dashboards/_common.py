@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 import optuna
@@ -120,7 +120,7 @@ def _recommended(study: optuna.Study) -> tuple[int | None, str]:
     return trial.number, (st.leader.label if st is not None and st.leader else "")
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: Any) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
@@ -200,7 +200,7 @@ def epochs_run(trial: FrozenTrial) -> int:
 
 def value(trial: FrozenTrial) -> float:
     """The objective value of a finished trial (callers filter with Snapshot.complete)."""
-    return float(trial.value)  # type: ignore[arg-type]
+    return float(record.value_of(trial))
 
 
 # How figures name the metric. Accuracy keeps the wording the figures had before goals

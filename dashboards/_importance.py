@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
 from dashboards._common import TEMPLATE, Snapshot, empty_figure, snapshot
+from search import record
 
 __all__ = ["ImportanceInfo", "MIN_TRIALS"]
 
@@ -52,7 +53,7 @@ def _slim_copy(snap: Snapshot) -> optuna.Study:
     study = optuna.Study("schedsearch-importance", storage)
     study.add_trials(
         optuna.trial.create_trial(params=t.params, distributions=t.distributions,
-                                  value=snap.goal.score(t.value))
+                                  value=snap.goal.score(record.value_of(t)))
         for t in snap.complete
     )
     return study

@@ -68,19 +68,21 @@ def _info(study: optuna.Study | Snapshot) -> LRScoreInfo:
     snap = snapshot(study)
     if snap.reason:
         return LRScoreInfo([], None, snap.reason, snap.goal)
-    done = [t for t in snap.complete if _lr(t) is not None]
+    lr_of = {t.number: lr for t in snap.complete if (lr := _lr(t)) is not None}
+    done = [t for t in snap.complete if t.number in lr_of]
     if not done:
         return LRScoreInfo([], None, no_complete_reason(snap), snap.goal)
     st = standing(snap.study)
     length = st.state.settings.lengths[-1] if st is not None else None
     by: dict[tuple[str, str], list] = {}
     repeats: dict[str, list[tuple[float, float]]] = {}
-    for t in sorted(done, key=lambda t: _lr(t)):
+    for t in sorted(done, key=lambda t: lr_of[t.number]):
         r = record.of(t)
         if r.stage == "reference" and length and r.epochs not in (None, length):
             continue  # a shorter horizon's grid: the LR law figure (_lr_law) shows it
         if r.stage == "race":
-            repeats.setdefault(r.label or "", []).append((_lr(t), float(t.value)))
+            repeats.setdefault(r.label or "", []).append(
+                (lr_of[t.number], float(record.value_of(t))))
             continue
         key = ((str(r.label), "reference") if r.stage == "reference"
                else (record.family_of(t), "searched"))
@@ -93,15 +95,17 @@ def _info(study: optuna.Study | Snapshot) -> LRScoreInfo:
             g = next((g for g in st.state.grids.values() if g.label == name), None)
             b = st.lr_band(g) if g is not None else None
             band = (b[0], b[1]) if b is not None else None
-        groups.append(Group(name, kind, [_lr(t) for t in ts], [float(t.value) for t in ts],
+        groups.append(Group(name, kind, [lr_of[t.number] for t in ts],
+                            [float(record.value_of(t)) for t in ts],
                             [t.number for t in ts], band, repeats.get(name, [])))
     rec = None
     win = next((t for t in snap.trials if t.number == snap.recommended), None)
-    if win is not None and _lr(win) is not None:
+    win_lr = _lr(win) if win is not None else None
+    if win is not None and win_lr is not None:
         lead = st.leader if st is not None else None
         # the contest's mean is a score (Goal.score); shown as the metric's value
-        mean = snap.goal.value(lead.mean) if lead is not None else float(win.value)
-        rec = (_lr(win), mean, snap.label or f"trial {win.number} {record.family_of(win)}")
+        mean = snap.goal.value(lead.mean) if lead is not None else float(record.value_of(win))
+        rec = (win_lr, mean, snap.label or f"trial {win.number} {record.family_of(win)}")
     return LRScoreInfo(groups, rec, "", snap.goal)
 
 

@@ -94,7 +94,7 @@ def _mean_curve(trials: list[FrozenTrial], goal: Goal
     n = max((len(c) for c in curves), default=0)
     mean: list[float | None] = []
     for e in range(n):
-        vals = [c[e] for c in curves if e < len(c) and c[e] is not None]
+        vals = [v for c in curves if e < len(c) and (v := c[e]) is not None]
         mean.append(sum(vals) / len(vals) if vals else None)
     return (epoch_fractions(trials[0], n) if trials else []), mean
 
@@ -126,7 +126,7 @@ def _sweep_pick(sweeps: list[FrozenTrial], lr: float | None, goal: Goal
             got = got if got is not None else t.params.get("lr")
             if isinstance(got, (int, float)) and math.isclose(got, lr, rel_tol=1e-6):
                 return t
-    return max(done, key=lambda t: goal.score(t.value), default=None)
+    return max(done, key=lambda t: goal.score(record.value_of(t)), default=None)
 
 
 def _baseline(key: str, meta: record.Validated, runs: list[FrozenTrial], sweeps: list[FrozenTrial],
@@ -252,7 +252,7 @@ def _plot(info: WinnerInfo) -> go.Figure:
         win = s.role == "winner"
         color = BEST_COLOR if win else next(palette)
         width = 3.5 if win else 1.8
-        common = {"legendgroup": s.label, "line": {"color": color, "width": width}}
+        common: dict[str, Any] = {"legendgroup": s.label, "line": {"color": color, "width": width}}
         fig.add_trace(go.Scatter(
             x=floats(s.lr.fractions), y=floats(s.lr.lrs), mode="lines", name=s.label,
             hovertemplate=f"{s.label}<br>%{{x:.1%}} of training<br>lr %{{y:.3g}}<extra></extra>",

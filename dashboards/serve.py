@@ -72,6 +72,7 @@ def start(storage: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> W
 
 def url_of(server: WSGIServer, study_id: int | None = None) -> str:
     host, port = server.server_address[:2]
+    assert isinstance(host, str)  # a bound AF_INET(6) socket's name: a str host
     path = f"/dashboard/studies/{study_id}" if study_id is not None else "/dashboard"
     return f"http://{host}:{port}{path}"
 

@@ -82,6 +82,7 @@ def _info(study: optuna.Study | Snapshot) -> ValidationInfo:
     panels = []
     for v in [first, *(validation(snap.study, e, snap.recommended)
                        for e in first.other_epochs)]:
+        assert v is not None  # the companion study exists: `first` was read from it
         rows = [
             ValidationRow(r.label, r.role, goal.value(r.mean), r.std, sorted(r.scores),
                 [goal.value(r.scores[s]) for s in sorted(r.scores)], len(r.diverged))

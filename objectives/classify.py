@@ -15,7 +15,7 @@ import inspect
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ __all__ = [
     "TrainConfig",
     "split",
     "OPTIMIZERS",
+    "ScheduleFree",
     "augment",
     "make_optimizer",
     "nesterov",
@@ -43,6 +44,15 @@ SPLIT_SEED = 20240611  # fixed: the validation split must not depend on a trial'
 EVAL_BATCH = 1024  # images per forward pass when evaluating
 BN_RECALIBRATION_STEPS = 50  # schedule-free: batches that refresh BatchNorm stats before eval
 
+
+@runtime_checkable
+class ScheduleFree(Protocol):
+    """What a schedule-free optimizer (Optimizer.schedule_free) adds to torch's Optimizer: the
+    mode of its weights, train() around the steps and eval() before scoring."""
+
+    def train(self) -> Any: ...
+
+    def eval(self) -> Any: ...
 
 
 def _devices_here() -> str:
@@ -101,12 +111,15 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         device = None
-    ok = device is not None and device.type in ("cpu", "cuda", "mps")
-    if ok and device.type == "cuda":
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        ok = False
+    elif device.type == "cuda":
         ok = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
-    elif ok and device.type == "mps":
+    elif device.type == "mps":
         ok = torch.backends.mps.is_available()
-    if not ok:
+    else:
+        ok = True
+    if device is None or not ok:
         raise UserError(f"`device` must be one this machine has ({_devices_here()}) but got "
                         f"{name!r}; or leave it out to use cuda where available, else cpu")
     return device
@@ -252,10 +265,11 @@ def train(
 
     # 2. Model and optimizer; the schedule is built on the optimizer and counts its steps.
     spec = data.dataset(cfg.dataset)
+    # Module.to takes memory_format; torch's overloads for it leave it out
     model = models.make(
         width=cfg.width, in_channels=spec.shape[0], classes=spec.classes,
         image_size=spec.shape[1],
-    ).to(device, memory_format=memory)
+    ).to(device, memory_format=memory)  # type: ignore[call-overload]
     params = [p for p in model.parameters() if p.requires_grad]
     n, bs = len(train_y), cfg.batch_size
     steps = _steps(n, bs)
@@ -271,6 +285,7 @@ def train(
         order = torch.randperm(n, generator=gen, device=device)
         lr_applied = math.nan
         if free:
+            assert isinstance(optimizer, ScheduleFree)  # free: a schedule-free optimizer
             optimizer.train()
         for i in range(steps):
             idx = order[i * bs : (i + 1) * bs]
@@ -291,6 +306,7 @@ def train(
             built.after_batch()
             step += 1
         if free:  # evaluate the averaged weights, with BatchNorm stats measured on them
+            assert isinstance(optimizer, ScheduleFree)
             optimizer.eval()
             with torch.no_grad(), autocast():
                 for i in range(min(steps, BN_RECALIBRATION_STEPS)):

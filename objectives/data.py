@@ -118,7 +118,10 @@ def _latin1(text: str, encoding: str = "latin1") -> bytes:
 
 def _multiarray() -> Any:
     core = getattr(np, "_core", None)  # numpy 2; numpy 1 calls it numpy.core
-    return core.multiarray if core is not None else np.core.multiarray
+    if core is not None:
+        return core.multiarray
+    # numpy 1 only, and numpy 2's stubs have no numpy.core
+    return np.core.multiarray  # type: ignore[attr-defined]
 
 
 _PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
@@ -148,8 +151,8 @@ def _corrupt(path: Path, what: str) -> UserError:
             fix = (f"delete {path.parent} to download it again ({name}, md5 {md5}), or put "
                    "the original files there")
         else:
-            md5 = _md5_of(path.name)
-            fix = "delete it to download it again" + (f" (md5 {md5})" if md5 else "")
+            known = _md5_of(path.name)
+            fix = "delete it to download it again" + (f" (md5 {known})" if known else "")
     return UserError(f"{path} {what}; {fix}")
 
 
@@ -199,6 +202,13 @@ def _existing(folder: Path, name: str) -> Path | None:
     return None
 
 
+def _found(folder: Path, name: str) -> Path:
+    """An idx file of a folder that `_holds` the split (the only folders `locate` returns)."""
+    path = _existing(folder, name)
+    assert path is not None, f"{folder} lost {name} after it was located"
+    return path
+
+
 def read_idx(path: Path) -> np.ndarray:
     """An idx file (the MNIST format: magic 0 0 dtype ndim, big-endian dims, then data)."""
     opener = gzip.open if path.suffix == ".gz" else open
@@ -224,7 +234,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _read_fashion(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    paths = [_existing(folder, n) for n in names]
+    paths = [_found(folder, n) for n in names]
     images, labels = (read_idx(p) for p in paths)
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise _corrupt(paths[0], f"holds images of shape {images.shape[1:]}, not (28, 28)")
@@ -334,7 +344,7 @@ def locate(
                 f"in it or in its {spec.folder}/"
             )
         return found
-    roots = [os.environ[ENV]] if os.environ.get(ENV) else []
+    roots: list[str | Path] = [os.environ[ENV]] if os.environ.get(ENV) else []
     roots += [cache_dir(), *spec.system_dirs]
     for root in roots:
         found = _find_in(Path(root).expanduser(), spec, split)
@@ -443,12 +453,14 @@ def _download(spec: Dataset, split: str) -> Path:
 
 
 def _signature(folder: Path, names: tuple[str, ...]) -> tuple:
-    paths = [folder / n if (folder / n).is_file() else _existing(folder, n) for n in names]
+    paths = [folder / n if (folder / n).is_file() else _found(folder, n) for n in names]
     return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
 
 
 @functools.lru_cache(maxsize=4)
-def _read(name: str, split: str, folder: str, signature: tuple) -> tuple[torch.Tensor, ...]:
+def _read(
+    name: str, split: str, folder: str, signature: tuple
+) -> tuple[torch.Tensor, torch.Tensor]:
     spec = DATASETS[name]
     x, y = spec.read(Path(folder), spec.files[split])
     if x.shape[1:] != spec.shape or len(x) != len(y):  # the readers check each file first

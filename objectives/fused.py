@@ -100,6 +100,7 @@ class FusedAirbench(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.stem[0]
+        assert isinstance(conv, nn.Conv2d)  # the stem built in __init__: (conv, GELU)
         if x.shape[1] == self.in_channels and self.k > 1:
             # One input for all members: a dense conv with the stacked weights computes each
             # member's stem exactly as the grouped conv would on K copies of the input.

@@ -101,7 +101,8 @@ class ArrayTrainer:
         # 2. The lone trial's initial weights, and the fused model of K members.
         torch.manual_seed(cfg.seed)
         self.init = {n: t.to(dev) for n, t in models.make(**_net_shape(cfg)).state_dict().items()}
-        self.model = FusedAirbench(k, **_net_shape(cfg)).to(dev, memory_format=self.memory)
+        # Module.to takes memory_format; torch's overloads for it leave it out
+        self.model = FusedAirbench(k, **_net_shape(cfg)).to(dev, memory_format=self.memory)  # type: ignore[call-overload]
         for slot in range(k):
             self.model.load_member(slot, self.init)
         self.forward = torch.compile(self.model) if compile else self.model
@@ -121,6 +122,12 @@ class ArrayTrainer:
 
     def _mask(self) -> torch.Tensor:
         return torch.tensor([m is not None for m in self.members], device=self.device)
+
+    def _live(self, slot: int) -> _Member:
+        """The member training in `slot`, where the caller knows one is."""
+        m = self.members[slot]
+        assert m is not None, f"slot {slot} is idle"
+        return m
 
     def _stop(self, slot: int) -> None:
         """Empty a slot; its weights go back to the start so nothing non-finite lingers."""
@@ -197,9 +204,9 @@ class ArrayTrainer:
             diverged = [k for k, m in enumerate(self.members)
                         if m is not None and not math.isfinite(values[k])]
             for k in diverged:
-                m, self.members[k] = self.members[k], None
+                gone, self.members[k] = self._live(k), None
                 active = self._mask()
-                finish(m.job, Diverged(m.epoch, m.epoch * steps + i, values[k]))
+                finish(gone.job, Diverged(gone.epoch, gone.epoch * steps + i, values[k]))
             if all(m is None for m in self.members):  # nobody left: end the round here (its
                 for k in diverged:  # streams are unfinished, so their states are not kept)
                     self._stop(k)
@@ -243,8 +250,8 @@ class ArrayTrainer:
                 m.job.report(m.epoch, val_loss[k], val_acc[k], m.lr_applied)
             except Exception as e:  # the report failed: this trial ends
                 outcomes[k] = e
-        for k in sorted(outcomes, key=lambda k: self.members[k].job.order):
-            m = self.members[k]
+        for k in sorted(outcomes, key=lambda k: self._live(k).job.order):
+            m = self._live(k)
             if outcomes[k] is None and m.job.decide is not None:
                 try:
                     m.job.decide()
@@ -252,8 +259,8 @@ class ArrayTrainer:
                     outcomes[k] = e
             if outcomes[k] is None and m.epoch + 1 == self.cfg.epochs:
                 outcomes[k] = val_acc[k]
-        for k in sorted(outcomes, key=lambda k: self.members[k].job.order):
-            m, outcome = self.members[k], outcomes[k]
+        for k in sorted(outcomes, key=lambda k: self._live(k).job.order):
+            m, outcome = self._live(k), outcomes[k]
             if outcome is None:
                 m.epoch += 1
             else:
@@ -291,7 +298,8 @@ def member_bytes(cfg: lone.TrainConfig, device: torch.device) -> int:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        model = FusedAirbench(k, **shape).to(device, memory_format=torch.channels_last)
+        # Module.to takes memory_format; torch's overloads for it leave it out
+        model = FusedAirbench(k, **shape).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         sgd = FusedSGD(list(model.parameters()), k)
         x = torch.randn(cfg.batch_size, shape["in_channels"], shape["image_size"],
                         shape["image_size"], device=device).contiguous(

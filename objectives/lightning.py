@@ -282,9 +282,9 @@ def _callbacks() -> tuple[type, type]:
     global _CALLBACKS
     if _CALLBACKS is not None:
         return _CALLBACKS
-    L = _lightning()
+    callback: Any = _lightning().Callback  # a framework class: Any, as a base
 
-    class Watch(L.Callback, _Interrupts):
+    class Watch(callback, _Interrupts):
         """Remembers the KeyboardInterrupt Lightning turns into sys.exit(1)."""
 
         def __init__(self) -> None:

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from objectives import Diverged, Schedule, UserError, text
-from objectives.classify import make_optimizer, resolve_device
+from objectives.classify import ScheduleFree, make_optimizer, resolve_device
 from objectives.lm_model import ByteLM, LMShape
 from objectives.settings import TrainConfig
 
@@ -185,6 +185,7 @@ def train(cfg: TrainConfig, schedule: Schedule, report: Callable[..., Any]) -> f
     for epoch in range(epochs):
         lr_applied = math.nan
         if free:
+            assert isinstance(optimizer, ScheduleFree)  # free: a schedule-free optimizer
             optimizer.train()
         for i in range(steps):
             xb = train_batch(fit, cfg.batch_size, context, gen)
@@ -203,6 +204,7 @@ def train(cfg: TrainConfig, schedule: Schedule, report: Callable[..., Any]) -> f
             built.after_batch()
             step += 1
         if free:  # score the averaged weights (no BatchNorm here: nothing to recalibrate)
+            assert isinstance(optimizer, ScheduleFree)
             optimizer.eval()
         val_loss, _ = evaluate(model, windows, autocast)
         if not math.isfinite(val_loss):
@@ -218,6 +220,6 @@ def train(cfg: TrainConfig, schedule: Schedule, report: Callable[..., Any]) -> f
     return val_loss
 
 
-train.prepare = prepare
+train.prepare = prepare  # type: ignore[attr-defined]  # search.runner.prepare calls it
 train.holdout = True  # type: ignore[attr-defined]  # "test": trains on train + val, scores test
 train.options = tuple(DEFAULTS)  # type: ignore[attr-defined]  # the keys options_of accepts

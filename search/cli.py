@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from search.errors import UserError, must
 from search.goal import Goal
@@ -38,7 +38,7 @@ COMMANDS: dict[str, str] = {
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
+    def error(self, message: str) -> NoReturn:  # one line, no usage block
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -272,7 +272,7 @@ def _validated(store: optuna.storages.BaseStorage, searched: str) -> str:
     except (KeyError, UserError):  # the searched study was deleted, or has no complete trial
         v = None
     w = v.winner if v is not None else None
-    if w is None:
+    if v is None or w is None:
         return "validation: no finished run"
     return (f"validation: {v.goal.name('test')} {v.goal.text(w.mean)} mean of {w.n} seeds, "
             f"{w.label}")

@@ -320,6 +320,14 @@ def epochs_trained(trial: optuna.Trial | FrozenTrial | Mapping[str, Any]) -> int
     return len(getattr(trial, "intermediate_values", None) or ())
 
 
+def value_of(trial: FrozenTrial) -> float:
+    """A complete trial's value (Optuna sets it on completion: every study has one
+    objective), where the caller knows the trial completed."""
+    value = trial.value
+    assert value is not None, f"trial {trial.number} has no value"
+    return value
+
+
 # A study's user attributes.
 class Study:
     """The keys of a study's user attributes."""

@@ -55,7 +55,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
             "exports with `--trial N`)"
         )
     goal = Goal.of_study(study)
-    return max(trials, key=lambda t: (goal.score(t.value), -t.number))
+    return max(trials, key=lambda t: (goal.score(record.value_of(t)), -t.number))
 
 
 def from_trial(

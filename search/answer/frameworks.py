@@ -110,6 +110,7 @@ def describe(rec: Recommendation) -> dict[str, Any]:
 
 def _hf_optim(o: dict[str, Any]) -> dict[str, Any]:
     kind = by_class(o.get("name", "SGD"))
+    assert kind is not None  # describe asks only for an optimizer the table knows
     out: dict[str, Any] = {"optim": kind.hf}
     if "betas" in o:
         out |= {"adam_beta1": o["betas"][0], "adam_beta2": o["betas"][1]}

@@ -84,11 +84,12 @@ class Recommendation:
         return STEP_WORDS[self.interval][1]
 
     def schedule_free_note(self) -> str:
-        lr = self.optimizer.get("lr")
-        scale = by_class(str(self.optimizer.get("name"))).lr_range
+        lr: Any = self.optimizer.get("lr")  # the trial's record: JSON
+        kind = by_class(str(self.optimizer.get("name")))
+        assert kind is not None  # only for a schedule-free optimizer: one of the table's
         return (f"{lr_text(lr)} is the schedule-free optimizer's own LR; its authors use "
-                f"{scale} the LR of the same optimizer with a schedule, and this one was tuned "
-                "on the validation split")
+                f"{kind.lr_range} the LR of the same optimizer with a schedule, and this one was "
+                "tuned on the validation split")
 
     def scheduler_code(self) -> str:
         """The scheduler as the trial built it (search.schedules.codegen: its construction)."""

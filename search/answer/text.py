@@ -129,6 +129,7 @@ def contest_verdict(st: Standing) -> str:
         if other is None:
             return f"a tuned reference leads: {lead.label}{sure}"
         p = st.versus(other)
+        assert p is not None  # a leader and another contender: a pairing
         return (f"no searched shape beats the tuned references: {lead.label} leads, the "
                 f"best searched shape ({other.label}) is {goal.gap(p.margin)} behind "
                 f"on {_seeds(p.n)}{_interval(goal, p)}{sure}")
@@ -136,6 +137,7 @@ def contest_verdict(st: Standing) -> str:
     if ref is None:
         return f"{lead.label} leads; no tuned reference finished{sure}"
     p = st.versus(ref)
+    assert p is not None  # a leader and another contender: a pairing
     if p.distinguishable and p.margin > 0:
         return (f"{lead.label} beats the best tuned reference, {ref.label}, by "
                 f"{goal.gap(p.margin)} on {_seeds(p.n)}{_interval(goal, p)}{sure}")
@@ -179,6 +181,7 @@ def contest_lines(st: Standing) -> list[str]:
         if short is None:
             return out + ["  so far   : no run has finished yet"]
         run, h = short
+        assert run.score is not None  # a finished run: a grid's best
         return out + [f"  so far   : leading reference at {_count(h, 'epoch')}: {run.label}, "
                       f"LR {lr_text(run.lr)}, {goal.name()} {goal.text(run.score)} (trial "
                       f"{run.number}); a {h}-epoch run, not the answer: that is chosen "

@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def finite(v: Any) -> bool:
     return isinstance(v, NUM) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def raise_hint(k: str, path: Path | None, v: Any) -> str:
+def raise_hint(k: str, path: Path | Traversable | None, v: Any) -> str:
     """For a value above its LIMITS bound: how to raise the bound knowingly."""
     values = v if isinstance(v, list | tuple) else [v]
     if k not in LIMITS or not any(finite(x) and x > LIMITS[k] for x in values):

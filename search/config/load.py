@@ -68,13 +68,13 @@ def _locate(name_or_path: str) -> Path | Traversable:
         if not path.is_file():
             raise UserError(f"study file {shown(name_or_path)} does not exist")
         return path
-    path = STUDIES_DIR / f"{name_or_path}.toml"
-    if not _NAME.fullmatch(name_or_path) or not path.is_file():
+    shipped = STUDIES_DIR / f"{name_or_path}.toml"
+    if not _NAME.fullmatch(name_or_path) or not shipped.is_file():
         raise UserError(
             f"unknown study {shown(name_or_path)}; known studies: {', '.join(study_names())} "
             "(or pass a path to a .toml file)"
         )
-    return path
+    return shipped
 
 
 def load_objective(spec: str) -> Callable[..., float]:
@@ -202,7 +202,7 @@ def _references(t: Table) -> tuple[str, ...]:
     return tuple(s for s in SLOTS if s in got)
 
 
-def _contest(top: Table, trials_max: int, epochs: int) -> ContestConfig:
+def _contest(top: Table, trials_max: int | float, epochs: int) -> ContestConfig:
     t, d = top.table("contest"), ContestConfig()
     out = ContestConfig(
         shape_trials=t.count("shape_trials", d.shape_trials, 0, trials_max),

@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from objectives.settings import TrainConfig
 from search import schedules
@@ -62,7 +63,7 @@ def _suggest(where: str, key: str, valid: list[str]) -> str:
 class Table:
     """A TOML table being read: remembers which keys were used, so unknown ones can fail."""
 
-    def __init__(self, data: Mapping[str, Any], where: str, file: Path) -> None:
+    def __init__(self, data: Mapping[str, Any], where: str, file: Path | Traversable) -> None:
         if not isinstance(data, Mapping):
             raise UserError(f"{file}: {must(where, 'a table', data)}")
         self.used: set[str] = set()  # the keys read so far
@@ -111,8 +112,11 @@ class Table:
             )
 
 
-def range_spec(t: Table, k: str, default: ParamSpec, log: bool, bounds: schedules.Bounds,
-          integer: bool = False) -> ParamSpec:
+_Default = TypeVar("_Default", ParamSpec, None)
+
+
+def range_spec(t: Table, k: str, default: _Default, log: bool, bounds: schedules.Bounds,
+          integer: bool = False) -> ParamSpec | _Default:
     """A number (fixed) or {low, high[, log]} table, inside `bounds`."""
     t.used.add(k)
     if k not in t.data:
@@ -221,7 +225,7 @@ def space_of(t: Table, fams: tuple[str, ...], epochs: int, limits: Mapping[str, 
     return space
 
 
-def train_of(t: Table, objective: str, file: Path, limits: Mapping[str, Any],
+def train_of(t: Table, objective: str, file: Path | Traversable, limits: Mapping[str, Any],
              declared: Callable[[str], tuple[str, ...] | None]) -> TrainConfig:
     """The [objective] table: the TrainConfig settings checked; every other key goes to
     `options`. The built-in objective takes none; a user's objective takes any, unless it

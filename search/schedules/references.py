@@ -29,7 +29,8 @@ class Reference:
     def schedule(self, lr: float, knob: Mapping[str, float]) -> ScheduleConfig:
         """At `lr`, stepped per optimizer step: a reference is a whole-run shape, the same
         function of the fraction of training at every horizon (stepped_per_step)."""
-        return ScheduleConfig(self.family, dict(self.params), **dict(knob, lr=lr),
+        knobs: dict[str, Any] = dict(knob, lr=lr)  # ScheduleConfig's knob fields, by name
+        return ScheduleConfig(self.family, dict(self.params), **knobs,
                               per_step=stepped_per_step(self.family))
 
 

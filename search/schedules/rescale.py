@@ -74,7 +74,8 @@ class ScheduleConfig:
         return cls(family=d["family"], params=dict(d["params"]), lr=float(d["lr"]),
                    momentum=float(d["momentum"]), weight_decay=float(d["weight_decay"]),
                    warmup=float(d["warmup"]), per_step=bool(d.get("per_step", False)),
-                   **{k: float(d[k]) for k in ("beta1", "beta2") if d.get(k) is not None})
+                   beta1=None if d.get("beta1") is None else float(d["beta1"]),
+                   beta2=None if d.get("beta2") is None else float(d["beta2"]))
 
     def build(self, optimizer: Optimizer, steps_per_epoch: int, epochs: int) -> Built:
         """torch's scheduler for this schedule on `optimizer` (`build`): what an objective

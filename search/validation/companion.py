@@ -74,8 +74,8 @@ def validation(study: optuna.Study, epochs: int | None = None,
         seed = int(rec.seed)
         if seed in r["scores"] or seed in r["diverged"]:
             continue  # the first finished run of a (schedule, seed) counts
-        if t.state == TrialState.COMPLETE and math.isfinite(t.value):
-            r["scores"][seed] = goal.score(t.value)
+        if t.state == TrialState.COMPLETE and math.isfinite(value := record.value_of(t)):
+            r["scores"][seed] = goal.score(value)
         elif rec.diverged:
             r["diverged"].append(seed)
     results = []

@@ -126,7 +126,7 @@ def plan(cfg: StudyConfig, study: optuna.Study, top: int, epochs: int | None = N
         def at_length(c: Any) -> schedules.ScheduleConfig:
             return st.schedule_at(c, epochs, keep_lr)
 
-        roles = ("recommended", "baseline") if lead.role == "reference" else (
+        roles: tuple[str, ...] = ("recommended", "baseline") if lead.role == "reference" else (
             "recommended", "candidate")
         j = job(lead.label, roles, at_length(lead), lead.optimizer, source_trial=best.number,
                 slot=lead.slot)
@@ -143,7 +143,8 @@ def plan(cfg: StudyConfig, study: optuna.Study, top: int, epochs: int | None = N
             notes.append("the contest's race is not finished: the recommendation may change")
         return ValidationPlan(list(jobs.values()), epochs or searched, searched, notes, [], knobs)
     # 2. a plain search: the recommendation (its best trial) and the next best distinct ones
-    done.sort(key=lambda t: (t.number != best.number, -cfg.goal.score(t.value), t.number))
+    done.sort(key=lambda t: (t.number != best.number, -cfg.goal.score(record.value_of(t)),
+                             t.number))
     unrecorded = 0
     for t in done:
         if len(jobs) == top:
@@ -167,12 +168,13 @@ def plan(cfg: StudyConfig, study: optuna.Study, top: int, epochs: int | None = N
             sweeps.append(ref)
             continue
         lr = record.of(src).lr
-        lr = float(lr if lr is not None else src.params.get("lr"))
+        sampled: Any = src.params.get("lr")  # optuna's params: Any
+        lr = float(lr if lr is not None else sampled)
         # what tuning the LR was worth: the best trial against the study's own default-LR run
         default = next((t for t in done if record.of(t).default
                         and t.params.get("scheduler") == ref.family), None)
-        worth = (f", {src.value - default.value:+.4f} over the study's default-LR trial "
-                 f"{default.number}" if default is not None else "")
+        worth = (f", {record.value_of(src) - record.value_of(default):+.4f} over the study's "
+                 f"default-LR trial {default.number}" if default is not None else "")
         add_baseline(jobs, job(
             ref.label, ("baseline",), ref.schedule(lr, knobs), ref.optimizer, slot=ref.slot,
             lr_source=f"LR of the best of the study's {ref.family} trials (trial {src.number})"

@@ -72,7 +72,8 @@ def open_companion(store: optuna.storages.BaseStorage, searched: str,
     """The companion study of `searched` (which optimises `goal`), created on first use."""
     name = companion_name(searched)
     study = optuna.create_study(
-        study_name=name, storage=store, direction=goal.direction, load_if_exists=True,
+        study_name=name, storage=store, load_if_exists=True,
+        direction=goal.direction,  # type: ignore[arg-type]  # one of DIRECTIONS
         sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
     if (not goal.holds(study)
             or record.study_of(study).get(record.Study.SEARCHED_STUDY, searched) != searched):
@@ -193,7 +194,8 @@ def tune(cfg: StudyConfig, study: optuna.Study, the_plan: ValidationPlan, search
     seed = cfg.train.seed
     first = SWEEP_STEPS
     for b in the_plan.sweeps:
-        steps, scored, tried = first, {}, set(first)
+        scored: dict[float, float] = {}  # LR -> its score
+        steps, tried = first, set(first)
         centre = cfg.space.default_lr * b.lr_factor
         clip = lr_clip(cfg, b)
         while True:
@@ -233,6 +235,7 @@ def run(
 
     def body(e: claim.Entry) -> None:
         study = e.study
+        assert study is not None  # claim.enter opens it before the body runs
         tuned = tune(cfg, study, the_plan, searched, out, e.sig)
         if e.sig.received is not None:
             return
@@ -318,7 +321,7 @@ def _plan_line(cfg: StudyConfig, searched: optuna.Study, the_plan: ValidationPla
     if measured is None:
         return line + "; no finished trial to time it by"
     secs = [pace.work_seconds(w, measured, jobs) for w in (left.least, left.most)]
-    return (line + f"; about {_span(*secs, show=duration)} at the search's pace "
+    return (line + f"; about {_span(secs[0], secs[1], show=duration)} at the search's pace "
             f"({measured.seconds_per_epoch:.2g} s an epoch"
             + (f", {measured.seconds_per_trial:.2g} s to start a run"
                if measured.seconds_per_trial else "") + ")")
