@@ -152,7 +152,9 @@ def test_every_per_trial_line_names_what_ran_and_the_leader_at_the_study_length(
     url = f"sqlite:///{tmp_path / 'c.db'}"
     lines = run_until(f, url, 45, capsys)
     study = optuna.load_study(study_name="c", storage=url)
-    assert len(lines) == 45
+    # one line per finished trial (the race may be decided before 45)
+    assert len(lines) == sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                             for t in study.trials) <= 45
     roles = set()
     for line in lines:
         m = LINE.fullmatch(line)

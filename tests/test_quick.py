@@ -61,12 +61,13 @@ def test_a_quick_run_finishes_and_best_recommends_from_its_race(
                      "--data-dir", str(fashion_dir), "--storage", url]) == 0
     study = optuna.load_study(study_name="quick", storage=url)
     trials = config.load_study("quick").trials
-    assert len([t for t in study.trials if t.state.is_finished()]) >= trials
+    finished = len([t for t in study.trials if t.state.is_finished()])
     st = standing(study)  # the contest ran: tuned references and searched shapes raced
+    assert finished == trials or (finished < trials and st.decided)  # budget spent, or decided
     assert st.leader is not None
     assert {c.role for c in st.state.contenders} == {"reference", "searched"}
     out = capsys.readouterr().out
-    assert f"study 'quick': {trials} finished trials" in out
+    assert f"study 'quick': {finished} finished trials" in out
     assert cli.main(["best", "--study", "quick", "--storage", url]) == 0
     assert f"Study 'quick': {answer.headline(st)}" in capsys.readouterr().out
 

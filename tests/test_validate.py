@@ -372,7 +372,9 @@ def test_other_length_rescales_epoch_counts_and_best_shows_each_length(here, cap
     assert step.user_attrs["scheduler_kwargs"]["step_size"] == (
         2 * src.user_attrs["scheduler_kwargs"]["step_size"])
     cos = next(t for t in comp.trials if t.user_attrs["label"].startswith("CosineAnnealingLR"))
-    assert cos.user_attrs["scheduler_kwargs"]["T_max"] == 8 and cos.user_attrs["epochs"] == 8
+    # the reference steps per optimizer step: its whole run is 8 epochs of optimizer steps
+    assert cos.user_attrs["interval"] == "iteration" and cos.user_attrs["epochs"] == 8
+    assert cos.user_attrs["scheduler_kwargs"]["T_max"] == 8 * cos.user_attrs["steps_per_epoch"]
     assert _json_best(capsys)["validation_epochs"] == 8  # the only length validated so far
     assert _validate("--top", "1", "--seeds", "1") == 0
     out = _json_best(capsys)
