@@ -108,14 +108,14 @@ class ContestConfig:
     # the reference slots this contest runs (search.schedules.references.SLOTS; the first,
     # whole-run cosine, always: it sets the LR scale); (): the default set
     references: tuple[str, ...] = ()
-    # The LR grids, as steps of a ratio (`grid`): coarse at the first horizon (the first
-    # reference's around the default LR, the others' around the scale it found), refined at
-    # each longer one (half steps around the same reference's best one horizon shorter,
-    # extended only where an edge is clearly better). Their runs come out of `trials` first.
+    # The LR grids, as steps of GRID_RATIO (`grid`): at the first horizon the first
+    # reference's around the default LR, the others' around the scale it found; at each longer
+    # one around the same reference's best one horizon shorter, extended past an edge only
+    # where that edge is clearly better (half steps there measured no better:
+    # benchmarks/RESULTS.md, "Time to answer"). Their runs come out of `trials` first.
     GRID_RATIO: ClassVar[float] = 3.0
     SCALE_STEPS: ClassVar[tuple[int, ...]] = (-2, -1, 0, 1, 2)
     SHAPE_STEPS: ClassVar[tuple[int, ...]] = (-1, 0, 1)
-    LATER_STEPS: ClassVar[tuple[int, ...]] = (-1, 0, 1)  # of GRID_RATIO ** 0.5
     GRID_EXTEND: ClassVar[int] = 2  # steps added past an edge of a grid where its best sits
     REFERENCES: ClassVar[int] = 5  # at most: cosine, constant, one-cycle, linear, schedule-free
 
@@ -123,11 +123,11 @@ class ContestConfig:
     def grid(cls, horizon_index: int, scale_setter: bool) -> tuple[float, tuple[int, ...]]:
         """(ratio, first steps) of a reference's LR grid at the `horizon_index`-th horizon
         (0: the first); `scale_setter`: the reference that sets the LR scale (whole-run
-        cosine). At a longer horizon the grid is refined: a half step of the coarse ratio, and
-        extended past an edge only where that edge beats its neighbour by more than noise."""
-        if horizon_index == 0:
-            return cls.GRID_RATIO, cls.SCALE_STEPS if scale_setter else cls.SHAPE_STEPS
-        return cls.GRID_RATIO ** 0.5, cls.LATER_STEPS
+        cosine), whose first grid is wider. (At a longer horizon the policy extends a grid
+        past an edge only where that edge beats its neighbour by more than noise.)"""
+        if horizon_index == 0 and scale_setter:
+            return cls.GRID_RATIO, cls.SCALE_STEPS
+        return cls.GRID_RATIO, cls.SHAPE_STEPS
 
     def lengths(self, epochs: int) -> tuple[int, ...]:
         """The horizons the references' LRs are tuned at: those shorter than `epochs` (the
@@ -139,7 +139,7 @@ class ContestConfig:
         shapes and leaves each finalist one race run."""
         refs = len(self.references) or self.REFERENCES
         grids = len(self.SCALE_STEPS) + (refs - 1) * len(self.SHAPE_STEPS)
-        later = max(0, len(self.horizons) - 1) * refs * len(self.LATER_STEPS)
+        later = max(0, len(self.horizons) - 1) * refs * len(self.SHAPE_STEPS)
         return grids + later + self.shape_trials + self.finalists
 
     def budget_problem(self, trials: int) -> str:

@@ -126,8 +126,8 @@ def contest_plan(cfg: StudyConfig, trials: list[FrozenTrial],
     due: list[Due] = []
     done_all, scale = False, None
     going: dict[str, float] = {}  # slot -> its best LR one horizon shorter
-    # a longer horizon's grid is refined: extended past an edge only where the edge is
-    # better than its neighbour by more than the noise of a paired difference allows
+    # a longer horizon's grid is extended past an edge only where the edge is better than
+    # its neighbour by more than the noise of a paired difference allows
     refine = racing.margin(settings.noise_sd, 1)
     for i, h in enumerate(settings.lengths):
         ratio, first = c.grid(i, scale_setter=True)
