@@ -212,3 +212,69 @@ def test_the_corpus_is_the_whole_king_james_bible():
     assert raw.startswith(b"\nGenesis 1\n\n  1 In the beginning God created")
     assert int(data.max()) < 128  # ASCII
     assert text.load() is data  # read once per process
+
+
+LM_STUDY = """
+trials = 3
+seed = 0
+[objective]
+function = "objectives.lm:train"
+metric = "val_loss"
+direction = "minimize"
+dataset = "text"
+epochs = 3
+batch_size = 8
+optimizer = "adamw"
+betas = [0.9, 0.95]
+text_path = "{text}"
+steps_per_eval = 12
+d_model = 16
+n_layers = 1
+n_heads = 2
+context = 16
+eval_bytes = 512
+[space]
+families = ["WarmupStableDecay", "CosineAnnealingLR", "StepLR"]
+lr = {{ low = 1e-3, high = 3e-2, log = true }}
+weight_decay = 0.1
+warmup_epochs = {{ low = 0.0, high = 1.0 }}
+default_lr = 3e-3
+enqueue_defaults = false
+[pruner]
+name = "none"
+"""
+
+
+def test_an_lm_recommendation_prints_code_that_applies_the_recorded_per_step_lrs(
+        text_file, tmp_path, capsys, one_thread):
+    """A language-model study run from its study file, minimising the validation loss: `best`
+    names the lowest loss, and its python code applies exactly the LR the trial applied at every
+    optimizer step (every family stepped per optimizer step); the Lightning and HF forms print
+    the same scheduler, stepped per step."""
+    import optuna
+
+    from conftest import applied_lrs
+    from search import cli
+
+    f = tmp_path / "lm.toml"
+    f.write_text(LM_STUDY.format(text=text_file))
+    url = f"sqlite:///{tmp_path / 'lm.db'}"
+    assert cli.main(["run", "--study", str(f), "--storage", url]) == 0
+    study = optuna.load_study(study_name="lm", storage=url)
+    best = min((t for t in study.trials if t.value is not None), key=lambda t: t.value)
+    assert best.user_attrs["interval"] == "iteration"  # per optimizer step, whatever family
+    capsys.readouterr()
+    assert cli.main(["best", "--study", str(f), "--storage", url, "--format", "python"]) == 0
+    code = capsys.readouterr().out
+    assert f"val_loss {best.value:.4f}" in code
+    assert applied_lrs(code, best.user_attrs["val_loss_curve"]) == pytest.approx(
+        best.user_attrs["lr_trace"]["lr"], rel=1e-9)
+    kwargs = best.user_attrs["scheduler_kwargs"]
+    for fmt, per_step in (("lightning", '"interval": "step"'), ("hf", "max_steps=36")):
+        capsys.readouterr()
+        assert cli.main(["best", "--study", str(f), "--storage", url, "--format", fmt]) == 0
+        out = capsys.readouterr().out
+        compile(out, f"best.{fmt}", "exec")
+        assert per_step in out, fmt
+        assert all(repr(v) in out or str(v) in out for v in kwargs.values()
+                   if isinstance(v, int) and not isinstance(v, bool)), fmt

@@ -325,8 +325,8 @@ def validation_lines(v: Validation) -> list[str]:
             out.append(f"  margin   : {c.margin:+.4f} on 1 seed (no spread to judge it by)")
     tests = [(r, p, h) for r, p, h in v.comparisons if p.n >= 2]
     if tests:
-        out.append(f"  paired   : the recommendation minus each tuned baseline, p Holm-corrected "
-                   f"over the {len(tests)}:")
+        out.append(f"  paired   : against each tuned baseline (as the margin: positive, the "
+                   f"recommendation is better), p Holm-corrected over the {len(tests)}:")
         for r, p, h in tests:
             out.append(f"    {r.label[:44]:<44} {p.margin:+.4f} [{p.low:+.4f}, {p.high:+.4f}]"
                        f"  p = {p.p_value:.2g}, Holm p = {h:.2g}")
