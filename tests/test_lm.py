@@ -252,8 +252,8 @@ def test_an_lm_recommendation_prints_code_that_applies_the_recorded_per_step_lrs
     optimizer step (every family stepped per optimizer step); the Lightning and HF forms print
     the same scheduler, stepped per step."""
     import optuna
-
     from conftest import applied_lrs
+
     from search import cli
 
     f = tmp_path / "lm.toml"
