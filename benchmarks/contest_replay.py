@@ -70,7 +70,6 @@ import hashlib
 import json
 import math
 import random
-import subprocess
 import sys
 import time
 import warnings
@@ -85,6 +84,7 @@ from optuna.distributions import BaseDistribution
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.replay import CurveTable, Surrogate  # noqa: E402
+from benchmarks.shell import sh as _sh  # noqa: E402
 from search import config, record, runner, schedules, space  # noqa: E402
 from search.contest import race as racing  # noqa: E402
 from search.contest.policy import ContestPolicy  # noqa: E402
@@ -573,14 +573,6 @@ def race_table(races: int) -> None:
     print("\nspread: the others 0.5 sd apart below the second best (tests/test_race.py); "
           "bunched: all 7 at the second best's mean. One at a time: the sequential engine "
           "(ContestPolicy enqueues the first due run, then derives the race again).")
-
-
-def _sh(cmd: str) -> str:
-    try:
-        return subprocess.run(cmd, shell=True, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
 def header() -> None:

@@ -38,7 +38,6 @@ import argparse
 import hashlib
 import math
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.replay import CurveRow, CurveTable  # noqa: E402
+from benchmarks.shell import sh as _sh  # noqa: E402
 from search.contest import race as racing  # noqa: E402
 from search.contest.stopping import Z_BEHIND, behind, behind_by  # noqa: E402
 
@@ -55,14 +55,6 @@ DATA = Path(__file__).resolve().parent / "data" / "curves.json.gz"
 SIGMA = 0.0037  # one run's final seed noise above 0.88 on the table (benchmarks/RESULTS.md)
 FIRST = 2  # the first horizon (epochs)
 REFERENCE_FAMILIES = ("CosineAnnealingLR", "Constant", "OneCycleLR", "PolynomialLR")
-
-
-def _sh(cmd: str) -> str:
-    try:
-        return subprocess.run(cmd, shell=True, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
 def epoch_noise(table: CurveTable, above: float) -> dict[int, tuple[float, int]]:
