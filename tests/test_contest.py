@@ -308,3 +308,20 @@ def test_every_reader_names_the_same_winner_when_it_is_not_the_best_single_run(t
     capsys.readouterr()
     assert cli.main(["studies", "--storage", url]) == 0
     assert st.leader.label in capsys.readouterr().out
+
+
+def test_an_edge_within_noise_of_its_neighbour_is_not_gone_past_nor_called_untuned():
+    """At a longer horizon a grid goes past its best edge only where that edge beats its
+    neighbour by more than a paired difference's noise; such an edge is then no sign of an
+    untuned LR (the standing's `not tuned` line means the study's LR range stopped the grid)."""
+    from search.contest.contenders import at_edge, edge_margin, next_lrs
+
+    m = edge_margin(0.004, 1)
+    assert edge_margin(0.004, 0) == 0.0 and m == pytest.approx(1.645 * 0.004 * 2**0.5)
+    close = {0.1: 0.900, 0.3: 0.905, 0.9: 0.9052}  # best on the high edge by 0.0002
+    steps, keep = (-1, 0, 1), (lambda lr: lr)
+    assert at_edge(close) == "high" and at_edge(close, m) == ""
+    assert next_lrs(close, 0.3, keep, steps, steps, 3.0, m) == ()
+    assert next_lrs(close, 0.3, keep, steps, steps, 3.0, 0.0) == (2,)
+    clear = {**close, 0.9: 0.93}
+    assert at_edge(clear, m) == "high" and next_lrs(clear, 0.3, keep, steps, steps, 3.0, m) == (2,)

@@ -167,8 +167,8 @@ def left_out(law: Law) -> str:
     out = [h for h in law.horizons if h not in law.fitted_on]
     if not out:
         return ""
-    return (f"the best LR at {', '.join(map(str, out))} epochs is on its grid's edge (the "
-            "study's LR range): left out of the fit")
+    return (f"the best LR at {', '.join(map(str, out))} epochs is on its grid's edge: left "
+            "out of the fit")
 
 
 def contest_lines(st: Standing) -> list[str]:

@@ -26,7 +26,7 @@ from search.config import ContestConfig, StudyConfig
 from search.schedules import REFERENCES, Reference
 from search.schedules.references import SCHEDULE_FREE
 
-__all__ = ["REFERENCES", "Reference", "at_edge", "contender_key", "grid_lrs",
+__all__ = ["REFERENCES", "Reference", "at_edge", "contender_key", "edge_margin", "grid_lrs",
            "knobs", "lr_clip", "next_lrs", "references", "unavailable"]
 
 # The grids' ratio and steps: search.config.ContestConfig (the study's contest settings).
@@ -123,10 +123,26 @@ def next_lrs(scored: Mapping[float, float], centre: float, clip: Callable[[float
     return ()
 
 
-def at_edge(scored: Mapping[float, float]) -> str:
-    """"low" or "high" where the best LR of a finished grid is its lowest or highest, else ""."""
+def edge_margin(noise_sd: float, horizon_index: int) -> float:
+    """How much better than its neighbour a grid's best edge must be for the grid to go past
+    it (next_lrs): any amount at the first horizon; at a longer one (its grid centred on the
+    best LR one horizon shorter) more than the noise of a paired difference of two runs."""
+    from search.contest.race import margin
+
+    return 0.0 if horizon_index == 0 else margin(noise_sd, 1)
+
+
+def at_edge(scored: Mapping[float, float], margin: float = 0.0) -> str:
+    """"low" or "high" where the best LR of a finished grid is its lowest or highest, by more
+    than `margin` over its neighbour (so the grid would have gone past it: what stopped it is
+    the study's LR range or the extension limit), else ""."""
     finite = {lr: v for lr, v in scored.items() if not math.isinf(v)}
     if len(finite) < 2:
         return ""
+    order = sorted(finite)
     best = max(finite, key=lambda lr: (finite[lr], -lr))
-    return "low" if best == min(scored) else "high" if best == max(scored) else ""
+    if best == order[0] and best == min(scored) and finite[best] - finite[order[1]] > margin:
+        return "low"
+    if best == order[-1] and best == max(scored) and finite[best] - finite[order[-2]] > margin:
+        return "high"
+    return ""

@@ -24,7 +24,6 @@ from optuna.trial import FrozenTrial, TrialState
 from search import record, runner
 from search.config import StudyConfig
 from search.contest import contenders as cn
-from search.contest import race as racing
 from search.contest.law import laws
 from search.contest.state import (
     RACE,
@@ -128,10 +127,9 @@ def contest_plan(cfg: StudyConfig, trials: list[FrozenTrial],
     going: dict[str, float] = {}  # slot -> its best LR one horizon shorter
     # a longer horizon's grid is extended past an edge only where the edge is better than
     # its neighbour by more than the noise of a paired difference allows
-    refine = racing.margin(settings.noise_sd, 1)
     for i, h in enumerate(settings.lengths):
         ratio, first = c.grid(i, scale_setter=True)
-        margin = refine if i > 0 else 0.0
+        margin = cn.edge_margin(settings.noise_sd, i)
         centre0 = cfg.space.default_lr if i == 0 else going[refs[0].slot]
         d, done_all, best0 = _grid_due(cfg, refs[0], runs, centre0, first, seed, h, ratio,
                                        margin)

@@ -23,7 +23,7 @@ from search import record, stats
 from search.config import ContestConfig
 from search.contest import law as lr_law
 from search.contest import race as racing
-from search.contest.contenders import REFERENCES, at_edge
+from search.contest.contenders import REFERENCES, at_edge, edge_margin
 from search.contest.state import (
     RACE,
     REFERENCE,
@@ -175,10 +175,14 @@ class Standing:
     @property
     def untuned(self) -> list[tuple[str, str]]:
         """(label, "low" | "high") for references whose best LR sits on the edge of their
-        grid where the study's LR range stopped it."""
+        grid where the study's LR range stopped it (an edge within noise of its neighbour at a
+        longer horizon is not gone past, and is no sign of an untuned LR: edge_margin)."""
         if not self.state.racing:
             return []
-        return [(g.label, e) for g in self.state.grids.values() if (e := at_edge(g.scored))]
+        s = self.state.settings
+        margin = edge_margin(s.noise_sd, len(s.lengths) - 1)
+        return [(g.label, e) for g in self.state.grids.values()
+                if (e := at_edge(g.scored, margin))]
 
     @cached_property
     def stage(self) -> Stage:
