@@ -337,7 +337,7 @@ class Study:
     SEARCH_SEED = "search_seed"  # a contest's first training seed (the race: +1, +2, ...)
     LR_SCALE = "lr_scale"  # the LR a contest's shapes are searched around
     LR_LAW = "lr_law"  # a contest's LR-law fits, for people (every reader fits them again)
-    # A validation's companion study (search.validate)
+    # A validation's companion study (search.validation.validate)
     SEARCHED_STUDY, HOLDOUT, NOTES = "searched_study", "holdout", "notes"
     SEARCHED_EPOCHS = "searched_epochs"
 

@@ -44,13 +44,16 @@ def test_benchmark_records_the_kwargs_training_resolves():
 
 
 def test_benchmark_kwargs_for_a_few_families_are_the_catalogs():
-    """Exact kwargs checked by hand for three families: epoch counts and per-step factors."""
+    """Exact kwargs checked by hand for three families: epoch counts and per-step factors,
+    in optimizer steps (every family steps per optimizer step unless a study keeps it per
+    epoch)."""
     bench = _bench()
+    total = bench.EPOCHS * bench.STEPS
     cases = {
         "StepLR": ({"StepLR.step_size": 5, "StepLR.gamma": 0.5},
-                   {"step_size": 5, "gamma": 0.5}),
+                   {"step_size": 5 * bench.STEPS, "gamma": 0.5}),
         "ExponentialLR": ({"ExponentialLR.final_factor": 0.01},
-                          {"gamma": 0.01 ** (1 / bench.EPOCHS)}),
+                          {"gamma": 0.01 ** (1 / total)}),
         "OneCycleLR": ({"OneCycleLR.pct_start": 0.3, "OneCycleLR.div_factor": 25.0,
                         "OneCycleLR.final_div_factor": 1e4},
                        {"max_lr": 0.1, "total_steps": bench.EPOCHS * bench.STEPS,
