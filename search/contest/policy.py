@@ -141,8 +141,8 @@ def contest_plan(cfg: StudyConfig, trials: list[FrozenTrial],
             if i > 0 and ref.slot not in going:
                 continue  # stopped one horizon shorter: clearly behind
             centre = best0 * ref.lr_factor if i == 0 else going[ref.slot]
-            d, ok, best = _grid_due(cfg, ref, runs, centre, c.grid(i, False)[1], seed, h,
-                                    c.grid(i, False)[0], margin)
+            ratio_i, steps_i = c.grid(i, scale_setter=False)
+            d, ok, best = _grid_due(cfg, ref, runs, centre, steps_i, seed, h, ratio_i, margin)
             due += d
             done_all = done_all and ok
             if best is not None:

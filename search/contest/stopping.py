@@ -1,13 +1,14 @@
 """Stopping rules of the contest: which contenders are clearly behind. Pure math on plain
 numbers (no optuna, no torch), so it is tested as a property (tests/test_stopping.py).
 
-`behind`: a reference (or shape) whose best score at the first horizon is below the leader's
+`behind`: a reference (or shape) whose best score at the stopping horizon (`stop_at`: the
+longest horizon shorter than the search's, else the search's own) is below the leader's
 by more than `z` noise sds of a paired difference of two runs (z x sigma x sqrt(2)) is clearly
 behind: it need take no more grid points, horizons or seeds. For two runs of the same true
 score the chance that noise alone puts one that far behind is 1 - Phi(z): 0.00135 at z = 3,
 so a contender at least as good as each rival is stopped by noise with a chance of at most
 0.00135 per rival run it is compared with (a union bound over the rivals' runs). That is the
-noise alone; whether the first horizon's ranking holds at the last is a property of the
+noise alone; whether a shorter horizon's ranking holds at the last is a property of the
 problem, measured on the recorded learning-curve table by benchmarks/stopping_rules.py
 (benchmarks/RESULTS.md, "Stopping rules: clearly behind, and equivalent").
 
@@ -48,7 +49,7 @@ def behind_by(sigma: float, z: float = Z_BEHIND) -> float:
 def behind(bests: Mapping[str, float], sigma: float, z: float = Z_BEHIND) -> dict[str, float]:
     """{slot: its gap below the leader} for every slot clearly behind the leader.
 
-    `bests`: each slot's best score at the first horizon (higher is better; -inf where all of
+    `bests`: each slot's best score at the stopping horizon (higher is better; -inf where all of
     its runs diverged); `sigma`: one run's seed noise. The leader has the highest best (ties:
     the first in `bests`) and is never behind; a slot is behind where its gap exceeds
     `behind_by(sigma, z)` (a diverged one always, unless every slot diverged: then none is).
